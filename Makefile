@@ -1,0 +1,29 @@
+# loyalty: PGXS build
+EXTENSION = loyalty
+MODULE_big = loyalty
+OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
+
+# The install script is assembled from one fragment per component.
+DATA_built = sql/$(EXTENSION)--0.1.sql
+INSTALL_FRAGMENTS = $(sort $(wildcard sql/install/*.sql))
+
+PG_CPPFLAGS = -std=gnu11 -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers
+SHLIB_LINK = -lm
+
+REGRESS = intake track_orders rfm
+REGRESS_OPTS = --inputdir=. --temp-config=./test/loyalty.conf --temp-instance=./tmp_check --load-extension=pg_cron --dbname=contrib_regression
+
+ISOLATION = $(patsubst test/specs/%.spec,%,$(sort $(wildcard test/specs/*.spec)))
+ISOLATION_OPTS = --inputdir=./test --temp-config=./test/loyalty.conf --temp-instance=./tmp_check_iso --dbname=contrib_regression
+
+TAP_TESTS = 1
+PROVE_TESTS = test/t/*.pl
+
+EXTRA_CLEAN = sql/$(EXTENSION)--0.1.sql tmp_check tmp_check_iso output_iso results regression.diffs regression.out
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+sql/$(EXTENSION)--0.1.sql: $(INSTALL_FRAGMENTS)
+	cat $^ > $@

@@ -1,0 +1,25 @@
+-- loyalty 0.1: base objects (roles, settings helpers). Assembled into loyalty--0.1.sql.
+\echo Use "CREATE EXTENSION loyalty" to load this file. \quit
+
+-- The four roles of DESIGN.md. Roles are cluster-wide, so they may exist already
+-- (another database, or a previous install); they are never dropped by us.
+DO $$
+DECLARE
+    r text;
+BEGIN
+    FOREACH r IN ARRAY ARRAY['loyalty_admin', 'loyalty_app', 'loyalty_sender', 'loyalty_reader']
+    LOOP
+        IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) r) THEN
+            EXECUTE pg_catalog.format('CREATE ROLE %I NOLOGIN', r);
+        END IF;
+    END LOOP;
+END
+$$;
+
+GRANT USAGE ON SCHEMA loyalty TO loyalty_admin, loyalty_app, loyalty_sender, loyalty_reader;
+COMMENT ON SCHEMA loyalty IS 'Customer loyalty system: intake, customer state, RFM segments, models, rewards, journeys';
+
+-- Advisory lock keys (first key 74200 = loyalty's class):
+--   (74200, 1) event drain: one applier of captured changes at a time, so changes apply in capture order
+--   (74200, 2) refresh: one scoring run at a time
+--   (74201, hashtext(customer)) per-customer state recomputation

@@ -1,0 +1,89 @@
+-- Customer state: per-customer aggregates, recomputed for the customers an
+-- intake change touched (from loyalty.orders, never from the shop's tables).
+
+CREATE TABLE loyalty.customer_state (
+    customer_id     text PRIMARY KEY,
+    first_order_at  timestamptz NOT NULL,
+    last_order_at   timestamptz NOT NULL,
+    orders          integer NOT NULL,
+    repeat_orders   integer NOT NULL,
+    purchase_days   integer NOT NULL,
+    gross_spend     numeric NOT NULL,
+    refunded        numeric NOT NULL,
+    net_spend       numeric NOT NULL,
+    avg_spend       numeric NOT NULL,
+    first_day_spend numeric NOT NULL,
+    updated_at      timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+COMMENT ON TABLE loyalty.customer_state IS 'Per-customer aggregates over counted orders, kept current from loyalty.orders';
+COMMENT ON COLUMN loyalty.customer_state.orders IS 'counted orders (status in the counted set, not fully refunded)';
+COMMENT ON COLUMN loyalty.customer_state.repeat_orders IS 'counted orders after the first';
+COMMENT ON COLUMN loyalty.customer_state.purchase_days IS 'distinct UTC days with a counted order (the BTYD transaction unit)';
+COMMENT ON COLUMN loyalty.customer_state.net_spend IS 'order amounts less refunds';
+COMMENT ON COLUMN loyalty.customer_state.avg_spend IS 'net_spend / orders';
+COMMENT ON COLUMN loyalty.customer_state.first_day_spend IS 'net spend on the first purchase day (repeat spend = net_spend - first_day_spend)';
+
+-- Customers whose scores are stale. seq changes on every requeue, so a scorer
+-- deletes exactly the entries it saw and a newer requeue survives.
+CREATE SEQUENCE loyalty.score_queue_seq;
+CREATE TABLE loyalty.score_queue (
+    customer_id text PRIMARY KEY,
+    seq         bigint NOT NULL DEFAULT pg_catalog.nextval('loyalty.score_queue_seq')
+);
+COMMENT ON TABLE loyalty.score_queue IS 'Customers whose state changed since they were last scored';
+
+-- Recompute the state of the given customers from loyalty.orders.
+-- Locking: callers have already written their loyalty.orders rows. Each customer
+-- is locked (advisory, sorted order) before the recomputing statement takes its
+-- snapshot, so of two transactions touching one customer the later one waits
+-- for the earlier to commit and then sees both changes: no lost update. Order
+-- rows are always locked before customer locks, so no lock cycle can form.
+CREATE FUNCTION loyalty._recompute_customers(p_customers text[], p_enqueue boolean)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock(74201, hashtext(c))
+       FROM (SELECT DISTINCT c FROM unnest(p_customers) AS c WHERE c IS NOT NULL ORDER BY 1) s;
+
+    INSERT INTO loyalty.customer_state AS cs
+        (customer_id, first_order_at, last_order_at, orders, repeat_orders, purchase_days,
+         gross_spend, refunded, net_spend, avg_spend, first_day_spend, updated_at)
+    SELECT customer_id, min(ordered_at), max(ordered_at), count(*), count(*) - 1,
+           count(DISTINCT d), sum(amount), sum(refunded), sum(amount - refunded),
+           round(sum(amount - refunded) / count(*), 2),
+           sum(amount - refunded) FILTER (WHERE d = first_d), now()
+      FROM (SELECT o.customer_id, o.ordered_at, o.amount, o.refunded,
+                   (o.ordered_at AT TIME ZONE 'UTC')::date AS d,
+                   min((o.ordered_at AT TIME ZONE 'UTC')::date) OVER (PARTITION BY o.customer_id) AS first_d
+              FROM loyalty.orders o
+             WHERE o.customer_id = ANY (p_customers) AND o.counts) x
+     GROUP BY customer_id
+    ON CONFLICT (customer_id) DO UPDATE
+       SET first_order_at = excluded.first_order_at, last_order_at = excluded.last_order_at,
+           orders = excluded.orders, repeat_orders = excluded.repeat_orders,
+           purchase_days = excluded.purchase_days, gross_spend = excluded.gross_spend,
+           refunded = excluded.refunded, net_spend = excluded.net_spend,
+           avg_spend = excluded.avg_spend, first_day_spend = excluded.first_day_spend,
+           updated_at = excluded.updated_at
+     WHERE (cs.first_order_at, cs.last_order_at, cs.orders, cs.purchase_days, cs.net_spend, cs.refunded, cs.first_day_spend)
+           IS DISTINCT FROM
+           (excluded.first_order_at, excluded.last_order_at, excluded.orders, excluded.purchase_days, excluded.net_spend, excluded.refunded, excluded.first_day_spend);
+
+    -- customers left with no counted order have no state (and no scores)
+    DELETE FROM loyalty.customer_state cs
+     WHERE cs.customer_id = ANY (p_customers)
+       AND NOT EXISTS (SELECT 1 FROM loyalty.orders o WHERE o.customer_id = cs.customer_id AND o.counts);
+    DELETE FROM loyalty.customer_rfm r
+     WHERE r.customer_id = ANY (p_customers)
+       AND NOT EXISTS (SELECT 1 FROM loyalty.customer_state cs WHERE cs.customer_id = r.customer_id);
+
+    IF p_enqueue THEN
+        INSERT INTO loyalty.score_queue (customer_id)
+        SELECT DISTINCT c FROM unnest(p_customers) AS c
+         WHERE c IS NOT NULL AND EXISTS (SELECT 1 FROM loyalty.customer_state cs WHERE cs.customer_id = c)
+        ON CONFLICT (customer_id) DO UPDATE SET seq = nextval('loyalty.score_queue_seq');
+    END IF;
+END
+$$;

@@ -1,0 +1,715 @@
+-- Intake: attached shop tables, the queue of captured changes, orders and refunds.
+
+CREATE TABLE loyalty.sources (
+    source_id         serial PRIMARY KEY,
+    relation_schema   text NOT NULL,
+    relation_name     text NOT NULL,
+    customer_column   text NOT NULL,
+    amount_column     text NOT NULL,
+    ordered_at_column text NOT NULL,
+    order_id_column   text NOT NULL,
+    status_column     text,
+    counted_statuses  text[],
+    attached_at       timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    backfilled_rows   bigint NOT NULL DEFAULT 0,
+    backfilled_at     timestamptz,
+    UNIQUE (relation_schema, relation_name)
+);
+COMMENT ON TABLE loyalty.sources IS 'Shop tables attached with loyalty.track_orders()';
+
+-- Changes captured by the triggers (and backfill), applied in capture order by
+-- loyalty.apply_events(). Each event is a snapshot of the order row, not a
+-- delta, so applying one twice changes nothing.
+CREATE TABLE loyalty.events (
+    event_id    bigserial PRIMARY KEY,
+    source_id   integer NOT NULL,
+    op          "char" NOT NULL CHECK (op IN ('u', 'd')),
+    order_ref   text,
+    customer_id text,
+    amount      numeric,
+    ordered_at  timestamptz,
+    status      text,
+    problem     text,
+    captured_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+COMMENT ON TABLE loyalty.events IS 'Captured order changes not yet applied (the worker or loyalty.refresh() drains it)';
+
+CREATE TYPE loyalty.order_change AS (
+    source_id   integer,
+    op          "char",
+    order_ref   text,
+    customer_id text,
+    amount      numeric,
+    ordered_at  timestamptz,
+    status      text,
+    problem     text
+);
+
+-- an order_change after validation
+CREATE TYPE loyalty.order_change_checked AS (
+    source_id   integer,
+    op          "char",
+    order_ref   text,
+    customer_id text,
+    amount      numeric,
+    ordered_at  timestamptz,
+    status      text,
+    counted     boolean,
+    reason      text
+);
+
+CREATE TABLE loyalty.orders (
+    order_ref   text PRIMARY KEY,
+    order_id    bigint GENERATED ALWAYS AS IDENTITY,
+    source_id   integer,
+    customer_id text NOT NULL,
+    amount      numeric NOT NULL CHECK (amount >= 0),
+    refunded    numeric NOT NULL DEFAULT 0 CHECK (refunded >= 0),
+    ordered_at  timestamptz NOT NULL,
+    status      text,
+    counted     boolean NOT NULL,
+    counts      boolean GENERATED ALWAYS AS (counted AND NOT (amount > 0 AND refunded >= amount)) STORED,
+    recorded_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    updated_at  timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+CREATE INDEX orders_customer_idx ON loyalty.orders (customer_id);
+COMMENT ON TABLE loyalty.orders IS 'Every order loyalty knows, from tracked tables (source_id) or the app (source_id NULL)';
+COMMENT ON COLUMN loyalty.orders.counted IS 'status is in the counted set and the row still exists in the shop';
+COMMENT ON COLUMN loyalty.orders.counts IS 'counted and not fully refunded: contributes to customer state';
+
+CREATE TABLE loyalty.refunds (
+    idempotency_key text PRIMARY KEY,
+    order_ref       text NOT NULL,
+    amount          numeric NOT NULL CHECK (amount > 0),
+    recorded_at     timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+CREATE INDEX refunds_order_idx ON loyalty.refunds (order_ref);
+COMMENT ON TABLE loyalty.refunds IS 'Refunds recorded with loyalty.record_refund()';
+
+CREATE TABLE loyalty.rejected_rows (
+    rejected_id bigserial PRIMARY KEY,
+    source_id   integer NOT NULL,
+    order_ref   text,
+    reason      text NOT NULL,
+    row_data    jsonb,
+    rejected_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    resolved_at timestamptz
+);
+CREATE UNIQUE INDEX rejected_rows_open_idx ON loyalty.rejected_rows (source_id, order_ref) WHERE resolved_at IS NULL;
+COMMENT ON TABLE loyalty.rejected_rows IS 'Shop rows loyalty could not use (kept, never blocking the shop); replay with loyalty.replay_rejected()';
+
+CREATE VIEW loyalty.rejected_summary AS
+SELECT s.source_id, s.relation_schema || '.' || s.relation_name AS source, r.reason,
+       count(*) AS rows, min(r.rejected_at) AS first_rejected_at, max(r.rejected_at) AS last_rejected_at
+  FROM loyalty.rejected_rows r JOIN loyalty.sources s USING (source_id)
+ WHERE r.resolved_at IS NULL
+ GROUP BY s.source_id, s.relation_schema, s.relation_name, r.reason;
+COMMENT ON VIEW loyalty.rejected_summary IS 'Open rejected shop rows per source and reason';
+COMMENT ON COLUMN loyalty.rejected_summary.rows IS 'rows waiting to be fixed and replayed';
+
+-- Apply order changes (latest per order wins). Invalid rows are rejected, and an
+-- order that becomes invalid stops counting. Returns the number of changes.
+CREATE FUNCTION loyalty._apply_changes(p_changes loyalty.order_change[], p_enqueue boolean DEFAULT true)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    affected text[];
+    checked loyalty.order_change_checked[];
+BEGIN
+    IF coalesce(cardinality(p_changes), 0) = 0 THEN
+        RETURN 0;
+    END IF;
+
+    SELECT array_agg(ROW(c.source_id, c.op, c.order_ref, c.customer_id, c.amount, c.ordered_at, c.status,
+           (s.status_column IS NULL OR c.status = ANY (s.counted_statuses)),
+           CASE WHEN c.op = 'd' THEN NULL
+                WHEN c.problem IS NOT NULL THEN c.problem
+                WHEN c.order_ref IS NULL THEN 'order id is null'
+                WHEN c.customer_id IS NULL THEN 'customer is null'
+                WHEN btrim(c.customer_id) = '' THEN 'customer is empty'
+                WHEN c.amount IS NULL THEN 'amount is null'
+                WHEN c.amount = 'NaN'::numeric THEN 'amount is NaN'
+                WHEN c.amount IN ('Infinity'::numeric, '-Infinity'::numeric) THEN 'amount is infinite'
+                WHEN c.amount < 0 THEN 'amount is negative'
+                WHEN c.ordered_at IS NULL THEN 'order time is null'
+                WHEN NOT isfinite(c.ordered_at) THEN 'order time is infinite'
+                WHEN o.order_ref IS NOT NULL AND o.source_id IS DISTINCT FROM c.source_id
+                     THEN 'order id already recorded by another source'
+           END)::loyalty.order_change_checked)
+      INTO checked
+      FROM (SELECT DISTINCT ON (ch.order_ref) ch.*
+              FROM unnest(p_changes) WITH ORDINALITY AS ch(source_id, op, order_ref, customer_id, amount, ordered_at, status, problem, ord)
+             ORDER BY ch.order_ref, ch.ord DESC) c
+      JOIN loyalty.sources s ON s.source_id = c.source_id
+      LEFT JOIN loyalty.orders o ON o.order_ref = c.order_ref;
+
+    -- rejections: keep the newest reason per open row
+    INSERT INTO loyalty.rejected_rows (source_id, order_ref, reason, row_data)
+    SELECT source_id, order_ref, reason,
+           jsonb_build_object('customer_id', customer_id, 'amount', amount::text, 'ordered_at', ordered_at, 'status', status)
+      FROM unnest(checked) WHERE reason IS NOT NULL
+    ON CONFLICT (source_id, order_ref) WHERE resolved_at IS NULL
+    DO UPDATE SET reason = excluded.reason, row_data = excluded.row_data, rejected_at = excluded.rejected_at;
+
+    -- valid upserts; an existing row of another source is never touched
+    WITH old AS (
+        SELECT o.order_ref, o.customer_id FROM loyalty.orders o JOIN unnest(checked) a USING (order_ref)
+         WHERE a.op = 'u' AND a.reason IS NULL
+    ), up AS (
+        INSERT INTO loyalty.orders AS o (order_ref, source_id, customer_id, amount, ordered_at, status, counted)
+        SELECT order_ref, source_id, customer_id, amount, ordered_at, status, counted
+          FROM unnest(checked) WHERE op = 'u' AND reason IS NULL
+        ON CONFLICT (order_ref) DO UPDATE
+           SET customer_id = excluded.customer_id, amount = excluded.amount, ordered_at = excluded.ordered_at,
+               status = excluded.status, counted = excluded.counted, updated_at = now()
+         WHERE o.source_id IS NOT DISTINCT FROM excluded.source_id
+           AND (o.customer_id, o.amount, o.ordered_at, o.status, o.counted)
+               IS DISTINCT FROM (excluded.customer_id, excluded.amount, excluded.ordered_at, excluded.status, excluded.counted)
+        RETURNING o.order_ref, o.customer_id
+    )
+    SELECT array_agg(x) INTO affected
+      FROM (SELECT up.customer_id FROM up
+            UNION SELECT old.customer_id FROM old JOIN up USING (order_ref)) s(x);
+
+    -- deletes and rows that became invalid stop counting (the row is kept: refunds may refer to it)
+    WITH gone AS (
+        UPDATE loyalty.orders o SET counted = false, updated_at = now()
+          FROM unnest(checked) a
+         WHERE o.order_ref = a.order_ref AND o.source_id IS NOT DISTINCT FROM a.source_id
+           AND (a.op = 'd' OR a.reason IS NOT NULL) AND o.counted
+        RETURNING o.customer_id
+    )
+    SELECT coalesce(affected, '{}') || coalesce(array_agg(customer_id), '{}') INTO affected FROM gone;
+
+    -- a row that is valid again resolves its rejection
+    UPDATE loyalty.rejected_rows r SET resolved_at = now()
+      FROM unnest(checked) a
+     WHERE r.resolved_at IS NULL AND r.source_id = a.source_id AND r.order_ref = a.order_ref
+       AND (a.reason IS NULL);
+
+    IF cardinality(affected) > 0 THEN
+        PERFORM loyalty._recompute_customers(affected, p_enqueue);
+    END IF;
+    RETURN cardinality(p_changes);
+END
+$$;
+
+-- Drain the captured changes, oldest first. The drain lock keeps one applier at a
+-- time; events of one shop row are captured in commit order (the row lock
+-- orders the writers), so applying them by event_id keeps the newest version.
+CREATE FUNCTION loyalty.apply_events(max_events integer DEFAULT 10000)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    ch loyalty.order_change[];
+BEGIN
+    IF max_events IS NULL OR max_events < 1 THEN
+        RAISE EXCEPTION 'max_events must be at least 1'
+              USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass the largest number of captured changes to apply in this call.';
+    END IF;
+    PERFORM pg_advisory_xact_lock(74200, 1);
+    WITH d AS (
+        DELETE FROM loyalty.events
+         WHERE event_id IN (SELECT event_id FROM loyalty.events ORDER BY event_id LIMIT max_events)
+        RETURNING *
+    )
+    SELECT array_agg(ROW(source_id, op, order_ref, customer_id, amount, ordered_at, status, problem)::loyalty.order_change
+                     ORDER BY event_id)
+      INTO ch FROM d;
+    RETURN loyalty._apply_changes(ch, true);
+END
+$$;
+COMMENT ON FUNCTION loyalty.apply_events(integer) IS 'Apply up to max_events captured order changes to orders and customer state';
+
+-- Row trigger in C: captures a tracked table's row as a loyalty.events row.
+-- Never raises for a bad row: problems travel with the event and end in rejected_rows.
+CREATE FUNCTION loyalty.capture_order()
+RETURNS trigger
+LANGUAGE c
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'capture_order';
+COMMENT ON FUNCTION loyalty.capture_order() IS 'Trigger attached by loyalty.track_orders(); do not call directly';
+
+-- TRUNCATE of a tracked table: every order of that source stops counting.
+CREATE FUNCTION loyalty.capture_truncate()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    INSERT INTO loyalty.events (source_id, op, order_ref)
+    SELECT o.source_id, 'd', o.order_ref FROM loyalty.orders o
+     WHERE o.source_id = TG_ARGV[0]::integer AND o.counted;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION loyalty.capture_truncate() IS 'Statement trigger attached by loyalty.track_orders(); do not call directly';
+
+-- Resolve a source table name or fail with a clear error.
+CREATE FUNCTION loyalty._resolve_table(p_source text)
+RETURNS regclass
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    rel regclass;
+    kind "char";
+BEGIN
+    IF p_source IS NULL OR btrim(p_source) = '' THEN
+        RAISE EXCEPTION 'source table must not be empty'
+              USING ERRCODE = 'null_value_not_allowed', HINT = 'Pass the shop''s table, e.g. ''public.orders''.';
+    END IF;
+    BEGIN
+        rel := to_regclass(p_source);
+    EXCEPTION WHEN invalid_name OR syntax_error OR invalid_parameter_value THEN
+        rel := NULL;
+    END;
+    IF rel IS NULL THEN
+        RAISE EXCEPTION 'relation "%" does not exist', p_source
+              USING ERRCODE = 'undefined_table', HINT = 'Pass an existing table, schema-qualified, e.g. ''public.orders''.';
+    END IF;
+    SELECT c.relkind INTO kind FROM pg_class c WHERE c.oid = rel;
+    IF kind NOT IN ('r', 'p') THEN
+        RAISE EXCEPTION '"%" is not a table', p_source
+              USING ERRCODE = 'wrong_object_type', HINT = 'Attach the base table that holds the rows, not a view or sequence.';
+    END IF;
+    IF (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = rel) = 'loyalty' THEN
+        RAISE EXCEPTION 'cannot track loyalty''s own table "%"', p_source
+              USING ERRCODE = 'wrong_object_type', HINT = 'Attach the shop''s table.';
+    END IF;
+    RETURN rel;
+END
+$$;
+
+-- Type of a column of rel, or a clear error naming the columns there are.
+CREATE FUNCTION loyalty._column_type(rel regclass, p_role text, p_column text)
+RETURNS regtype
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t regtype;
+BEGIN
+    IF p_column IS NULL OR p_column = '' THEN
+        RAISE EXCEPTION '% must not be empty', p_role
+              USING ERRCODE = 'null_value_not_allowed', HINT = 'Name a column of ' || rel::text || '.';
+    END IF;
+    SELECT a.atttypid::regtype INTO t FROM pg_attribute a
+     WHERE a.attrelid = rel AND a.attname = p_column AND a.attnum > 0 AND NOT a.attisdropped;
+    IF t IS NULL THEN
+        RAISE EXCEPTION 'column "%" of relation "%" does not exist', p_column, rel::text
+              USING ERRCODE = 'undefined_column',
+                    HINT = format('%s must be one of: %s.', p_role,
+                                  (SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum) FROM pg_attribute a
+                                    WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped));
+    END IF;
+    -- a domain counts as its base type
+    SELECT CASE WHEN ty.typtype = 'd' THEN ty.typbasetype ELSE ty.oid END::regtype INTO t
+      FROM pg_type ty WHERE ty.oid = t;
+    RETURN t;
+END
+$$;
+
+-- Backfill one source's existing rows in batches of p_batch, in order id order.
+-- Rerun-safe: an order already known with the same values changes nothing.
+-- Ordering: each batch first drains the queue (holding the drain lock), then
+-- reads its rows with a newer snapshot. A change committed before that read is
+-- either already applied or read here; one committed later is queued and
+-- applied after this transaction, so an older row version never wins.
+CREATE FUNCTION loyalty._backfill(p_source_id integer, p_batch integer,
+                                  p_after text DEFAULT NULL, p_max_batches integer DEFAULT NULL,
+                                  OUT n_rows bigint, OUT last_key text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s loyalty.sources;
+    id_type text;
+    q text;
+    ch loyalty.order_change[];
+    n bigint := 0;
+    got integer;
+    batches integer := 0;
+    last_notice timestamptz := clock_timestamp();
+BEGIN
+    SELECT * INTO STRICT s FROM loyalty.sources WHERE source_id = p_source_id;
+    SELECT format_type(a.atttypid, a.atttypmod) INTO id_type
+      FROM pg_attribute a
+     WHERE a.attrelid = format('%I.%I', s.relation_schema, s.relation_name)::regclass AND a.attname = s.order_id_column;
+    q := format(
+        'SELECT array_agg(ROW(%s, ''u'', k::text, c::text, m::numeric, t::timestamptz, st::text, NULL)::loyalty.order_change ORDER BY k), max(k)::text
+           FROM (SELECT %I AS k, %I AS c, %I AS m, %I AS t, %s AS st FROM %I.%I
+                  WHERE $1 IS NULL OR %I > CAST($1 AS %s) ORDER BY %I LIMIT %s) b',
+        s.source_id, s.order_id_column, s.customer_column, s.amount_column, s.ordered_at_column,
+        CASE WHEN s.status_column IS NULL THEN 'NULL' ELSE quote_ident(s.status_column) END,
+        s.relation_schema, s.relation_name, s.order_id_column, id_type, s.order_id_column, p_batch);
+    last_key := p_after;
+    PERFORM pg_advisory_xact_lock(74200, 1);
+    LOOP
+        PERFORM loyalty.apply_events(100000);
+        EXECUTE q INTO ch, last_key USING last_key;
+        got := coalesce(cardinality(ch), 0);
+        EXIT WHEN got = 0;
+        PERFORM loyalty._apply_changes(ch, false);
+        n := n + got;
+        IF clock_timestamp() - last_notice > interval '5 seconds' THEN
+            RAISE NOTICE 'loyalty: backfilled % rows of %.%', n, s.relation_schema, s.relation_name;
+            last_notice := clock_timestamp();
+        END IF;
+        batches := batches + 1;
+        EXIT WHEN got < p_batch OR batches = p_max_batches;
+    END LOOP;
+    IF p_max_batches IS NULL THEN
+        UPDATE loyalty.sources SET backfilled_rows = n, backfilled_at = now() WHERE source_id = p_source_id;
+    END IF;
+    n_rows := n;
+END
+$$;
+
+CREATE FUNCTION loyalty.track_orders(
+    source            text,
+    customer_column   text,
+    amount_column     text,
+    ordered_at_column text,
+    order_id_column   text,
+    status_column     text DEFAULT NULL,
+    counted_statuses  text[] DEFAULT NULL,
+    backfill          boolean DEFAULT true,
+    batch_size        integer DEFAULT 10000)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    rel regclass := loyalty._resolve_table(source);
+    sch text;
+    tbl text;
+    t regtype;
+    sid integer;
+    n bigint := 0;
+BEGIN
+    SELECT n2.nspname, c.relname INTO sch, tbl
+      FROM pg_class c JOIN pg_namespace n2 ON n2.oid = c.relnamespace WHERE c.oid = rel;
+
+    PERFORM loyalty._column_type(rel, 'customer_column', customer_column);
+
+    t := loyalty._column_type(rel, 'amount_column', amount_column);
+    IF t NOT IN ('numeric'::regtype, 'smallint'::regtype, 'integer'::regtype, 'bigint'::regtype, 'real'::regtype, 'double precision'::regtype) THEN
+        RAISE EXCEPTION 'amount column "%" is of type %, not a number', amount_column, t
+              USING ERRCODE = 'datatype_mismatch', HINT = 'The amount column must be numeric, an integer type or a float type.';
+    END IF;
+
+    t := loyalty._column_type(rel, 'ordered_at_column', ordered_at_column);
+    IF t NOT IN ('timestamp with time zone'::regtype, 'timestamp without time zone'::regtype, 'date'::regtype) THEN
+        RAISE EXCEPTION 'order time column "%" is of type %, not a timestamp', ordered_at_column, t
+              USING ERRCODE = 'datatype_mismatch', HINT = 'The order time column must be timestamptz, timestamp or date.';
+    END IF;
+
+    PERFORM loyalty._column_type(rel, 'order_id_column', order_id_column);
+    IF NOT EXISTS (
+        SELECT 1 FROM pg_index i
+         WHERE i.indrelid = rel AND i.indisunique AND i.indnkeyatts = 1 AND i.indpred IS NULL
+           AND i.indkey[0] = (SELECT a.attnum FROM pg_attribute a WHERE a.attrelid = rel AND a.attname = order_id_column)) THEN
+        RAISE EXCEPTION 'order id column "%" of "%" is not unique', order_id_column, rel::text
+              USING ERRCODE = 'invalid_table_definition',
+                    HINT = 'Track a column with a primary key or unique constraint of its own; it identifies the order.';
+    END IF;
+
+    IF status_column IS NOT NULL THEN
+        PERFORM loyalty._column_type(rel, 'status_column', status_column);
+        IF counted_statuses IS NULL OR cardinality(counted_statuses) = 0 OR array_position(counted_statuses, NULL) IS NOT NULL THEN
+            RAISE EXCEPTION 'counted_statuses must list the statuses that count as a purchase'
+                  USING ERRCODE = 'invalid_parameter_value', HINT = 'For example counted_statuses => ARRAY[''paid'', ''shipped''].';
+        END IF;
+    ELSIF counted_statuses IS NOT NULL THEN
+        RAISE EXCEPTION 'counted_statuses needs a status_column'
+              USING ERRCODE = 'invalid_parameter_value', HINT = 'Name the column holding the order status.';
+    END IF;
+
+    IF batch_size IS NULL OR batch_size < 1 THEN
+        RAISE EXCEPTION 'batch_size must be at least 1'
+              USING ERRCODE = 'invalid_parameter_value', HINT = 'The default of 10000 rows per batch suits most shops.';
+    END IF;
+
+    INSERT INTO loyalty.sources AS s (relation_schema, relation_name, customer_column, amount_column,
+                                      ordered_at_column, order_id_column, status_column, counted_statuses)
+    VALUES (sch, tbl, customer_column, amount_column, ordered_at_column, order_id_column, status_column, counted_statuses)
+    ON CONFLICT (relation_schema, relation_name) DO UPDATE
+       SET customer_column = excluded.customer_column, amount_column = excluded.amount_column,
+           ordered_at_column = excluded.ordered_at_column, order_id_column = excluded.order_id_column,
+           status_column = excluded.status_column, counted_statuses = excluded.counted_statuses
+    RETURNING s.source_id INTO sid;
+
+    EXECUTE format('CREATE OR REPLACE TRIGGER loyalty_capture_orders AFTER INSERT OR UPDATE OR DELETE ON %I.%I '
+                   'FOR EACH ROW EXECUTE FUNCTION loyalty.capture_order(%L, %L, %L, %L, %L, %L)',
+                   sch, tbl, sid, customer_column, amount_column, ordered_at_column, order_id_column,
+                   coalesce(status_column, ''));
+    EXECUTE format('CREATE OR REPLACE TRIGGER loyalty_capture_truncate AFTER TRUNCATE ON %I.%I '
+                   'FOR EACH STATEMENT EXECUTE FUNCTION loyalty.capture_truncate(%L)', sch, tbl, sid);
+
+    IF backfill THEN
+        n := (loyalty._backfill(sid, batch_size)).n_rows;
+        RAISE NOTICE 'loyalty: tracking %.% (source %), % existing rows backfilled', sch, tbl, sid, n;
+    ELSE
+        RAISE NOTICE 'loyalty: tracking %.% (source %), no backfill', sch, tbl, sid;
+    END IF;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION loyalty.track_orders(text, text, text, text, text, text, text[], boolean, integer) IS
+'Attach a shop orders table: capture every insert/update/delete/truncate and backfill existing rows; returns rows backfilled';
+
+-- Batch-committing backfill for large tables: CALL loyalty.backfill('public.orders').
+-- A procedure (no SET clause, everything qualified) so that it can commit per batch.
+CREATE PROCEDURE loyalty.backfill(source text, batch_size integer DEFAULT 10000)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    sid integer;
+    rel regclass := loyalty._resolve_table(source);
+    last_key text;
+    got bigint;
+    total bigint := 0;
+BEGIN
+    SELECT s.source_id INTO sid FROM loyalty.sources s
+      JOIN pg_catalog.pg_class c ON c.relname OPERATOR(pg_catalog.=) s.relation_name
+      JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace AND n.nspname OPERATOR(pg_catalog.=) s.relation_schema
+     WHERE c.oid OPERATOR(pg_catalog.=) rel;
+    IF sid IS NULL THEN
+        RAISE EXCEPTION '"%" is not tracked', source
+              USING ERRCODE = 'undefined_object', HINT = 'Attach it first with loyalty.track_orders(..., backfill => false).';
+    END IF;
+    IF batch_size IS NULL OR batch_size < 1 THEN
+        RAISE EXCEPTION 'batch_size must be at least 1' USING ERRCODE = 'invalid_parameter_value', HINT = 'Try 10000.';
+    END IF;
+    LOOP
+        SELECT b.n_rows, b.last_key INTO got, last_key FROM loyalty._backfill(sid, batch_size, last_key, 1) b;
+        total := total OPERATOR(pg_catalog.+) got;
+        RAISE NOTICE 'loyalty: backfilled % rows of %', total, source;
+        COMMIT;
+        EXIT WHEN got OPERATOR(pg_catalog.<) batch_size;
+    END LOOP;
+    UPDATE loyalty.sources SET backfilled_rows = total, backfilled_at = pg_catalog.now() WHERE source_id OPERATOR(pg_catalog.=) sid;
+    COMMIT;
+END
+$$;
+COMMENT ON PROCEDURE loyalty.backfill(text, integer) IS 'Backfill a tracked table in committed batches (for large tables; rerun-safe)';
+
+-- Validate an amount given to the API.
+CREATE FUNCTION loyalty._check_amount(p_amount numeric, p_what text)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p_amount IS NULL THEN
+        RAISE EXCEPTION '% must not be null', p_what
+              USING ERRCODE = 'null_value_not_allowed', HINT = 'Pass the amount in the shop''s currency, e.g. 49.90.';
+    ELSIF p_amount = 'NaN'::numeric OR p_amount IN ('Infinity'::numeric, '-Infinity'::numeric) THEN
+        RAISE EXCEPTION '% must be a finite number, not %', p_what, p_amount
+              USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass the amount in the shop''s currency, e.g. 49.90.';
+    ELSIF p_amount < 0 THEN
+        RAISE EXCEPTION '% must not be negative: %', p_what, p_amount
+              USING ERRCODE = 'invalid_parameter_value', HINT = 'Record money going back to the customer with loyalty.record_refund().';
+    END IF;
+END
+$$;
+
+-- Record an order from the app. Idempotent by order_ref: a replay with the same
+-- values returns the first result; different values are an error.
+CREATE FUNCTION loyalty.record_order(customer_id text, order_ref text, amount numeric, ordered_at timestamptz DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    o loyalty.orders;
+    id bigint;
+BEGIN
+    IF customer_id IS NULL OR btrim(customer_id) = '' THEN
+        RAISE EXCEPTION 'customer_id must not be null or empty'
+              USING ERRCODE = 'null_value_not_allowed', HINT = 'Pass the shop''s own customer key as text, e.g. ''42''.';
+    END IF;
+    IF order_ref IS NULL OR btrim(order_ref) = '' THEN
+        RAISE EXCEPTION 'order_ref must not be null or empty'
+              USING ERRCODE = 'null_value_not_allowed', HINT = 'Pass the shop''s order number; it makes the call safe to retry.';
+    END IF;
+    PERFORM loyalty._check_amount(amount, 'amount');
+    IF ordered_at IS NOT NULL AND NOT isfinite(ordered_at) THEN
+        RAISE EXCEPTION 'ordered_at must be a finite time'
+              USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass when the order was placed, or omit it for now().';
+    END IF;
+
+    INSERT INTO loyalty.orders AS t (order_ref, source_id, customer_id, amount, ordered_at, counted)
+    VALUES (record_order.order_ref, NULL, record_order.customer_id, record_order.amount,
+            coalesce(record_order.ordered_at, now()), true)
+    ON CONFLICT ON CONSTRAINT orders_pkey DO NOTHING
+    RETURNING t.order_id INTO id;
+
+    IF id IS NULL THEN
+        SELECT * INTO o FROM loyalty.orders t WHERE t.order_ref = record_order.order_ref;
+        IF o.source_id IS NOT NULL THEN
+            RAISE EXCEPTION 'order "%" comes from a tracked table', record_order.order_ref
+                  USING ERRCODE = 'unique_violation',
+                        HINT = 'Tracked orders change with the shop''s table; record refunds with loyalty.record_refund().';
+        END IF;
+        IF o.customer_id <> record_order.customer_id OR o.amount <> record_order.amount
+           OR (record_order.ordered_at IS NOT NULL AND o.ordered_at <> record_order.ordered_at) THEN
+            RAISE EXCEPTION 'order "%" was already recorded with other values', record_order.order_ref
+                  USING ERRCODE = 'unique_violation',
+                        DETAIL = format('recorded: customer %s, amount %s, at %s', o.customer_id, o.amount, o.ordered_at),
+                        HINT = 'An order_ref names one order; use a new order_ref for a new order.';
+        END IF;
+        RETURN o.order_id;   -- replay: nothing changes
+    END IF;
+
+    PERFORM loyalty._recompute_customers(ARRAY[record_order.customer_id], true);
+    RETURN id;
+END
+$$;
+COMMENT ON FUNCTION loyalty.record_order(text, text, numeric, timestamptz) IS
+'Record an order from the app (idempotent by order_ref); ordered_at defaults to now(); returns loyalty''s order id';
+
+-- Refund part (amount) or the rest (NULL) of an order. Idempotent by key; the
+-- default key is the order and amount, so a retried call never refunds twice.
+CREATE FUNCTION loyalty.record_refund(order_ref text, amount numeric DEFAULT NULL, idempotency_key text DEFAULT NULL)
+RETURNS numeric
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    o loyalty.orders;
+    r loyalty.refunds;
+    k text;
+    amt numeric;
+BEGIN
+    IF order_ref IS NULL OR btrim(order_ref) = '' THEN
+        RAISE EXCEPTION 'order_ref must not be null or empty'
+              USING ERRCODE = 'null_value_not_allowed', HINT = 'Pass the order number the refund belongs to.';
+    END IF;
+    IF amount IS NOT NULL THEN
+        PERFORM loyalty._check_amount(amount, 'refund amount');
+        IF amount = 0 THEN
+            RAISE EXCEPTION 'refund amount must be positive'
+                  USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass NULL to refund the whole order.';
+        END IF;
+    END IF;
+    IF idempotency_key IS NOT NULL AND btrim(idempotency_key) = '' THEN
+        RAISE EXCEPTION 'idempotency_key must not be empty'
+              USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass the shop''s refund id, or NULL.';
+    END IF;
+    k := coalesce(idempotency_key, record_refund.order_ref || ':' || coalesce(amount::text, 'rest'));
+
+    -- the order row lock serialises every refund of one order
+    SELECT * INTO o FROM loyalty.orders t WHERE t.order_ref = record_refund.order_ref FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'order "%" is not known', record_refund.order_ref
+              USING ERRCODE = 'no_data_found', HINT = 'Record or track the order before refunding it.';
+    END IF;
+
+    SELECT * INTO r FROM loyalty.refunds f WHERE f.idempotency_key = k;
+    IF FOUND THEN
+        IF r.order_ref <> record_refund.order_ref OR (amount IS NOT NULL AND r.amount <> amount) THEN
+            RAISE EXCEPTION 'refund "%" was already recorded with other values', k
+                  USING ERRCODE = 'unique_violation', HINT = 'Use a new idempotency_key for a new refund.';
+        END IF;
+        RETURN r.amount;   -- replay
+    END IF;
+
+    amt := coalesce(amount, o.amount - o.refunded);
+    IF amt > o.amount - o.refunded THEN
+        RAISE EXCEPTION 'refund of % exceeds the % left to refund on order "%"', amt, o.amount - o.refunded, o.order_ref
+              USING ERRCODE = 'invalid_parameter_value', HINT = 'Refund at most what the order has left, or NULL for all of it.';
+    END IF;
+    IF amt = 0 THEN
+        RAISE EXCEPTION 'order "%" has nothing left to refund', o.order_ref
+              USING ERRCODE = 'invalid_parameter_value', HINT = 'It was refunded in full already.';
+    END IF;
+
+    INSERT INTO loyalty.refunds (idempotency_key, order_ref, amount) VALUES (k, o.order_ref, amt);
+    UPDATE loyalty.orders t SET refunded = t.refunded + amt, updated_at = now() WHERE t.order_ref = o.order_ref;
+    PERFORM loyalty._recompute_customers(ARRAY[o.customer_id], true);
+    RETURN amt;
+END
+$$;
+COMMENT ON FUNCTION loyalty.record_refund(text, numeric, text) IS
+'Refund part of an order (amount) or all that is left (NULL); idempotent by key (default: order and amount); returns the amount refunded';
+
+-- Re-capture the shop rows behind open rejections (after the shop fixed them).
+-- Returns the number of rows accepted now.
+CREATE FUNCTION loyalty.replay_rejected(source text DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s loyalty.sources;
+    keys text[];
+    all_keys text[] := '{}';
+    id_type text;
+    still bigint;
+    only_sid integer;
+BEGIN
+    IF source IS NOT NULL THEN
+        SELECT so.source_id INTO only_sid FROM loyalty.sources so
+         WHERE format('%I.%I', so.relation_schema, so.relation_name)::regclass = loyalty._resolve_table(source);
+        IF only_sid IS NULL THEN
+            RAISE EXCEPTION '"%" is not tracked', source
+                  USING ERRCODE = 'undefined_object', HINT = 'See loyalty.sources for the tracked tables.';
+        END IF;
+    END IF;
+    FOR s IN SELECT * FROM loyalty.sources WHERE only_sid IS NULL OR source_id = only_sid LOOP
+        -- resolved now; a row still bad is rejected again when its event applies
+        WITH u AS (
+            UPDATE loyalty.rejected_rows r SET resolved_at = now()
+             WHERE r.source_id = s.source_id AND r.resolved_at IS NULL AND r.order_ref IS NOT NULL
+            RETURNING r.order_ref)
+        SELECT array_agg(order_ref) INTO keys FROM u;
+        CONTINUE WHEN keys IS NULL;
+        all_keys := all_keys || keys;
+        SELECT format_type(a.atttypid, a.atttypmod) INTO id_type FROM pg_attribute a
+         WHERE a.attrelid = format('%I.%I', s.relation_schema, s.relation_name)::regclass AND a.attname = s.order_id_column;
+        EXECUTE format('INSERT INTO loyalty.events (source_id, op, order_ref, customer_id, amount, ordered_at, status)
+                        SELECT %s, ''u'', %I::text, %I::text, %I::numeric, %I::timestamptz, %s
+                          FROM %I.%I WHERE %I = ANY (CAST($1 AS %s[]))',
+                       s.source_id, s.order_id_column, s.customer_column, s.amount_column, s.ordered_at_column,
+                       CASE WHEN s.status_column IS NULL THEN 'NULL' ELSE quote_ident(s.status_column) || '::text' END,
+                       s.relation_schema, s.relation_name, s.order_id_column, id_type)
+        USING keys;
+    END LOOP;
+    WHILE loyalty.apply_events(100000) > 0 LOOP
+    END LOOP;
+    SELECT count(*) INTO still FROM loyalty.rejected_rows r
+     WHERE r.resolved_at IS NULL AND r.order_ref = ANY (all_keys);
+    RETURN cardinality(all_keys) - still;
+END
+$$;
+COMMENT ON FUNCTION loyalty.replay_rejected(text) IS 'Re-capture rejected shop rows (all sources, or one); returns how many are accepted now';
+
+-- Stop tracking a table: removes the triggers; orders already captured stay.
+CREATE FUNCTION loyalty.untrack_orders(source text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    rel regclass := loyalty._resolve_table(source);
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM loyalty.sources so
+                    WHERE format('%I.%I', so.relation_schema, so.relation_name)::regclass = rel) THEN
+        RAISE EXCEPTION '"%" is not tracked', source
+              USING ERRCODE = 'undefined_object', HINT = 'See loyalty.sources for the tracked tables.';
+    END IF;
+    EXECUTE format('DROP TRIGGER IF EXISTS loyalty_capture_orders ON %s', rel);
+    EXECUTE format('DROP TRIGGER IF EXISTS loyalty_capture_truncate ON %s', rel);
+END
+$$;
+COMMENT ON FUNCTION loyalty.untrack_orders(text) IS 'Detach a tracked table (its triggers); captured orders stay';

@@ -1,0 +1,57 @@
+-- The pipeline: loyalty.refresh() (by hand, pg_cron or the worker) and the worker's round.
+
+CREATE FUNCTION loyalty.refresh(as_of timestamptz DEFAULT now(),
+                                OUT events_applied bigint, OUT customers bigint, OUT rescored bigint)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n bigint;
+BEGIN
+    IF as_of IS NULL OR NOT isfinite(as_of) THEN
+        RAISE EXCEPTION 'as_of must be a finite time'
+              USING ERRCODE = 'invalid_parameter_value', HINT = 'Omit it to refresh as of now().';
+    END IF;
+    -- one refresh at a time; a second caller waits and then refreshes again
+    PERFORM pg_advisory_xact_lock(74200, 2);
+    events_applied := 0;
+    LOOP
+        n := loyalty.apply_events(50000);
+        events_applied := events_applied + n;
+        EXIT WHEN n = 0;
+    END LOOP;
+    rescored := loyalty._rfm_score(true, as_of, NULL);
+    SELECT count(*) INTO customers FROM loyalty.customer_state;
+END
+$$;
+COMMENT ON FUNCTION loyalty.refresh(timestamptz) IS
+'Apply captured changes, recompute RFM bounds and every customer''s scores; returns counts';
+
+-- One worker round: apply changes, rescore queued customers, and run a full
+-- refresh when the last one is older than p_refresh_interval seconds.
+CREATE FUNCTION loyalty.worker_tick(p_refresh_interval integer DEFAULT 3600)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    last timestamptz;
+    n bigint;
+BEGIN
+    IF NOT pg_try_advisory_xact_lock(74200, 2) THEN
+        RETURN 0;   -- a refresh is running; it does this round's work
+    END IF;
+    SELECT computed_at INTO last FROM loyalty.rfm_bounds;
+    IF last IS NULL AND NOT EXISTS (SELECT 1 FROM loyalty.customer_state) AND NOT EXISTS (SELECT 1 FROM loyalty.events) THEN
+        RETURN 0;
+    END IF;
+    IF last IS NULL OR last < now() - make_interval(secs => p_refresh_interval) THEN
+        SELECT r.events_applied INTO n FROM loyalty.refresh() r;
+        RETURN n;
+    END IF;
+    n := loyalty.apply_events(10000);
+    PERFORM loyalty._rfm_score(false, now(), 10000);
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION loyalty.worker_tick(integer) IS 'One background worker round (also callable by hand or pg_cron)';

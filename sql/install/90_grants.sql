@@ -1,0 +1,29 @@
+-- Privileges. Nothing is executable by PUBLIC; the roles get what their job needs.
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA loyalty FROM PUBLIC;
+REVOKE ALL ON ALL PROCEDURES IN SCHEMA loyalty FROM PUBLIC;
+REVOKE ALL ON ALL TABLES IN SCHEMA loyalty FROM PUBLIC;
+
+GRANT ALL ON ALL TABLES IN SCHEMA loyalty TO loyalty_admin;
+GRANT ALL ON ALL SEQUENCES IN SCHEMA loyalty TO loyalty_admin;
+GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA loyalty TO loyalty_admin;
+GRANT EXECUTE ON ALL PROCEDURES IN SCHEMA loyalty TO loyalty_admin;
+
+-- the shop's application
+GRANT EXECUTE ON FUNCTION loyalty.record_order(text, text, numeric, timestamptz),
+                          loyalty.record_refund(text, numeric, text) TO loyalty_app;
+GRANT SELECT ON loyalty.customer_segments, loyalty.segment_summary TO loyalty_app;
+
+-- BI tools: the documented views
+GRANT SELECT ON loyalty.customer_segments, loyalty.segment_summary, loyalty.rejected_summary TO loyalty_reader;
+
+-- Tables holding the shop's data are kept by pg_dump.
+SELECT pg_catalog.pg_extension_config_dump('loyalty.sources', '');
+SELECT pg_catalog.pg_extension_config_dump('loyalty.sources_source_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('loyalty.events', '');
+SELECT pg_catalog.pg_extension_config_dump('loyalty.events_event_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('loyalty.orders', '');
+SELECT pg_catalog.pg_extension_config_dump('loyalty.refunds', '');
+SELECT pg_catalog.pg_extension_config_dump('loyalty.rejected_rows', '');
+SELECT pg_catalog.pg_extension_config_dump('loyalty.rejected_rows_rejected_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('loyalty.rfm_config', '');
+SELECT pg_catalog.pg_extension_config_dump('loyalty.segment_rules', '');

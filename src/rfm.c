@@ -1,0 +1,550 @@
+/*
+ * rfm.c — RFM bounds and scores
+ *
+ * Bounds: with B bins, bound k (k = 1..B-1) is the k/B quantile of the
+ * customers' values, taken as the inverse empirical CDF (the value at sorted
+ * position ceil(k*N/B)), so every bound is an observed value. A value's score is
+ * 1 + the number of bounds strictly below it: equal values always share a score,
+ * whatever their order, and each score holds about N/B customers unless ties
+ * make that impossible. Recency is reversed (fewer days = higher score).
+ * Fixed mode takes the B-1 thresholds from loyalty.rfm_config instead.
+ */
+#include "postgres.h"
+
+#include <math.h>
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#define RFM_MAX_BINS 10
+#define RFM_BATCH 10000
+
+typedef struct RfmBounds
+{
+	int			bins;
+	double		r[RFM_MAX_BINS - 1];
+	double		f[RFM_MAX_BINS - 1];
+	double		m[RFM_MAX_BINS - 1];
+} RfmBounds;
+
+typedef struct RfmSegments
+{
+	int			nsegments;
+	char	  **names;			/* names[i]; "Other" at index nsegments */
+	int		   *cell;			/* [r-1][f-1][m-1] -> segment index */
+} RfmSegments;
+
+/* Batch of changed scores and consumed queue entries, flushed via SPI */
+typedef struct RfmBatch
+{
+	int			n;
+	Datum		ids[RFM_BATCH];
+	Datum		r[RFM_BATCH];
+	Datum		f[RFM_BATCH];
+	Datum		m[RFM_BATCH];
+	Datum		seg[RFM_BATCH];
+	int			nq;
+	Datum		qids[RFM_BATCH];
+	Datum		qseq[RFM_BATCH];
+} RfmBatch;
+
+/* 1 + number of bounds strictly below v */
+static inline int
+RfmBin(double v, const double *bounds, int nbounds)
+{
+	int			s = 1;
+
+	for (int k = 0; k < nbounds; k++)
+		if (v > bounds[k])
+			s++;
+	return s;
+}
+
+/* qsort comparator for doubles */
+static int
+RfmCompareDouble(const void *a, const void *b)
+{
+	double		x = *(const double *) a;
+	double		y = *(const double *) b;
+
+	return (x > y) - (x < y);
+}
+
+/* Quantile bounds (inverse empirical CDF) of n values; sorts vals in place */
+static void
+RfmQuantiles(double *vals, int64 n, int bins, double *bounds)
+{
+	qsort(vals, n, sizeof(double), RfmCompareDouble);
+	for (int k = 1; k < bins; k++)
+	{
+		int64		pos = (int64) ceil((double) k * n / bins);
+
+		bounds[k - 1] = vals[Max(pos, 1) - 1];
+	}
+}
+
+/* Copy a float8[] into dst (exactly n elements) or fail */
+static void
+RfmArrayToDoubles(Datum arr, double *dst, int n, const char *what)
+{
+	ArrayType  *a = DatumGetArrayTypeP(arr);
+	Datum	   *elems;
+	bool	   *nulls;
+	int			nelems;
+
+	deconstruct_array(a, FLOAT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, &elems, &nulls, &nelems);
+	if (nelems != n)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s has %d thresholds, %d bins need %d", what, nelems, n + 1, n),
+				 errhint("Set them again with loyalty.configure_rfm().")));
+	for (int i = 0; i < n; i++)
+	{
+		if (nulls[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("%s contains a NULL threshold", what),
+					 errhint("Set them again with loyalty.configure_rfm().")));
+		dst[i] = DatumGetFloat8(elems[i]);
+	}
+}
+
+/* A float8[] datum of n doubles */
+static Datum
+RfmDoublesToArray(const double *src, int n)
+{
+	Datum	   *elems = palloc(sizeof(Datum) * Max(n, 1));
+
+	for (int i = 0; i < n; i++)
+		elems[i] = Float8GetDatum(src[i]);
+	return PointerGetDatum(construct_array(elems, n, FLOAT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+}
+
+/* Build the score-cell -> segment table from loyalty.segment_rules (first match wins) */
+static void
+RfmLoadSegments(RfmSegments *segs, int bins)
+{
+	int			ncells = bins * bins * bins;
+	int			ret;
+
+	ret = SPI_execute("SELECT segment, r_min, r_max, f_min, f_max, m_min, m_max "
+					  "FROM loyalty.segment_rules ORDER BY position", true, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "loyalty: reading segment rules failed: %s", SPI_result_code_string(ret));
+
+	segs->nsegments = (int) SPI_processed;
+	segs->names = palloc(sizeof(char *) * (segs->nsegments + 1));
+	segs->cell = palloc(sizeof(int) * ncells);
+	for (int c = 0; c < ncells; c++)
+		segs->cell[c] = -1;
+
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	td = SPI_tuptable->tupdesc;
+		bool		isnull;
+		int			lim[6];
+
+		segs->names[i] = SPI_getvalue(tup, td, 1);
+		for (int j = 0; j < 6; j++)
+			lim[j] = DatumGetInt32(SPI_getbinval(tup, td, j + 2, &isnull));
+		for (int r = 1; r <= bins; r++)
+			for (int f = 1; f <= bins; f++)
+				for (int m = 1; m <= bins; m++)
+				{
+					int			c = ((r - 1) * bins + (f - 1)) * bins + (m - 1);
+
+					if (segs->cell[c] < 0 &&
+						r >= lim[0] && r <= lim[1] && f >= lim[2] && f <= lim[3] &&
+						m >= lim[4] && m <= lim[5])
+						segs->cell[c] = (int) i;
+				}
+	}
+	segs->names[segs->nsegments] = pstrdup("Other");
+	for (int c = 0; c < ncells; c++)
+		if (segs->cell[c] < 0)
+			segs->cell[c] = segs->nsegments;
+}
+
+/* Days (fractional) from ts to as_of */
+static inline double
+RfmDays(TimestampTz as_of, TimestampTz ts)
+{
+	return floor((double) (as_of - ts) / (double) USECS_PER_DAY);
+}
+
+/* Full pass 1: quantile bounds over all customers; stores them in rfm_bounds */
+static int64
+RfmComputeBounds(RfmBounds *b, TimestampTz as_of)
+{
+	Portal		portal;
+	int64		n = 0;
+	int64		cap = 1024;
+	double	   *rv = palloc(sizeof(double) * cap);
+	double	   *fv = palloc(sizeof(double) * cap);
+	double	   *mv = palloc(sizeof(double) * cap);
+	SPIPlanPtr	plan;
+
+	plan = SPI_prepare("SELECT last_order_at, orders::float8, net_spend::float8 FROM loyalty.customer_state", 0, NULL);
+	if (plan == NULL)
+		elog(ERROR, "loyalty: SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+	portal = SPI_cursor_open(NULL, plan, NULL, NULL, true);
+	for (;;)
+	{
+		SPI_cursor_fetch(portal, true, RFM_BATCH);
+		if (SPI_processed == 0)
+			break;
+		if (n + (int64) SPI_processed > cap)
+		{
+			while (n + (int64) SPI_processed > cap)
+				cap *= 2;
+			rv = repalloc_huge(rv, sizeof(double) * cap);
+			fv = repalloc_huge(fv, sizeof(double) * cap);
+			mv = repalloc_huge(mv, sizeof(double) * cap);
+		}
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			HeapTuple	tup = SPI_tuptable->vals[i];
+			TupleDesc	td = SPI_tuptable->tupdesc;
+			bool		isnull;
+
+			rv[n] = RfmDays(as_of, DatumGetTimestampTz(SPI_getbinval(tup, td, 1, &isnull)));
+			fv[n] = DatumGetFloat8(SPI_getbinval(tup, td, 2, &isnull));
+			mv[n] = DatumGetFloat8(SPI_getbinval(tup, td, 3, &isnull));
+			n++;
+		}
+		SPI_freetuptable(SPI_tuptable);
+	}
+	SPI_cursor_close(portal);
+	SPI_freeplan(plan);
+
+	if (n > 0)
+	{
+		RfmQuantiles(rv, n, b->bins, b->r);
+		RfmQuantiles(fv, n, b->bins, b->f);
+		RfmQuantiles(mv, n, b->bins, b->m);
+	}
+	pfree(rv);
+	pfree(fv);
+	pfree(mv);
+	return n;
+}
+
+/* Write bounds in force */
+static void
+RfmStoreBounds(RfmBounds *b, const char *mode, int64 customers, TimestampTz as_of)
+{
+	Oid			types[7] = {INT4OID, TEXTOID, FLOAT8ARRAYOID, FLOAT8ARRAYOID, FLOAT8ARRAYOID, INT8OID, TIMESTAMPTZOID};
+	Datum		values[7];
+	int			ret;
+
+	values[0] = Int32GetDatum(b->bins);
+	values[1] = CStringGetTextDatum(mode);
+	values[2] = RfmDoublesToArray(b->r, b->bins - 1);
+	values[3] = RfmDoublesToArray(b->f, b->bins - 1);
+	values[4] = RfmDoublesToArray(b->m, b->bins - 1);
+	values[5] = Int64GetDatum(customers);
+	values[6] = TimestampTzGetDatum(as_of);
+	ret = SPI_execute_with_args("INSERT INTO loyalty.rfm_bounds AS b (bins, mode, recency_bounds, frequency_bounds, monetary_bounds, customers, computed_at) "
+								"VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (singleton) DO UPDATE SET "
+								"bins = excluded.bins, mode = excluded.mode, recency_bounds = excluded.recency_bounds, "
+								"frequency_bounds = excluded.frequency_bounds, monetary_bounds = excluded.monetary_bounds, "
+								"customers = excluded.customers, computed_at = excluded.computed_at",
+								7, types, values, NULL, false, 0);
+	if (ret != SPI_OK_INSERT)
+		elog(ERROR, "loyalty: storing RFM bounds failed: %s", SPI_result_code_string(ret));
+}
+
+/* Load the bounds in force; false if there are none (or for another bin count) */
+static bool
+RfmLoadBounds(RfmBounds *b)
+{
+	int			ret;
+	TupleDesc	td;
+	HeapTuple	tup;
+	bool		isnull;
+
+	ret = SPI_execute("SELECT bins, recency_bounds, frequency_bounds, monetary_bounds FROM loyalty.rfm_bounds", true, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "loyalty: reading RFM bounds failed: %s", SPI_result_code_string(ret));
+	if (SPI_processed == 0)
+		return false;
+	td = SPI_tuptable->tupdesc;
+	tup = SPI_tuptable->vals[0];
+	if (DatumGetInt32(SPI_getbinval(tup, td, 1, &isnull)) != b->bins)
+		return false;
+	RfmArrayToDoubles(SPI_getbinval(tup, td, 2, &isnull), b->r, b->bins - 1, "recency bounds");
+	RfmArrayToDoubles(SPI_getbinval(tup, td, 3, &isnull), b->f, b->bins - 1, "frequency bounds");
+	RfmArrayToDoubles(SPI_getbinval(tup, td, 4, &isnull), b->m, b->bins - 1, "monetary bounds");
+	return true;
+}
+
+/* Write changed scores and delete consumed queue entries */
+static void
+RfmFlush(RfmBatch *batch, TimestampTz as_of)
+{
+	int			ret;
+
+	if (batch->n > 0)
+	{
+		Oid			types[6] = {TEXTARRAYOID, INT2ARRAYOID, INT2ARRAYOID, INT2ARRAYOID, TEXTARRAYOID, TIMESTAMPTZOID};
+		Datum		values[6];
+
+		values[0] = PointerGetDatum(construct_array(batch->ids, batch->n, TEXTOID, -1, false, TYPALIGN_INT));
+		values[1] = PointerGetDatum(construct_array(batch->r, batch->n, INT2OID, 2, true, TYPALIGN_SHORT));
+		values[2] = PointerGetDatum(construct_array(batch->f, batch->n, INT2OID, 2, true, TYPALIGN_SHORT));
+		values[3] = PointerGetDatum(construct_array(batch->m, batch->n, INT2OID, 2, true, TYPALIGN_SHORT));
+		values[4] = PointerGetDatum(construct_array(batch->seg, batch->n, TEXTOID, -1, false, TYPALIGN_INT));
+		values[5] = TimestampTzGetDatum(as_of);
+		ret = SPI_execute_with_args("INSERT INTO loyalty.customer_rfm AS c (customer_id, r_score, f_score, m_score, segment, scored_at) "
+									"SELECT u.*, $6 FROM unnest($1, $2, $3, $4, $5) AS u "
+									"ON CONFLICT (customer_id) DO UPDATE SET r_score = excluded.r_score, "
+									"f_score = excluded.f_score, m_score = excluded.m_score, "
+									"segment = excluded.segment, scored_at = excluded.scored_at",
+									6, types, values, NULL, false, 0);
+		if (ret != SPI_OK_INSERT)
+			elog(ERROR, "loyalty: writing RFM scores failed: %s", SPI_result_code_string(ret));
+	}
+	if (batch->nq > 0)
+	{
+		Oid			types[2] = {TEXTARRAYOID, INT8ARRAYOID};
+		Datum		values[2];
+
+		values[0] = PointerGetDatum(construct_array(batch->qids, batch->nq, TEXTOID, -1, false, TYPALIGN_INT));
+		values[1] = PointerGetDatum(construct_array(batch->qseq, batch->nq, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+		/* only the entries seen: a customer requeued since (new seq) stays queued */
+		ret = SPI_execute_with_args("DELETE FROM loyalty.score_queue q USING unnest($1, $2) AS u(customer_id, seq) "
+									"WHERE q.customer_id = u.customer_id AND q.seq = u.seq",
+									2, types, values, NULL, false, 0);
+		if (ret != SPI_OK_DELETE)
+			elog(ERROR, "loyalty: clearing the score queue failed: %s", SPI_result_code_string(ret));
+	}
+	batch->n = 0;
+	batch->nq = 0;
+}
+
+PG_FUNCTION_INFO_V1(rfm_score);
+
+/*
+ * loyalty._rfm_score(full, as_of, limit): score customers; returns how many
+ * customers' scores changed. Callers hold the refresh lock (74200, 2).
+ */
+Datum
+rfm_score(PG_FUNCTION_ARGS)
+{
+	bool		full = PG_ARGISNULL(0) ? true : PG_GETARG_BOOL(0);
+	TimestampTz as_of = PG_ARGISNULL(1) ? GetCurrentTransactionStartTimestamp() : PG_GETARG_TIMESTAMPTZ(1);
+	int32		limit = PG_ARGISNULL(2) ? 10000 : PG_GETARG_INT32(2);
+	MemoryContext fnctx = CurrentMemoryContext;
+	MemoryContext batchctx;
+	RfmBounds	bounds;
+	RfmSegments segs;
+	RfmBatch   *batch;
+	char	   *mode;
+	int			ret;
+	int64		changed = 0;
+	SPIPlanPtr	plan;
+	Portal		portal;
+	bool		isnull;
+	Oid			limtype[1] = {INT4OID};
+	Datum		limval[1];
+
+	if (TIMESTAMP_NOT_FINITE(as_of))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("as_of must be a finite time"),
+				 errhint("Omit it to score as of now().")));
+	if (limit < 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("limit must be at least 1"),
+				 errhint("It is the largest number of queued customers to score.")));
+
+	SPI_connect();
+
+	ret = SPI_execute("SELECT bins, mode, recency_bounds, frequency_bounds, monetary_bounds FROM loyalty.rfm_config", true, 0);
+	if (ret != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "loyalty: loyalty.rfm_config must hold exactly one row");
+	bounds.bins = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	mode = MemoryContextStrdup(fnctx, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2));
+	if (strcmp(mode, "fixed") == 0)
+	{
+		TupleDesc	td = SPI_tuptable->tupdesc;
+		HeapTuple	tup = SPI_tuptable->vals[0];
+
+		for (int c = 3; c <= 5; c++)
+		{
+			Datum		d = SPI_getbinval(tup, td, c, &isnull);
+
+			if (isnull)
+				ereport(ERROR,
+						(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+						 errmsg("fixed RFM mode needs thresholds for recency, frequency and monetary"),
+						 errhint("Set them with loyalty.configure_rfm(mode => 'fixed', ...).")));
+			RfmArrayToDoubles(d, c == 3 ? bounds.r : c == 4 ? bounds.f : bounds.m, bounds.bins - 1,
+							  c == 3 ? "recency_bounds" : c == 4 ? "frequency_bounds" : "monetary_bounds");
+		}
+	}
+
+	if (!full && !RfmLoadBounds(&bounds))
+		full = true;			/* nothing to score against yet */
+	if (full)
+	{
+		int64		n = 0;
+
+		if (strcmp(mode, "quantile") == 0)
+			n = RfmComputeBounds(&bounds, as_of);
+		else
+		{
+			ret = SPI_execute("SELECT count(*) FROM loyalty.customer_state", true, 0);
+			n = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		}
+		if (n == 0)
+		{
+			SPI_execute("DELETE FROM loyalty.rfm_bounds", false, 0);
+			SPI_finish();
+			PG_RETURN_INT64(0);
+		}
+		RfmStoreBounds(&bounds, mode, n, as_of);
+	}
+
+	RfmLoadSegments(&segs, bounds.bins);
+
+	if (full)
+		plan = SPI_prepare("SELECT s.customer_id, s.last_order_at, s.orders::float8, s.net_spend::float8, "
+						   "r.r_score, r.f_score, r.m_score, r.segment, q.seq "
+						   "FROM loyalty.customer_state s "
+						   "LEFT JOIN loyalty.customer_rfm r ON r.customer_id = s.customer_id "
+						   "LEFT JOIN loyalty.score_queue q ON q.customer_id = s.customer_id", 0, NULL);
+	else
+		plan = SPI_prepare("SELECT q.customer_id, s.last_order_at, s.orders::float8, s.net_spend::float8, "
+						   "r.r_score, r.f_score, r.m_score, r.segment, q.seq "
+						   "FROM (SELECT customer_id, seq FROM loyalty.score_queue ORDER BY seq LIMIT $1) q "
+						   "LEFT JOIN loyalty.customer_state s ON s.customer_id = q.customer_id "
+						   "LEFT JOIN loyalty.customer_rfm r ON r.customer_id = q.customer_id", 1, limtype);
+	if (plan == NULL)
+		elog(ERROR, "loyalty: SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+	limval[0] = Int32GetDatum(limit);
+	portal = SPI_cursor_open(NULL, plan, full ? NULL : limval, NULL, false);
+
+	batch = palloc(sizeof(RfmBatch));
+	batch->n = batch->nq = 0;
+	batchctx = AllocSetContextCreate(CurrentMemoryContext, "loyalty rfm batch", ALLOCSET_DEFAULT_SIZES);
+
+	for (;;)
+	{
+		MemoryContext oldctx;
+
+		SPI_cursor_fetch(portal, true, RFM_BATCH);
+		if (SPI_processed == 0)
+			break;
+		oldctx = MemoryContextSwitchTo(batchctx);
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			HeapTuple	tup = SPI_tuptable->vals[i];
+			TupleDesc	td = SPI_tuptable->tupdesc;
+			Datum		id = SPI_getbinval(tup, td, 1, &isnull);
+			bool		nostate;
+			bool		norfm;
+			Datum		seq;
+			bool		noseq;
+
+			id = PointerGetDatum(PG_DETOAST_DATUM_COPY(id));
+			seq = SPI_getbinval(tup, td, 9, &noseq);
+			if (!noseq)
+			{
+				batch->qids[batch->nq] = id;
+				batch->qseq[batch->nq++] = seq;
+			}
+			(void) SPI_getbinval(tup, td, 2, &nostate);
+			if (!nostate)
+			{
+				int			bins = bounds.bins;
+				double		rd = RfmDays(as_of, DatumGetTimestampTz(SPI_getbinval(tup, td, 2, &isnull)));
+				int			r = bins + 1 - RfmBin(rd, bounds.r, bins - 1);
+				int			f = RfmBin(DatumGetFloat8(SPI_getbinval(tup, td, 3, &isnull)), bounds.f, bins - 1);
+				int			m = RfmBin(DatumGetFloat8(SPI_getbinval(tup, td, 4, &isnull)), bounds.m, bins - 1);
+				int			segi = segs.cell[((r - 1) * bins + (f - 1)) * bins + (m - 1)];
+				bool		same = false;
+
+				(void) SPI_getbinval(tup, td, 5, &norfm);
+				if (!norfm)
+				{
+					char	   *oldseg = TextDatumGetCString(SPI_getbinval(tup, td, 8, &isnull));
+
+					same = DatumGetInt16(SPI_getbinval(tup, td, 5, &isnull)) == r &&
+						DatumGetInt16(SPI_getbinval(tup, td, 6, &isnull)) == f &&
+						DatumGetInt16(SPI_getbinval(tup, td, 7, &isnull)) == m &&
+						strcmp(oldseg, segs.names[segi]) == 0;
+				}
+				if (!same)
+				{
+					batch->ids[batch->n] = id;
+					batch->r[batch->n] = Int16GetDatum(r);
+					batch->f[batch->n] = Int16GetDatum(f);
+					batch->m[batch->n] = Int16GetDatum(m);
+					batch->seg[batch->n++] = CStringGetTextDatum(segs.names[segi]);
+					changed++;
+				}
+			}
+		}
+		MemoryContextSwitchTo(oldctx);
+		SPI_freetuptable(SPI_tuptable);
+		RfmFlush(batch, as_of);
+		MemoryContextReset(batchctx);
+	}
+	SPI_cursor_close(portal);
+	MemoryContextDelete(batchctx);
+	SPI_finish();
+	PG_RETURN_INT64(changed);
+}
+
+PG_FUNCTION_INFO_V1(rfm_bin);
+
+/* loyalty.rfm_bin(v, bounds, reverse): score of one value */
+Datum
+rfm_bin(PG_FUNCTION_ARGS)
+{
+	double		v = PG_GETARG_FLOAT8(0);
+	ArrayType  *a = PG_GETARG_ARRAYTYPE_P(1);
+	bool		reverse = PG_GETARG_BOOL(2);
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+	double		b[RFM_MAX_BINS];
+	int			s;
+
+	if (ARR_NDIM(a) > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+				 errmsg("bounds must be a one-dimensional array"),
+				 errhint("Pass ascending thresholds, e.g. '{1,2,4,8}'.")));
+	deconstruct_array(a, FLOAT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, &elems, &nulls, &n);
+	if (n < 1 || n > RFM_MAX_BINS - 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("bounds must hold 1 to %d thresholds, not %d", RFM_MAX_BINS - 1, n),
+				 errhint("B bins need B-1 thresholds.")));
+	for (int i = 0; i < n; i++)
+	{
+		if (nulls[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("bounds must not contain NULL"),
+					 errhint("Pass ascending thresholds, e.g. '{1,2,4,8}'.")));
+		b[i] = DatumGetFloat8(elems[i]);
+		if (i > 0 && b[i] < b[i - 1])
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("bounds must be in ascending order"),
+					 errhint("Pass ascending thresholds, e.g. '{1,2,4,8}'.")));
+	}
+	s = RfmBin(v, b, n);
+	PG_RETURN_INT32(reverse ? n + 2 - s : s);
+}
