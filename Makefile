@@ -11,10 +11,10 @@ PG_CPPFLAGS = -std=gnu11 -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missin
 SHLIB_LINK = -lm
 
 REGRESS = intake track_orders rfm
-REGRESS_OPTS = --inputdir=. --temp-config=./test/loyalty.conf --temp-instance=./tmp_check --load-extension=pg_cron --dbname=contrib_regression
+REGRESS_OPTS = --inputdir=. --temp-config=./test/regress.conf --temp-instance=./tmp_check --load-extension=pg_cron --load-extension=loyalty
 
 ISOLATION = $(patsubst test/specs/%.spec,%,$(sort $(wildcard test/specs/*.spec)))
-ISOLATION_OPTS = --inputdir=./test --temp-config=./test/loyalty.conf --temp-instance=./tmp_check_iso --dbname=contrib_regression
+ISOLATION_OPTS = --inputdir=./test --temp-config=./test/regress.conf --temp-instance=./tmp_check_iso --load-extension=loyalty
 
 TAP_TESTS = 1
 PROVE_TESTS = test/t/*.pl
@@ -27,3 +27,12 @@ include $(PGXS)
 
 sql/$(EXTENSION)--0.1.sql: $(INSTALL_FRAGMENTS)
 	cat $^ > $@
+
+# The three suites separately (test/run_tests.sh runs each and counts).
+.PHONY: installcheck-regress installcheck-isolation installcheck-tap
+installcheck-regress:
+	$(pg_regress_installcheck) $(REGRESS_OPTS) $(REGRESS)
+installcheck-isolation:
+	$(pg_isolation_regress_installcheck) $(ISOLATION_OPTS) $(ISOLATION)
+installcheck-tap:
+	$(prove_installcheck)

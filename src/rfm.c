@@ -49,10 +49,27 @@ typedef struct RfmBatch
 	Datum		f[RFM_BATCH];
 	Datum		m[RFM_BATCH];
 	Datum		seg[RFM_BATCH];
-	int			nq;
-	Datum		qids[RFM_BATCH];
-	Datum		qseq[RFM_BATCH];
 } RfmBatch;
+
+/* Queue entries (seq) consumed by this scoring run, deleted at its end */
+typedef struct RfmSeqs
+{
+	int64		n;
+	int64		cap;
+	Datum	   *seqs;
+} RfmSeqs;
+
+/* Remember one consumed queue entry */
+static void
+RfmAddSeq(RfmSeqs *q, Datum seq)
+{
+	if (q->n == q->cap)
+	{
+		q->cap = Max(q->cap * 2, 1024);
+		q->seqs = q->seqs ? repalloc_huge(q->seqs, sizeof(Datum) * q->cap) : palloc(sizeof(Datum) * q->cap);
+	}
+	q->seqs[q->n++] = seq;
+}
 
 /* 1 + number of bounds strictly below v */
 static inline int
@@ -285,7 +302,7 @@ RfmLoadBounds(RfmBounds *b)
 	return true;
 }
 
-/* Write changed scores and delete consumed queue entries */
+/* Write changed scores */
 static void
 RfmFlush(RfmBatch *batch, TimestampTz as_of)
 {
@@ -311,22 +328,23 @@ RfmFlush(RfmBatch *batch, TimestampTz as_of)
 		if (ret != SPI_OK_INSERT)
 			elog(ERROR, "loyalty: writing RFM scores failed: %s", SPI_result_code_string(ret));
 	}
-	if (batch->nq > 0)
-	{
-		Oid			types[2] = {TEXTARRAYOID, INT8ARRAYOID};
-		Datum		values[2];
-
-		values[0] = PointerGetDatum(construct_array(batch->qids, batch->nq, TEXTOID, -1, false, TYPALIGN_INT));
-		values[1] = PointerGetDatum(construct_array(batch->qseq, batch->nq, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-		/* only the entries seen: a customer requeued since (new seq) stays queued */
-		ret = SPI_execute_with_args("DELETE FROM loyalty.score_queue q USING unnest($1, $2) AS u(customer_id, seq) "
-									"WHERE q.customer_id = u.customer_id AND q.seq = u.seq",
-									2, types, values, NULL, false, 0);
-		if (ret != SPI_OK_DELETE)
-			elog(ERROR, "loyalty: clearing the score queue failed: %s", SPI_result_code_string(ret));
-	}
 	batch->n = 0;
-	batch->nq = 0;
+}
+
+/* Delete the queue entries read (only those: an entry added since stays) */
+static void
+RfmDeleteSeqs(RfmSeqs *q)
+{
+	Oid			types[1] = {INT8ARRAYOID};
+	Datum		values[1];
+	int			ret;
+
+	if (q->n == 0)
+		return;
+	values[0] = PointerGetDatum(construct_array(q->seqs, (int) q->n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	ret = SPI_execute_with_args("DELETE FROM loyalty.score_queue WHERE seq = ANY ($1)", 1, types, values, NULL, false, 0);
+	if (ret != SPI_OK_DELETE)
+		elog(ERROR, "loyalty: clearing the score queue failed: %s", SPI_result_code_string(ret));
 }
 
 PG_FUNCTION_INFO_V1(rfm_score);
@@ -346,6 +364,7 @@ rfm_score(PG_FUNCTION_ARGS)
 	RfmBounds	bounds;
 	RfmSegments segs;
 	RfmBatch   *batch;
+	RfmSeqs		queue;
 	char	   *mode;
 	int			ret;
 	int64		changed = 0;
@@ -416,16 +435,31 @@ rfm_score(PG_FUNCTION_ARGS)
 
 	RfmLoadSegments(&segs, bounds.bins);
 
+	queue.n = queue.cap = 0;
+	queue.seqs = NULL;
 	if (full)
+	{
+		/*
+		 * Entries queued before this point are covered by the full pass (its
+		 * cursor's snapshot is taken after this read).
+		 */
+		ret = SPI_execute("SELECT seq FROM loyalty.score_queue", true, 0);
+		if (ret != SPI_OK_SELECT)
+			elog(ERROR, "loyalty: reading the score queue failed: %s", SPI_result_code_string(ret));
+		for (uint64 i = 0; i < SPI_processed; i++)
+			RfmAddSeq(&queue, SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+		SPI_freetuptable(SPI_tuptable);
 		plan = SPI_prepare("SELECT s.customer_id, s.last_order_at, s.orders::float8, s.net_spend::float8, "
-						   "r.r_score, r.f_score, r.m_score, r.segment, q.seq "
+						   "r.r_score, r.f_score, r.m_score, r.segment, NULL::int8[] "
 						   "FROM loyalty.customer_state s "
-						   "LEFT JOIN loyalty.customer_rfm r ON r.customer_id = s.customer_id "
-						   "LEFT JOIN loyalty.score_queue q ON q.customer_id = s.customer_id", 0, NULL);
+						   "LEFT JOIN loyalty.customer_rfm r ON r.customer_id = s.customer_id", 0, NULL);
+	}
 	else
 		plan = SPI_prepare("SELECT q.customer_id, s.last_order_at, s.orders::float8, s.net_spend::float8, "
-						   "r.r_score, r.f_score, r.m_score, r.segment, q.seq "
-						   "FROM (SELECT customer_id, seq FROM loyalty.score_queue ORDER BY seq LIMIT $1) q "
+						   "r.r_score, r.f_score, r.m_score, r.segment, q.seqs "
+						   "FROM (SELECT customer_id, array_agg(seq) AS seqs FROM "
+						   "      (SELECT customer_id, seq FROM loyalty.score_queue ORDER BY seq LIMIT $1) q0 "
+						   "      GROUP BY customer_id) q "
 						   "LEFT JOIN loyalty.customer_state s ON s.customer_id = q.customer_id "
 						   "LEFT JOIN loyalty.customer_rfm r ON r.customer_id = q.customer_id", 1, limtype);
 	if (plan == NULL)
@@ -434,7 +468,7 @@ rfm_score(PG_FUNCTION_ARGS)
 	portal = SPI_cursor_open(NULL, plan, full ? NULL : limval, NULL, false);
 
 	batch = palloc(sizeof(RfmBatch));
-	batch->n = batch->nq = 0;
+	batch->n = 0;
 	batchctx = AllocSetContextCreate(CurrentMemoryContext, "loyalty rfm batch", ALLOCSET_DEFAULT_SIZES);
 
 	for (;;)
@@ -452,15 +486,23 @@ rfm_score(PG_FUNCTION_ARGS)
 			Datum		id = SPI_getbinval(tup, td, 1, &isnull);
 			bool		nostate;
 			bool		norfm;
-			Datum		seq;
-			bool		noseq;
+			Datum		seqs;
+			bool		noseqs;
 
 			id = PointerGetDatum(PG_DETOAST_DATUM_COPY(id));
-			seq = SPI_getbinval(tup, td, 9, &noseq);
-			if (!noseq)
+			seqs = SPI_getbinval(tup, td, 9, &noseqs);
+			if (!noseqs)
 			{
-				batch->qids[batch->nq] = id;
-				batch->qseq[batch->nq++] = seq;
+				Datum	   *elems;
+				bool	   *enulls;
+				int			nelems;
+
+				deconstruct_array(DatumGetArrayTypeP(seqs), INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE,
+								  &elems, &enulls, &nelems);
+				MemoryContextSwitchTo(fnctx);
+				for (int e = 0; e < nelems; e++)
+					RfmAddSeq(&queue, elems[e]);
+				MemoryContextSwitchTo(batchctx);
 			}
 			(void) SPI_getbinval(tup, td, 2, &nostate);
 			if (!nostate)
@@ -501,6 +543,7 @@ rfm_score(PG_FUNCTION_ARGS)
 	}
 	SPI_cursor_close(portal);
 	MemoryContextDelete(batchctx);
+	RfmDeleteSeqs(&queue);
 	SPI_finish();
 	PG_RETURN_INT64(changed);
 }

@@ -23,12 +23,12 @@ COMMENT ON COLUMN loyalty.customer_state.net_spend IS 'order amounts less refund
 COMMENT ON COLUMN loyalty.customer_state.avg_spend IS 'net_spend / orders';
 COMMENT ON COLUMN loyalty.customer_state.first_day_spend IS 'net spend on the first purchase day (repeat spend = net_spend - first_day_spend)';
 
--- Customers whose scores are stale. seq changes on every requeue, so a scorer
--- deletes exactly the entries it saw and a newer requeue survives.
-CREATE SEQUENCE loyalty.score_queue_seq;
+-- Customers whose scores are stale. Insert-only: an enqueue never waits for a
+-- scorer (a unique key would make it wait for any transaction deleting the
+-- same customer's entry); scorers delete exactly the entries they read.
 CREATE TABLE loyalty.score_queue (
-    customer_id text PRIMARY KEY,
-    seq         bigint NOT NULL DEFAULT pg_catalog.nextval('loyalty.score_queue_seq')
+    seq         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    customer_id text NOT NULL
 );
 COMMENT ON TABLE loyalty.score_queue IS 'Customers whose state changed since they were last scored';
 
@@ -82,8 +82,7 @@ BEGIN
     IF p_enqueue THEN
         INSERT INTO loyalty.score_queue (customer_id)
         SELECT DISTINCT c FROM unnest(p_customers) AS c
-         WHERE c IS NOT NULL AND EXISTS (SELECT 1 FROM loyalty.customer_state cs WHERE cs.customer_id = c)
-        ON CONFLICT (customer_id) DO UPDATE SET seq = nextval('loyalty.score_queue_seq');
+         WHERE c IS NOT NULL AND EXISTS (SELECT 1 FROM loyalty.customer_state cs WHERE cs.customer_id = c);
     END IF;
 END
 $$;

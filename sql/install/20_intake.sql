@@ -251,25 +251,34 @@ END
 $$;
 COMMENT ON FUNCTION loyalty.capture_truncate() IS 'Statement trigger attached by loyalty.track_orders(); do not call directly';
 
--- Resolve a source table name or fail with a clear error.
-CREATE FUNCTION loyalty._resolve_table(p_source text)
+-- A table name resolved in the caller's search_path (no SET clause on purpose;
+-- everything is qualified), NULL when it does not exist or is not a valid name.
+CREATE FUNCTION loyalty._lookup_table(p_source text)
+RETURNS regclass
+LANGUAGE plpgsql STABLE
+AS $$
+BEGIN
+    RETURN pg_catalog.to_regclass(p_source);
+EXCEPTION WHEN OTHERS THEN
+    RETURN NULL;
+END
+$$;
+
+-- Check a source table, resolved by the public wrapper in the caller's
+-- search_path (p_rel, NULL when not found), or fail with a clear error.
+CREATE FUNCTION loyalty._resolve_table(p_rel regclass, p_source text)
 RETURNS regclass
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    rel regclass;
+    rel regclass := p_rel;
     kind "char";
 BEGIN
     IF p_source IS NULL OR btrim(p_source) = '' THEN
         RAISE EXCEPTION 'source table must not be empty'
               USING ERRCODE = 'null_value_not_allowed', HINT = 'Pass the shop''s table, e.g. ''public.orders''.';
     END IF;
-    BEGIN
-        rel := to_regclass(p_source);
-    EXCEPTION WHEN invalid_name OR syntax_error OR invalid_parameter_value THEN
-        rel := NULL;
-    END;
     IF rel IS NULL THEN
         RAISE EXCEPTION 'relation "%" does not exist', p_source
               USING ERRCODE = 'undefined_table', HINT = 'Pass an existing table, schema-qualified, e.g. ''public.orders''.';
@@ -343,7 +352,7 @@ BEGIN
       FROM pg_attribute a
      WHERE a.attrelid = format('%I.%I', s.relation_schema, s.relation_name)::regclass AND a.attname = s.order_id_column;
     q := format(
-        'SELECT array_agg(ROW(%s, ''u'', k::text, c::text, m::numeric, t::timestamptz, st::text, NULL)::loyalty.order_change ORDER BY k), max(k)::text
+        'SELECT array_agg(ROW(%s, ''u'', k::text, c::text, m::numeric, t::timestamptz, st::text, NULL)::loyalty.order_change ORDER BY k)
            FROM (SELECT %I AS k, %I AS c, %I AS m, %I AS t, %s AS st FROM %I.%I
                   WHERE $1 IS NULL OR %I > CAST($1 AS %s) ORDER BY %I LIMIT %s) b',
         s.source_id, s.order_id_column, s.customer_column, s.amount_column, s.ordered_at_column,
@@ -353,9 +362,10 @@ BEGIN
     PERFORM pg_advisory_xact_lock(74200, 1);
     LOOP
         PERFORM loyalty.apply_events(100000);
-        EXECUTE q INTO ch, last_key USING last_key;
+        EXECUTE q INTO ch USING last_key;
         got := coalesce(cardinality(ch), 0);
         EXIT WHEN got = 0;
+        last_key := ch[got].order_ref;   -- keyset position: the batch is in key order
         PERFORM loyalty._apply_changes(ch, false);
         n := n + got;
         IF clock_timestamp() - last_notice > interval '5 seconds' THEN
@@ -372,7 +382,8 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION loyalty.track_orders(
+CREATE FUNCTION loyalty._track_orders(
+    p_rel             regclass,
     source            text,
     customer_column   text,
     amount_column     text,
@@ -387,7 +398,7 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    rel regclass := loyalty._resolve_table(source);
+    rel regclass := loyalty._resolve_table(p_rel, source);
     sch text;
     tbl text;
     t regtype;
@@ -462,6 +473,26 @@ BEGIN
     RETURN n;
 END
 $$;
+
+-- Public entry points that name a shop table resolve it in the caller's
+-- search_path (so 'orders' works as the caller means it) and hand the oid to
+-- the implementation, which runs with a pinned search_path.
+CREATE FUNCTION loyalty.track_orders(
+    source            text,
+    customer_column   text,
+    amount_column     text,
+    ordered_at_column text,
+    order_id_column   text,
+    status_column     text DEFAULT NULL,
+    counted_statuses  text[] DEFAULT NULL,
+    backfill          boolean DEFAULT true,
+    batch_size        integer DEFAULT 10000)
+RETURNS bigint
+LANGUAGE sql
+AS $$
+SELECT loyalty._track_orders(loyalty._lookup_table(source), source, customer_column, amount_column,
+                             ordered_at_column, order_id_column, status_column, counted_statuses, backfill, batch_size)
+$$;
 COMMENT ON FUNCTION loyalty.track_orders(text, text, text, text, text, text, text[], boolean, integer) IS
 'Attach a shop orders table: capture every insert/update/delete/truncate and backfill existing rows; returns rows backfilled';
 
@@ -472,7 +503,7 @@ LANGUAGE plpgsql
 AS $$
 DECLARE
     sid integer;
-    rel regclass := loyalty._resolve_table(source);
+    rel regclass := loyalty._resolve_table(loyalty._lookup_table(source), source);
     last_key text;
     got bigint;
     total bigint := 0;
@@ -624,16 +655,15 @@ BEGIN
         RETURN r.amount;   -- replay
     END IF;
 
+    IF o.amount - o.refunded = 0 THEN
+        RAISE EXCEPTION 'order "%" has nothing left to refund', o.order_ref
+              USING ERRCODE = 'invalid_parameter_value', HINT = 'It was refunded in full already.';
+    END IF;
     amt := coalesce(amount, o.amount - o.refunded);
     IF amt > o.amount - o.refunded THEN
         RAISE EXCEPTION 'refund of % exceeds the % left to refund on order "%"', amt, o.amount - o.refunded, o.order_ref
               USING ERRCODE = 'invalid_parameter_value', HINT = 'Refund at most what the order has left, or NULL for all of it.';
     END IF;
-    IF amt = 0 THEN
-        RAISE EXCEPTION 'order "%" has nothing left to refund', o.order_ref
-              USING ERRCODE = 'invalid_parameter_value', HINT = 'It was refunded in full already.';
-    END IF;
-
     INSERT INTO loyalty.refunds (idempotency_key, order_ref, amount) VALUES (k, o.order_ref, amt);
     UPDATE loyalty.orders t SET refunded = t.refunded + amt, updated_at = now() WHERE t.order_ref = o.order_ref;
     PERFORM loyalty._recompute_customers(ARRAY[o.customer_id], true);
@@ -645,7 +675,7 @@ COMMENT ON FUNCTION loyalty.record_refund(text, numeric, text) IS
 
 -- Re-capture the shop rows behind open rejections (after the shop fixed them).
 -- Returns the number of rows accepted now.
-CREATE FUNCTION loyalty.replay_rejected(source text DEFAULT NULL)
+CREATE FUNCTION loyalty._replay_rejected(p_rel regclass, source text)
 RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -660,7 +690,7 @@ DECLARE
 BEGIN
     IF source IS NOT NULL THEN
         SELECT so.source_id INTO only_sid FROM loyalty.sources so
-         WHERE format('%I.%I', so.relation_schema, so.relation_name)::regclass = loyalty._resolve_table(source);
+         WHERE format('%I.%I', so.relation_schema, so.relation_name)::regclass = loyalty._resolve_table(p_rel, source);
         IF only_sid IS NULL THEN
             RAISE EXCEPTION '"%" is not tracked', source
                   USING ERRCODE = 'undefined_object', HINT = 'See loyalty.sources for the tracked tables.';
@@ -692,16 +722,20 @@ BEGIN
     RETURN cardinality(all_keys) - still;
 END
 $$;
+CREATE FUNCTION loyalty.replay_rejected(source text DEFAULT NULL)
+RETURNS bigint
+LANGUAGE sql
+AS $$ SELECT loyalty._replay_rejected(loyalty._lookup_table(source), source) $$;
 COMMENT ON FUNCTION loyalty.replay_rejected(text) IS 'Re-capture rejected shop rows (all sources, or one); returns how many are accepted now';
 
 -- Stop tracking a table: removes the triggers; orders already captured stay.
-CREATE FUNCTION loyalty.untrack_orders(source text)
+CREATE FUNCTION loyalty._untrack_orders(p_rel regclass, source text)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    rel regclass := loyalty._resolve_table(source);
+    rel regclass := loyalty._resolve_table(p_rel, source);
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM loyalty.sources so
                     WHERE format('%I.%I', so.relation_schema, so.relation_name)::regclass = rel) THEN
@@ -712,4 +746,8 @@ BEGIN
     EXECUTE format('DROP TRIGGER IF EXISTS loyalty_capture_truncate ON %s', rel);
 END
 $$;
+CREATE FUNCTION loyalty.untrack_orders(source text)
+RETURNS void
+LANGUAGE sql
+AS $$ SELECT loyalty._untrack_orders(loyalty._lookup_table(source), source) $$;
 COMMENT ON FUNCTION loyalty.untrack_orders(text) IS 'Detach a tracked table (its triggers); captured orders stay';

@@ -1,0 +1,120 @@
+-- RFM: bounds, ties, scores, segments, fixed mode, views.
+SET client_min_messages = warning;
+SET TIME ZONE 'UTC';
+
+-- every one of the 125 (R, F, M) cells maps to exactly one segment, first rule wins
+WITH cells AS (
+    SELECT r, f, m FROM generate_series(1, 5) r, generate_series(1, 5) f, generate_series(1, 5) m
+), matched AS (
+    SELECT c.r, c.f, c.m,
+           (SELECT s.segment FROM loyalty.segment_rules s
+             WHERE c.r BETWEEN s.r_min AND s.r_max AND c.f BETWEEN s.f_min AND s.f_max AND c.m BETWEEN s.m_min AND s.m_max
+             ORDER BY s.position LIMIT 1) AS segment
+      FROM cells c
+)
+SELECT count(*) AS cells, count(DISTINCT (r, f, m)) AS distinct_cells,
+       count(*) FILTER (WHERE segment IS NULL) AS other_cells
+  FROM matched;
+-- the segments the default table gives, cell counts per segment
+WITH cells AS (
+    SELECT r, f, m FROM generate_series(1, 5) r, generate_series(1, 5) f, generate_series(1, 5) m
+)
+SELECT coalesce((SELECT s.segment FROM loyalty.segment_rules s
+                  WHERE c.r BETWEEN s.r_min AND s.r_max AND c.f BETWEEN s.f_min AND s.f_max AND c.m BETWEEN s.m_min AND s.m_max
+                  ORDER BY s.position LIMIT 1), 'Other') AS segment, count(*) AS cells
+  FROM cells c GROUP BY 1 ORDER BY 1;
+
+-- rfm_bin: equal values, equal scores; reverse for recency
+SELECT v, loyalty.rfm_bin(v, '{1,1,1,2}') AS f_score, loyalty.rfm_bin(v, '{10,20,30,40}', true) AS r_score
+  FROM unnest(ARRAY[0, 1, 2, 3, 10, 10.5, 40, 41]::float8[]) v;
+SELECT loyalty.rfm_bin(1, '{3,2}');
+SELECT loyalty.rfm_bin(1, '{}');
+SELECT loyalty.rfm_bin(1, '{1,NULL}');
+
+-- a shop of 100 customers: customer i has i orders of 10 * i on day 100 - i
+SELECT count(*) AS recorded FROM (
+    SELECT loyalty.record_order('r' || i, 'r' || i || '-' || k, 10 * i, timestamptz '2026-01-01' + (100 - i) * interval '1 day' - k * interval '1 minute')
+      FROM generate_series(1, 100) i, generate_series(1, i) k) s;
+-- 20 tied customers with identical history
+SELECT count(*) AS recorded FROM (
+    SELECT loyalty.record_order('tie' || i, 'tie' || i, 55, '2026-02-01') FROM generate_series(1, 20) i) s;
+SELECT events_applied, customers, rescored FROM loyalty.refresh(as_of => '2026-04-15 00:00+00');
+SELECT bins, mode, recency_bounds, frequency_bounds, monetary_bounds, customers FROM loyalty.rfm_bounds;
+-- each score holds about a fifth of the customers
+SELECT r_score, count(*) FROM loyalty.customer_segments GROUP BY 1 ORDER BY 1;
+SELECT f_score, count(*) FROM loyalty.customer_segments GROUP BY 1 ORDER BY 1;
+-- ties: all 20 identical customers share one score triple and segment
+SELECT count(DISTINCT (r_score, f_score, m_score, segment)) AS distinct_scores_among_ties
+  FROM loyalty.customer_segments WHERE customer_id LIKE 'tie%';
+-- scores agree with rfm_bin over the stored bounds
+SELECT count(*) AS mismatches
+  FROM loyalty.customer_segments c, loyalty.rfm_bounds b
+ WHERE c.r_score <> loyalty.rfm_bin(c.recency_days, b.recency_bounds, true)
+    OR c.f_score <> loyalty.rfm_bin(c.frequency, b.frequency_bounds)
+    OR c.m_score <> loyalty.rfm_bin(c.monetary::float8, b.monetary_bounds);
+-- segments agree with the first matching rule
+SELECT count(*) AS segment_mismatches
+  FROM loyalty.customer_segments c
+ WHERE c.segment <> coalesce((SELECT s.segment FROM loyalty.segment_rules s
+                               WHERE c.r_score BETWEEN s.r_min AND s.r_max AND c.f_score BETWEEN s.f_min AND s.f_max
+                                 AND c.m_score BETWEEN s.m_min AND s.m_max ORDER BY s.position LIMIT 1), 'Other');
+SELECT customer_id, recency_days, frequency, monetary, r_score, f_score, m_score, segment, computed_at
+  FROM loyalty.customer_segments WHERE customer_id IN ('r1', 'r50', 'r100', 'tie1') ORDER BY customer_id;
+SELECT segment, customers, share_pct, revenue, avg_order_value, avg_recency_days FROM loyalty.segment_summary ORDER BY segment;
+
+-- a second refresh with nothing changed rewrites nothing
+SELECT rescored FROM loyalty.refresh(as_of => '2026-04-15 00:00+00');
+
+-- incremental: a new order queues the customer; the worker's round rescores it
+SELECT loyalty.record_order('r1', 'r1-new', 5000, '2026-04-14') > 0 AS ok;
+SELECT count(DISTINCT customer_id) AS queued FROM loyalty.score_queue;
+SELECT loyalty._rfm_score(false, '2026-04-15 00:00+00', 100) AS rescored;
+SELECT count(DISTINCT customer_id) AS queued FROM loyalty.score_queue;
+SELECT r_score, f_score, m_score, segment FROM loyalty.customer_segments WHERE customer_id = 'r1';
+
+-- the shop edits the rules: first match wins, unmatched is Other
+UPDATE loyalty.segment_rules SET segment = 'Best' WHERE position = 1;
+DELETE FROM loyalty.segment_rules WHERE segment = 'Lost';
+SELECT rescored > 0 AS rescored FROM loyalty.refresh(as_of => '2026-04-15 00:00+00');
+SELECT count(*) FILTER (WHERE segment = 'Best') > 0 AS has_best, count(*) FILTER (WHERE segment = 'Champions') AS champions,
+       count(*) FILTER (WHERE segment = 'Lost') AS lost, count(*) FILTER (WHERE segment = 'Other') > 0 AS has_other
+  FROM loyalty.customer_segments;
+
+-- fixed thresholds, 3 bins
+SELECT loyalty.configure_rfm(bins => 3, mode => 'fixed', recency_bounds => '{30,60}', frequency_bounds => '{1,10}', monetary_bounds => '{100,1000}');
+SELECT events_applied, customers FROM loyalty.refresh(as_of => '2026-04-15 00:00+00');
+SELECT bins, mode, recency_bounds, frequency_bounds, monetary_bounds FROM loyalty.rfm_bounds;
+SELECT customer_id, recency_days, frequency, monetary, r_score, f_score, m_score
+  FROM loyalty.customer_segments WHERE customer_id IN ('r1', 'r5', 'r50', 'r100') ORDER BY customer_id;
+SELECT max(r_score) AS max_r, max(f_score) AS max_f, max(m_score) AS max_m FROM loyalty.customer_segments;
+
+-- bad settings: clear errors, nothing changed
+\set VERBOSITY default
+SELECT loyalty.configure_rfm(bins => 1);
+SELECT loyalty.configure_rfm(bins => 11);
+SELECT loyalty.configure_rfm(mode => 'median');
+SELECT loyalty.configure_rfm(mode => 'fixed', recency_bounds => '{1,2,3}', frequency_bounds => '{1,2,3,4}', monetary_bounds => '{1,2,3,4}');
+SELECT loyalty.configure_rfm(mode => 'fixed', recency_bounds => '{4,3,2,1}', frequency_bounds => '{1,2,3,4}', monetary_bounds => '{1,2,3,4}');
+SELECT loyalty.configure_rfm(mode => 'fixed', recency_bounds => '{1,2,3,NaN}', frequency_bounds => '{1,2,3,4}', monetary_bounds => '{1,2,3,4}');
+SELECT loyalty.configure_rfm(mode => 'quantile', recency_bounds => '{1,2,3,4}');
+SELECT loyalty.refresh(as_of => 'infinity');
+\set VERBOSITY terse
+SELECT bins, mode FROM loyalty.rfm_config;
+
+-- back to the default quantile mode
+SELECT loyalty.configure_rfm();
+SELECT customers FROM loyalty.refresh(as_of => '2026-04-15 00:00+00');
+SELECT bins, mode, customers FROM loyalty.rfm_bounds;
+
+-- a customer whose orders all go away loses state and scores
+SELECT loyalty.record_refund('tie1') AS refunded;
+SELECT count(*) AS tie1_rows FROM loyalty.customer_segments WHERE customer_id = 'tie1';
+
+-- views are documented for BI tools
+SELECT c.relname, obj_description(c.oid, 'pg_class') IS NOT NULL AS has_comment
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE n.nspname = 'loyalty' AND c.relkind = 'v' ORDER BY 1;
+SELECT count(*) AS undocumented_columns
+  FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+ WHERE c.oid IN ('loyalty.customer_segments'::regclass, 'loyalty.segment_summary'::regclass)
+   AND a.attnum > 0 AND col_description(c.oid, a.attnum) IS NULL AND a.attname <> 'segment' AND a.attname <> 'customers';

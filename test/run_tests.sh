@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Run every loyalty test: pg_regress, isolation specs and TAP, each against its
+# own throwaway cluster (pg_cron and loyalty preloaded). As root on Debian 12:
+#   bash test/run_tests.sh
+# Installs what it needs, builds, installs, and ends with "N passed, N failed".
+set -uo pipefail
+
+LOYALTY_SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+export LOYALTY_SRC
+# shellcheck source=test/setup.sh
+. "$LOYALTY_SRC/test/setup.sh"
+loyalty_setup
+
+work=$(loyalty_work_copy)
+log="$work/test-output.log"
+: > "$log"
+chown postgres:postgres "$log"
+cd "$work"
+
+run_as_postgres() {
+    runuser -u postgres -- env PATH="$PATH" "$@"
+}
+
+passed=0
+failed=0
+failures=()
+
+# pg_regress / pg_isolation_regress: one line per test, "ok" or "FAILED"
+count_regress() {
+    local out=$1 p f
+    p=$(grep -cE '^(test| )? *[a-z0-9_]+ +\.\.\. ok' "$out" || true)
+    f=$(grep -cE '\.\.\. FAILED' "$out" || true)
+    passed=$((passed + p)); failed=$((failed + f))
+}
+
+echo "== regression tests"
+run_as_postgres make -s PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config installcheck-regress > regress.out 2>&1
+rc=$?
+cat regress.out
+count_regress regress.out
+[ $rc -eq 0 ] || { failures+=(regress); [ -f regression.diffs ] && cat regression.diffs; }
+
+echo "== isolation tests"
+run_as_postgres make -s PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config installcheck-isolation > isolation.out 2>&1
+rc=$?
+cat isolation.out
+count_regress isolation.out
+[ $rc -eq 0 ] || { failures+=(isolation); [ -f output_iso/regression.diffs ] && cat output_iso/regression.diffs; }
+
+echo "== TAP tests"
+run_as_postgres make -s PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config installcheck-tap > tap.out 2>&1
+rc=$?
+cat tap.out
+# one line per test file: "... ok" or a failure summary
+p=$(grep -cE '^test/t/[^ ]+\.pl \.+ ok' tap.out || true)
+f=$(grep -cE '^test/t/[^ ]+\.pl \.+ .*(Failed|Dubious|not ok)' tap.out || true)
+if [ $rc -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
+passed=$((passed + p)); failed=$((failed + f))
+if [ $rc -ne 0 ]; then
+    failures+=(tap)
+    for l in tmp_check/log/*; do [ -f "$l" ] && { echo "--- $l"; tail -n 50 "$l"; }; done
+fi
+
+if [ $((passed + failed)) -eq 0 ]; then
+    echo "no test ran" >&2
+    failed=1
+fi
+[ ${#failures[@]} -eq 0 ] || echo "failing suites: ${failures[*]} (work tree kept in $work)"
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

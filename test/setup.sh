@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Install what building and testing loyalty needs on Debian 12, then build and
+# install the extension. Sourced by test/run_tests.sh and test/demo.sh; runs as root.
+set -euo pipefail
+
+LOYALTY_PACKAGES=(make gcc postgresql-15 postgresql-server-dev-15 postgresql-15-cron
+                  postgresql-contrib libipc-run-perl perl valgrind)
+
+loyalty_setup() {
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "run this as root: it installs packages and the extension" >&2
+        exit 1
+    fi
+    local missing=()
+    for p in "${LOYALTY_PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    if [ "${#missing[@]}" -gt 0 ]; then
+        echo "== installing: ${missing[*]}"
+        # never create or start the machine's default cluster: we use throwaway ones
+        mkdir -p /etc/postgresql-common
+        [ -f /etc/postgresql-common/createcluster.conf ] || echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.conf
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    fi
+    export PATH="/usr/lib/postgresql/15/bin:$PATH"
+    echo "== building and installing loyalty"
+    make -s -C "$LOYALTY_SRC" PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config >/dev/null
+    make -s -C "$LOYALTY_SRC" PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config install >/dev/null
+}
+
+# A copy of the tree owned by the unprivileged postgres user (initdb refuses root).
+loyalty_work_copy() {
+    local top dest
+    top=$(mktemp -d /tmp/loyalty-run.XXXXXX)
+    dest="$top/main"
+    mkdir "$dest"
+    tar -C "$LOYALTY_SRC" --exclude=.git --exclude='tmp_check*' --exclude=results --exclude=output_iso -cf - . | tar -C "$dest" -xf -
+    # tests read the shared data (../shared/data) beside the checkout, as in CI
+    if [ -d "$LOYALTY_SRC/../shared" ]; then
+        ln -s "$(cd "$LOYALTY_SRC/../shared" && pwd)" "$top/shared"
+    fi
+    chown -R postgres:postgres "$top"
+    chmod 755 "$top"
+    echo "$dest"
+}
