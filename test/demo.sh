@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# The loyalty demo: as root on Debian 12,
+#   bash test/demo.sh
+# installs what it needs, starts a throwaway cluster (pg_cron and loyalty
+# preloaded), loads a sample shop, runs the pipeline and prints a summary.
+set -euo pipefail
+
+LOYALTY_SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+export LOYALTY_SRC
+# shellcheck source=test/setup.sh
+. "$LOYALTY_SRC/test/setup.sh"
+loyalty_setup
+
+dir=$(mktemp -d /tmp/loyalty-demo.XXXXXX)
+chown postgres:postgres "$dir"
+port=$((20000 + RANDOM % 20000))
+pg() { runuser -u postgres -- env PATH="$PATH" "$@"; }
+cleanup() { pg pg_ctl -D "$dir/data" -m immediate stop >/dev/null 2>&1 || true; rm -rf "$dir"; }
+trap cleanup EXIT
+
+pg initdb -D "$dir/data" -A trust >/dev/null
+cat >> "$dir/data/postgresql.conf" <<CONF
+port = $port
+unix_socket_directories = '$dir'
+listen_addresses = ''
+shared_preload_libraries = 'pg_cron,loyalty'
+cron.database_name = 'shop'
+loyalty.database = 'shop'
+loyalty.naptime = 200
+CONF
+pg pg_ctl -D "$dir/data" -l "$dir/server.log" -w start >/dev/null
+psql_shop() { pg psql -X -q -h "$dir" -p "$port" -d shop -v ON_ERROR_STOP=1 "$@"; }
+pg createdb -h "$dir" -p "$port" shop
+
+echo "== a sample shop: 5,000 customers, two years of orders (seeded, reproducible)"
+psql_shop <<'SQL'
+CREATE EXTENSION pg_cron;
+CREATE EXTENSION loyalty CASCADE;
+CREATE TABLE public.orders (
+    id          bigserial PRIMARY KEY,
+    customer_id bigint NOT NULL,
+    total       numeric(10,2),
+    created_at  timestamptz NOT NULL,
+    status      text NOT NULL
+);
+SELECT setseed(0.42);
+-- Most customers buy once; a heavy tail buys again and again (geometric
+-- number of repeat orders with a per-customer rate), amounts are log-normal.
+INSERT INTO public.orders (customer_id, total, created_at, status)
+SELECT c.id,
+       round(exp(3.4 + 0.6 * sqrt(-2 * ln(random())) * cos(2 * pi() * random()))::numeric, 2),
+       c.first_at + (o.k * c.gap_days + random() * 10) * interval '1 day',
+       CASE WHEN random() < 0.95 THEN 'paid' WHEN random() < 0.6 THEN 'refunded' ELSE 'cancelled' END
+  FROM (SELECT id,
+               timestamptz '2025-01-01' + random() * 600 * interval '1 day' AS first_at,
+               CASE WHEN random() < 0.6 THEN 0 ELSE floor(-ln(random()) * 4)::int + 1 END AS repeats,
+               20 + random() * 90 AS gap_days
+          FROM generate_series(1, 5000) id) c,
+       LATERAL generate_series(0, c.repeats) o(k)
+ WHERE c.first_at + o.k * c.gap_days * interval '1 day' < now();
+SELECT count(*) AS orders, count(DISTINCT customer_id) AS customers FROM public.orders \gset
+\echo :orders orders of :customers customers
+SQL
+
+echo
+echo "== attach loyalty to the shop's orders table (triggers + backfill)"
+psql_shop <<'SQL'
+SELECT loyalty.track_orders('public.orders',
+         customer_column   => 'customer_id',
+         amount_column     => 'total',
+         ordered_at_column => 'created_at',
+         order_id_column   => 'id',
+         status_column     => 'status',
+         counted_statuses  => ARRAY['paid']) AS rows_backfilled;
+SELECT * FROM loyalty.refresh();
+SQL
+
+echo
+echo "== RFM segments (loyalty.segment_summary)"
+psql_shop -c "SELECT segment, customers, share_pct AS \"share %\", revenue, avg_order_value, avg_recency_days FROM loyalty.segment_summary ORDER BY revenue DESC"
+
+echo "== the five best customers (loyalty.customer_segments)"
+psql_shop -c "SELECT customer_id, recency_days, frequency, monetary, r_score || f_score || m_score AS rfm, segment FROM loyalty.customer_segments ORDER BY monetary DESC LIMIT 5"
+
+echo "== live: a lapsed customer orders again; the worker rescores within a second"
+lapsed=$(psql_shop -At -c "SELECT customer_id FROM loyalty.customer_segments WHERE segment IN ('At Risk', 'Lost', 'About To Sleep') ORDER BY monetary DESC LIMIT 1")
+psql_shop -c "SELECT customer_id, recency_days, frequency, segment AS segment_before FROM loyalty.customer_segments WHERE customer_id = '$lapsed'"
+psql_shop -c "INSERT INTO public.orders (customer_id, total, created_at, status) VALUES ($lapsed, 80, now(), 'paid')"
+for _ in $(seq 1 50); do
+    n=$(psql_shop -At -c "SELECT count(*) FROM loyalty.events")
+    [ "$n" = 0 ] && break
+    sleep 0.2
+done
+sleep 0.5
+psql_shop -c "SELECT customer_id, recency_days, frequency, segment AS segment_after FROM loyalty.customer_segments WHERE customer_id = '$lapsed'"
+
+echo "== a row loyalty cannot use never blocks checkout; it waits in loyalty.rejected_rows"
+psql_shop -c "INSERT INTO public.orders (customer_id, total, created_at, status) VALUES (1, -5, now(), 'paid')"
+sleep 1
+psql_shop -c "SELECT source, reason, rows FROM loyalty.rejected_summary"
+psql_shop -c "SELECT application_name, state FROM pg_stat_activity WHERE backend_type = 'loyalty worker'"
+echo "demo done (the throwaway cluster is removed)"
