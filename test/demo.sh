@@ -80,7 +80,7 @@ echo "== RFM segments (loyalty.segment_summary)"
 psql_shop -c "SELECT segment, customers, share_pct AS \"share %\", revenue, avg_order_value, avg_recency_days FROM loyalty.segment_summary ORDER BY revenue DESC"
 
 echo "== the five best customers (loyalty.customer_segments)"
-psql_shop -c "SELECT customer_id, recency_days, frequency, monetary, r_score || f_score || m_score AS rfm, segment FROM loyalty.customer_segments ORDER BY monetary DESC LIMIT 5"
+psql_shop -c "SELECT customer_id, recency_days, frequency, monetary, r_score::text || f_score || m_score AS rfm, segment FROM loyalty.customer_segments ORDER BY monetary DESC LIMIT 5"
 
 echo "== live: a lapsed customer orders again; the worker rescores within a second"
 lapsed=$(psql_shop -At -c "SELECT customer_id FROM loyalty.customer_segments WHERE segment IN ('At Risk', 'Lost', 'About To Sleep') ORDER BY monetary DESC LIMIT 1")

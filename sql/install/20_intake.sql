@@ -55,7 +55,8 @@ CREATE TYPE loyalty.order_change_checked AS (
     ordered_at  timestamptz,
     status      text,
     counted     boolean,
-    reason      text
+    reason      text,
+    old_customer text
 );
 
 CREATE TABLE loyalty.orders (
@@ -137,7 +138,8 @@ BEGIN
                 WHEN NOT isfinite(c.ordered_at) THEN 'order time is infinite'
                 WHEN o.order_ref IS NOT NULL AND o.source_id IS DISTINCT FROM c.source_id
                      THEN 'order id already recorded by another source'
-           END)::loyalty.order_change_checked)
+           END,
+           o.customer_id)::loyalty.order_change_checked)
       INTO checked
       FROM (SELECT DISTINCT ON (ch.order_ref) ch.*
               FROM unnest(p_changes) WITH ORDINALITY AS ch(source_id, op, order_ref, customer_id, amount, ordered_at, status, problem, ord)
@@ -154,10 +156,7 @@ BEGIN
     DO UPDATE SET reason = excluded.reason, row_data = excluded.row_data, rejected_at = excluded.rejected_at;
 
     -- valid upserts; an existing row of another source is never touched
-    WITH old AS (
-        SELECT o.order_ref, o.customer_id FROM loyalty.orders o JOIN unnest(checked) a USING (order_ref)
-         WHERE a.op = 'u' AND a.reason IS NULL
-    ), up AS (
+    WITH up AS (
         INSERT INTO loyalty.orders AS o (order_ref, source_id, customer_id, amount, ordered_at, status, counted)
         SELECT order_ref, source_id, customer_id, amount, ordered_at, status, counted
           FROM unnest(checked) WHERE op = 'u' AND reason IS NULL
@@ -167,11 +166,13 @@ BEGIN
          WHERE o.source_id IS NOT DISTINCT FROM excluded.source_id
            AND (o.customer_id, o.amount, o.ordered_at, o.status, o.counted)
                IS DISTINCT FROM (excluded.customer_id, excluded.amount, excluded.ordered_at, excluded.status, excluded.counted)
-        RETURNING o.order_ref, o.customer_id
+        RETURNING o.customer_id
     )
-    SELECT array_agg(x) INTO affected
-      FROM (SELECT up.customer_id FROM up
-            UNION SELECT old.customer_id FROM old JOIN up USING (order_ref)) s(x);
+    SELECT array_agg(DISTINCT customer_id) INTO affected FROM up;
+    -- an order that moved to another customer changes the old one too
+    affected := coalesce(affected, '{}') || ARRAY(
+        SELECT old_customer FROM unnest(checked)
+         WHERE op = 'u' AND reason IS NULL AND old_customer IS DISTINCT FROM customer_id AND old_customer IS NOT NULL);
 
     -- deletes and rows that became invalid stop counting (the row is kept: refunds may refer to it)
     WITH gone AS (
