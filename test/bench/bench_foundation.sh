@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Foundation benchmark (issue 2), as root on Debian 12:
+#   bash test/bench/bench_foundation.sh [customers]
+# Builds a shop of 1,000,000 customers and ~3,000,000 orders and prints, all
+# measured in this run on this machine:
+#   - loyalty.refresh() time as a ratio to the hand-written GROUP BY + NTILE(5)
+#     SQL a shop would otherwise run (target <= 0.5)
+#   - pgbench order-insert throughput (2 clients, one INSERT per transaction)
+#     with track_orders attached, as a ratio to the same table without it
+#     (target >= 0.8)
+#   - peak private memory of the backend during refresh (target <= 512 MB)
+set -euo pipefail
+CUSTOMERS=${1:-1000000}
+PGBENCH_SECONDS=${PGBENCH_SECONDS:-20}
+
+LOYALTY_SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+export LOYALTY_SRC
+. "$LOYALTY_SRC/test/setup.sh"
+loyalty_setup
+. "$LOYALTY_SRC/test/bench/lib.sh"
+bench_start
+
+echo "== building a shop: $CUSTOMERS customers, ~$((CUSTOMERS * 3)) orders"
+psql_db <<SQL
+CREATE EXTENSION loyalty;
+CREATE TABLE orders (id bigint PRIMARY KEY, customer_id bigint NOT NULL, total numeric(10,2) NOT NULL,
+                     created_at timestamptz NOT NULL, status text NOT NULL);
+SELECT setseed(0.7);
+-- every customer orders once, then 2 more orders on average (Poisson-like)
+INSERT INTO orders
+SELECT g, CASE WHEN g <= $CUSTOMERS THEN g ELSE 1 + floor(random() * $CUSTOMERS) END,
+       round((5 + random() * 120)::numeric, 2),
+       timestamptz '2026-11-01' - random() * interval '730 days',
+       CASE WHEN random() < 0.97 THEN 'paid' ELSE 'refunded' END
+  FROM generate_series(1, $CUSTOMERS * 3) g;
+VACUUM ANALYZE orders;
+SQL
+echo "orders: $(psql_db -c 'SELECT count(*) FROM orders'), customers: $(psql_db -c 'SELECT count(DISTINCT customer_id) FROM orders')"
+
+t=$(time_sql "SELECT loyalty.track_orders('orders', 'customer_id', 'total', 'created_at', 'id', 'status', ARRAY['paid'], batch_size => 50000)")
+echo "backfill (track_orders, excluded from the ratios): ${t}s"
+psql_db -c "VACUUM ANALYZE loyalty.orders, loyalty.customer_state"
+
+HAND="DROP TABLE IF EXISTS hand_rfm; CREATE TABLE hand_rfm AS
+WITH agg AS (SELECT customer_id, max(created_at) AS last_order_at, count(*) AS frequency, sum(total) AS monetary
+               FROM orders WHERE status = 'paid' GROUP BY customer_id)
+SELECT customer_id, last_order_at, frequency, monetary,
+       ntile(5) OVER (ORDER BY last_order_at) AS r_score,
+       ntile(5) OVER (ORDER BY frequency) AS f_score,
+       ntile(5) OVER (ORDER BY monetary) AS m_score
+  FROM agg"
+
+echo "== refresh vs hand-written SQL (best of 3 each)"
+best() { sort -n | head -n1; }
+hand=$(for i in 1 2 3; do time_sql "$HAND"; echo; done | best)
+echo "hand-written GROUP BY + NTILE, materialised: ${hand}s"
+first_mem=$(peak_mem_sql "SELECT * FROM loyalty.refresh()")
+psql_db -c "TRUNCATE loyalty.customer_rfm; DELETE FROM loyalty.rfm_bounds"
+first=$(for i in 1 2 3; do psql_db -c "TRUNCATE loyalty.customer_rfm; DELETE FROM loyalty.rfm_bounds"; time_sql "SELECT * FROM loyalty.refresh()"; echo; done | best)
+echo "loyalty.refresh(), first (every score written): ${first}s"
+steady=$(for i in 1 2 3; do time_sql "SELECT * FROM loyalty.refresh()"; echo; done | best)
+echo "loyalty.refresh(), next day's run (changed scores written): ${steady}s"
+steady_mem=$(peak_mem_sql "SELECT * FROM loyalty.refresh()")
+hand_mem=$(peak_mem_sql "$HAND")
+echo "peak backend memory: refresh first ${first_mem} MB, refresh steady ${steady_mem} MB, hand-written ${hand_mem} MB"
+
+echo "== order inserts: pgbench, 2 clients, one INSERT per transaction, ${PGBENCH_SECONDS}s per run"
+psql_db <<'SQL'
+CREATE TABLE shop_plain (id bigserial PRIMARY KEY, customer_id bigint NOT NULL, total numeric(10,2) NOT NULL,
+                         created_at timestamptz NOT NULL DEFAULT now(), status text NOT NULL);
+CREATE TABLE shop_tracked (LIKE shop_plain INCLUDING ALL);
+SELECT loyalty.track_orders('shop_tracked', 'customer_id', 'total', 'created_at', 'id', 'status', ARRAY['paid']);
+SQL
+for tbl in shop_plain shop_tracked; do
+    echo "INSERT INTO $tbl (customer_id, total, status) VALUES (random(1, $CUSTOMERS), random(5, 125), 'paid');" > "$BENCH_DIR/$tbl.sql"
+done
+chown postgres "$BENCH_DIR"/*.sql
+tps() { pg pgbench -n -h "$BENCH_DIR" -p "$BENCH_PORT" -c 2 -j 2 -T "$PGBENCH_SECONDS" -f "$BENCH_DIR/$1.sql" bench 2>/dev/null \
+        | awk '/^tps = /{print $3}'; }
+p1=$(tps shop_plain); t1=$(tps shop_tracked); p2=$(tps shop_plain); t2=$(tps shop_tracked)
+echo "plain table: $p1, $p2 tps; tracked table: $t1, $t2 tps"
+pending=$(psql_db -c "SELECT count(*) FROM loyalty.events")
+sleep 3
+echo "captured changes still queued right after the run: $pending; 3 s later: $(psql_db -c 'SELECT count(*) FROM loyalty.events')"
+
+echo
+echo "== results ($CUSTOMERS customers)"
+awk -v h="$hand" -v f="$first" -v s="$steady" -v p1="$p1" -v p2="$p2" -v t1="$t1" -v t2="$t2" -v m="$first_mem" -v m2="$steady_mem" 'BEGIN {
+    printf "refresh / hand-written SQL, first run : %.2f  (target <= 0.5)\n", f / h;
+    printf "refresh / hand-written SQL, next run  : %.2f  (target <= 0.5)\n", s / h;
+    printf "insert throughput tracked / plain     : %.2f  (target >= 0.8)\n", (t1 + t2) / (p1 + p2);
+    printf "peak refresh backend memory           : %d MB (target <= 512 MB)\n", (m > m2 ? m : m2);
+}'

@@ -1,0 +1,60 @@
+# Shared by the benchmarks: a throwaway cluster tuned for this 2-core machine.
+# Source after test/setup.sh; defines pg, psql_db, bench_start, bench_stop.
+pg() { runuser -u postgres -- env PATH="$PATH" "$@"; }
+
+bench_start() {
+    BENCH_DIR=$(mktemp -d /tmp/loyalty-bench.XXXXXX)
+    chown postgres:postgres "$BENCH_DIR"
+    BENCH_PORT=$((20000 + RANDOM % 20000))
+    pg initdb -D "$BENCH_DIR/data" -A trust >/dev/null
+    cat >> "$BENCH_DIR/data/postgresql.conf" <<CONF
+port = $BENCH_PORT
+unix_socket_directories = '$BENCH_DIR'
+listen_addresses = ''
+shared_preload_libraries = 'pg_cron,loyalty'
+cron.database_name = 'bench'
+loyalty.database = 'bench'
+shared_buffers = 2GB
+work_mem = 64MB
+maintenance_work_mem = 512MB
+max_wal_size = 8GB
+checkpoint_timeout = 30min
+CONF
+    pg pg_ctl -D "$BENCH_DIR/data" -l "$BENCH_DIR/server.log" -w start >/dev/null
+    pg createdb -h "$BENCH_DIR" -p "$BENCH_PORT" bench
+    trap bench_stop EXIT
+}
+
+bench_stop() {
+    pg pg_ctl -D "$BENCH_DIR/data" -m fast stop >/dev/null 2>&1 || true
+    rm -rf "$BENCH_DIR"
+}
+
+psql_db() { pg psql -X -q -At -h "$BENCH_DIR" -p "$BENCH_PORT" -d bench -v ON_ERROR_STOP=1 "$@"; }
+
+# seconds (float) that one SQL statement takes, measured by the server's clock
+time_sql() {
+    psql_db -c "SELECT extract(epoch FROM clock_timestamp())" -c "$1" -c "SELECT extract(epoch FROM clock_timestamp())" \
+        | awk 'NR==1{s=$1} {e=$1} END{printf "%.3f", e-s}'
+}
+
+# peak anonymous (private) memory in MB of the backend running $1, sampled every 20 ms
+peak_mem_sql() {
+    local sql=$1 pidfile peak=0
+    pidfile=$(mktemp)
+    ( psql_db -c "SELECT pg_backend_pid()" -c "$sql" > "$pidfile" ) &
+    local job=$!
+    local pid=""
+    while kill -0 $job 2>/dev/null; do
+        [ -z "$pid" ] && pid=$(head -n1 "$pidfile" 2>/dev/null)
+        if [ -n "$pid" ] && [ -r /proc/$pid/status ]; then
+            local kb
+            kb=$(awk '/^RssAnon:/{print $2}' /proc/$pid/status 2>/dev/null || echo 0)
+            [ -n "$kb" ] && [ "$kb" -gt "$peak" ] && peak=$kb
+        fi
+        sleep 0.02
+    done
+    wait $job
+    rm -f "$pidfile"
+    echo $((peak / 1024))
+}
