@@ -33,19 +33,28 @@ CREATE TABLE loyalty.score_queue (
 COMMENT ON TABLE loyalty.score_queue IS 'Customers whose state changed since they were last scored';
 
 -- Recompute the state of the given customers from loyalty.orders.
--- Locking: callers have already written their loyalty.orders rows. Each customer
--- is locked (advisory, sorted order) before the recomputing statement takes its
--- snapshot, so of two transactions touching one customer the later one waits
+-- Locking: callers have already written their loyalty.orders rows. Each
+-- customer's state row is locked (created first if new; key order, so no two
+-- callers wait on each other in a cycle) before the recomputing statement takes
+-- its snapshot. Of two transactions touching one customer the later one waits
 -- for the earlier to commit and then sees both changes: no lost update. Order
--- rows are always locked before customer locks, so no lock cycle can form.
+-- rows are always locked before state rows, so no lock cycle can form across
+-- the two either. Row locks, unlike advisory locks, cost no shared memory, so
+-- a backfill may lock a million customers in one transaction.
 CREATE FUNCTION loyalty._recompute_customers(p_customers text[], p_enqueue boolean)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    PERFORM pg_advisory_xact_lock(74201, hashtext(c))
-       FROM (SELECT DISTINCT c FROM unnest(p_customers) AS c WHERE c IS NOT NULL ORDER BY 1) s;
+    INSERT INTO loyalty.customer_state AS cs
+        (customer_id, first_order_at, last_order_at, orders, repeat_orders, purchase_days,
+         gross_spend, refunded, net_spend, avg_spend, first_day_spend)
+    SELECT c, '-infinity', '-infinity', 0, 0, 0, 0, 0, 0, 0, 0
+      FROM (SELECT DISTINCT c FROM unnest(p_customers) AS c WHERE c IS NOT NULL ORDER BY 1) s
+    ON CONFLICT (customer_id) DO NOTHING;
+    PERFORM 1 FROM loyalty.customer_state cs WHERE cs.customer_id = ANY (p_customers)
+      ORDER BY cs.customer_id FOR UPDATE;
 
     INSERT INTO loyalty.customer_state AS cs
         (customer_id, first_order_at, last_order_at, orders, repeat_orders, purchase_days,
@@ -67,7 +76,7 @@ BEGIN
            refunded = excluded.refunded, net_spend = excluded.net_spend,
            avg_spend = excluded.avg_spend, first_day_spend = excluded.first_day_spend,
            updated_at = excluded.updated_at
-     WHERE (cs.first_order_at, cs.last_order_at, cs.orders, cs.purchase_days, cs.net_spend, cs.refunded, cs.first_day_spend)
+     WHERE cs.orders = 0 OR (cs.first_order_at, cs.last_order_at, cs.orders, cs.purchase_days, cs.net_spend, cs.refunded, cs.first_day_spend)
            IS DISTINCT FROM
            (excluded.first_order_at, excluded.last_order_at, excluded.orders, excluded.purchase_days, excluded.net_spend, excluded.refunded, excluded.first_day_spend);
 
