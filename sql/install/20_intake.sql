@@ -19,9 +19,11 @@ COMMENT ON TABLE loyalty.sources IS 'Shop tables attached with loyalty.track_ord
 
 -- Changes captured by the triggers (and backfill), applied in capture order by
 -- loyalty.apply_events(). Each event is a snapshot of the order row, not a
--- delta, so applying one twice changes nothing.
+-- delta, so applying one twice changes nothing. No index on purpose: the C
+-- trigger writes rows straight into the heap (see src/intake.c); the queue is
+-- short, and the drain sorts it.
 CREATE TABLE loyalty.events (
-    event_id    bigserial PRIMARY KEY,
+    event_id    bigserial,
     source_id   integer NOT NULL,
     op          "char" NOT NULL CHECK (op IN ('u', 'd')),
     order_ref   text,

@@ -72,12 +72,12 @@ CREATE TABLE shop_tracked (LIKE shop_plain INCLUDING ALL);
 SELECT loyalty.track_orders('shop_tracked', 'customer_id', 'total', 'created_at', 'id', 'status', ARRAY['paid']);
 SQL
 for tbl in shop_plain shop_tracked; do
-    echo "INSERT INTO $tbl (customer_id, total, status) VALUES (random(1, $CUSTOMERS), random(5, 125), 'paid');" > "$BENCH_DIR/$tbl.sql"
+    printf '\\set c random(1, %s)\n\\set t random(5, 125)\nINSERT INTO %s (customer_id, total, status) VALUES (:c, :t, '"'"'paid'"'"');\n' "$CUSTOMERS" "$tbl" > "$BENCH_DIR/$tbl.sql"
 done
 chown postgres "$BENCH_DIR"/*.sql
-tps() { pg pgbench -n -h "$BENCH_DIR" -p "$BENCH_PORT" -c 2 -j 2 -T "$PGBENCH_SECONDS" -f "$BENCH_DIR/$1.sql" bench 2>/dev/null \
+tps() { pg pgbench -n -h "$BENCH_DIR" -p "$BENCH_PORT" -c 2 -j 2 -T "$PGBENCH_SECONDS" -f "$BENCH_DIR/$1.sql" bench 2>>"$BENCH_DIR/pgbench.err" \
         | awk '/^tps = /{print $3}'; }
-p1=$(tps shop_plain); t1=$(tps shop_tracked); p2=$(tps shop_plain); t2=$(tps shop_tracked)
+p1=$(tps shop_plain) && t1=$(tps shop_tracked) && p2=$(tps shop_plain) && t2=$(tps shop_tracked) || { cat "$BENCH_DIR/pgbench.err"; exit 1; }
 echo "plain table: $p1, $p2 tps; tracked table: $t1, $t2 tps"
 pending=$(psql_db -c "SELECT count(*) FROM loyalty.events")
 sleep 3
