@@ -196,24 +196,55 @@ RfmDays(TimestampTz as_of, TimestampTz ts)
 	return floor((double) (as_of - ts) / (double) USECS_PER_DAY);
 }
 
-/* Full pass 1: quantile bounds over all customers; stores them in rfm_bounds */
-static int64
-RfmComputeBounds(RfmBounds *b, TimestampTz as_of)
+/* One customer in a full pass: its values and the scores stored now */
+typedef struct RfmRow
+{
+	Datum		id;				/* text, in the rows' memory context */
+	double		rv;				/* recency, days */
+	double		fv;				/* frequency */
+	double		mv;				/* monetary */
+	int16		old_r;			/* 0 when not scored yet */
+	int16		old_f;
+	int16		old_m;
+	int16		old_seg;		/* index into RfmSegments.names, -1 unknown */
+} RfmRow;
+
+/* Index of a segment name, -1 when it is not one of today's names */
+static int16
+RfmSegmentIndex(RfmSegments *segs, const char *name)
+{
+	for (int i = 0; i <= segs->nsegments; i++)
+		if (strcmp(segs->names[i], name) == 0)
+			return (int16) i;
+	return -1;
+}
+
+/*
+ * Full pass: read every customer once, in customer_id order, with the scores
+ * stored now (a merge join of two primary keys). About 80 bytes a customer.
+ */
+static RfmRow *
+RfmLoadRows(TimestampTz as_of, RfmSegments *segs, int64 *nrows)
 {
 	Portal		portal;
 	int64		n = 0;
 	int64		cap = 1024;
-	double	   *rv = palloc(sizeof(double) * cap);
-	double	   *fv = palloc(sizeof(double) * cap);
-	double	   *mv = palloc(sizeof(double) * cap);
+	RfmRow	   *rows = palloc(sizeof(RfmRow) * cap);
 	SPIPlanPtr	plan;
+	MemoryContext rowctx = CurrentMemoryContext;
 
-	plan = SPI_prepare("SELECT last_order_at, orders::float8, net_spend::float8 FROM loyalty.customer_state", 0, NULL);
+	plan = SPI_prepare("SELECT s.customer_id, s.last_order_at, s.orders::float8, s.net_spend::float8, "
+					   "r.r_score, r.f_score, r.m_score, r.segment "
+					   "FROM loyalty.customer_state s "
+					   "LEFT JOIN loyalty.customer_rfm r ON r.customer_id = s.customer_id "
+					   "ORDER BY s.customer_id", 0, NULL);
 	if (plan == NULL)
 		elog(ERROR, "loyalty: SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
 	portal = SPI_cursor_open(NULL, plan, NULL, NULL, true);
 	for (;;)
 	{
+		MemoryContext oldctx;
+
 		SPI_cursor_fetch(portal, true, RFM_BATCH);
 		if (SPI_processed == 0)
 			break;
@@ -221,36 +252,57 @@ RfmComputeBounds(RfmBounds *b, TimestampTz as_of)
 		{
 			while (n + (int64) SPI_processed > cap)
 				cap *= 2;
-			rv = repalloc_huge(rv, sizeof(double) * cap);
-			fv = repalloc_huge(fv, sizeof(double) * cap);
-			mv = repalloc_huge(mv, sizeof(double) * cap);
+			rows = repalloc_huge(rows, sizeof(RfmRow) * cap);
 		}
+		oldctx = MemoryContextSwitchTo(rowctx);
 		for (uint64 i = 0; i < SPI_processed; i++)
 		{
 			HeapTuple	tup = SPI_tuptable->vals[i];
 			TupleDesc	td = SPI_tuptable->tupdesc;
 			bool		isnull;
+			bool		norfm;
+			RfmRow	   *row = &rows[n++];
 
-			rv[n] = RfmDays(as_of, DatumGetTimestampTz(SPI_getbinval(tup, td, 1, &isnull)));
-			fv[n] = DatumGetFloat8(SPI_getbinval(tup, td, 2, &isnull));
-			mv[n] = DatumGetFloat8(SPI_getbinval(tup, td, 3, &isnull));
-			n++;
+			row->id = PointerGetDatum(PG_DETOAST_DATUM_COPY(SPI_getbinval(tup, td, 1, &isnull)));
+			row->rv = RfmDays(as_of, DatumGetTimestampTz(SPI_getbinval(tup, td, 2, &isnull)));
+			row->fv = DatumGetFloat8(SPI_getbinval(tup, td, 3, &isnull));
+			row->mv = DatumGetFloat8(SPI_getbinval(tup, td, 4, &isnull));
+			row->old_r = row->old_f = row->old_m = 0;
+			row->old_seg = -1;
+			(void) SPI_getbinval(tup, td, 5, &norfm);
+			if (!norfm)
+			{
+				char	   *seg = SPI_getvalue(tup, td, 8);
+
+				row->old_r = DatumGetInt16(SPI_getbinval(tup, td, 5, &isnull));
+				row->old_f = DatumGetInt16(SPI_getbinval(tup, td, 6, &isnull));
+				row->old_m = DatumGetInt16(SPI_getbinval(tup, td, 7, &isnull));
+				row->old_seg = RfmSegmentIndex(segs, seg);
+				pfree(seg);
+			}
 		}
+		MemoryContextSwitchTo(oldctx);
 		SPI_freetuptable(SPI_tuptable);
 	}
 	SPI_cursor_close(portal);
 	SPI_freeplan(plan);
+	*nrows = n;
+	return rows;
+}
 
-	if (n > 0)
+/* Quantile bounds of all rows (B-1 per dimension) */
+static void
+RfmComputeBounds(RfmBounds *b, RfmRow *rows, int64 n)
+{
+	double	   *v = palloc_extended(sizeof(double) * Max(n, 1), MCXT_ALLOC_HUGE);
+
+	for (int dim = 0; dim < 3; dim++)
 	{
-		RfmQuantiles(rv, n, b->bins, b->r);
-		RfmQuantiles(fv, n, b->bins, b->f);
-		RfmQuantiles(mv, n, b->bins, b->m);
+		for (int64 i = 0; i < n; i++)
+			v[i] = dim == 0 ? rows[i].rv : dim == 1 ? rows[i].fv : rows[i].mv;
+		RfmQuantiles(v, n, b->bins, dim == 0 ? b->r : dim == 1 ? b->f : b->m);
 	}
-	pfree(rv);
-	pfree(fv);
-	pfree(mv);
-	return n;
+	pfree(v);
 }
 
 /* Write bounds in force */
@@ -302,32 +354,38 @@ RfmLoadBounds(RfmBounds *b)
 	return true;
 }
 
-/* Write changed scores */
+/*
+ * Write a batch of scores: new rows with a plain INSERT, changed rows with an
+ * UPDATE. Callers hold the refresh lock, so no other scorer adds rows meanwhile;
+ * rows arrive in customer_id order, which keeps the primary key's inserts on
+ * its rightmost page (much cheaper than random inserts or INSERT ON CONFLICT).
+ */
 static void
-RfmFlush(RfmBatch *batch, TimestampTz as_of)
+RfmFlush(RfmBatch *batch, bool insert, TimestampTz as_of)
 {
+	Oid			types[6] = {TEXTARRAYOID, INT2ARRAYOID, INT2ARRAYOID, INT2ARRAYOID, TEXTARRAYOID, TIMESTAMPTZOID};
+	Datum		values[6];
 	int			ret;
 
-	if (batch->n > 0)
-	{
-		Oid			types[6] = {TEXTARRAYOID, INT2ARRAYOID, INT2ARRAYOID, INT2ARRAYOID, TEXTARRAYOID, TIMESTAMPTZOID};
-		Datum		values[6];
-
-		values[0] = PointerGetDatum(construct_array(batch->ids, batch->n, TEXTOID, -1, false, TYPALIGN_INT));
-		values[1] = PointerGetDatum(construct_array(batch->r, batch->n, INT2OID, 2, true, TYPALIGN_SHORT));
-		values[2] = PointerGetDatum(construct_array(batch->f, batch->n, INT2OID, 2, true, TYPALIGN_SHORT));
-		values[3] = PointerGetDatum(construct_array(batch->m, batch->n, INT2OID, 2, true, TYPALIGN_SHORT));
-		values[4] = PointerGetDatum(construct_array(batch->seg, batch->n, TEXTOID, -1, false, TYPALIGN_INT));
-		values[5] = TimestampTzGetDatum(as_of);
-		ret = SPI_execute_with_args("INSERT INTO loyalty.customer_rfm AS c (customer_id, r_score, f_score, m_score, segment, scored_at) "
-									"SELECT u.*, $6 FROM unnest($1, $2, $3, $4, $5) AS u "
-									"ON CONFLICT (customer_id) DO UPDATE SET r_score = excluded.r_score, "
-									"f_score = excluded.f_score, m_score = excluded.m_score, "
-									"segment = excluded.segment, scored_at = excluded.scored_at",
+	if (batch->n == 0)
+		return;
+	values[0] = PointerGetDatum(construct_array(batch->ids, batch->n, TEXTOID, -1, false, TYPALIGN_INT));
+	values[1] = PointerGetDatum(construct_array(batch->r, batch->n, INT2OID, 2, true, TYPALIGN_SHORT));
+	values[2] = PointerGetDatum(construct_array(batch->f, batch->n, INT2OID, 2, true, TYPALIGN_SHORT));
+	values[3] = PointerGetDatum(construct_array(batch->m, batch->n, INT2OID, 2, true, TYPALIGN_SHORT));
+	values[4] = PointerGetDatum(construct_array(batch->seg, batch->n, TEXTOID, -1, false, TYPALIGN_INT));
+	values[5] = TimestampTzGetDatum(as_of);
+	if (insert)
+		ret = SPI_execute_with_args("INSERT INTO loyalty.customer_rfm (customer_id, r_score, f_score, m_score, segment, scored_at) "
+									"SELECT u.*, $6 FROM unnest($1, $2, $3, $4, $5) AS u",
 									6, types, values, NULL, false, 0);
-		if (ret != SPI_OK_INSERT)
-			elog(ERROR, "loyalty: writing RFM scores failed: %s", SPI_result_code_string(ret));
-	}
+	else
+		ret = SPI_execute_with_args("UPDATE loyalty.customer_rfm c SET r_score = u.r, f_score = u.f, m_score = u.m, "
+									"segment = u.seg, scored_at = $6 "
+									"FROM unnest($1, $2, $3, $4, $5) AS u(id, r, f, m, seg) WHERE c.customer_id = u.id",
+									6, types, values, NULL, false, 0);
+	if (ret != (insert ? SPI_OK_INSERT : SPI_OK_UPDATE))
+		elog(ERROR, "loyalty: writing RFM scores failed: %s", SPI_result_code_string(ret));
 	batch->n = 0;
 }
 
@@ -363,8 +421,10 @@ rfm_score(PG_FUNCTION_ARGS)
 	MemoryContext batchctx;
 	RfmBounds	bounds;
 	RfmSegments segs;
-	RfmBatch   *batch;
+	RfmBatch   *inserts;
+	RfmBatch   *updates;
 	RfmSeqs		queue;
+	Datum	   *segtext;
 	char	   *mode;
 	int			ret;
 	int64		changed = 0;
@@ -413,35 +473,20 @@ rfm_score(PG_FUNCTION_ARGS)
 
 	if (!full && !RfmLoadBounds(&bounds))
 		full = true;			/* nothing to score against yet */
-	if (full)
-	{
-		int64		n = 0;
 
-		if (strcmp(mode, "quantile") == 0)
-			n = RfmComputeBounds(&bounds, as_of);
-		else
-		{
-			ret = SPI_execute("SELECT count(*) FROM loyalty.customer_state", true, 0);
-			n = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-		}
-		if (n == 0)
-		{
-			SPI_execute("DELETE FROM loyalty.rfm_bounds", false, 0);
-			SPI_finish();
-			PG_RETURN_INT64(0);
-		}
-		RfmStoreBounds(&bounds, mode, n, as_of);
-	}
-
+	/* segment names depend on the bin count only, not on the bounds */
 	RfmLoadSegments(&segs, bounds.bins);
-
 	queue.n = queue.cap = 0;
 	queue.seqs = NULL;
+
 	if (full)
 	{
+		RfmRow	   *rows;
+		int64		n;
+
 		/*
-		 * Entries queued before this point are covered by the full pass (its
-		 * cursor's snapshot is taken after this read).
+		 * Queue entries seen now are covered by this pass: the rows are read
+		 * afterwards, with a newer snapshot.
 		 */
 		ret = SPI_execute("SELECT seq FROM loyalty.score_queue", true, 0);
 		if (ret != SPI_OK_SELECT)
@@ -449,26 +494,71 @@ rfm_score(PG_FUNCTION_ARGS)
 		for (uint64 i = 0; i < SPI_processed; i++)
 			RfmAddSeq(&queue, SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
 		SPI_freetuptable(SPI_tuptable);
-		plan = SPI_prepare("SELECT s.customer_id, s.last_order_at, s.orders::float8, s.net_spend::float8, "
-						   "r.r_score, r.f_score, r.m_score, r.segment, NULL::int8[] "
-						   "FROM loyalty.customer_state s "
-						   "LEFT JOIN loyalty.customer_rfm r ON r.customer_id = s.customer_id", 0, NULL);
+
+		rows = RfmLoadRows(as_of, &segs, &n);
+		if (n == 0)
+		{
+			SPI_execute("DELETE FROM loyalty.rfm_bounds", false, 0);
+			RfmDeleteSeqs(&queue);
+			SPI_finish();
+			PG_RETURN_INT64(0);
+		}
+		if (strcmp(mode, "quantile") == 0)
+			RfmComputeBounds(&bounds, rows, n);
+		RfmStoreBounds(&bounds, mode, n, as_of);
+
+		inserts = palloc(sizeof(RfmBatch));
+		updates = palloc(sizeof(RfmBatch));
+		inserts->n = updates->n = 0;
+		segtext = palloc(sizeof(Datum) * (segs.nsegments + 1));
+		for (int i = 0; i <= segs.nsegments; i++)
+			segtext[i] = CStringGetTextDatum(segs.names[i]);
+		for (int64 i = 0; i < n; i++)
+		{
+			RfmRow	   *row = &rows[i];
+			int			bins = bounds.bins;
+			int			r = bins + 1 - RfmBin(row->rv, bounds.r, bins - 1);
+			int			f = RfmBin(row->fv, bounds.f, bins - 1);
+			int			m = RfmBin(row->mv, bounds.m, bins - 1);
+			int			segi = segs.cell[((r - 1) * bins + (f - 1)) * bins + (m - 1)];
+
+			if (row->old_r != r || row->old_f != f || row->old_m != m || row->old_seg != segi)
+			{
+				RfmBatch   *batch = row->old_r == 0 ? inserts : updates;
+
+				batch->ids[batch->n] = row->id;
+				batch->r[batch->n] = Int16GetDatum(r);
+				batch->f[batch->n] = Int16GetDatum(f);
+				batch->m[batch->n] = Int16GetDatum(m);
+				batch->seg[batch->n++] = segtext[segi];
+				changed++;
+				if (batch->n == RFM_BATCH)
+					RfmFlush(batch, batch == inserts, as_of);
+			}
+		}
+		RfmFlush(inserts, true, as_of);
+		RfmFlush(updates, false, as_of);
+		RfmDeleteSeqs(&queue);
+		SPI_finish();
+		PG_RETURN_INT64(changed);
 	}
-	else
-		plan = SPI_prepare("SELECT q.customer_id, s.last_order_at, s.orders::float8, s.net_spend::float8, "
-						   "r.r_score, r.f_score, r.m_score, r.segment, q.seqs "
-						   "FROM (SELECT customer_id, array_agg(seq) AS seqs FROM "
-						   "      (SELECT customer_id, seq FROM loyalty.score_queue ORDER BY seq LIMIT $1) q0 "
-						   "      GROUP BY customer_id) q "
-						   "LEFT JOIN loyalty.customer_state s ON s.customer_id = q.customer_id "
-						   "LEFT JOIN loyalty.customer_rfm r ON r.customer_id = q.customer_id", 1, limtype);
+
+	plan = SPI_prepare("SELECT q.customer_id, s.last_order_at, s.orders::float8, s.net_spend::float8, "
+					   "r.r_score, r.f_score, r.m_score, r.segment, q.seqs "
+					   "FROM (SELECT customer_id, array_agg(seq) AS seqs FROM "
+					   "      (SELECT customer_id, seq FROM loyalty.score_queue ORDER BY seq LIMIT $1) q0 "
+					   "      GROUP BY customer_id) q "
+					   "LEFT JOIN loyalty.customer_state s ON s.customer_id = q.customer_id "
+					   "LEFT JOIN loyalty.customer_rfm r ON r.customer_id = q.customer_id "
+					   "ORDER BY q.customer_id", 1, limtype);
 	if (plan == NULL)
 		elog(ERROR, "loyalty: SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
 	limval[0] = Int32GetDatum(limit);
-	portal = SPI_cursor_open(NULL, plan, full ? NULL : limval, NULL, false);
+	portal = SPI_cursor_open(NULL, plan, limval, NULL, false);
 
-	batch = palloc(sizeof(RfmBatch));
-	batch->n = 0;
+	inserts = palloc(sizeof(RfmBatch));
+	updates = palloc(sizeof(RfmBatch));
+	inserts->n = updates->n = 0;
 	batchctx = AllocSetContextCreate(CurrentMemoryContext, "loyalty rfm batch", ALLOCSET_DEFAULT_SIZES);
 
 	for (;;)
@@ -527,6 +617,8 @@ rfm_score(PG_FUNCTION_ARGS)
 				}
 				if (!same)
 				{
+					RfmBatch   *batch = norfm ? inserts : updates;
+
 					batch->ids[batch->n] = id;
 					batch->r[batch->n] = Int16GetDatum(r);
 					batch->f[batch->n] = Int16GetDatum(f);
@@ -538,7 +630,8 @@ rfm_score(PG_FUNCTION_ARGS)
 		}
 		MemoryContextSwitchTo(oldctx);
 		SPI_freetuptable(SPI_tuptable);
-		RfmFlush(batch, as_of);
+		RfmFlush(inserts, true, as_of);
+		RfmFlush(updates, false, as_of);
 		MemoryContextReset(batchctx);
 	}
 	SPI_cursor_close(portal);
