@@ -1,7 +1,8 @@
 -- The pipeline: loyalty.refresh() (by hand, pg_cron or the worker) and the worker's round.
 
-CREATE FUNCTION loyalty.refresh(as_of timestamptz DEFAULT now(),
-                                OUT events_applied bigint, OUT customers bigint, OUT rescored bigint)
+CREATE FUNCTION loyalty.refresh(as_of timestamptz DEFAULT now(), fit_models boolean DEFAULT true,
+                                OUT events_applied bigint, OUT customers bigint, OUT rescored bigint,
+                                OUT bgnbd text, OUT gamma_gamma text)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -22,10 +23,13 @@ BEGIN
     END LOOP;
     rescored := loyalty._rfm_score(true, as_of, NULL);
     SELECT count(*) INTO customers FROM loyalty.customer_state;
+    IF fit_models THEN
+        SELECT m.bgnbd_status, m.gamma_gamma_status INTO bgnbd, gamma_gamma FROM loyalty.fit_models() m;
+    END IF;
 END
 $$;
-COMMENT ON FUNCTION loyalty.refresh(timestamptz) IS
-'Apply captured changes, recompute RFM bounds and every customer''s scores; returns counts';
+COMMENT ON FUNCTION loyalty.refresh(timestamptz, boolean) IS
+'Apply captured changes, recompute RFM bounds and every customer''s scores, refit the churn/CLV models; returns counts and fit status';
 
 -- One worker round: apply changes, rescore queued customers, and run a full
 -- refresh when the last one is older than p_refresh_interval seconds.

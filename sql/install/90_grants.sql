@@ -13,8 +13,12 @@ GRANT EXECUTE ON FUNCTION loyalty.record_order(text, text, numeric, timestamptz)
                           loyalty.record_refund(text, numeric, text) TO loyalty_app;
 GRANT SELECT ON loyalty.customer_segments, loyalty.segment_summary TO loyalty_app;
 
--- BI tools: the documented views
-GRANT SELECT ON loyalty.customer_segments, loyalty.segment_summary, loyalty.rejected_summary TO loyalty_reader;
+-- BI tools: the documented views (and the functions they call)
+GRANT SELECT ON loyalty.customer_segments, loyalty.segment_summary, loyalty.rejected_summary,
+                loyalty.customer_scores, loyalty.model_validation, loyalty.model_fits, loyalty.current_fits
+   TO loyalty_reader;
+GRANT EXECUTE ON FUNCTION loyalty.validate_models(integer) TO loyalty_reader;
+GRANT SELECT ON loyalty.customer_scores TO loyalty_app;
 
 -- Tables holding the shop's data are kept by pg_dump.
 SELECT pg_catalog.pg_extension_config_dump('loyalty.sources', '');
@@ -27,3 +31,5 @@ SELECT pg_catalog.pg_extension_config_dump('loyalty.rejected_rows', '');
 SELECT pg_catalog.pg_extension_config_dump('loyalty.rejected_rows_rejected_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('loyalty.rfm_config', '');
 SELECT pg_catalog.pg_extension_config_dump('loyalty.segment_rules', '');
+SELECT pg_catalog.pg_extension_config_dump('loyalty.model_settings', '');
+SELECT pg_catalog.pg_extension_config_dump('loyalty.model_fits', '');

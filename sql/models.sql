@@ -1,0 +1,106 @@
+-- Churn and CLV in the pipeline: too little data -> heuristic; enough -> fitted
+-- BG/NBD + Gamma-Gamma; scores never NaN; the holdout check.
+SET client_min_messages = warning;
+SET TIME ZONE 'UTC';
+-- start from an empty shop (the earlier tests share this database)
+TRUNCATE loyalty.orders, loyalty.refunds, loyalty.customer_state, loyalty.score_queue, loyalty.customer_rfm,
+         loyalty.events, loyalty.rfm_bounds, loyalty.model_fits;
+
+-- a tiny shop: 3 customers
+SELECT loyalty.record_order('m1', 'm1-1', 20, now() - interval '100 days') > 0 AS ok;
+SELECT loyalty.record_order('m1', 'm1-2', 30, now() - interval '40 days') > 0 AS ok;
+SELECT loyalty.record_order('m2', 'm2-1', 15, now() - interval '10 days') > 0 AS ok;
+SELECT loyalty.record_order('m3', 'm3-1', 50, now() - interval '300 days') > 0 AS ok;
+SELECT bgnbd, gamma_gamma FROM loyalty.refresh();
+SELECT model, status, customers, note FROM loyalty.model_fits ORDER BY fit_id;
+-- heuristic scores: finite, in range, ordered by recency
+SELECT customer_id, model, p_alive BETWEEN 0 AND 1 AS p_ok, churn_risk = 1 - p_alive AS churn_ok,
+       expected_purchases_90d >= 0 AS e_ok, predicted_clv >= 0 AS clv_ok
+  FROM loyalty.customer_scores ORDER BY customer_id;
+SELECT (SELECT p_alive FROM loyalty.customer_scores WHERE customer_id = 'm2')
+     > (SELECT p_alive FROM loyalty.customer_scores WHERE customer_id = 'm3') AS recent_more_alive;
+-- the heuristic's formula: m1 buys every 60 days, last 40 days ago
+SELECT round(p_alive::numeric, 4) = round(exp(-40.0 / 60)::numeric, 4) AS heuristic_p_alive,
+       round(expected_purchases_90d::numeric, 4) = round((exp(-40.0 / 60) * 90 / 60)::numeric, 4) AS heuristic_expected,
+       expected_order_value = 25 AS mean_order_value
+  FROM loyalty.customer_scores WHERE customer_id = 'm1';
+
+-- a shop with enough history: 400 customers simulated the BG/NBD way (seeded):
+-- each buys at their own rate and may drop out after any purchase; order
+-- values vary around each customer's own mean
+SELECT setseed(0.25);
+CREATE TEMP TABLE sim_customers AS
+SELECT i, 60 + floor(random() * 440)::int AS first_days_ago,
+       -ln(1 - random()) * 0.04 + 0.002 AS rate,
+       random() * 0.4 AS dropout,
+       20 + random() * 60 AS mean_value
+  FROM generate_series(1, 400) i;
+CREATE TEMP TABLE sim_orders AS
+WITH RECURSIVE o(i, k, days_ago, alive) AS (
+    SELECT i, 0, first_days_ago::float8, true FROM sim_customers
+    UNION ALL
+    SELECT o.i, o.k + 1, o.days_ago + ln(1 - random()) / c.rate, random() >= c.dropout
+      FROM o JOIN sim_customers c USING (i)
+     WHERE o.alive AND o.k < 60 AND o.days_ago + ln(1 - random()) / c.rate > 0
+)
+SELECT o.i, o.k, o.days_ago, round((c.mean_value * (0.5 + random()))::numeric, 2) AS amount
+  FROM o JOIN sim_customers c USING (i)
+ WHERE o.days_ago > 0;
+SELECT count(*) AS recorded FROM (
+    SELECT loyalty.record_order('s' || i, 's' || i || '-' || k, amount, now() - round(days_ago) * interval '1 day')
+      FROM sim_orders ORDER BY i, k) s;
+SELECT bgnbd, gamma_gamma FROM loyalty.refresh();
+SELECT model, status, converged_params_ok
+  FROM (SELECT model, status,
+               CASE model WHEN 'bgnbd' THEN (params->>'r')::float8 > 0 AND (params->>'alpha')::float8 > 0
+                                            AND (params->>'a')::float8 > 0 AND (params->>'b')::float8 > 0
+                          ELSE (params->>'p')::float8 > 0 AND (params->>'q')::float8 > 1 AND (params->>'gamma')::float8 > 0 END
+                 AS converged_params_ok,
+               fit_id
+          FROM loyalty.model_fits WHERE status = 'fitted') f ORDER BY fit_id;
+SELECT count(*) AS customers, bool_and(model = 'bgnbd') AS all_bgnbd,
+       bool_and(p_alive BETWEEN 0 AND 1) AS p_in_range,
+       bool_and(p_alive = p_alive AND expected_purchases_90d = expected_purchases_90d
+                AND expected_order_value = expected_order_value) AS no_nan,
+       bool_and(predicted_clv >= 0) AS clv_nonnegative
+  FROM loyalty.customer_scores;
+-- scores agree with the model functions at the stored parameters
+SELECT count(*) AS mismatches
+  FROM loyalty.customer_scores s JOIN loyalty.model_inputs i USING (customer_id) CROSS JOIN loyalty.current_fits f
+ WHERE abs(s.p_alive - loyalty.bgnbd_p_alive(i.x, i.t_x, i.t, f.r, f.alpha, f.a, f.b)) > 1e-12
+    OR abs(s.expected_purchases_90d - loyalty.bgnbd_expected(90, i.x, i.t_x, i.t, f.r, f.alpha, f.a, f.b)) > 1e-12;
+-- customers who bought often and recently are more alive than those who bought often long ago
+SELECT avg(p_alive) FILTER (WHERE i.x >= 3 AND i.days_since_last < 30)
+     > avg(p_alive) FILTER (WHERE i.x >= 3 AND i.days_since_last > 120) AS recent_more_alive
+  FROM loyalty.customer_scores s JOIN loyalty.model_inputs i USING (customer_id);
+-- CLV follows the formula: margin * E[purchases in horizon] * E[order value], discounted to mid-horizon
+SELECT horizon_days, margin, annual_discount_rate FROM loyalty.configure_models(margin => 0.3, annual_discount_rate => 0.1, horizon_days => 365);
+SELECT count(*) AS clv_mismatches
+  FROM loyalty.customer_scores s JOIN loyalty.model_inputs i USING (customer_id) CROSS JOIN loyalty.current_fits f
+ WHERE abs(s.predicted_clv - round((0.3 * s.expected_order_value
+                                    * loyalty.bgnbd_expected(365, i.x, i.t_x, i.t, f.r, f.alpha, f.a, f.b)
+                                    / power(1.1, 0.5))::numeric, 2)) > 0.01;
+-- bad settings are refused, nothing changes
+\set VERBOSITY default
+SELECT loyalty.configure_models(margin => 0);
+SELECT loyalty.configure_models(horizon_days => 0);
+SELECT loyalty.configure_models(annual_discount_rate => 1);
+SELECT loyalty.configure_models(min_customers => 1);
+SELECT loyalty.configure_models(holdout_days => 3);
+SELECT * FROM loyalty.validate_models(0);
+\set VERBOSITY terse
+UPDATE loyalty.model_settings SET margin = -1;
+SELECT horizon_days, margin, annual_discount_rate, holdout_days FROM loyalty.model_settings;
+-- the holdout check: one row per calibration frequency, predictions finite
+SELECT calibration_repeats, customers > 0 AS has_customers, predicted_avg >= 0 AS pred_ok, actual_avg >= 0 AS actual_ok,
+       holdout_days
+  FROM loyalty.model_validation;
+SELECT sum(customers) = (SELECT count(*) FROM loyalty.customer_state
+                          WHERE (first_order_at AT TIME ZONE 'UTC')::date < (now() AT TIME ZONE 'UTC')::date - 90)
+       AS all_calibration_customers
+  FROM loyalty.model_validation;
+-- the view is documented
+SELECT count(*) AS undocumented_columns
+  FROM pg_attribute a
+ WHERE a.attrelid IN ('loyalty.customer_scores'::regclass, 'loyalty.model_validation'::regclass)
+   AND a.attnum > 0 AND col_description(a.attrelid, a.attnum) IS NULL;
