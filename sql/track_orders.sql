@@ -53,6 +53,26 @@ UPDATE shop_orders SET status = 'paid' WHERE id = 1;
 SELECT loyalty.apply_events() AS applied;
 SELECT customer_id, orders, net_spend FROM loyalty.customer_state WHERE customer_id = '42';
 
+-- the shop's own role needs no privilege on loyalty's tables
+CREATE ROLE shop_writer;
+GRANT INSERT, UPDATE, SELECT ON shop_orders TO shop_writer;
+SET ROLE shop_writer;
+INSERT INTO shop_orders VALUES (12, 49, 12.00, '2026-01-06', 'paid', NULL);
+RESET ROLE;
+SELECT loyalty.apply_events() AS applied;
+SELECT customer_id, orders, net_spend FROM loyalty.customer_state WHERE customer_id = '49';
+-- with an index on the queue the trigger goes through SQL (as the table owner): same result
+CREATE INDEX events_test_idx ON loyalty.events (event_id);
+SET ROLE shop_writer;
+UPDATE shop_orders SET total = 13.00 WHERE id = 12;
+RESET ROLE;
+SELECT order_ref, amount FROM loyalty.events;
+DROP INDEX loyalty.events_test_idx;
+SELECT loyalty.apply_events() AS applied;
+SELECT customer_id, orders, net_spend FROM loyalty.customer_state WHERE customer_id = '49';
+DROP OWNED BY shop_writer;
+DROP ROLE shop_writer;
+
 -- rows loyalty cannot use never fail the shop's write: they are kept
 INSERT INTO shop_orders VALUES (6, NULL, 10.00, '2026-01-06', 'paid', NULL);
 INSERT INTO shop_orders VALUES (7, 46, -10.00, '2026-01-06', 'paid', NULL);

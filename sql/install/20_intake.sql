@@ -230,11 +230,10 @@ COMMENT ON FUNCTION loyalty.apply_events(integer) IS 'Apply up to max_events cap
 
 -- Row trigger in C: captures a tracked table's row as a loyalty.events row.
 -- Never raises for a bad row: problems travel with the event and end in rejected_rows.
+-- No SECURITY DEFINER or SET clause on purpose (per-row cost); see src/intake.c.
 CREATE FUNCTION loyalty.capture_order()
 RETURNS trigger
 LANGUAGE c
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'capture_order';
 COMMENT ON FUNCTION loyalty.capture_order() IS 'Trigger attached by loyalty.track_orders(); do not call directly';
 
