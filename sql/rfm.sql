@@ -1,6 +1,9 @@
 -- RFM: bounds, ties, scores, segments, fixed mode, views.
 SET client_min_messages = warning;
 SET TIME ZONE 'UTC';
+-- start from an empty shop (the earlier tests share this database)
+TRUNCATE loyalty.orders, loyalty.refunds, loyalty.customer_state, loyalty.score_queue, loyalty.customer_rfm,
+         loyalty.events, loyalty.rfm_bounds, loyalty.model_fits;
 
 -- every one of the 125 (R, F, M) cells maps to exactly one segment, first rule wins
 WITH cells AS (
@@ -35,6 +38,11 @@ SELECT loyalty.rfm_bin(1, '{1,NULL}');
 SELECT count(*) AS recorded FROM (
     SELECT loyalty.record_order('r' || i, 'r' || i || '-' || k, 10 * i, timestamptz '2026-01-01' + (100 - i) * interval '1 day' - k * interval '1 minute')
       FROM generate_series(1, 100) i, generate_series(1, i) k) s;
+-- 60 customers whose recency, frequency and spend are unrelated to each other
+SELECT count(*) AS recorded FROM (
+    SELECT loyalty.record_order('q' || j, 'q' || j || '-' || k, (j * 31) % 500 + 5,
+                                timestamptz '2026-04-14' - ((j * 13) % 120) * interval '1 day' - k * interval '1 hour')
+      FROM generate_series(1, 60) j, generate_series(1, (j * 7) % 10 + 1) k) s;
 -- 20 tied customers with identical history
 SELECT count(*) AS recorded FROM (
     SELECT loyalty.record_order('tie' || i, 'tie' || i, 55, '2026-02-01') FROM generate_series(1, 20) i) s;
