@@ -11,6 +11,9 @@ SELECT loyalty.record_order('m1', 'm1-1', 20, now() - interval '100 days') > 0 A
 SELECT loyalty.record_order('m1', 'm1-2', 30, now() - interval '40 days') > 0 AS ok;
 SELECT loyalty.record_order('m2', 'm2-1', 15, now() - interval '10 days') > 0 AS ok;
 SELECT loyalty.record_order('m3', 'm3-1', 50, now() - interval '300 days') > 0 AS ok;
+-- bought two days running, long ago: exp(-800) would underflow; the heuristic floors it
+SELECT loyalty.record_order('m4', 'm4-1', 10, now() - interval '801 days') > 0 AS ok;
+SELECT loyalty.record_order('m4', 'm4-2', 10, now() - interval '800 days') > 0 AS ok;
 SELECT bgnbd, gamma_gamma FROM loyalty.refresh();
 SELECT model, status, customers, note FROM loyalty.model_fits ORDER BY fit_id;
 -- heuristic scores: finite, in range, ordered by recency

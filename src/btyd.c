@@ -386,12 +386,12 @@ static double
 BgnbdDropoutMoment(double a, double b, double s)
 {
 	/*
-	 * log[(b)_s/(a+b)_s] either as G(s) - G(0), G(y) = lgamma(y+b) -
-	 * lgamma(y+a+b) (rounding error ~ a log), or as lpoch(b, s) -
-	 * lpoch(a+b, s) (rounding error ~ s log): take the smaller.
+	 * log[(b)_s/(a+b)_s] = lpoch(b, a) - lpoch(s+b, a) (rounding error ~
+	 * a log, and a is never lost in a+b) or lpoch(b, s) - lpoch(a+b, s)
+	 * (rounding error ~ s log): take the smaller.
 	 */
 	if (a <= s)
-		return exp(BtydLgammaDiff(s, b, a + b) - BtydLgammaDiff(0.0, b, a + b));
+		return exp(BtydLogPoch(b, a) - BtydLogPoch(s + b, a));
 	return exp(BtydLogPoch(b, s) - BtydLogPoch(a + b, s));
 }
 
@@ -423,13 +423,16 @@ BgnbdDropoutSum(double a, double b, double s)
 
 	/*
 	 * Far out, the telescoping closed form M(s) = (c - m(s) (c+s))/(a-1),
-	 * c = a+b-1, loses at most log10(1/|a-1|) digits; near a = 1 sum.
+	 * c = a+b-1, loses about log10(1/|a-1|) digits; near a = 1 sum.
 	 */
 	if (s > BTYD_EXACT_TERMS && fabs(a - 1.0) >= 1e-6)
 	{
 		double		c = a + b - 1.0;
+		double		tail = exp(log(BgnbdDropoutMoment(a, b, s)) + log(c + s));
 
-		return (c - exp(log(BgnbdDropoutMoment(a, b, s)) + log(c + s))) / (a - 1.0);
+		/* unless the difference cancels (s << b): then sum */
+		if (fabs(c - tail) >= 1e-6 * Max(fabs(c), tail))
+			return (c - tail) / (a - 1.0);
 	}
 
 	for (j = 0.0; j < BTYD_EXACT_TERMS && j + 1.0 <= s; j += 1.0)
@@ -492,6 +495,8 @@ BgnbdTailGap(double k, double r, double z, double omz)
  * fraction of the scale on which the terms vary, evaluated at the block
  * midpoints (relative error about 1e-7).  When r z > 1e8 the NB is too
  * narrow to resolve and E[X(t)] = M at the NB mean (error (sd/mean)^2).
+ * Horizons beyond r t/alpha = 1e300 are cut there (for a > 1 the limit
+ * (a+b-1)/(a-1) is reached long before).
  */
 static double
 BgnbdExpectedNew(double t, double r, double alpha, double a, double b)
@@ -514,6 +519,9 @@ BgnbdExpectedNew(double t, double r, double alpha, double a, double b)
 
 	if (t <= 0.0)
 		return 0.0;
+	/* beyond r t/alpha = 1e300 opportunities the horizon is cut there */
+	if (log(r) + log(t) - log(alpha) > 300.0 * M_LN10)
+		t = exp(300.0 * M_LN10 + log(alpha) - log(r));
 	lz = -BtydLog1pRatio(alpha, t); /* log z */
 	l1z = -BtydLog1pRatio(t, alpha);	/* log(1 - z) */
 	z = exp(lz);

@@ -172,7 +172,8 @@ COMMENT ON VIEW loyalty.current_fits IS 'Parameters of the newest fitted BG/NBD 
 -- Scores, computed when read from the current state and fits.
 -- Heuristic (no BG/NBD fit yet): the customer's typical gap between purchase
 -- days (their own mean gap, else the shop's mean gap of repeat buyers, else
--- 90 days); p_alive = exp(-days since last purchase / gap); expected purchases
+-- 90 days); p_alive = exp(-days since last purchase / gap), the exponent
+-- floored at -700 so that it never underflows; expected purchases
 -- = p_alive * horizon / gap. Without a Gamma-Gamma fit the expected order
 -- value is the customer's mean order value.
 CREATE VIEW loyalty.customer_scores AS
@@ -196,13 +197,13 @@ SELECT i.customer_id,
  CROSS JOIN LATERAL (
     SELECT CASE WHEN f.bgnbd_fit_id IS NOT NULL
                 THEN loyalty.bgnbd_p_alive(i.x, i.t_x, i.t, f.r, f.alpha, f.a, f.b)
-                ELSE exp(-i.days_since_last / g.gap) END AS p_alive,
+                ELSE exp(greatest(-700, -i.days_since_last / g.gap)) END AS p_alive,
            CASE WHEN f.bgnbd_fit_id IS NOT NULL
                 THEN loyalty.bgnbd_expected(90, i.x, i.t_x, i.t, f.r, f.alpha, f.a, f.b)
-                ELSE exp(-i.days_since_last / g.gap) * 90 / g.gap END AS expected_90d,
+                ELSE exp(greatest(-700, -i.days_since_last / g.gap)) * 90 / g.gap END AS expected_90d,
            CASE WHEN f.bgnbd_fit_id IS NOT NULL
                 THEN loyalty.bgnbd_expected(st.horizon_days, i.x, i.t_x, i.t, f.r, f.alpha, f.a, f.b)
-                ELSE exp(-i.days_since_last / g.gap) * st.horizon_days / g.gap END AS expected_horizon,
+                ELSE exp(greatest(-700, -i.days_since_last / g.gap)) * st.horizon_days / g.gap END AS expected_horizon,
            CASE WHEN f.gamma_gamma_fit_id IS NOT NULL AND i.x > 0 AND i.repeat_value > 0
                 THEN loyalty.gamma_gamma_mean(i.x, i.repeat_value::float8, f.p, f.q, f.gamma)
                 WHEN f.gamma_gamma_fit_id IS NOT NULL AND f.q > 1

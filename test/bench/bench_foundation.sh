@@ -26,13 +26,17 @@ CREATE EXTENSION loyalty;
 CREATE TABLE orders (id bigint PRIMARY KEY, customer_id bigint NOT NULL, total numeric(10,2) NOT NULL,
                      created_at timestamptz NOT NULL, status text NOT NULL);
 SELECT setseed(0.7);
--- every customer orders once, then 2 more orders on average (Poisson-like)
+-- Every customer orders once, then ~2 more orders on average with a heavy
+-- tail (customer drawn as random()^2). Each customer is active over their own
+-- part of the two years, from the start up to a share f of it (some stopped
+-- long ago, others are active now), so the shop has both churn and loyalty.
 INSERT INTO orders
-SELECT g, CASE WHEN g <= $CUSTOMERS THEN g ELSE 1 + floor(random() * $CUSTOMERS) END,
-       round((5 + random() * 120)::numeric, 2),
-       timestamptz '2026-11-01' - random() * interval '730 days',
+SELECT g, c,
+       round(((10 + (c * 104729) % 150) * (0.5 + random()))::numeric, 2),   -- around the customer's own mean
+       timestamptz '2024-11-01' + random() * (0.1 + 0.9 * ((c * 7919) % 1000) / 1000.0) * interval '730 days',
        CASE WHEN random() < 0.97 THEN 'paid' ELSE 'refunded' END
-  FROM generate_series(1, $CUSTOMERS * 3) g;
+  FROM (SELECT g, CASE WHEN g <= $CUSTOMERS THEN g ELSE 1 + floor(random() ^ 2 * $CUSTOMERS)::bigint END AS c
+          FROM generate_series(1, $CUSTOMERS * 3) g) s;
 VACUUM ANALYZE orders;
 SQL
 echo "orders: $(psql_db -c 'SELECT count(*) FROM orders'), customers: $(psql_db -c 'SELECT count(DISTINCT customer_id) FROM orders')"
