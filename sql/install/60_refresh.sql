@@ -32,15 +32,20 @@ COMMENT ON FUNCTION loyalty.refresh(timestamptz, boolean) IS
 'Apply captured changes, recompute RFM bounds and every customer''s scores, refit the churn/CLV models; returns counts and fit status';
 
 -- One worker round: apply changes, rescore queued customers, and run a full
--- refresh when the last one is older than p_refresh_interval seconds.
-CREATE FUNCTION loyalty.worker_tick(p_refresh_interval integer DEFAULT 3600)
+-- refresh when the last one is older than p_refresh_interval seconds. Under a
+-- burst of orders a round keeps applying and rescoring batches for up to
+-- p_budget_ms, so the queue drains as fast as it fills (one transaction; the
+-- changes become visible when the round commits).
+CREATE FUNCTION loyalty.worker_tick(p_refresh_interval integer DEFAULT 3600, p_budget_ms integer DEFAULT 2000)
 RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     last timestamptz;
-    n bigint;
+    n bigint := 0;
+    got bigint;
+    deadline timestamptz := clock_timestamp() + make_interval(secs => p_budget_ms / 1000.0);
 BEGIN
     IF NOT pg_try_advisory_xact_lock(74200, 2) THEN
         RETURN 0;   -- a refresh is running; it does this round's work
@@ -53,9 +58,13 @@ BEGIN
         SELECT r.events_applied INTO n FROM loyalty.refresh() r;
         RETURN n;
     END IF;
-    n := loyalty.apply_events(10000);
-    PERFORM loyalty._rfm_score(false, now(), 10000);
+    LOOP
+        got := loyalty.apply_events(10000);
+        n := n + got;
+        PERFORM loyalty._rfm_score(false, now(), 10000);
+        EXIT WHEN (got < 10000 AND NOT EXISTS (SELECT 1 FROM loyalty.score_queue)) OR clock_timestamp() > deadline;
+    END LOOP;
     RETURN n;
 END
 $$;
-COMMENT ON FUNCTION loyalty.worker_tick(integer) IS 'One background worker round (also callable by hand or pg_cron)';
+COMMENT ON FUNCTION loyalty.worker_tick(integer, integer) IS 'One background worker round (also callable by hand or pg_cron)';
