@@ -48,6 +48,15 @@ SELECT count(*) AS recorded FROM (
     SELECT loyalty.record_order('tie' || i, 'tie' || i, 55, '2026-02-01') FROM generate_series(1, 20) i) s;
 SELECT events_applied, customers, rescored FROM loyalty.refresh(as_of => '2026-04-15 00:00+00');
 SELECT bins, mode, recency_bounds, frequency_bounds, monetary_bounds, customers FROM loyalty.rfm_bounds;
+-- the bounds are the inverse-CDF quantiles: the same as percentile_disc
+SELECT b.recency_bounds = (SELECT percentile_disc(ARRAY[0.2, 0.4, 0.6, 0.8]) WITHIN GROUP
+                             (ORDER BY floor(extract(epoch FROM (timestamptz '2026-04-15 00:00+00' - last_order_at)) / 86400)::float8)
+                             FROM loyalty.customer_state) AS recency_ok,
+       b.frequency_bounds = (SELECT percentile_disc(ARRAY[0.2, 0.4, 0.6, 0.8]) WITHIN GROUP (ORDER BY orders::float8)
+                               FROM loyalty.customer_state) AS frequency_ok,
+       b.monetary_bounds = (SELECT percentile_disc(ARRAY[0.2, 0.4, 0.6, 0.8]) WITHIN GROUP (ORDER BY net_spend::float8)
+                              FROM loyalty.customer_state) AS monetary_ok
+  FROM loyalty.rfm_bounds b;
 -- each score holds about a fifth of the customers
 SELECT r_score, count(*) FROM loyalty.customer_segments GROUP BY 1 ORDER BY 1;
 SELECT f_score, count(*) FROM loyalty.customer_segments GROUP BY 1 ORDER BY 1;

@@ -93,16 +93,72 @@ RfmCompareDouble(const void *a, const void *b)
 	return (x > y) - (x < y);
 }
 
-/* Quantile bounds (inverse empirical CDF) of n values; sorts vals in place */
+/*
+ * Put the k-th smallest of vals[lo..hi] at position k (quickselect, Hoare
+ * partition, so runs of equal values split evenly); everything left of k is
+ * <= vals[k] and everything right is >= it. Falls back to sorting the range
+ * when the partitions keep coming out lopsided, so it never goes quadratic.
+ */
+static void
+RfmSelect(double *vals, int64 lo, int64 hi, int64 k)
+{
+	int			budget = 64;
+
+	while (hi > lo)
+	{
+		double		a = vals[lo],
+					b = vals[lo + (hi - lo) / 2],
+					c = vals[hi];
+		double		pivot = a < b ? (b < c ? b : (a < c ? c : a)) : (a < c ? a : (b < c ? c : b));
+		int64		i = lo - 1,
+					j = hi + 1;
+
+		if (--budget == 0)
+		{
+			qsort(vals + lo, hi - lo + 1, sizeof(double), RfmCompareDouble);
+			return;
+		}
+		for (;;)
+		{
+			double		t;
+
+			do
+				i++;
+			while (vals[i] < pivot);
+			do
+				j--;
+			while (vals[j] > pivot);
+			if (i >= j)
+				break;
+			t = vals[i];
+			vals[i] = vals[j];
+			vals[j] = t;
+		}
+		/* now vals[lo..j] <= pivot <= vals[j+1..hi] */
+		if (k <= j)
+			hi = j;
+		else
+			lo = j + 1;
+	}
+}
+
+/*
+ * Quantile bounds (inverse empirical CDF: the value at sorted position
+ * ceil(k*n/bins)) of n values, reordering vals. Selection, not a full sort:
+ * each bound is selected in the part right of the previous one.
+ */
 static void
 RfmQuantiles(double *vals, int64 n, int bins, double *bounds)
 {
-	qsort(vals, n, sizeof(double), RfmCompareDouble);
+	int64		lo = 0;
+
 	for (int k = 1; k < bins; k++)
 	{
-		int64		pos = (int64) ceil((double) k * n / bins);
+		int64		pos = Max((int64) ceil((double) k * n / bins), 1) - 1;
 
-		bounds[k - 1] = vals[Max(pos, 1) - 1];
+		RfmSelect(vals, lo, n - 1, pos);
+		bounds[k - 1] = vals[pos];
+		lo = pos;
 	}
 }
 
