@@ -44,8 +44,10 @@ CREATE TABLE public.orders (
     status      text NOT NULL
 );
 SELECT setseed(0.42);
--- Most customers buy once; a heavy tail buys again and again (geometric
--- number of repeat orders with a per-customer rate), amounts are log-normal.
+-- Half the customers buy once; the others come back at their own pace (gap)
+-- and stop after their own number of repeat orders (geometric, with a mean
+-- that differs per customer: a heavy tail of loyal buyers); amounts are
+-- log-normal.
 INSERT INTO public.orders (customer_id, total, created_at, status)
 SELECT c.id,
        round(exp(3.4 + 0.6 * sqrt(-2 * ln(random())) * cos(2 * pi() * random()))::numeric, 2),
@@ -53,7 +55,7 @@ SELECT c.id,
        CASE WHEN random() < 0.95 THEN 'paid' WHEN random() < 0.6 THEN 'refunded' ELSE 'cancelled' END
   FROM (SELECT id,
                timestamptz '2025-01-01' + random() * 600 * interval '1 day' AS first_at,
-               CASE WHEN random() < 0.6 THEN 0 ELSE floor(-ln(random()) * 4)::int + 1 END AS repeats,
+               CASE WHEN random() < 0.5 THEN 0 ELSE floor(-ln(random()) * (1 + 9 * random() ^ 2))::int + 1 END AS repeats,
                20 + random() * 90 AS gap_days
           FROM generate_series(1, 5000) id) c,
        LATERAL generate_series(0, c.repeats) o(k)
@@ -85,7 +87,7 @@ psql_shop -c "SELECT customer_id, recency_days, frequency, monetary, r_score::te
 echo "== churn and lifetime value (BG/NBD + Gamma-Gamma fitted on this shop, in days)"
 psql_shop -c "SELECT model, status, customers, round(loglik::numeric, 1) AS loglik, iterations, params FROM loyalty.model_fits ORDER BY fit_id"
 echo "valuable customers slipping away (high predicted value, churn risk over 50%):"
-psql_shop -c "SELECT s.customer_id, c.segment, round(s.p_alive::numeric, 2) AS p_alive, round(s.expected_purchases_90d::numeric, 2) AS purchases_next_90d, round(s.expected_order_value::numeric, 2) AS order_value, s.predicted_clv FROM loyalty.customer_scores s JOIN loyalty.customer_segments c USING (customer_id) WHERE s.churn_risk > 0.5 ORDER BY c.monetary DESC LIMIT 5"
+psql_shop -c "SELECT s.customer_id, c.segment, s.model, round(s.p_alive::numeric, 2) AS p_alive, round(s.expected_purchases_90d::numeric, 2) AS purchases_next_90d, round(s.expected_order_value::numeric, 2) AS order_value, s.predicted_clv FROM loyalty.customer_scores s JOIN loyalty.customer_segments c USING (customer_id) WHERE s.churn_risk > 0.5 ORDER BY c.monetary DESC LIMIT 5"
 echo "can the model be trusted here? predicted vs actual purchase days in the last 90 days:"
 psql_shop -c "SELECT calibration_repeats, customers, round(predicted_avg::numeric, 3) AS predicted_avg, round(actual_avg::numeric, 3) AS actual_avg FROM loyalty.model_validation"
 
