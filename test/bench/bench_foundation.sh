@@ -75,7 +75,8 @@ echo "reading loyalty.customer_scores for every customer: ${scores}s"
 hand_mem=$(peak_mem_sql "$HAND")
 echo "peak backend memory: refresh first ${first_mem} MB, refresh steady ${steady_mem} MB, hand-written ${hand_mem} MB"
 
-echo "== order inserts: pgbench, 2 clients, one INSERT per transaction, ${PGBENCH_SECONDS}s per run"
+echo "== order inserts: pgbench, 2 clients, one INSERT per transaction, ${PGBENCH_SECONDS}s per run (worker on)"
+bench_worker_on
 psql_db <<'SQL'
 CREATE TABLE shop_plain (id bigserial PRIMARY KEY, customer_id bigint NOT NULL, total numeric(10,2) NOT NULL,
                          created_at timestamptz NOT NULL DEFAULT now(), status text NOT NULL);
