@@ -1154,6 +1154,36 @@ bgnbd_fit_trans(PG_FUNCTION_ARGS)
 }
 
 /* bgnbd_fit final: compress, maximise the likelihood, return the row */
+/*
+ * The end both fits share: minimise from log-parameters 0 (every parameter
+ * 1.0) with the compressed data, check that the optimum is well determined,
+ * and return parameters, log-likelihood and diagnostics. fitcxt holds the
+ * compressed data and is deleted here.
+ */
+static Datum
+BtydFinishFit(FunctionCallInfo fcinfo, int np, BtydObjective objective, void *data,
+			  double wsum, MemoryContext fitcxt)
+{
+	MemoryContext oldcxt = MemoryContextSwitchTo(fitcxt);
+	double		theta[4] = {0.0, 0.0, 0.0, 0.0};
+	double		vals[5];
+	double		fmin;
+	bool		converged;
+	int			iterations;
+
+	Assert(np <= 4);
+	BtydMinimize(np, objective, data, theta, &fmin, &converged, &iterations);
+	if (converged)
+		converged = BtydWellDetermined(np, objective, data, theta, wsum);
+	for (int i = 0; i < np; i++)
+		vals[i] = exp(theta[i]);
+	vals[np] = -fmin * wsum;
+	MemoryContextSwitchTo(oldcxt);
+	MemoryContextDelete(fitcxt);
+
+	return BtydFitResult(fcinfo, vals, np + 1, converged, iterations);
+}
+
 PG_FUNCTION_INFO_V1(bgnbd_fit_final);
 Datum
 bgnbd_fit_final(PG_FUNCTION_ARGS)
@@ -1162,11 +1192,6 @@ bgnbd_fit_final(PG_FUNCTION_ARGS)
 	MemoryContext fitcxt,
 				oldcxt;
 	BgnbdData	d;
-	double		theta[4] = {0.0, 0.0, 0.0, 0.0};
-	double		vals[5];
-	double		fmin;
-	bool		converged;
-	int			iterations;
 
 	if (st == NULL || st->n == 0)
 		PG_RETURN_NULL();
@@ -1175,16 +1200,8 @@ bgnbd_fit_final(PG_FUNCTION_ARGS)
 								   ALLOCSET_DEFAULT_SIZES);
 	oldcxt = MemoryContextSwitchTo(fitcxt);
 	BgnbdCompress(st, &d);
-	BtydMinimize(4, BgnbdObjective, &d, theta, &fmin, &converged, &iterations);
-	if (converged)
-		converged = BtydWellDetermined(4, BgnbdObjective, &d, theta, d.wsum);
-	for (int i = 0; i < 4; i++)
-		vals[i] = exp(theta[i]);
-	vals[4] = -fmin * d.wsum;
 	MemoryContextSwitchTo(oldcxt);
-	MemoryContextDelete(fitcxt);
-
-	return BtydFitResult(fcinfo, vals, 5, converged, iterations);
+	return BtydFinishFit(fcinfo, 4, BgnbdObjective, &d, d.wsum, fitcxt);
 }
 
 /* loyalty.bgnbd_loglik(x, t_x, t, r, alpha, a, b) */
@@ -1465,11 +1482,6 @@ gamma_gamma_fit_final(PG_FUNCTION_ARGS)
 	MemoryContext fitcxt,
 				oldcxt;
 	GgData		d;
-	double		theta[3] = {0.0, 0.0, 0.0};
-	double		vals[4];
-	double		fmin;
-	bool		converged;
-	int			iterations;
 
 	if (st == NULL || st->n == 0)
 		PG_RETURN_NULL();
@@ -1478,16 +1490,8 @@ gamma_gamma_fit_final(PG_FUNCTION_ARGS)
 								   ALLOCSET_DEFAULT_SIZES);
 	oldcxt = MemoryContextSwitchTo(fitcxt);
 	GgCompress(st, &d);
-	BtydMinimize(3, GgObjective, &d, theta, &fmin, &converged, &iterations);
-	if (converged)
-		converged = BtydWellDetermined(3, GgObjective, &d, theta, d.wsum);
-	for (int i = 0; i < 3; i++)
-		vals[i] = exp(theta[i]);
-	vals[3] = -fmin * d.wsum;
 	MemoryContextSwitchTo(oldcxt);
-	MemoryContextDelete(fitcxt);
-
-	return BtydFitResult(fcinfo, vals, 4, converged, iterations);
+	return BtydFinishFit(fcinfo, 3, GgObjective, &d, d.wsum, fitcxt);
 }
 
 /* loyalty.gamma_gamma_loglik(x, mean_value, p, q, gamma) */
