@@ -245,6 +245,17 @@ RfmLoadSegments(RfmSegments *segs, int bins)
 			segs->cell[c] = segs->nsegments;
 }
 
+/* Scores and segment of one customer's recency (days), frequency and monetary */
+static inline void
+RfmScore(const RfmBounds *b, const RfmSegments *segs, double rv, double fv, double mv,
+		 int *r, int *f, int *m, int *segi)
+{
+	*r = b->bins + 1 - RfmBin(rv, b->r, b->bins - 1);
+	*f = RfmBin(fv, b->f, b->bins - 1);
+	*m = RfmBin(mv, b->m, b->bins - 1);
+	*segi = segs->cell[((*r - 1) * b->bins + (*f - 1)) * b->bins + (*m - 1)];
+}
+
 /* Days (fractional) from ts to as_of */
 static inline double
 RfmDays(TimestampTz as_of, TimestampTz ts)
@@ -572,11 +583,12 @@ rfm_score(PG_FUNCTION_ARGS)
 		for (int64 i = 0; i < n; i++)
 		{
 			RfmRow	   *row = &rows[i];
-			int			bins = bounds.bins;
-			int			r = bins + 1 - RfmBin(row->rv, bounds.r, bins - 1);
-			int			f = RfmBin(row->fv, bounds.f, bins - 1);
-			int			m = RfmBin(row->mv, bounds.m, bins - 1);
-			int			segi = segs.cell[((r - 1) * bins + (f - 1)) * bins + (m - 1)];
+			int			r,
+						f,
+						m,
+						segi;
+
+			RfmScore(&bounds, &segs, row->rv, row->fv, row->mv, &r, &f, &m, &segi);
 
 			if (row->old_r != r || row->old_f != f || row->old_m != m || row->old_seg != segi)
 			{
@@ -653,13 +665,17 @@ rfm_score(PG_FUNCTION_ARGS)
 			(void) SPI_getbinval(tup, td, 2, &nostate);
 			if (!nostate)
 			{
-				int			bins = bounds.bins;
-				double		rd = RfmDays(as_of, DatumGetTimestampTz(SPI_getbinval(tup, td, 2, &isnull)));
-				int			r = bins + 1 - RfmBin(rd, bounds.r, bins - 1);
-				int			f = RfmBin(DatumGetFloat8(SPI_getbinval(tup, td, 3, &isnull)), bounds.f, bins - 1);
-				int			m = RfmBin(DatumGetFloat8(SPI_getbinval(tup, td, 4, &isnull)), bounds.m, bins - 1);
-				int			segi = segs.cell[((r - 1) * bins + (f - 1)) * bins + (m - 1)];
+				int			r,
+							f,
+							m,
+							segi;
 				bool		same = false;
+
+				RfmScore(&bounds, &segs,
+						 RfmDays(as_of, DatumGetTimestampTz(SPI_getbinval(tup, td, 2, &isnull))),
+						 DatumGetFloat8(SPI_getbinval(tup, td, 3, &isnull)),
+						 DatumGetFloat8(SPI_getbinval(tup, td, 4, &isnull)),
+						 &r, &f, &m, &segi);
 
 				(void) SPI_getbinval(tup, td, 5, &norfm);
 				if (!norfm)
