@@ -11,26 +11,14 @@ export LOYALTY_SRC
 . "$LOYALTY_SRC/test/setup.sh"
 loyalty_setup
 
-dir=$(mktemp -d /tmp/loyalty-demo.XXXXXX)
-chown postgres:postgres "$dir"
-port=$((20000 + RANDOM % 20000))
-pg() { runuser -u postgres -- env PATH="$PATH" "$@"; }
-cleanup() { pg pg_ctl -D "$dir/data" -m immediate stop >/dev/null 2>&1 || true; rm -rf "$dir"; }
-trap cleanup EXIT
-
-pg initdb -D "$dir/data" -A trust >/dev/null
-cat >> "$dir/data/postgresql.conf" <<CONF
-port = $port
-unix_socket_directories = '$dir'
-listen_addresses = ''
-shared_preload_libraries = 'pg_cron,loyalty'
-cron.database_name = 'shop'
-loyalty.database = 'shop'
+loyalty_cluster_start loyalty-demo shop <<'CONF'
 loyalty.naptime = 200
 CONF
-pg pg_ctl -D "$dir/data" -l "$dir/server.log" -w start >/dev/null
+dir=$CLUSTER_DIR
+port=$CLUSTER_PORT
+cleanup() { pg pg_ctl -D "$dir/data" -m immediate stop >/dev/null 2>&1 || true; rm -rf "$dir"; }
+trap cleanup EXIT
 psql_shop() { pg psql -X -q -h "$dir" -p "$port" -d shop -v ON_ERROR_STOP=1 "$@"; }
-pg createdb -h "$dir" -p "$port" shop
 
 echo "== a sample shop: 5,000 customers, two years of orders (seeded, reproducible)"
 psql_shop <<'SQL'

@@ -17,9 +17,6 @@ log="$work/test-output.log"
 chown postgres:postgres "$log"
 cd "$work"
 
-run_as_postgres() {
-    runuser -u postgres -- env PATH="$PATH" "$@"
-}
 
 passed=0
 failed=0
@@ -34,21 +31,21 @@ count_regress() {
 }
 
 echo "== regression tests"
-run_as_postgres make -s PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config installcheck-regress > regress.out 2>&1
+pg make -s PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config installcheck-regress > regress.out 2>&1
 rc=$?
 cat regress.out
 count_regress regress.out
 [ $rc -eq 0 ] || { failures+=(regress); [ -f regression.diffs ] && cat regression.diffs; }
 
 echo "== isolation tests"
-run_as_postgres make -s PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config installcheck-isolation > isolation.out 2>&1
+pg make -s PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config installcheck-isolation > isolation.out 2>&1
 rc=$?
 cat isolation.out
 count_regress isolation.out
 [ $rc -eq 0 ] || { failures+=(isolation); [ -f output_iso/regression.diffs ] && cat output_iso/regression.diffs; }
 
 echo "== TAP tests"
-run_as_postgres make -s PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config installcheck-tap > tap.out 2>&1
+pg make -s PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config installcheck-tap > tap.out 2>&1
 rc=$?
 cat tap.out
 # one line per test file: "... ok" or a failure summary

@@ -45,3 +45,30 @@ loyalty_work_copy() {
     chmod 755 "$top"
     echo "$dest"
 }
+
+# Run a command as the unprivileged postgres user, with the server binaries on PATH.
+pg() { runuser -u postgres -- env PATH="$PATH" "$@"; }
+
+# Start a throwaway cluster (pg_cron and loyalty preloaded, both serving
+# database $2, which is created) in a new /tmp/$1.XXXXXX; further
+# postgresql.conf lines come on standard input. Sets CLUSTER_DIR, CLUSTER_PORT.
+loyalty_cluster_start() {
+    local prefix=$1 db=$2
+    CLUSTER_DIR=$(mktemp -d "/tmp/$prefix.XXXXXX")
+    chown postgres:postgres "$CLUSTER_DIR"
+    CLUSTER_PORT=$((20000 + RANDOM % 20000))
+    pg initdb -D "$CLUSTER_DIR/data" -A trust >/dev/null
+    {
+        cat <<CONF
+port = $CLUSTER_PORT
+unix_socket_directories = '$CLUSTER_DIR'
+listen_addresses = ''
+shared_preload_libraries = 'pg_cron,loyalty'
+cron.database_name = '$db'
+loyalty.database = '$db'
+CONF
+        cat
+    } >> "$CLUSTER_DIR/data/postgresql.conf"
+    pg pg_ctl -D "$CLUSTER_DIR/data" -l "$CLUSTER_DIR/server.log" -w start >/dev/null
+    pg createdb -h "$CLUSTER_DIR" -p "$CLUSTER_PORT" "$db"
+}

@@ -1,19 +1,7 @@
 # Shared by the benchmarks: a throwaway cluster tuned for this 2-core machine.
-# Source after test/setup.sh; defines pg, psql_db, bench_start, bench_stop.
-pg() { runuser -u postgres -- env PATH="$PATH" "$@"; }
-
+# Source after test/setup.sh; defines psql_db, bench_start, bench_stop.
 bench_start() {
-    BENCH_DIR=$(mktemp -d /tmp/loyalty-bench.XXXXXX)
-    chown postgres:postgres "$BENCH_DIR"
-    BENCH_PORT=$((20000 + RANDOM % 20000))
-    pg initdb -D "$BENCH_DIR/data" -A trust >/dev/null
-    cat >> "$BENCH_DIR/data/postgresql.conf" <<CONF
-port = $BENCH_PORT
-unix_socket_directories = '$BENCH_DIR'
-listen_addresses = ''
-shared_preload_libraries = 'pg_cron,loyalty'
-cron.database_name = 'bench'
-loyalty.database = 'bench'
+    loyalty_cluster_start loyalty-bench bench <<'CONF'
 shared_buffers = 2GB
 work_mem = 64MB
 maintenance_work_mem = 512MB
@@ -23,8 +11,8 @@ checkpoint_timeout = 30min
 # bench_worker_on turns it on for the insert benchmark
 loyalty.worker_enabled = off
 CONF
-    pg pg_ctl -D "$BENCH_DIR/data" -l "$BENCH_DIR/server.log" -w start >/dev/null
-    pg createdb -h "$BENCH_DIR" -p "$BENCH_PORT" bench
+    BENCH_DIR=$CLUSTER_DIR
+    BENCH_PORT=$CLUSTER_PORT
     trap bench_stop EXIT
 }
 
