@@ -88,6 +88,9 @@ BEGIN
      WHERE r.customer_id = ANY (p_customers)
        AND NOT EXISTS (SELECT 1 FROM loyalty.customer_state cs WHERE cs.customer_id = r.customer_id);
 
+    -- tiers move with spend (see 62_rewards.sql)
+    PERFORM loyalty._recompute_tiers(p_customers, now());
+
     IF p_enqueue THEN
         INSERT INTO loyalty.score_queue (customer_id)
         SELECT DISTINCT c FROM unnest(p_customers) AS c

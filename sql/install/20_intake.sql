@@ -466,6 +466,8 @@ BEGIN
     EXECUTE format('CREATE OR REPLACE TRIGGER loyalty_capture_truncate AFTER TRUNCATE ON %I.%I '
                    'FOR EACH STATEMENT EXECUTE FUNCTION loyalty.capture_truncate(%L)', sch, tbl, sid);
 
+    PERFORM loyalty._sync_earn_triggers();   -- order points (src 62_rewards.sql), if switched on
+
     IF backfill THEN
         n := (loyalty._backfill(sid, batch_size)).n_rows;
         RAISE NOTICE 'loyalty: tracking %.% (source %), % existing rows backfilled', sch, tbl, sid, n;
@@ -603,6 +605,7 @@ BEGIN
         RETURN o.order_id;   -- replay: nothing changes
     END IF;
 
+    PERFORM loyalty._sync_recorded_order(record_order.order_ref);   -- points, if earn_on_orders
     PERFORM loyalty._recompute_customers(ARRAY[record_order.customer_id], true);
     RETURN id;
 END
@@ -668,6 +671,7 @@ BEGIN
     END IF;
     INSERT INTO loyalty.refunds (idempotency_key, order_ref, amount) VALUES (k, o.order_ref, amt);
     UPDATE loyalty.orders t SET refunded = t.refunded + amt, updated_at = now() WHERE t.order_ref = o.order_ref;
+    PERFORM loyalty._sync_recorded_order(o.order_ref);   -- reverse the order's points in proportion
     PERFORM loyalty._recompute_customers(ARRAY[o.customer_id], true);
     RETURN amt;
 END
@@ -746,6 +750,7 @@ BEGIN
     END IF;
     EXECUTE format('DROP TRIGGER IF EXISTS loyalty_capture_orders ON %s', rel);
     EXECUTE format('DROP TRIGGER IF EXISTS loyalty_capture_truncate ON %s', rel);
+    EXECUTE format('DROP TRIGGER IF EXISTS loyalty_earn_orders ON %s', rel);
 END
 $$;
 CREATE FUNCTION loyalty.untrack_orders(source text)
