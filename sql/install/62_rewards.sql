@@ -106,19 +106,21 @@ CREATE TRIGGER ledger_append_only BEFORE UPDATE OR DELETE ON loyalty.ledger
 CREATE TRIGGER ledger_no_truncate BEFORE TRUNCATE ON loyalty.ledger
     FOR EACH STATEMENT EXECUTE FUNCTION loyalty._ledger_append_only();
 
--- What is left of each earned batch. available_at 'infinity': waiting for a
--- delivery the shop has not recorded yet.
+-- What is left of each earned batch; a lot spent, expired or taken back in
+-- full is deleted (the ledger keeps the history). No index covers remaining,
+-- so spending part of a lot is a HOT update. available_at 'infinity': waiting
+-- for a delivery the shop has not recorded yet.
 CREATE TABLE loyalty.point_lots (
     lot_id       bigint PRIMARY KEY,
     customer_id  text NOT NULL,
-    points       bigint NOT NULL CHECK (points > 0),
-    remaining    bigint NOT NULL CHECK (remaining >= 0 AND remaining <= points),
+    points       bigint NOT NULL,
+    remaining    bigint NOT NULL CHECK (remaining > 0 AND remaining <= points),
     available_at timestamptz NOT NULL,
     expires_at   timestamptz,
     order_ref    text
-);
-CREATE INDEX point_lots_customer_idx ON loyalty.point_lots (customer_id) WHERE remaining > 0;
-CREATE INDEX point_lots_expiry_idx ON loyalty.point_lots (expires_at) WHERE remaining > 0;
+) WITH (fillfactor = 80);
+CREATE INDEX point_lots_customer_idx ON loyalty.point_lots (customer_id);
+CREATE INDEX point_lots_expiry_idx ON loyalty.point_lots (expires_at) WHERE expires_at IS NOT NULL;
 CREATE INDEX point_lots_order_idx ON loyalty.point_lots (order_ref) WHERE order_ref IS NOT NULL;
 COMMENT ON TABLE loyalty.point_lots IS 'Earned batches of points and what is left of each (FIFO redemption and expiry)';
 
@@ -129,7 +131,7 @@ CREATE TABLE loyalty.accounts (
     lifetime_earned   bigint NOT NULL DEFAULT 0,
     lifetime_redeemed bigint NOT NULL DEFAULT 0,
     updated_at        timestamptz NOT NULL DEFAULT pg_catalog.now()
-);
+) WITH (fillfactor = 80);
 COMMENT ON TABLE loyalty.accounts IS 'Per customer: balance (sum of the ledger), debt (points owed after refunds), lifetime totals';
 
 CREATE TABLE loyalty.customer_tiers (
@@ -277,9 +279,13 @@ $$;
 CREATE FUNCTION loyalty._take_points(p_customer text, p_points bigint, p_as_of timestamptz,
                                      p_pending boolean, p_order_ref text DEFAULT NULL)
 RETURNS bigint
-LANGUAGE sql
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    n bigint;
+BEGIN
+    -- plpgsql, not sql: its plan is cached for the session
     WITH lots AS (
         SELECT l.lot_id, l.remaining,
                sum(l.remaining) OVER (ORDER BY l.order_ref IS NOT DISTINCT FROM p_order_ref AND p_order_ref IS NOT NULL DESC,
@@ -288,26 +294,21 @@ AS $$
          WHERE l.customer_id = p_customer AND l.remaining > 0
            AND (l.expires_at IS NULL OR l.expires_at > p_as_of)
            AND (p_pending OR l.available_at <= p_as_of OR l.order_ref IS NOT DISTINCT FROM p_order_ref AND p_order_ref IS NOT NULL)
-    ), took AS (
+    ), part AS (
         UPDATE loyalty.point_lots l
-           SET remaining = l.remaining - least(lots.remaining, p_points - (lots.upto - lots.remaining))
+           SET remaining = lots.upto - p_points
           FROM lots
-         WHERE l.lot_id = lots.lot_id AND lots.upto - lots.remaining < p_points
-        RETURNING least(lots.remaining, p_points - (lots.upto - lots.remaining)) AS n
+         WHERE l.lot_id = lots.lot_id AND lots.upto - lots.remaining < p_points AND lots.upto > p_points
+        RETURNING lots.remaining - (lots.upto - p_points) AS n
+    ), spent AS (
+        DELETE FROM loyalty.point_lots l
+         USING lots
+         WHERE l.lot_id = lots.lot_id AND lots.upto <= p_points
+        RETURNING lots.remaining AS n
     )
-    SELECT coalesce(sum(n), 0)::bigint FROM took
-$$;
-
--- Points a customer can spend now (available lots less debt).
-CREATE FUNCTION loyalty._available(p_customer text, p_as_of timestamptz)
-RETURNS bigint
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT coalesce((SELECT sum(remaining) FROM loyalty.point_lots
-                      WHERE customer_id = p_customer AND remaining > 0 AND available_at <= p_as_of
-                        AND (expires_at IS NULL OR expires_at > p_as_of)), 0)::bigint
-           - coalesce((SELECT debt FROM loyalty.accounts WHERE customer_id = p_customer), 0)
+    SELECT coalesce((SELECT sum(part.n) FROM part), 0) + coalesce((SELECT sum(spent.n) FROM spent), 0) INTO n;
+    RETURN n;
+END
 $$;
 
 -- A replayed key: the same request returns the first entry, another is an error.
@@ -346,12 +347,23 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    a loyalty.accounts;
+    c text := earn.customer_id;
+    p bigint := earn.points;
+    k text := earn.idempotency_key;
+    owed bigint;
     id bigint;
+    done boolean;
 BEGIN
-    PERFORM loyalty._check_customer(customer_id);
-    PERFORM loyalty._check_points(points);
-    PERFORM loyalty._check_key(idempotency_key);
+    -- checks inline: this is the hot path of the shop's app
+    IF c IS NULL OR btrim(c) = '' THEN
+        PERFORM loyalty._check_customer(c);
+    END IF;
+    IF p IS NULL OR p <= 0 THEN
+        PERFORM loyalty._check_points(p);
+    END IF;
+    IF k IS NULL OR btrim(k) = '' OR k LIKE 'loyalty:%' THEN
+        PERFORM loyalty._check_key(k);
+    END IF;
     IF expires_at IS NOT NULL AND (NOT isfinite(expires_at) OR expires_at <= now()) THEN
         RAISE EXCEPTION 'expires_at must be a finite time in the future'
               USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass NULL for points that never expire.';
@@ -365,16 +377,41 @@ BEGIN
               USING ERRCODE = 'invalid_parameter_value', HINT = 'Points must become available before they expire.';
     END IF;
 
-    a := loyalty._lock_account(earn.customer_id, true);
-    id := loyalty._replayed(idempotency_key, earn.customer_id, 'earn', points, reason, expires_at, available_at);
-    IF id IS NOT NULL THEN
-        RETURN id;
-    END IF;
-    id := loyalty._add_points(earn.customer_id, 'earn', points, reason, idempotency_key,
-                              expires_at, available_at, NULL, NULL, a.debt);
+    -- Fast path, one statement: the entry, then the account (locked by this
+    -- UPDATE, which re-reads the newest row version) when it owes no debt,
+    -- then the lot. A taken key inserts nothing and changes nothing.
+    WITH e AS (
+        INSERT INTO loyalty.ledger AS l (customer_id, kind, points, idempotency_key, reason, available_at, expires_at)
+        VALUES (c, 'earn', p, k, earn.reason, earn.available_at, earn.expires_at)
+        ON CONFLICT ON CONSTRAINT ledger_idempotency_key_key DO NOTHING
+        RETURNING l.entry_id
+    ), acc AS (
+        UPDATE loyalty.accounts a
+           SET balance = a.balance + p, lifetime_earned = a.lifetime_earned + p, updated_at = now()
+         WHERE a.customer_id = c AND a.debt = 0 AND EXISTS (SELECT 1 FROM e)
+        RETURNING 1
+    ), lot AS (
+        INSERT INTO loyalty.point_lots (lot_id, customer_id, points, remaining, available_at, expires_at)
+        SELECT e.entry_id, c, p, p, coalesce(earn.available_at, '-infinity'), earn.expires_at
+          FROM e WHERE EXISTS (SELECT 1 FROM acc)
+        RETURNING 1
+    )
+    SELECT e.entry_id, EXISTS (SELECT 1 FROM lot) INTO id, done FROM e;
     IF id IS NULL THEN
-        -- the key was written meanwhile by a request for another customer
-        RETURN loyalty._replayed(idempotency_key, earn.customer_id, 'earn', points, reason, expires_at, available_at);
+        RETURN loyalty._replayed(k, c, 'earn', p, reason, expires_at, available_at);
+    END IF;
+    IF NOT done THEN
+        -- a new customer, or one in debt: the entry is written; lock (or
+        -- create) the account and let the new points pay the debt first
+        owed := (loyalty._lock_account(c, true)).debt;
+        IF p > owed THEN
+            INSERT INTO loyalty.point_lots (lot_id, customer_id, points, remaining, available_at, expires_at)
+            VALUES (id, c, p, p - owed, coalesce(earn.available_at, '-infinity'), earn.expires_at);
+        END IF;
+        UPDATE loyalty.accounts a
+           SET balance = a.balance + p, debt = a.debt - least(owed, p),
+               lifetime_earned = a.lifetime_earned + p, updated_at = now()
+         WHERE a.customer_id = c;
     END IF;
     RETURN id;
 END
@@ -389,42 +426,71 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    a loyalty.accounts;
+    c text := redeem.customer_id;
+    p bigint := redeem.points;
+    k text := redeem.idempotency_key;
+    owed bigint;
     id bigint;
     avail bigint;
 BEGIN
-    PERFORM loyalty._check_customer(customer_id);
-    PERFORM loyalty._check_points(points);
-    PERFORM loyalty._check_key(idempotency_key);
+    IF c IS NULL OR btrim(c) = '' THEN
+        PERFORM loyalty._check_customer(c);
+    END IF;
+    IF p IS NULL OR p <= 0 THEN
+        PERFORM loyalty._check_points(p);
+    END IF;
+    IF k IS NULL OR btrim(k) = '' OR k LIKE 'loyalty:%' THEN
+        PERFORM loyalty._check_key(k);
+    END IF;
 
-    a := loyalty._lock_account(redeem.customer_id, false);
-    IF a.customer_id IS NULL THEN
-        RAISE EXCEPTION 'customer "%" has no points', redeem.customer_id
+    -- lock the account; only then read lots and keys (a fresh snapshot per statement)
+    SELECT a.debt INTO owed FROM loyalty.accounts a WHERE a.customer_id = c FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'customer "%" has no points', c
               USING ERRCODE = 'no_data_found', HINT = 'Only customers who have earned points can redeem; check the customer id.';
     END IF;
-    id := loyalty._replayed(idempotency_key, redeem.customer_id, 'redeem', -points, reason, NULL, NULL);
+
+    -- if enough is available: entry, FIFO consumption (first-expiring lots
+    -- first) and account in one statement; a taken key inserts nothing
+    WITH lots AS (
+        SELECT pl.lot_id, pl.remaining,
+               sum(pl.remaining) OVER (ORDER BY pl.expires_at NULLS LAST, pl.lot_id) AS upto
+          FROM loyalty.point_lots pl
+         WHERE pl.customer_id = c AND pl.remaining > 0 AND pl.available_at <= now()
+           AND (pl.expires_at IS NULL OR pl.expires_at > now())
+    ), have AS (
+        SELECT coalesce(max(lots.upto), 0)::bigint - owed AS n FROM lots
+    ), e AS (
+        INSERT INTO loyalty.ledger AS l (customer_id, kind, points, idempotency_key, reason)
+        SELECT c, 'redeem', -p, k, redeem.reason FROM have WHERE have.n >= p
+        ON CONFLICT ON CONSTRAINT ledger_idempotency_key_key DO NOTHING
+        RETURNING l.entry_id
+    ), part AS (
+        UPDATE loyalty.point_lots pl
+           SET remaining = lots.upto - p
+          FROM lots
+         WHERE pl.lot_id = lots.lot_id AND lots.upto - lots.remaining < p AND lots.upto > p AND EXISTS (SELECT 1 FROM e)
+    ), spent AS (
+        DELETE FROM loyalty.point_lots pl
+         USING lots
+         WHERE pl.lot_id = lots.lot_id AND lots.upto <= p AND EXISTS (SELECT 1 FROM e)
+    ), acc AS (
+        UPDATE loyalty.accounts a
+           SET balance = a.balance - p, lifetime_redeemed = a.lifetime_redeemed + p, updated_at = now()
+         WHERE a.customer_id = c AND EXISTS (SELECT 1 FROM e)
+    )
+    SELECT (SELECT e.entry_id FROM e), (SELECT have.n FROM have) INTO id, avail;
     IF id IS NOT NULL THEN
         RETURN id;
     END IF;
-    avail := loyalty._available(redeem.customer_id, now());
-    IF avail < points THEN
-        RAISE EXCEPTION 'customer "%" has % points available, % requested', redeem.customer_id, greatest(avail, 0), points
-              USING ERRCODE = 'LY001',
-                    HINT = 'Redeem at most loyalty.balance(customer_id).available; pending points become available later.';
+    -- nothing written: a replay (same key) returns the first result ...
+    IF EXISTS (SELECT 1 FROM loyalty.ledger l WHERE l.idempotency_key = k) THEN
+        RETURN loyalty._replayed(k, c, 'redeem', -p, reason, NULL, NULL);
     END IF;
-
-    INSERT INTO loyalty.ledger (customer_id, kind, points, idempotency_key, reason)
-    VALUES (redeem.customer_id, 'redeem', -points, idempotency_key, reason)
-    ON CONFLICT ON CONSTRAINT ledger_idempotency_key_key DO NOTHING
-    RETURNING entry_id INTO id;
-    IF id IS NULL THEN
-        RETURN loyalty._replayed(idempotency_key, redeem.customer_id, 'redeem', -points, reason, NULL, NULL);
-    END IF;
-    PERFORM loyalty._take_points(redeem.customer_id, points, now(), false);
-    UPDATE loyalty.accounts AS t
-       SET balance = t.balance - points, lifetime_redeemed = t.lifetime_redeemed + points, updated_at = now()
-     WHERE t.customer_id = redeem.customer_id;
-    RETURN id;
+    -- ... otherwise there was not enough
+    RAISE EXCEPTION 'customer "%" has % points available, % requested', c, greatest(avail, 0), p
+          USING ERRCODE = 'LY001',
+                HINT = 'Redeem at most loyalty.balance(customer_id).available; pending points become available later.';
 END
 $$;
 COMMENT ON FUNCTION loyalty.redeem(text, bigint, text, text) IS
@@ -585,7 +651,7 @@ BEGIN
         SELECT l.lot_id, l.customer_id, l.remaining, l.expires_at FROM loyalty.point_lots l
          WHERE l.remaining > 0 AND l.expires_at <= as_of AND l.customer_id = ANY (who)
     ), zeroed AS (
-        UPDATE loyalty.point_lots l SET remaining = 0 FROM due WHERE l.lot_id = due.lot_id
+        DELETE FROM loyalty.point_lots l USING due WHERE l.lot_id = due.lot_id
         RETURNING due.*
     ), entries AS (
         INSERT INTO loyalty.ledger AS e (customer_id, kind, points, lot_id, idempotency_key, reason, detail)
