@@ -121,7 +121,6 @@ CREATE TABLE loyalty.point_lots (
 ) WITH (fillfactor = 80);
 CREATE INDEX point_lots_customer_idx ON loyalty.point_lots (customer_id);
 CREATE INDEX point_lots_expiry_idx ON loyalty.point_lots (expires_at) WHERE expires_at IS NOT NULL;
-CREATE INDEX point_lots_order_idx ON loyalty.point_lots (order_ref) WHERE order_ref IS NOT NULL;
 COMMENT ON TABLE loyalty.point_lots IS 'Earned batches of points and what is left of each (FIFO redemption and expiry)';
 
 CREATE TABLE loyalty.accounts (
