@@ -338,17 +338,19 @@ $$;
 
 -- ---------------------------------------------------------------- the API
 
-CREATE FUNCTION loyalty.earn(customer_id text, points bigint, reason text, idempotency_key text,
-                             expires_at timestamptz DEFAULT NULL, available_at timestamptz DEFAULT NULL)
+-- The SQL implementation: every case. loyalty.earn() (C, src/ledger.c) does
+-- the common case itself and hands everything else to this function.
+CREATE FUNCTION loyalty._earn_sql(customer_id text, points bigint, reason text, idempotency_key text,
+                                  expires_at timestamptz DEFAULT NULL, available_at timestamptz DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    c text := earn.customer_id;
-    p bigint := earn.points;
-    k text := earn.idempotency_key;
+    c text := _earn_sql.customer_id;
+    p bigint := _earn_sql.points;
+    k text := _earn_sql.idempotency_key;
     owed bigint;
     id bigint;
     done boolean;
@@ -381,7 +383,7 @@ BEGIN
     -- then the lot. A taken key inserts nothing and changes nothing.
     WITH e AS (
         INSERT INTO loyalty.ledger AS l (customer_id, kind, points, idempotency_key, reason, available_at, expires_at)
-        VALUES (c, 'earn', p, k, earn.reason, earn.available_at, earn.expires_at)
+        VALUES (c, 'earn', p, k, _earn_sql.reason, _earn_sql.available_at, _earn_sql.expires_at)
         ON CONFLICT ON CONSTRAINT ledger_idempotency_key_key DO NOTHING
         RETURNING l.entry_id
     ), acc AS (
@@ -391,7 +393,7 @@ BEGIN
         RETURNING 1
     ), lot AS (
         INSERT INTO loyalty.point_lots (lot_id, customer_id, points, remaining, available_at, expires_at)
-        SELECT e.entry_id, c, p, p, coalesce(earn.available_at, '-infinity'), earn.expires_at
+        SELECT e.entry_id, c, p, p, coalesce(_earn_sql.available_at, '-infinity'), _earn_sql.expires_at
           FROM e WHERE EXISTS (SELECT 1 FROM acc)
         RETURNING 1
     )
@@ -405,7 +407,7 @@ BEGIN
         owed := (loyalty._lock_account(c, true)).debt;
         IF p > owed THEN
             INSERT INTO loyalty.point_lots (lot_id, customer_id, points, remaining, available_at, expires_at)
-            VALUES (id, c, p, p - owed, coalesce(earn.available_at, '-infinity'), earn.expires_at);
+            VALUES (id, c, p, p - owed, coalesce(_earn_sql.available_at, '-infinity'), _earn_sql.expires_at);
         END IF;
         UPDATE loyalty.accounts a
            SET balance = a.balance + p, debt = a.debt - least(owed, p),
@@ -415,19 +417,26 @@ BEGIN
     RETURN id;
 END
 $$;
+CREATE FUNCTION loyalty.earn(customer_id text, points bigint, reason text, idempotency_key text,
+                             expires_at timestamptz DEFAULT NULL, available_at timestamptz DEFAULT NULL)
+RETURNS bigint
+LANGUAGE c
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'ledger_earn';
 COMMENT ON FUNCTION loyalty.earn(text, bigint, text, text, timestamptz, timestamptz) IS
 'Give a customer points (pending until available_at, expiring at expires_at); idempotent by key; returns the ledger entry id';
 
-CREATE FUNCTION loyalty.redeem(customer_id text, points bigint, reason text, idempotency_key text)
+-- The SQL implementation of loyalty.redeem() (see loyalty._earn_sql).
+CREATE FUNCTION loyalty._redeem_sql(customer_id text, points bigint, reason text, idempotency_key text)
 RETURNS bigint
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    c text := redeem.customer_id;
-    p bigint := redeem.points;
-    k text := redeem.idempotency_key;
+    c text := _redeem_sql.customer_id;
+    p bigint := _redeem_sql.points;
+    k text := _redeem_sql.idempotency_key;
     owed bigint;
     id bigint;
     avail bigint;
@@ -461,7 +470,7 @@ BEGIN
         SELECT coalesce(max(lots.upto), 0)::bigint - owed AS n FROM lots
     ), e AS (
         INSERT INTO loyalty.ledger AS l (customer_id, kind, points, idempotency_key, reason)
-        SELECT c, 'redeem', -p, k, redeem.reason FROM have WHERE have.n >= p
+        SELECT c, 'redeem', -p, k, _redeem_sql.reason FROM have WHERE have.n >= p
         ON CONFLICT ON CONSTRAINT ledger_idempotency_key_key DO NOTHING
         RETURNING l.entry_id
     ), part AS (
@@ -492,6 +501,11 @@ BEGIN
                 HINT = 'Redeem at most loyalty.balance(customer_id).available; pending points become available later.';
 END
 $$;
+CREATE FUNCTION loyalty.redeem(customer_id text, points bigint, reason text, idempotency_key text)
+RETURNS bigint
+LANGUAGE c
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'ledger_redeem';
 COMMENT ON FUNCTION loyalty.redeem(text, bigint, text, text) IS
 'Spend a customer''s available points, first-expiring first; refused (SQLSTATE LY001) beyond the available balance; idempotent by key';
 
