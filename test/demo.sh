@@ -91,6 +91,26 @@ done
 sleep 0.5
 psql_shop -c "SELECT customer_id, recency_days, frequency, segment AS segment_after FROM loyalty.customer_segments WHERE customer_id = '$lapsed'"
 
+echo "== rewards: tiers by 12-month spend, points for new orders, a redemption"
+psql_shop <<'SQL'
+INSERT INTO loyalty.tiers (tier, min_spend, earn_multiplier, benefits) VALUES
+    ('Silver', 100, 1.25, '{"free_shipping": true}'),
+    ('Gold', 250, 1.5, '{"free_shipping": true, "birthday_gift": true}');
+SELECT loyalty.recompute_tiers() AS tier_changes;
+SELECT coalesce(tier, '(none)') AS tier, count(*) AS customers FROM loyalty.customer_tiers GROUP BY 1 ORDER BY 2;
+SELECT earn_on_orders, return_window, refund_policy FROM loyalty.configure_rewards(earn_on_orders => true);
+SQL
+vip=$(psql_shop -At -c "SELECT customer_id FROM loyalty.customer_tiers ORDER BY qualifying_spend DESC, customer_id LIMIT 1")
+tier=$(psql_shop -At -c "SELECT coalesce(tier, 'no tier') FROM loyalty.customer_tiers WHERE customer_id = '$vip'")
+echo "customer $vip ($tier) orders for 120.00; the points are pending through the 14-day return window:"
+psql_shop -c "INSERT INTO public.orders (customer_id, total, created_at, status) VALUES ($vip, 120, now(), 'paid')"
+psql_shop -c "SELECT kind, points, reason, detail ->> 'tier_multiplier' AS tier_multiplier FROM loyalty.ledger WHERE customer_id = '$vip'"
+psql_shop -c "SELECT loyalty.earn('$vip', 500, 'thank-you bonus', 'demo-bonus-$vip') > 0 AS bonus_given" \
+          -c "SELECT loyalty.redeem('$vip', 200, 'voucher at checkout', 'demo-voucher-$vip') > 0 AS redeemed" \
+          -c "SELECT * FROM loyalty.balance('$vip')"
+psql_shop -c "SELECT outstanding_points, outstanding_value, customers_with_points FROM loyalty.liability" \
+          -c "SELECT count(*) AS ledger_mismatches FROM loyalty.verify_ledger()"
+
 echo "== a row loyalty cannot use never blocks checkout; it waits in loyalty.rejected_rows"
 psql_shop -c "INSERT INTO public.orders (customer_id, total, created_at, status) VALUES (1, -5, now(), 'paid')"
 sleep 1
