@@ -204,6 +204,29 @@ GetInt64(TupleTableSlot *slot, AttrNumber att)
 	return isnull ? 0 : DatumGetInt64(d);
 }
 
+/*
+ * Open the tables and lock the customer's account. Returns the locked account,
+ * or NULL (tables closed again) when the SQL path must take the call: no
+ * account, debt, or a key already used (committed or in progress).
+ */
+static TupleTableSlot *
+LedgerBegin(LedgerState *st, text *customer, text *key)
+{
+	TupleTableSlot *account;
+
+	LedgerOpen(st);
+	account = LedgerSlot(st, REL_ACCOUNTS);
+	if (!LedgerLockAccount(st, customer, account) ||
+		GetInt64(account, LedgerAtt(st->rel[REL_ACCOUNTS], "debt")) != 0 ||
+		LedgerKeyTaken(st, key))
+	{
+		LedgerClose(st);
+		return NULL;
+	}
+	LedgerSnapshot(st);
+	return account;
+}
+
 /* Insert the ledger entry; returns its id */
 static int64
 LedgerInsertEntry(LedgerState *st, text *customer, const char *kind, int64 points, text *key,
@@ -354,16 +377,9 @@ ledger_earn(PG_FUNCTION_ARGS)
 	points = PG_GETARG_INT64(1);
 	key = PG_GETARG_TEXT_PP(3);
 
-	LedgerOpen(&st);
-	account = LedgerSlot(&st, REL_ACCOUNTS);
-	if (!LedgerLockAccount(&st, customer, account) ||
-		GetInt64(account, LedgerAtt(st.rel[REL_ACCOUNTS], "debt")) != 0 ||
-		LedgerKeyTaken(&st, key))
-	{
-		LedgerClose(&st);
+	account = LedgerBegin(&st, customer, key);
+	if (account == NULL)
 		return LedgerFallback("_earn_sql", fcinfo);
-	}
-	LedgerSnapshot(&st);
 
 	id = LedgerInsertEntry(&st, customer, "earn", points, key, PG_ARGISNULL(2) ? NULL : PG_GETARG_TEXT_PP(2),
 						   avail_null, avail, exp_null, exp);
@@ -440,15 +456,9 @@ ledger_redeem(PG_FUNCTION_ARGS)
 	points = PG_GETARG_INT64(1);
 	key = PG_GETARG_TEXT_PP(3);
 
-	LedgerOpen(&st);
-	account = LedgerSlot(&st, REL_ACCOUNTS);
-	if (!LedgerLockAccount(&st, customer, account) ||
-		GetInt64(account, LedgerAtt(st.rel[REL_ACCOUNTS], "debt")) != 0 ||
-		LedgerKeyTaken(&st, key))
-	{
-		LedgerClose(&st);
+	account = LedgerBegin(&st, customer, key);
+	if (account == NULL)
 		return LedgerFallback("_redeem_sql", fcinfo);
-	}
 
 	/* the customer's spendable lots, read after the account lock was granted */
 	lots = palloc(sizeof(Lot) * maxlots);
@@ -464,7 +474,6 @@ ledger_redeem(PG_FUNCTION_ARGS)
 		ScanKeyData skey;
 		TupleTableSlot *slot = LedgerSlot(&st, REL_LOTS);
 
-		LedgerSnapshot(&st);
 		snap = st.estate->es_snapshot;
 		ScanKeyInit(&skey, 1, BTEqualStrategyNumber, F_TEXTEQ, PointerGetDatum(customer));
 		skey.sk_collation = idx->rd_indcollation[0];

@@ -219,6 +219,19 @@ BEGIN
 END
 $$;
 
+-- The arguments earn and redeem share.
+CREATE FUNCTION loyalty._check_request(p_customer text, p_points bigint, p_key text)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM loyalty._check_customer(p_customer);
+    PERFORM loyalty._check_points(p_points);
+    PERFORM loyalty._check_key(p_key);
+END
+$$;
+
 -- Lock a customer's account row, creating it if p_create.
 CREATE FUNCTION loyalty._lock_account(p_customer text, p_create boolean)
 RETURNS loyalty.accounts
@@ -355,16 +368,7 @@ DECLARE
     id bigint;
     done boolean;
 BEGIN
-    -- checks inline: this is the hot path of the shop's app
-    IF c IS NULL OR btrim(c) = '' THEN
-        PERFORM loyalty._check_customer(c);
-    END IF;
-    IF p IS NULL OR p <= 0 THEN
-        PERFORM loyalty._check_points(p);
-    END IF;
-    IF k IS NULL OR btrim(k) = '' OR k LIKE 'loyalty:%' THEN
-        PERFORM loyalty._check_key(k);
-    END IF;
+    PERFORM loyalty._check_request(c, p, k);
     IF expires_at IS NOT NULL AND (NOT isfinite(expires_at) OR expires_at <= now()) THEN
         RAISE EXCEPTION 'expires_at must be a finite time in the future'
               USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass NULL for points that never expire.';
@@ -441,15 +445,7 @@ DECLARE
     id bigint;
     avail bigint;
 BEGIN
-    IF c IS NULL OR btrim(c) = '' THEN
-        PERFORM loyalty._check_customer(c);
-    END IF;
-    IF p IS NULL OR p <= 0 THEN
-        PERFORM loyalty._check_points(p);
-    END IF;
-    IF k IS NULL OR btrim(k) = '' OR k LIKE 'loyalty:%' THEN
-        PERFORM loyalty._check_key(k);
-    END IF;
+    PERFORM loyalty._check_request(c, p, k);
 
     -- lock the account; only then read lots and keys (a fresh snapshot per statement)
     SELECT a.debt INTO owed FROM loyalty.accounts a WHERE a.customer_id = c FOR UPDATE;
