@@ -71,7 +71,7 @@ CREATE TABLE loyalty.ledger (
     points          bigint NOT NULL,
     order_ref       text,
     lot_id          bigint,
-    idempotency_key text NOT NULL UNIQUE,
+    idempotency_key text COLLATE "C" NOT NULL UNIQUE,
     reason          text,
     available_at    timestamptz,
     expires_at      timestamptz,
