@@ -3,6 +3,9 @@
 # own throwaway cluster (pg_cron and loyalty preloaded). As root on Debian 12:
 #   bash test/run_tests.sh
 # Installs what it needs, builds, installs, and ends with "N passed, N failed".
+# Optional: LOYALTY_SUITES="regress isolation tap" (which suites), and
+# LOYALTY_REGRESS / LOYALTY_ISOLATION / LOYALTY_TAP to run only some tests
+# of a suite (test names; TAP: file paths such as test/t/001_worker.pl).
 set -uo pipefail
 
 LOYALTY_SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -30,22 +33,36 @@ count_regress() {
     passed=$((passed + p)); failed=$((failed + f))
 }
 
+suites=${LOYALTY_SUITES:-regress isolation tap}
+sel=()
+[ -n "${LOYALTY_REGRESS:-}" ] && sel+=("REGRESS=$LOYALTY_REGRESS")
+[ -n "${LOYALTY_ISOLATION:-}" ] && sel+=("ISOLATION=$LOYALTY_ISOLATION")
+[ -n "${LOYALTY_TAP:-}" ] && sel+=("PROVE_TESTS=$LOYALTY_TAP")
+mk() { pg make -s PG_CONFIG="$PG_BINDIR/pg_config" "${sel[@]}" "$@"; }
+
+if [[ " $suites " == *" regress "* ]]; then
 echo "== regression tests"
-pg make -s PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config installcheck-regress > regress.out 2>&1
+mk installcheck-regress > regress.out 2>&1
 rc=$?
 cat regress.out
 count_regress regress.out
 [ $rc -eq 0 ] || { failures+=(regress); [ -f regression.diffs ] && cat regression.diffs; }
 
+fi
+
+if [[ " $suites " == *" isolation "* ]]; then
 echo "== isolation tests"
-pg make -s PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config installcheck-isolation > isolation.out 2>&1
+mk installcheck-isolation > isolation.out 2>&1
 rc=$?
 cat isolation.out
 count_regress isolation.out
 [ $rc -eq 0 ] || { failures+=(isolation); [ -f output_iso/regression.diffs ] && cat output_iso/regression.diffs; }
 
+fi
+
+if [[ " $suites " == *" tap "* ]]; then
 echo "== TAP tests"
-pg make -s PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config installcheck-tap > tap.out 2>&1
+mk installcheck-tap > tap.out 2>&1
 rc=$?
 cat tap.out
 # one line per test file: "... ok" or a failure summary
@@ -56,6 +73,7 @@ passed=$((passed + p)); failed=$((failed + f))
 if [ $rc -ne 0 ]; then
     failures+=(tap)
     for l in tmp_check/log/*; do [ -f "$l" ] && { echo "--- $l"; tail -n 50 "$l"; }; done
+fi
 fi
 
 if [ $((passed + failed)) -eq 0 ]; then

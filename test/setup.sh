@@ -3,6 +3,11 @@
 # install the extension. Sourced by test/run_tests.sh and test/demo.sh; runs as root.
 set -euo pipefail
 
+# PG_BINDIR may point at another (relocated) copy of the same PostgreSQL 15
+# install, so that two checkouts can be tested side by side.
+PG_BINDIR=${PG_BINDIR:-/usr/lib/postgresql/15/bin}
+export PG_BINDIR
+
 LOYALTY_PACKAGES=(make gcc postgresql-15 postgresql-server-dev-15 postgresql-15-cron
                   postgresql-contrib libipc-run-perl perl valgrind)
 
@@ -24,10 +29,10 @@ loyalty_setup() {
         apt-get update -qq
         apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     fi
-    export PATH="/usr/lib/postgresql/15/bin:$PATH"
+    export PATH="$PG_BINDIR:$PATH"
     echo "== building and installing loyalty"
-    make -s -C "$LOYALTY_SRC" PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config >/dev/null
-    make -s -C "$LOYALTY_SRC" PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config install >/dev/null
+    make -s -C "$LOYALTY_SRC" PG_CONFIG="$PG_BINDIR/pg_config" >/dev/null
+    make -s -C "$LOYALTY_SRC" PG_CONFIG="$PG_BINDIR/pg_config" install >/dev/null
 }
 
 # A copy of the tree owned by the unprivileged postgres user (initdb refuses root).
