@@ -33,3 +33,10 @@ SELECT pg_catalog.pg_extension_config_dump('loyalty.rfm_config', '');
 SELECT pg_catalog.pg_extension_config_dump('loyalty.segment_rules', '');
 SELECT pg_catalog.pg_extension_config_dump('loyalty.model_settings', '');
 SELECT pg_catalog.pg_extension_config_dump('loyalty.model_fits', '');
+
+-- the shop's sender: the sender API only
+GRANT EXECUTE ON FUNCTION loyalty.claim_messages(integer, interval),
+                          loyalty.ack_message(bigint, uuid),
+                          loyalty.ack_messages(bigint[], uuid),
+                          loyalty.fail_message(bigint, uuid, text, interval) TO loyalty_sender;
+GRANT SELECT ON loyalty.outbox_summary, loyalty.dead_letters TO loyalty_reader;
