@@ -60,6 +60,9 @@ SELECT pg_catalog.pg_extension_config_dump('loyalty.outbox_message_id_seq', '');
 -- that new version even when a whole batch of neighbours is acked at once). Hence the outbox row of a message under a lease still
 -- says 'pending'; its lease is the queue row (views show it as 'claimed').
 --
+-- The four sender functions are SECURITY DEFINER (with a pinned search_path):
+-- loyalty_sender may run them and touch nothing else.
+--
 -- Locking. The queue row is the claim: claim_messages locks queue rows with
 -- FOR UPDATE SKIP LOCKED, so two senders never hold the same message; ack and
 -- fail lock the queue row (checking token and lease in the same statement)
@@ -202,6 +205,7 @@ CREATE FUNCTION loyalty.claim_messages(batch integer, lease interval)
 RETURNS TABLE (message_id bigint, claim_token uuid, channel text, recipient text, template text, payload jsonb,
                attempts integer, customer_id text, campaign_id integer, due_at timestamptz)
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_column
@@ -329,6 +333,7 @@ $$;
 CREATE FUNCTION loyalty.ack_message(message_id bigint, claim_token uuid)
 RETURNS boolean
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -373,6 +378,7 @@ COMMENT ON FUNCTION loyalty.ack_message(bigint, uuid) IS
 CREATE FUNCTION loyalty.ack_messages(message_ids bigint[], claim_token uuid)
 RETURNS integer
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -428,6 +434,7 @@ COMMENT ON FUNCTION loyalty.ack_messages(bigint[], uuid) IS
 CREATE FUNCTION loyalty.fail_message(message_id bigint, claim_token uuid, error text, retry_after interval DEFAULT NULL)
 RETURNS text
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
