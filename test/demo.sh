@@ -111,6 +111,37 @@ psql_shop -c "SELECT loyalty.earn('$vip', 500, 'thank-you bonus', 'demo-bonus-$v
 psql_shop -c "SELECT outstanding_points, outstanding_value, customers_with_points FROM loyalty.liability" \
           -c "SELECT count(*) AS ledger_mismatches FROM loyalty.verify_ledger()"
 
+echo "== outbox: messages written as journeys write them, drained by examples/sender.sh"
+psql_shop <<'SQL'
+-- until journeys are switched on, write two kinds by hand, as enqueue_due does:
+-- "welcome to your tier" for every tiered customer, and a bounce to show a retry
+INSERT INTO loyalty.outbox (dedupe_key, customer_id, channel, recipient, template, payload)
+SELECT 'demo:tier:' || customer_id || ':' || tier, customer_id, 'email', 'customer' || customer_id || '@example.com',
+       'tier_welcome', jsonb_build_object('tier', tier, 'spend', qualifying_spend)
+  FROM loyalty.customer_tiers WHERE tier IS NOT NULL
+ON CONFLICT (dedupe_key) DO NOTHING;
+INSERT INTO loyalty.outbox (dedupe_key, customer_id, channel, recipient, template)
+VALUES ('demo:bounce', '0', 'sms', 'bounce-0', 'hello');
+SELECT max_attempts FROM loyalty.configure_outbox(max_attempts => 2, backoff_base => '1 second');
+SELECT status, channel, messages, due_now FROM loyalty.outbox_summary ORDER BY status, channel;
+SQL
+echo "two senders (bash + psql), delivering by appending to a file; 'bounce-*' recipients fail:"
+sender() {
+    pg env PGHOST="$dir" PGPORT="$port" PGDATABASE=shop OUTBOX_FILE="$dir/delivered.log" BATCH=50 RECHECK=1 IDLE_EXIT=3 \
+        DELIVER='case $RECIPIENT in bounce*) echo "550 unknown recipient $RECIPIENT" >&2; exit 1;; esac; echo "$RECIPIENT $TEMPLATE $(cat)" >> $OUTBOX_FILE' \
+        bash "$LOYALTY_SRC/examples/sender.sh"
+}
+sender 2>&1 | sed 's/^/  /' &
+sender 2>&1 | sed 's/^/  /'
+wait
+echo "delivered: $(wc -l < "$dir/delivered.log") lines, e.g.:"
+head -n 3 "$dir/delivered.log" | sed 's/^/  /'
+psql_shop -c "SELECT status, channel, messages, due_now, last_sent_at IS NOT NULL AS any_sent FROM loyalty.outbox_summary ORDER BY status, channel" \
+          -c "SELECT message_id, recipient, attempts, last_error FROM loyalty.dead_letters"
+
+echo "== pg_cron jobs (loyalty.schedule(); rerunning it updates them in place)"
+psql_shop -c "SELECT job_name, schedule, command, action FROM loyalty.schedule()"
+
 echo "== a row loyalty cannot use never blocks checkout; it waits in loyalty.rejected_rows"
 psql_shop -c "INSERT INTO public.orders (customer_id, total, created_at, status) VALUES (1, -5, now(), 'paid')"
 sleep 1
