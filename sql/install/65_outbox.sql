@@ -384,7 +384,6 @@ AS $$
 DECLARE
     token uuid := ack_messages.claim_token;
     ids bigint[];
-    tries integer[];
     lease_end timestamptz;
     n integer;
     id bigint;
@@ -393,14 +392,20 @@ BEGIN
         RAISE EXCEPTION 'message_ids and claim_token must not be NULL'
               USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass the message_ids and the claim_token of one loyalty.claim_messages() batch.';
     END IF;
+    -- delete the leases and mark the messages sent in one statement; an error
+    -- below (expired lease, a message not held) undoes both
     WITH acked AS (
         DELETE FROM loyalty.outbox_queue q
          WHERE q.message_id OPERATOR(pg_catalog.=) ANY (message_ids) AND q.claim_token OPERATOR(pg_catalog.=) token
-        RETURNING q.message_id, q.attempts, q.visible_at)
-    SELECT pg_catalog.array_agg(a.message_id), pg_catalog.array_agg(a.attempts), pg_catalog.min(a.visible_at)
-      INTO ids, tries, lease_end FROM acked a;
+        RETURNING q.message_id, q.attempts, q.visible_at),
+    sent AS (
+        UPDATE loyalty.outbox o
+           SET status = 'sent', sent_at = pg_catalog.now(), attempts = a.attempts, claim_token = token
+          FROM acked a
+         WHERE o.message_id OPERATOR(pg_catalog.=) a.message_id)
+    SELECT pg_catalog.array_agg(a.message_id), pg_catalog.min(a.visible_at) INTO ids, lease_end FROM acked a;
     IF lease_end OPERATOR(pg_catalog.<=) pg_catalog.now() THEN
-        -- one token, one lease: the whole batch expired; the error undoes the delete
+        -- one token, one lease: the whole batch expired
         RAISE EXCEPTION 'the lease of this batch expired at %', lease_end
               USING ERRCODE = 'object_not_in_prerequisite_state',
                     HINT = 'The messages are claimable again and count as not sent. Claim smaller batches or a longer lease.';
@@ -418,12 +423,6 @@ BEGIN
                             HINT = 'This token already failed the message; ack the others one by one with loyalty.ack_message().';
             END IF;
         END LOOP;
-    END IF;
-    IF n OPERATOR(pg_catalog.>) 0 THEN
-        UPDATE loyalty.outbox o
-           SET status = 'sent', sent_at = pg_catalog.now(), attempts = a.attempts, claim_token = token
-          FROM ROWS FROM (pg_catalog.unnest(ids), pg_catalog.unnest(tries)) AS a(message_id, attempts)
-         WHERE o.message_id OPERATOR(pg_catalog.=) a.message_id;
     END IF;
     RETURN n;
 END
