@@ -348,19 +348,23 @@ BEGIN
               USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass both as returned by loyalty.claim_messages().';
     END IF;
     -- token and lease are checked on the locked queue row (see the locking note above)
-    DELETE FROM loyalty.outbox_queue q
-     WHERE q.message_id OPERATOR(pg_catalog.=) id AND q.claim_token OPERATOR(pg_catalog.=) token
-    RETURNING q.attempts, q.visible_at INTO tries, lease_end;
+    WITH acked AS (
+        DELETE FROM loyalty.outbox_queue q
+         WHERE q.message_id OPERATOR(pg_catalog.=) id AND q.claim_token OPERATOR(pg_catalog.=) token
+        RETURNING q.attempts, q.visible_at),
+    sent AS (
+        UPDATE loyalty.outbox o
+           SET status = 'sent', sent_at = pg_catalog.now(), attempts = a.attempts, claim_token = token
+          FROM acked a
+         WHERE o.message_id OPERATOR(pg_catalog.=) id)
+    SELECT a.attempts, a.visible_at INTO tries, lease_end FROM acked a;
     IF FOUND THEN
         IF lease_end OPERATOR(pg_catalog.<=) pg_catalog.now() THEN
-            -- the error undoes the delete
+            -- the error undoes the delete and the update
             RAISE EXCEPTION 'the lease on message % expired at %', id, lease_end
                   USING ERRCODE = 'object_not_in_prerequisite_state',
                         HINT = 'The message is claimable again and counts as not sent. Claim smaller batches or a longer lease.';
         END IF;
-        UPDATE loyalty.outbox o
-           SET status = 'sent', sent_at = pg_catalog.now(), attempts = tries, claim_token = token
-         WHERE o.message_id OPERATOR(pg_catalog.=) id;
         RETURN true;
     END IF;
     st := loyalty._outbox_token_state(id, token);
