@@ -189,6 +189,12 @@ UPDATE loyalty.outbox SET due_at = now() - interval '1 minute' WHERE message_id 
 SELECT visible_at < now() AS queued_for_now FROM loyalty.outbox_queue WHERE message_id = :m_id;
 DELETE FROM loyalty.outbox WHERE message_id = :m_id;
 SELECT count(*) AS queued FROM loyalty.outbox_queue WHERE message_id = :m_id;
+-- set to 'sent' by hand (the trigger leaves that to acks): the next claim drops the queue row
+SELECT pg_temp.write('by-hand') AS h_id \gset
+UPDATE loyalty.outbox SET status = 'sent' WHERE message_id = :h_id;
+SELECT count(*) AS still_queued FROM loyalty.outbox_queue WHERE message_id = :h_id;
+SELECT count(*) AS claimed FROM loyalty.claim_messages(10, '1 minute');
+SELECT count(*) AS queued FROM loyalty.outbox_queue WHERE message_id = :h_id;
 -- every queue row belongs to a pending outbox row, and every pending row is queued
 SELECT count(*) AS mismatches FROM loyalty.outbox o FULL JOIN loyalty.outbox_queue q USING (message_id)
  WHERE (o.status = 'pending') IS DISTINCT FROM (q.message_id IS NOT NULL);

@@ -211,10 +211,8 @@ AS $$
 #variable_conflict use_column
 DECLARE
     token uuid;
-    ids bigint[];
-    tries integer[];
+    lease_end timestamptz;
     claimed bigint;
-    max_tries integer;
 BEGIN
     IF batch IS NULL OR batch < 1 OR batch > 10000 THEN
         RAISE EXCEPTION 'batch must be between 1 and 10000, not %', coalesce(batch::text, 'NULL')
@@ -226,13 +224,15 @@ BEGIN
                     HINT = 'The lease is how long the sender may take to deliver the batch and ack it, e.g. ''5 minutes''.';
     END IF;
     token := pg_catalog.gen_random_uuid();
+    lease_end := pg_catalog.now() OPERATOR(pg_catalog.+) lease;
 
     -- the claim: queue rows nobody holds, due or with an expired lease, locked
-    -- and leased in one statement; rows other senders hold are skipped
+    -- (rows other senders hold are skipped) and leased; returned with their
+    -- message unless it is no longer sendable
+    RETURN QUERY
     WITH leased AS (
         UPDATE loyalty.outbox_queue q
-           SET visible_at = pg_catalog.now() OPERATOR(pg_catalog.+) lease, claim_token = token,
-               attempts = q.attempts OPERATOR(pg_catalog.+) 1
+           SET visible_at = lease_end, claim_token = token, attempts = q.attempts OPERATOR(pg_catalog.+) 1
          WHERE q.message_id OPERATOR(pg_catalog.=) ANY (ARRAY(
                    SELECT p.message_id FROM loyalty.outbox_queue p
                     WHERE p.visible_at OPERATOR(pg_catalog.<=) pg_catalog.now()
@@ -240,24 +240,19 @@ BEGIN
                     LIMIT batch
                       FOR UPDATE SKIP LOCKED))
         RETURNING q.message_id, q.attempts)
-    SELECT pg_catalog.array_agg(l.message_id), pg_catalog.array_agg(l.attempts) INTO ids, tries FROM leased l;
-    IF ids IS NULL THEN
-        RETURN;
-    END IF;
-    max_tries := (SELECT s.max_attempts FROM loyalty.outbox_settings s);
-
-    RETURN QUERY
     SELECT o.message_id, token, o.channel, o.recipient, o.template, o.payload,
-           c.attempts, o.customer_id, o.campaign_id, o.due_at
-      FROM ROWS FROM (pg_catalog.unnest(ids), pg_catalog.unnest(tries)) AS c(message_id, attempts)
-      JOIN loyalty.outbox o ON o.message_id OPERATOR(pg_catalog.=) c.message_id
+           l.attempts, o.customer_id, o.campaign_id, o.due_at
+      FROM leased l
+      JOIN loyalty.outbox o ON o.message_id OPERATOR(pg_catalog.=) l.message_id
      WHERE o.status OPERATOR(pg_catalog.=) 'pending'
-       AND c.attempts OPERATOR(pg_catalog.<=) max_tries
+       AND l.attempts OPERATOR(pg_catalog.<=) (SELECT s.max_attempts FROM loyalty.outbox_settings s)
        AND (o.expires_at IS NULL OR o.expires_at OPERATOR(pg_catalog.>) pg_catalog.now());
     GET DIAGNOSTICS claimed = ROW_COUNT;
 
-    IF claimed OPERATOR(pg_catalog.<) pg_catalog.cardinality(ids) THEN
-        PERFORM loyalty._outbox_unclaimable(ids, token, max_tries);
+    -- a short batch: was anything leased but not returned? (a full batch
+    -- returned every row it leased)
+    IF claimed OPERATOR(pg_catalog.<) batch THEN
+        PERFORM loyalty._outbox_unclaimable(lease_end, token);
     END IF;
 END
 $$;
@@ -267,19 +262,21 @@ COMMENT ON FUNCTION loyalty.claim_messages(integer, interval) IS
 -- The rare rest of a claim: messages past their validity window become
 -- 'expired'; one whose lease ran out on its last allowed attempt becomes
 -- 'dead'; queue rows whose outbox row is gone or no longer pending are dropped.
-CREATE FUNCTION loyalty._outbox_unclaimable(ids bigint[], token uuid, max_tries integer)
+CREATE FUNCTION loyalty._outbox_unclaimable(lease_end timestamptz, token uuid)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     r record;
+    max_tries integer := (SELECT s.max_attempts FROM loyalty.outbox_settings s);
 BEGIN
+    -- the rows this claim leased: all have visible_at = lease_end (one index probe)
     FOR r IN
         SELECT q.message_id, q.attempts, o.status, o.expires_at
           FROM loyalty.outbox_queue q
           LEFT JOIN loyalty.outbox o ON o.message_id OPERATOR(pg_catalog.=) q.message_id
-         WHERE q.message_id OPERATOR(pg_catalog.=) ANY (ids) AND q.claim_token OPERATOR(pg_catalog.=) token
+         WHERE q.visible_at OPERATOR(pg_catalog.=) lease_end AND q.claim_token OPERATOR(pg_catalog.=) token
            AND (o.status IS DISTINCT FROM 'pending'
                 OR q.attempts OPERATOR(pg_catalog.>) max_tries
                 OR o.expires_at OPERATOR(pg_catalog.<=) pg_catalog.now())
