@@ -51,26 +51,31 @@ SELECT pg_catalog.pg_extension_config_dump('loyalty.outbox_message_id_seq', '');
 --
 -- Claimable messages live in a small side table, loyalty.outbox_queue: one row
 -- per pending message with the time it can next be claimed (due_at, or the end
--- of the current lease) and, while claimed, the claim token and the attempt
--- count. Triggers on loyalty.outbox keep it in step, so a writer's plain INSERT
--- is all it takes to queue a message. A claim touches only the queue (as a
+-- of the current lease), the current claim token and the claims so far.
+-- Triggers on loyalty.outbox keep it in step, so a writer's plain INSERT is all
+-- it takes to queue a message. A claim touches only the queue (as a
 -- hand-written SKIP LOCKED queue would); loyalty.outbox is written once per
 -- outcome (sent, retry, dead) and only in columns no index covers, so that
 -- write is a HOT update (fillfactor 45 leaves each row room on its page for
--- that new version even when a whole batch of neighbours is acked at once). Hence the outbox row of a message under a lease still
--- says 'pending'; its lease is the queue row (views show it as 'claimed').
+-- that new version even when a whole batch of neighbours is acked at once).
+-- Hence the outbox row of a message under a lease still says 'pending'; its
+-- lease is the queue row (views show it as 'claimed').
 --
 -- The four sender functions are SECURITY DEFINER (with a pinned search_path):
 -- loyalty_sender may run them and touch nothing else.
 --
 -- Locking. The queue row is the claim: claim_messages locks queue rows with
--- FOR UPDATE SKIP LOCKED, so two senders never hold the same message; ack and
--- fail lock the queue row (checking token and lease in the same statement)
--- before they touch the outbox row, the same order as everywhere else, so
--- sender calls cannot deadlock each other. A late ack after its lease has
--- expired is refused by that check even if nobody has claimed the message
--- again; once another sender has, the queue row carries the new token and the
--- old one matches nothing.
+-- FOR UPDATE SKIP LOCKED, so two senders never hold the same message. Ack and
+-- fail first lock the queue row, only if it carries their token (an ack
+-- deletes it, and raises if the lease had ended, which undoes the delete),
+-- then write the outbox row (a claim only reads it), so sender calls cannot
+-- deadlock each other. A late ack after its lease ended is refused even if
+-- nobody has claimed the message again; once another sender has, the queue
+-- row carries the new token and the old one matches nothing. A change made
+-- by hand to a pending outbox row locks that row first and the queue row
+-- second (trigger); racing an ack or fail of the same message it may
+-- deadlock, which PostgreSQL detects: one of the two is rolled back, nothing
+-- is lost.
 
 CREATE TABLE loyalty.outbox_queue (
     message_id  bigint PRIMARY KEY,
