@@ -51,6 +51,7 @@ q() {
             *) OUT+=("$line") ;;
         esac
     done
+    for line in "${OUT[@]}"; do log "$line"; done
     log "psql is gone"
     exit 1
 }
