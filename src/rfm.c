@@ -823,6 +823,7 @@ RfmDirectFlush(RfmDirect *d)
 
 	if (d->nslots == 0)
 		return;
+	CHECK_FOR_INTERRUPTS();
 	oldctx = MemoryContextSwitchTo(GetPerTupleMemoryContext(d->estate));
 	table_multi_insert(d->rfm, d->slots, d->nslots, d->cid, 0, d->bistate);
 	for (int i = 0; i < d->nslots; i++)
@@ -996,7 +997,8 @@ rfm_score(PG_FUNCTION_ARGS)
 
 		/*
 		 * Queue entries seen now are covered by this pass: the rows are read
-		 * afterwards, with a newer snapshot.
+		 * afterwards, with the same snapshot or a newer one (an entry commits
+		 * with its customer's state change).
 		 */
 		ret = SPI_execute("SELECT seq FROM loyalty.score_queue", true, 0);
 		if (ret != SPI_OK_SELECT)
