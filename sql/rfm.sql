@@ -127,6 +127,66 @@ SELECT bins, mode, customers FROM loyalty.rfm_bounds;
 SELECT loyalty.record_refund('tie1') AS refunded;
 SELECT count(*) AS tie1_rows FROM loyalty.customer_segments WHERE customer_id = 'tie1';
 
+-- The full pass writes through the table AM (READ COMMITTED, plain table) or
+-- through SQL (otherwise); both must leave the same rows. Start: scores as of
+-- April 15; then rescore as of June 1 (recency moves: updates).
+CREATE TEMP TABLE rfm_start AS SELECT * FROM loyalty.customer_rfm;
+SELECT rescored > 0 AS rescored FROM loyalty.refresh(as_of => '2026-06-01 00:00+00');
+CREATE TEMP TABLE rfm_direct AS SELECT * FROM loyalty.customer_rfm;
+-- the same step through SQL (REPEATABLE READ), from the same start
+TRUNCATE loyalty.customer_rfm;
+INSERT INTO loyalty.customer_rfm SELECT * FROM rfm_start;
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SET LOCAL client_min_messages = debug1;
+SELECT rescored > 0 AS rescored FROM loyalty.refresh(as_of => '2026-06-01 00:00+00');
+COMMIT;
+SELECT (SELECT count(*) FROM loyalty.customer_rfm) AS rows_sql, (SELECT count(*) FROM rfm_direct) AS rows_direct,
+       (SELECT count(*) FROM (SELECT * FROM loyalty.customer_rfm EXCEPT SELECT * FROM rfm_direct) x) AS only_sql,
+       (SELECT count(*) FROM (SELECT * FROM rfm_direct EXCEPT SELECT * FROM loyalty.customer_rfm) x) AS only_direct,
+       (SELECT count(*) FROM rfm_direct WHERE scored_at = '2026-06-01 00:00+00') > 0 AS some_updated,
+       (SELECT count(*) FROM rfm_direct WHERE scored_at < '2026-06-01 00:00+00') > 0 AS some_kept;
+-- every score written new (an empty table): the same rows both ways
+TRUNCATE loyalty.customer_rfm;
+SELECT rescored FROM loyalty.refresh(as_of => '2026-06-01 00:00+00');
+CREATE TEMP TABLE rfm_direct_new AS SELECT * FROM loyalty.customer_rfm;
+TRUNCATE loyalty.customer_rfm;
+BEGIN ISOLATION LEVEL SERIALIZABLE;
+SELECT rescored FROM loyalty.refresh(as_of => '2026-06-01 00:00+00');
+COMMIT;
+SELECT count(*) AS rows_sql,
+       (SELECT count(*) FROM (SELECT * FROM loyalty.customer_rfm EXCEPT SELECT * FROM rfm_direct_new) x) AS only_sql,
+       (SELECT count(*) FROM (SELECT * FROM rfm_direct_new EXCEPT SELECT * FROM loyalty.customer_rfm) x) AS only_direct,
+       (SELECT count(*) FROM rfm_direct_new) = (SELECT count(*) FROM loyalty.customer_state) AS everyone_scored
+  FROM loyalty.customer_rfm;
+-- a shop's own trigger on customer_rfm fires for every row written (the SQL pass runs)
+CREATE TABLE rfm_trigger_log (op text, customer_id text);
+CREATE FUNCTION rfm_log() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN INSERT INTO public.rfm_trigger_log VALUES (TG_OP, NEW.customer_id); RETURN NEW; END $$;
+CREATE TRIGGER rfm_log AFTER INSERT OR UPDATE ON loyalty.customer_rfm FOR EACH ROW EXECUTE FUNCTION rfm_log();
+TRUNCATE loyalty.customer_rfm;
+SET client_min_messages = debug1;
+SELECT rescored FROM loyalty.refresh(as_of => '2026-06-01 00:00+00');
+SET client_min_messages = warning;
+SELECT op, count(*) FROM rfm_trigger_log GROUP BY op ORDER BY op;
+SELECT count(*) AS only_trigger_run FROM (SELECT * FROM loyalty.customer_rfm EXCEPT SELECT * FROM rfm_direct_new) x;
+DROP TRIGGER rfm_log ON loyalty.customer_rfm;
+DROP TABLE rfm_trigger_log;
+DROP FUNCTION rfm_log();
+-- stored rows whose customer has no state (before, between and after the
+-- customers in key order) are left alone while every other row is rewritten,
+-- as by the SQL pass (the intake deletes such rows itself)
+INSERT INTO loyalty.customer_rfm VALUES ('a0', 1, 1, 1, 'Lost', '2026-01-01'), ('r0', 1, 1, 1, 'Lost', '2026-01-01'),
+                                        ('zz', 1, 1, 1, 'Lost', '2026-01-01');
+UPDATE loyalty.segment_rules SET segment = segment || '*';
+SELECT rescored FROM loyalty.refresh(as_of => '2026-06-02 00:00+00');
+SELECT count(*) FILTER (WHERE segment LIKE '%*') AS renamed, count(*) FILTER (WHERE segment = 'Other') AS other,
+       count(*) FILTER (WHERE customer_id IN ('a0', 'r0', 'zz') AND segment = 'Lost') AS ghosts_kept,
+       count(*) FILTER (WHERE scored_at = '2026-06-02 00:00+00') AS rescored_rows
+  FROM loyalty.customer_rfm;
+UPDATE loyalty.segment_rules SET segment = rtrim(segment, '*');
+SELECT rescored FROM loyalty.refresh(as_of => '2026-06-02 00:00+00');
+DELETE FROM loyalty.customer_rfm WHERE customer_id IN ('a0', 'r0', 'zz');
+
 -- views are documented for BI tools
 SELECT count(*) > 5 AS many_views, count(*) FILTER (WHERE obj_description(c.oid, 'pg_class') IS NULL) AS undocumented_views
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace

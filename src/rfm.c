@@ -13,17 +13,31 @@
 
 #include <math.h>
 
+#include "access/genam.h"
+#include "access/heapam.h"
+#include "access/nbtree.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_am.h"
 #include "catalog/pg_type.h"
+#include "executor/executor.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "miscadmin.h"
+#include "nodes/makefuncs.h"
+#include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 #define RFM_MAX_BINS 10
 #define RFM_BATCH 10000
+#define RFM_MULTI 1000			/* rows per heap multi-insert (as COPY) */
 
 typedef struct RfmBounds
 {
@@ -274,6 +288,7 @@ typedef struct RfmRow
 	int16		old_f;
 	int16		old_m;
 	int16		old_seg;		/* index into RfmSegments.names, -1 unknown */
+	ItemPointerData old_tid;	/* stored row (direct pass only) */
 } RfmRow;
 
 /* Index of a segment name, -1 when it is not one of today's names */
@@ -472,6 +487,433 @@ RfmDeleteSeqs(RfmSeqs *q)
 		elog(ERROR, "loyalty: clearing the score queue failed: %s", SPI_result_code_string(ret));
 }
 
+/*
+ * Direct full pass. The SPI pass above reads through a merge join and writes
+ * through INSERT/UPDATE statements; for a million customers most of its time
+ * goes to the executor per row. This pass reads both primary keys in order
+ * (the same merge join, in C) and writes the way COPY FROM does: new rows in
+ * heap multi-inserts of RFM_MULTI, then their index entries; changed rows by
+ * a table-AM update, with index entries only when the update is not HOT.
+ *
+ * It is used only when it does exactly what the SQL would (RfmDirectOpen):
+ * READ COMMITTED (under REPEATABLE READ / SERIALIZABLE the SQL path raises the
+ * serialization errors), the caller may read and write the tables, and
+ * customer_rfm is a plain table as the extension creates it: no triggers (the
+ * extension defines none; a shop's own would not fire here), no row security,
+ * no CHECK or generated columns, no extra columns. Otherwise the SPI pass runs.
+ *
+ * Concurrency: callers hold the refresh lock (74200, 2), so no other scorer
+ * writes customer_rfm meanwhile; the only other writer is the intake, which
+ * deletes the scores of a customer left with no orders. Reads use the
+ * caller's snapshot (rows this pass writes carry a later command id, so they
+ * are never read back). An update that finds its row deleted since skips it,
+ * as UPDATE does in READ COMMITTED. Unique checks run in index insertion as
+ * in INSERT.
+ */
+typedef struct RfmDirect
+{
+	Relation	state;			/* loyalty.customer_state, AccessShareLock */
+	Relation	state_pk;
+	Relation	rfm;			/* loyalty.customer_rfm, RowExclusiveLock */
+	Relation	rfm_pk;
+	Snapshot	snapshot;
+	FmgrInfo   *cmp;			/* the primary keys' order */
+	Oid			collation;
+	bool		bytewise_eq;	/* equal bytes imply equal keys */
+	/* writing */
+	EState	   *estate;
+	ResultRelInfo *rri;
+	BulkInsertState bistate;
+	CommandId	cid;
+	TupleTableSlot *slots[RFM_MULTI];
+	int			nslots;
+	TupleTableSlot *upd;
+	bool		update_checked;
+} RfmDirect;
+
+/* Attribute attnum of rel is named name and of type typid */
+static bool
+RfmHasColumn(Relation rel, int attnum, const char *name, Oid typid)
+{
+	TupleDesc	td = RelationGetDescr(rel);
+	Form_pg_attribute att;
+
+	if (attnum > td->natts)
+		return false;
+	att = TupleDescAttr(td, attnum - 1);
+	return !att->attisdropped && att->atttypid == typid && strcmp(NameStr(att->attname), name) == 0;
+}
+
+/* The primary key of rel: a btree on column 1 alone; NULL if not so */
+static Relation
+RfmOpenPrimaryKey(Relation rel)
+{
+	Oid			pk = RelationGetPrimaryKeyIndex(rel);
+	Relation	idx;
+
+	if (!OidIsValid(pk))
+		return NULL;
+	idx = index_open(pk, AccessShareLock);
+	if (idx->rd_rel->relam != BTREE_AM_OID || idx->rd_index->indnkeyatts != 1 ||
+		idx->rd_index->indnatts != 1 || idx->rd_index->indkey.values[0] != 1)
+	{
+		index_close(idx, AccessShareLock);
+		return NULL;
+	}
+	return idx;
+}
+
+/* Why the direct pass cannot run, or NULL when it can */
+static const char *
+RfmDirectBlocker(RfmDirect *d)
+{
+	TupleDesc	td = RelationGetDescr(d->rfm);
+
+	if (IsolationUsesXactSnapshot())
+		return "transaction isolation above READ COMMITTED";
+	if (d->state->rd_rel->relkind != RELKIND_RELATION || d->rfm->rd_rel->relkind != RELKIND_RELATION)
+		return "not plain tables";
+	if (pg_class_aclcheck(RelationGetRelid(d->state), GetUserId(), ACL_SELECT) != ACLCHECK_OK ||
+		pg_class_aclcheck(RelationGetRelid(d->rfm), GetUserId(), ACL_SELECT | ACL_INSERT | ACL_UPDATE) != ACLCHECK_OK)
+		return "privileges";
+	if (d->rfm->trigdesc != NULL)
+		return "triggers on loyalty.customer_rfm";
+	if (d->state->rd_rel->relrowsecurity || d->rfm->rd_rel->relrowsecurity)
+		return "row level security";
+	if (td->constr != NULL && (td->constr->num_check > 0 || td->constr->has_generated_stored))
+		return "check constraints or generated columns on loyalty.customer_rfm";
+	if (td->natts != 6 ||
+		!RfmHasColumn(d->rfm, 1, "customer_id", TEXTOID) || !RfmHasColumn(d->rfm, 2, "r_score", INT2OID) ||
+		!RfmHasColumn(d->rfm, 3, "f_score", INT2OID) || !RfmHasColumn(d->rfm, 4, "m_score", INT2OID) ||
+		!RfmHasColumn(d->rfm, 5, "segment", TEXTOID) || !RfmHasColumn(d->rfm, 6, "scored_at", TIMESTAMPTZOID))
+		return "loyalty.customer_rfm has other columns";
+	if (!RfmHasColumn(d->state, 1, "customer_id", TEXTOID) || !RfmHasColumn(d->state, 3, "last_order_at", TIMESTAMPTZOID) ||
+		!RfmHasColumn(d->state, 4, "orders", INT4OID) || !RfmHasColumn(d->state, 9, "net_spend", NUMERICOID))
+		return "loyalty.customer_state has other columns";
+	if (d->state_pk == NULL || d->rfm_pk == NULL ||
+		d->state_pk->rd_opfamily[0] != d->rfm_pk->rd_opfamily[0] ||
+		d->state_pk->rd_indcollation[0] != d->rfm_pk->rd_indcollation[0])
+		return "primary keys differ";
+	return NULL;
+}
+
+/* Open both tables and their keys; false (all closed again) if the SPI pass must run */
+static bool
+RfmDirectOpen(RfmDirect *d)
+{
+	Oid			nsp = get_namespace_oid("loyalty", false);
+	Oid			state_id = get_relname_relid("customer_state", nsp);
+	Oid			rfm_id = get_relname_relid("customer_rfm", nsp);
+	const char *blocker;
+
+	memset(d, 0, sizeof(*d));
+	if (!OidIsValid(state_id) || !OidIsValid(rfm_id))
+		elog(ERROR, "loyalty: loyalty.customer_state or loyalty.customer_rfm is missing");
+	d->state = table_open(state_id, AccessShareLock);
+	d->rfm = table_open(rfm_id, RowExclusiveLock);
+	d->state_pk = RfmOpenPrimaryKey(d->state);
+	d->rfm_pk = RfmOpenPrimaryKey(d->rfm);
+	blocker = RfmDirectBlocker(d);
+	if (blocker != NULL)
+	{
+		elog(DEBUG1, "loyalty: RFM scores written through SQL: %s", blocker);
+		if (d->state_pk)
+			index_close(d->state_pk, NoLock);
+		if (d->rfm_pk)
+			index_close(d->rfm_pk, NoLock);
+		table_close(d->rfm, NoLock);
+		table_close(d->state, NoLock);
+		return false;
+	}
+	d->cmp = index_getprocinfo(d->state_pk, 1, BTORDER_PROC);
+	d->collation = d->state_pk->rd_indcollation[0];
+	d->bytewise_eq = !OidIsValid(d->collation) || get_collation_isdeterministic(d->collation);
+	d->snapshot = RegisterSnapshot(GetActiveSnapshot());
+	return true;
+}
+
+/* Order of two customer ids as in the primary keys */
+static inline int
+RfmDirectCompare(RfmDirect *d, Datum a, Datum b)
+{
+	if (d->bytewise_eq)
+	{
+		struct varlena *va = (struct varlena *) DatumGetPointer(a);
+		struct varlena *vb = (struct varlena *) DatumGetPointer(b);
+
+		if (!VARATT_IS_EXTENDED(va) || VARATT_IS_SHORT(va))
+			if (!VARATT_IS_EXTENDED(vb) || VARATT_IS_SHORT(vb))
+				if (VARSIZE_ANY_EXHDR(va) == VARSIZE_ANY_EXHDR(vb) &&
+					memcmp(VARDATA_ANY(va), VARDATA_ANY(vb), VARSIZE_ANY_EXHDR(va)) == 0)
+					return 0;
+	}
+	return DatumGetInt32(FunctionCall2Coll(d->cmp, d->collation, a, b));
+}
+
+/* Customer ids, copied into large blocks (no per-id allocation overhead) */
+typedef struct RfmArena
+{
+	char	   *next;
+	Size		left;
+} RfmArena;
+
+static Datum
+RfmArenaCopyText(RfmArena *a, Datum d)
+{
+	struct varlena *v = pg_detoast_datum_packed((struct varlena *) DatumGetPointer(d));
+	Size		len = VARSIZE_ANY(v);
+	Size		need = INTALIGN(len);
+	char	   *p;
+
+	if (need > a->left)
+	{
+		a->left = Max(need, 1024 * 1024);
+		a->next = palloc(a->left);
+	}
+	p = a->next;
+	memcpy(p, v, len);
+	a->next += need;
+	a->left -= need;
+	return PointerGetDatum(p);
+}
+
+/* Segment index of a stored segment text, -1 if not one of today's names */
+static int16
+RfmSegmentIndexText(RfmSegments *segs, const int *lens, Datum seg)
+{
+	struct varlena *v = pg_detoast_datum_packed((struct varlena *) DatumGetPointer(seg));
+	int			len = VARSIZE_ANY_EXHDR(v);
+
+	for (int i = 0; i <= segs->nsegments; i++)
+		if (lens[i] == len && memcmp(segs->names[i], VARDATA_ANY(v), len) == 0)
+			return (int16) i;
+	return -1;
+}
+
+/*
+ * Read every customer with its stored scores: both primary keys in order,
+ * merged. Same rows as RfmLoadRows, plus where each stored row is.
+ */
+static RfmRow *
+RfmDirectLoadRows(RfmDirect *d, TimestampTz as_of, RfmSegments *segs, int64 *nrows)
+{
+	int64		n = 0;
+	/* sized from the planner's row count (VACUUM/ANALYZE), so rarely regrown */
+	int64		cap = Max((int64) (d->state->rd_rel->reltuples * 1.02), 0) + 1024;
+	RfmRow	   *rows = palloc_extended(sizeof(RfmRow) * cap, MCXT_ALLOC_HUGE);
+	RfmArena	arena = {NULL, 0};
+	int		   *seglens = palloc(sizeof(int) * (segs->nsegments + 1));
+	MemoryContext tmpctx = AllocSetContextCreate(CurrentMemoryContext, "loyalty rfm read", ALLOCSET_DEFAULT_SIZES);
+	TupleTableSlot *sslot = table_slot_create(d->state, NULL);
+	TupleTableSlot *rslot = table_slot_create(d->rfm, NULL);
+	IndexScanDesc sscan = index_beginscan(d->state, d->state_pk, d->snapshot, 0, 0);
+	IndexScanDesc rscan = index_beginscan(d->rfm, d->rfm_pk, d->snapshot, 0, 0);
+	bool		have_r;
+
+	for (int i = 0; i <= segs->nsegments; i++)
+		seglens[i] = strlen(segs->names[i]);
+	index_rescan(sscan, NULL, 0, NULL, 0);
+	index_rescan(rscan, NULL, 0, NULL, 0);
+	have_r = index_getnext_slot(rscan, ForwardScanDirection, rslot);
+	while (index_getnext_slot(sscan, ForwardScanDirection, sslot))
+	{
+		RfmRow	   *row;
+		Datum		id;
+		MemoryContext oldctx;
+
+		CHECK_FOR_INTERRUPTS();
+		if (n == cap)
+		{
+			cap *= 2;
+			rows = repalloc_huge(rows, sizeof(RfmRow) * cap);
+		}
+		row = &rows[n++];
+		slot_getsomeattrs(sslot, 9);
+		id = sslot->tts_values[0];
+		row->id = RfmArenaCopyText(&arena, id);
+		row->rv = RfmDays(as_of, DatumGetTimestampTz(sslot->tts_values[2]));
+		row->fv = (double) DatumGetInt32(sslot->tts_values[3]);
+		/* the numeric -> float8 cast of the SQL pass, so both give equal values */
+		oldctx = MemoryContextSwitchTo(tmpctx);
+		row->mv = DatumGetFloat8(DirectFunctionCall1(numeric_float8, sslot->tts_values[8]));
+		MemoryContextSwitchTo(oldctx);
+		if ((n & 1023) == 0)
+			MemoryContextReset(tmpctx);
+		row->old_r = row->old_f = row->old_m = 0;
+		row->old_seg = -1;
+		ItemPointerSetInvalid(&row->old_tid);
+
+		/* scores of customers without state are skipped, as by the LEFT JOIN */
+		while (have_r)
+		{
+			int			c;
+
+			slot_getsomeattrs(rslot, 5);
+			c = RfmDirectCompare(d, rslot->tts_values[0], id);
+			if (c > 0)
+				break;
+			if (c == 0)
+			{
+				row->old_r = DatumGetInt16(rslot->tts_values[1]);
+				row->old_f = DatumGetInt16(rslot->tts_values[2]);
+				row->old_m = DatumGetInt16(rslot->tts_values[3]);
+				row->old_seg = RfmSegmentIndexText(segs, seglens, rslot->tts_values[4]);
+				row->old_tid = rslot->tts_tid;
+			}
+			have_r = index_getnext_slot(rscan, ForwardScanDirection, rslot);
+			if (c == 0)
+				break;
+		}
+	}
+	index_endscan(sscan);
+	index_endscan(rscan);
+	ExecDropSingleTupleTableSlot(sslot);
+	ExecDropSingleTupleTableSlot(rslot);
+	MemoryContextDelete(tmpctx);
+	pfree(seglens);
+	*nrows = n;
+	return rows;
+}
+
+/* Set up writing to customer_rfm, as COPY FROM sets up its target */
+static void
+RfmDirectBeginWrite(RfmDirect *d)
+{
+	RangeTblEntry *rte = makeNode(RangeTblEntry);
+
+	d->estate = CreateExecutorState();
+	rte->rtekind = RTE_RELATION;
+	rte->relid = RelationGetRelid(d->rfm);
+	rte->relkind = RELKIND_RELATION;
+	rte->rellockmode = RowExclusiveLock;
+	ExecInitRangeTable(d->estate, list_make1(rte));
+	d->rri = makeNode(ResultRelInfo);
+	ExecInitResultRelation(d->estate, d->rri, 1);
+	CheckValidResultRel(d->rri, CMD_INSERT);
+	ExecOpenIndices(d->rri, false);
+	/*
+	 * No bulk-write buffer ring (COPY's BulkInsertState): the pages stay in
+	 * shared buffers, as with INSERT, since the scores are read right after.
+	 */
+	d->bistate = NULL;
+	d->cid = GetCurrentCommandId(true);
+	d->nslots = 0;
+}
+
+/* Fill a slot with one score row */
+static void
+RfmDirectFill(TupleTableSlot *slot, Datum id, int r, int f, int m, Datum seg, TimestampTz as_of)
+{
+	ExecClearTuple(slot);
+	slot->tts_values[0] = id;
+	slot->tts_values[1] = Int16GetDatum(r);
+	slot->tts_values[2] = Int16GetDatum(f);
+	slot->tts_values[3] = Int16GetDatum(m);
+	slot->tts_values[4] = seg;
+	slot->tts_values[5] = TimestampTzGetDatum(as_of);
+	memset(slot->tts_isnull, 0, sizeof(bool) * 6);
+	ExecStoreVirtualTuple(slot);
+}
+
+/* Insert the buffered new rows: heap first (one WAL record a page), then the key */
+static void
+RfmDirectFlush(RfmDirect *d)
+{
+	MemoryContext oldctx;
+
+	if (d->nslots == 0)
+		return;
+	CHECK_FOR_INTERRUPTS();
+	oldctx = MemoryContextSwitchTo(GetPerTupleMemoryContext(d->estate));
+	table_multi_insert(d->rfm, d->slots, d->nslots, d->cid, 0, d->bistate);
+	for (int i = 0; i < d->nslots; i++)
+	{
+		list_free(ExecInsertIndexTuples(d->rri, d->slots[i], d->estate, false, false, NULL, NIL));
+		ExecClearTuple(d->slots[i]);
+	}
+	MemoryContextSwitchTo(oldctx);
+	ResetPerTupleExprContext(d->estate);
+	d->nslots = 0;
+}
+
+/* Buffer one new score row */
+static void
+RfmDirectInsert(RfmDirect *d, Datum id, int r, int f, int m, Datum seg, TimestampTz as_of)
+{
+	if (d->slots[d->nslots] == NULL)
+		d->slots[d->nslots] = table_slot_create(d->rfm, NULL);
+	RfmDirectFill(d->slots[d->nslots], id, r, f, m, seg, as_of);
+	if (++d->nslots == RFM_MULTI)
+		RfmDirectFlush(d);
+}
+
+/* Rewrite one stored score row; false if the intake deleted it meanwhile */
+static bool
+RfmDirectUpdate(RfmDirect *d, ItemPointer tid, Datum id, int r, int f, int m, Datum seg, TimestampTz as_of)
+{
+	TM_Result	res;
+	TM_FailureData tmfd;
+	LockTupleMode lockmode;
+	bool		update_indexes;
+	MemoryContext oldctx;
+
+	if (!d->update_checked)
+	{
+		CheckValidResultRel(d->rri, CMD_UPDATE);
+		d->upd = table_slot_create(d->rfm, NULL);
+		d->update_checked = true;
+	}
+	RfmDirectFill(d->upd, id, r, f, m, seg, as_of);
+	oldctx = MemoryContextSwitchTo(GetPerTupleMemoryContext(d->estate));
+	res = table_tuple_update(d->rfm, tid, d->upd, d->cid, d->snapshot, InvalidSnapshot,
+							 true, &tmfd, &lockmode, &update_indexes);
+	if (res == TM_Ok && update_indexes)
+		list_free(ExecInsertIndexTuples(d->rri, d->upd, d->estate, true, false, NULL, NIL));
+	MemoryContextSwitchTo(oldctx);
+	ResetPerTupleExprContext(d->estate);
+	switch (res)
+	{
+		case TM_Ok:
+			return true;
+		case TM_Deleted:
+			return false;
+		case TM_Updated:
+			/* only a scorer updates these rows, and scorers hold the refresh lock */
+			ereport(ERROR,
+					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+					 errmsg("could not serialize access due to concurrent update of loyalty.customer_rfm"),
+					 errhint("Score through loyalty.refresh(), which takes the refresh lock.")));
+			break;
+		default:
+			elog(ERROR, "loyalty: unexpected result %d updating loyalty.customer_rfm", (int) res);
+	}
+	return false;
+}
+
+/* Finish writing and close everything RfmDirectOpen opened */
+static void
+RfmDirectClose(RfmDirect *d)
+{
+	if (d->estate != NULL)
+	{
+		RfmDirectFlush(d);
+		for (int i = 0; i < RFM_MULTI && d->slots[i] != NULL; i++)
+			ExecDropSingleTupleTableSlot(d->slots[i]);
+		if (d->upd)
+			ExecDropSingleTupleTableSlot(d->upd);
+		table_finish_bulk_insert(d->rfm, 0);
+		ExecCloseResultRelations(d->estate);
+		ExecCloseRangeTableRelations(d->estate);
+		FreeExecutorState(d->estate);
+		d->estate = NULL;
+	}
+	UnregisterSnapshot(d->snapshot);
+	index_close(d->state_pk, NoLock);
+	index_close(d->rfm_pk, NoLock);
+	table_close(d->rfm, NoLock);
+	table_close(d->state, NoLock);
+}
+
 PG_FUNCTION_INFO_V1(rfm_score);
 
 /*
@@ -550,10 +992,13 @@ rfm_score(PG_FUNCTION_ARGS)
 	{
 		RfmRow	   *rows;
 		int64		n;
+		RfmDirect	d;
+		bool		direct;
 
 		/*
 		 * Queue entries seen now are covered by this pass: the rows are read
-		 * afterwards, with a newer snapshot.
+		 * afterwards, with the same snapshot or a newer one (an entry commits
+		 * with its customer's state change).
 		 */
 		ret = SPI_execute("SELECT seq FROM loyalty.score_queue", true, 0);
 		if (ret != SPI_OK_SELECT)
@@ -562,9 +1007,12 @@ rfm_score(PG_FUNCTION_ARGS)
 			RfmAddSeq(&queue, SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
 		SPI_freetuptable(SPI_tuptable);
 
-		rows = RfmLoadRows(as_of, &segs, &n);
+		direct = RfmDirectOpen(&d);
+		rows = direct ? RfmDirectLoadRows(&d, as_of, &segs, &n) : RfmLoadRows(as_of, &segs, &n);
 		if (n == 0)
 		{
+			if (direct)
+				RfmDirectClose(&d);
 			SPI_execute("DELETE FROM loyalty.rfm_bounds", false, 0);
 			RfmDeleteSeqs(&queue);
 			SPI_finish();
@@ -580,6 +1028,8 @@ rfm_score(PG_FUNCTION_ARGS)
 		segtext = palloc(sizeof(Datum) * (segs.nsegments + 1));
 		for (int i = 0; i <= segs.nsegments; i++)
 			segtext[i] = CStringGetTextDatum(segs.names[i]);
+		if (direct)
+			RfmDirectBeginWrite(&d);
 		for (int64 i = 0; i < n; i++)
 		{
 			RfmRow	   *row = &rows[i];
@@ -594,6 +1044,16 @@ rfm_score(PG_FUNCTION_ARGS)
 			{
 				RfmBatch   *batch = row->old_r == 0 ? inserts : updates;
 
+				if (direct)
+				{
+					if (!ItemPointerIsValid(&row->old_tid))
+						RfmDirectInsert(&d, row->id, r, f, m, segtext[segi], as_of);
+					else if (!RfmDirectUpdate(&d, &row->old_tid, row->id, r, f, m, segtext[segi], as_of))
+						continue;
+					changed++;
+					continue;
+				}
+
 				batch->ids[batch->n] = row->id;
 				batch->r[batch->n] = Int16GetDatum(r);
 				batch->f[batch->n] = Int16GetDatum(f);
@@ -604,6 +1064,8 @@ rfm_score(PG_FUNCTION_ARGS)
 					RfmFlush(batch, batch == inserts, as_of);
 			}
 		}
+		if (direct)
+			RfmDirectClose(&d);
 		RfmFlush(inserts, true, as_of);
 		RfmFlush(updates, false, as_of);
 		RfmDeleteSeqs(&queue);

@@ -22,7 +22,8 @@ BEGIN
         EXIT WHEN n = 0;
     END LOOP;
     rescored := loyalty._rfm_score(true, as_of, NULL);
-    SELECT count(*) INTO customers FROM loyalty.customer_state;
+    -- the customers just scored: the pass stores their count with the bounds
+    customers := coalesce((SELECT b.customers FROM loyalty.rfm_bounds b), 0);
     IF fit_models THEN
         SELECT m.bgnbd_status, m.gamma_gamma_status INTO bgnbd, gamma_gamma FROM loyalty.fit_models() m;
     END IF;
