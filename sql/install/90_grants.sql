@@ -26,6 +26,7 @@ GRANT EXECUTE ON FUNCTION loyalty.upsert_customer(text, text, text, text, date, 
 GRANT SELECT ON loyalty.due_messages, loyalty.contact_quality, loyalty.journey_context, loyalty.campaigns,
                 loyalty.consents, loyalty.consent_history, loyalty.journey_settings TO loyalty_reader;
 GRANT EXECUTE ON FUNCTION loyalty.due_messages_at(timestamptz), loyalty.journey_context_at(timestamptz) TO loyalty_reader;
+GRANT SELECT ON loyalty.campaign_performance, loyalty.journey_report_settings TO loyalty_reader;
 
 -- Tables holding the shop's data are kept by pg_dump.
 SELECT pg_catalog.pg_extension_config_dump('loyalty.sources', '');
