@@ -193,15 +193,15 @@ DECLARE
     sid integer;
     n bigint := 0;
     col text;
+    colname text;
 BEGIN
     SELECT n2.nspname, c.relname INTO sch, tbl
       FROM pg_class c JOIN pg_namespace n2 ON n2.oid = c.relnamespace WHERE c.oid = rel;
     PERFORM loyalty._column_type(rel, 'customer_column', customer_column);
-    FOREACH col IN ARRAY ARRAY['name_column', 'email_column', 'phone_column', 'time_zone_column'] LOOP
-        IF CASE col WHEN 'name_column' THEN name_column WHEN 'email_column' THEN email_column
-                    WHEN 'phone_column' THEN phone_column ELSE time_zone_column END IS NOT NULL THEN
-            PERFORM loyalty._column_type(rel, col, CASE col WHEN 'name_column' THEN name_column WHEN 'email_column' THEN email_column
-                                                            WHEN 'phone_column' THEN phone_column ELSE time_zone_column END);
+    FOR col, colname IN SELECT * FROM unnest(ARRAY['name_column', 'email_column', 'phone_column', 'time_zone_column'],
+                                             ARRAY[name_column, email_column, phone_column, time_zone_column]) LOOP
+        IF colname IS NOT NULL THEN
+            PERFORM loyalty._column_type(rel, col, colname);
         END IF;
     END LOOP;
     IF birthday_column IS NOT NULL THEN

@@ -89,6 +89,7 @@ $$;
 CREATE FUNCTION loyalty._occasions(p_as_of timestamptz)
 RETURNS SETOF loyalty.journey_occasion
 LANGUAGE plpgsql STABLE
+ROWS 10000
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -291,11 +292,12 @@ RETURNS TABLE (campaign_id integer, campaign text, kind text, channel text, cust
                expires_at timestamptz, recipient text, template text, priority integer, payload jsonb)
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
+SET jit = off   -- compiling this plan costs far more than running it
 AS $$
 WITH st AS (
-    SELECT * FROM loyalty.journey_settings
+    SELECT * FROM loyalty.journey_settings LIMIT 1
 ), f AS (
-    SELECT cf.r, cf.alpha, cf.a, cf.b FROM loyalty.current_fits cf
+    SELECT cf.r, cf.alpha, cf.a, cf.b FROM loyalty.current_fits cf LIMIT 1
 ), occ AS (
     SELECT o.*, cp.name AS campaign, cp.kind, cp.channel, cp.template, cp.priority, cp.cooldown, cp.holdout_share,
            cp.valid_for, cp.params, cp.condition,
