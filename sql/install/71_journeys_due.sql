@@ -41,22 +41,20 @@ CREATE TYPE loyalty.journey_occasion AS (
 
 -- campaign:customer:occasion; ':' and '\' in the customer key are escaped, so
 -- two different (customer, occasion) pairs never share a key.
+-- The small helpers below are SQL-standard bodies (RETURN ...) without a SET
+-- clause: names are bound when the extension is created (pg_catalog first),
+-- and the planner can inline them into the per-candidate query, where a
+-- function call per row would cost more than the whole check.
 CREATE FUNCTION loyalty._dedupe_key(p_campaign integer, p_customer text, p_occasion text)
 RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT p_campaign::text || ':' || replace(replace(p_customer, '\', '\\'), ':', '\:') || ':' || p_occasion
-$$;
+RETURN p_campaign::text || ':' || replace(replace(p_customer, '\', '\\'), ':', '\:') || ':' || p_occasion;
 
--- Deterministic holdout draw in [0, 1) from campaign and customer.
+-- Deterministic holdout draw in [0, 1) from campaign and customer (53 bits of a 64-bit hash).
 CREATE FUNCTION loyalty._holdout_draw(p_campaign integer, p_customer text)
 RETURNS float8
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT ((hashtextextended(p_campaign::text || ':' || p_customer, 74200) & 9007199254740991)::float8 / 9007199254740992.0)
-$$;
+RETURN (hashtextextended(p_campaign::text || ':' || p_customer, 74200) & 9007199254740991)::float8 / 9007199254740992.0;
 
 -- P(alive) as of a time: BG/NBD with the current fit (days; one transaction per
 -- purchase day, as loyalty.model_inputs), else the heuristic of
@@ -65,15 +63,17 @@ CREATE FUNCTION loyalty._p_alive(p_purchase_days integer, p_first timestamptz, p
                                  r float8, alpha float8, a float8, b float8, p_shop_gap float8)
 RETURNS float8
 LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT CASE WHEN r IS NOT NULL THEN loyalty.bgnbd_p_alive(d.x, d.t_x, greatest(d.t, d.t_x), r, alpha, a, b)
-                ELSE exp(greatest(-700, -greatest(d.t - d.t_x, 0)
-                                        / CASE WHEN d.x > 0 AND d.t_x > 0 THEN d.t_x / d.x ELSE coalesce(p_shop_gap, 90) END)) END
-      FROM (SELECT p_purchase_days - 1 AS x,
-                   ((p_last AT TIME ZONE 'UTC')::date - (p_first AT TIME ZONE 'UTC')::date)::float8 AS t_x,
-                   ((p_as_of AT TIME ZONE 'UTC')::date - (p_first AT TIME ZONE 'UTC')::date)::float8 AS t) d
-$$;
+RETURN CASE WHEN r IS NOT NULL
+            THEN loyalty.bgnbd_p_alive(p_purchase_days - 1,
+                                       ((p_last AT TIME ZONE 'UTC')::date - (p_first AT TIME ZONE 'UTC')::date)::float8,
+                                       greatest((p_as_of AT TIME ZONE 'UTC')::date - (p_first AT TIME ZONE 'UTC')::date,
+                                                (p_last AT TIME ZONE 'UTC')::date - (p_first AT TIME ZONE 'UTC')::date)::float8,
+                                       r, alpha, a, b)
+            ELSE exp(greatest(-700, -greatest((p_as_of AT TIME ZONE 'UTC')::date - (p_last AT TIME ZONE 'UTC')::date, 0)
+                                    / CASE WHEN p_purchase_days > 1 AND (p_last AT TIME ZONE 'UTC')::date > (p_first AT TIME ZONE 'UTC')::date
+                                           THEN ((p_last AT TIME ZONE 'UTC')::date - (p_first AT TIME ZONE 'UTC')::date)::float8
+                                                / (p_purchase_days - 1)
+                                           ELSE coalesce(p_shop_gap, 90) END)) END;
 
 -- The shop's mean gap between purchase days of repeat buyers (heuristic P(alive) without a fit).
 CREATE FUNCTION loyalty._shop_gap()
@@ -258,14 +258,11 @@ $$;
 CREATE FUNCTION loyalty._recipient(p_channel text, p_customer text, p_email text, p_phone text)
 RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT CASE WHEN p_channel = 'email' THEN CASE WHEN p_email ~ '^[^@\s]+@[^@\s]+\.[^@\s]+$' THEN p_email END
-                WHEN p_channel IN ('sms', 'whatsapp')
-                     THEN CASE WHEN length(regexp_replace(p_phone, '[^0-9]', '', 'g')) >= 6
-                                AND p_phone ~ '^\+?[0-9][0-9 ()./-]*$' THEN p_phone END
-                ELSE p_customer END
-$$;
+RETURN CASE WHEN p_channel = 'email' THEN CASE WHEN p_email ~ '^[^@\s]+@[^@\s]+\.[^@\s]+$' THEN p_email END
+            WHEN p_channel IN ('sms', 'whatsapp')
+                 THEN CASE WHEN length(regexp_replace(p_phone, '[^0-9]', '', 'g')) >= 6
+                            AND p_phone ~ '^\+?[0-9][0-9 ()./-]*$' THEN p_phone END
+            ELSE p_customer END;
 
 -- Next allowed local time: as_of itself outside quiet hours, else the end of
 -- the quiet hours in the customer's zone (local wall-clock time, so a DST
@@ -273,15 +270,14 @@ $$;
 CREATE FUNCTION loyalty._after_quiet_hours(p_as_of timestamptz, p_zone text, p_start time, p_end time)
 RETURNS timestamptz
 LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT CASE WHEN p_start = p_end THEN p_as_of
-                WHEN p_start < p_end AND l.t >= p_start AND l.t < p_end THEN (l.d + p_end) AT TIME ZONE p_zone
-                WHEN p_start > p_end AND l.t >= p_start THEN (l.d + 1 + p_end) AT TIME ZONE p_zone
-                WHEN p_start > p_end AND l.t < p_end THEN (l.d + p_end) AT TIME ZONE p_zone
-                ELSE p_as_of END
-      FROM (SELECT (p_as_of AT TIME ZONE p_zone)::date AS d, (p_as_of AT TIME ZONE p_zone)::time AS t) l
-$$;
+RETURN CASE WHEN p_start = p_end THEN p_as_of
+            WHEN p_start < p_end AND (p_as_of AT TIME ZONE p_zone)::time >= p_start AND (p_as_of AT TIME ZONE p_zone)::time < p_end
+                 THEN ((p_as_of AT TIME ZONE p_zone)::date + p_end) AT TIME ZONE p_zone
+            WHEN p_start > p_end AND (p_as_of AT TIME ZONE p_zone)::time >= p_start
+                 THEN ((p_as_of AT TIME ZONE p_zone)::date + 1 + p_end) AT TIME ZONE p_zone
+            WHEN p_start > p_end AND (p_as_of AT TIME ZONE p_zone)::time < p_end
+                 THEN ((p_as_of AT TIME ZONE p_zone)::date + p_end) AT TIME ZONE p_zone
+            ELSE p_as_of END;
 
 -- Every occasion not yet in the outbox with the policy's decision. Order of the
 -- checks: consent, contact, validity (expired), holdout, cooldown, frequency
@@ -311,30 +307,36 @@ WITH st AS (
     SELECT occ.* FROM occ
      WHERE NOT EXISTS (SELECT 1 FROM loyalty.outbox ob WHERE ob.dedupe_key = occ.dedupe_key)
 ), checked AS (
-    SELECT x.*, p.name, p.email, p.phone,
-           coalesce(p.time_zone, st.default_time_zone) AS zone,
-           loyalty._recipient(x.channel, x.customer_id, p.email, p.phone) AS rcpt,
-           CASE WHEN ga.granted = false THEN 'no_consent'
-                WHEN coalesce(gc.granted, ga.granted) IS NOT true THEN 'no_consent'
-                WHEN loyalty._recipient(x.channel, x.customer_id, p.email, p.phone) IS NULL THEN 'no_contact'
-                WHEN x.occasion_at < as_of - x.valid_for THEN 'expired'
-                WHEN loyalty._holdout_draw(x.campaign_id, x.customer_id) < x.holdout_share THEN 'held_out'
+    -- each per-row expression once (OFFSET 0 keeps the inner query from being flattened)
+    SELECT y.*,
+           CASE WHEN y.all_granted = false THEN 'no_consent'
+                WHEN coalesce(y.ch_granted, y.all_granted) IS NOT true THEN 'no_consent'
+                WHEN y.rcpt IS NULL THEN 'no_contact'
+                WHEN y.occasion_at < as_of - y.valid_for THEN 'expired'
+                WHEN y.draw < y.holdout_share THEN 'held_out'
            END AS early,
-           CASE WHEN ga.granted = false THEN format('unsubscribed from all channels (%s)', coalesce(ga.source, 'no source'))
-                WHEN gc.granted = false THEN format('opted out of %s (%s)', x.channel, coalesce(gc.source, 'no source'))
-                WHEN coalesce(gc.granted, ga.granted) IS NOT true THEN format('no opt-in for %s', x.channel)
-                WHEN loyalty._recipient(x.channel, x.customer_id, p.email, p.phone) IS NULL
-                     THEN CASE WHEN x.channel = 'email' THEN 'no usable email address' ELSE 'no usable phone number' END
-                WHEN x.occasion_at < as_of - x.valid_for
-                     THEN format('occasion of %s missed for longer than valid_for (%s)', x.occasion_at, x.valid_for)
-                WHEN loyalty._holdout_draw(x.campaign_id, x.customer_id) < x.holdout_share
-                     THEN format('holdout group (%s of customers): recorded, not sent', x.holdout_share)
+           CASE WHEN y.all_granted = false THEN format('unsubscribed from all channels (%s)', coalesce(y.all_source, 'no source'))
+                WHEN y.ch_granted = false THEN format('opted out of %s (%s)', y.channel, coalesce(y.ch_source, 'no source'))
+                WHEN coalesce(y.ch_granted, y.all_granted) IS NOT true THEN format('no opt-in for %s', y.channel)
+                WHEN y.rcpt IS NULL
+                     THEN CASE WHEN y.channel = 'email' THEN 'no usable email address' ELSE 'no usable phone number' END
+                WHEN y.occasion_at < as_of - y.valid_for
+                     THEN format('occasion of %s missed for longer than valid_for (%s)', y.occasion_at, y.valid_for)
+                WHEN y.draw < y.holdout_share
+                     THEN format('holdout group (%s of customers): recorded, not sent', y.holdout_share)
            END AS early_reason
-      FROM fresh x
-     CROSS JOIN st
-      LEFT JOIN loyalty.profiles p ON p.customer_id = x.customer_id
-      LEFT JOIN loyalty.consents ga ON ga.customer_id = x.customer_id AND ga.channel = 'all'
-      LEFT JOIN loyalty.consents gc ON gc.customer_id = x.customer_id AND gc.channel = x.channel
+      FROM (SELECT x.*, p.name,
+                   coalesce(p.time_zone, st.default_time_zone) AS zone,
+                   loyalty._recipient(x.channel, x.customer_id, p.email, p.phone) AS rcpt,
+                   loyalty._holdout_draw(x.campaign_id, x.customer_id) AS draw,
+                   loyalty._after_quiet_hours(as_of, coalesce(p.time_zone, st.default_time_zone), st.quiet_start, st.quiet_end) AS after_quiet,
+                   ga.granted AS all_granted, ga.source AS all_source, gc.granted AS ch_granted, gc.source AS ch_source
+              FROM fresh x
+             CROSS JOIN st
+              LEFT JOIN loyalty.profiles p ON p.customer_id = x.customer_id
+              LEFT JOIN loyalty.consents ga ON ga.customer_id = x.customer_id AND ga.channel = 'all'
+              LEFT JOIN loyalty.consents gc ON gc.customer_id = x.customer_id AND gc.channel = x.channel
+            OFFSET 0) y
 ), competing AS (
     -- eligible so far: cooldown, then the cap by priority
     SELECT k.*,
@@ -354,23 +356,24 @@ WITH st AS (
       FROM competing k
 ), decided AS (
     SELECT k.campaign_id, k.customer_id, k.occasion, k.occasion_at, k.detail, k.campaign, k.kind, k.channel, k.template,
-           k.priority, k.valid_for, k.params, k.condition, k.dedupe_key, k.name, k.zone, k.rcpt,
+           k.priority, k.valid_for, k.params, k.condition, k.dedupe_key, k.name, k.zone, k.rcpt, k.after_quiet,
            CASE WHEN k.cooling THEN 'cooldown'
                 WHEN k.recent + k.rank > st.cap_messages THEN 'capped'
-                WHEN loyalty._after_quiet_hours(as_of, k.zone, st.quiet_start, st.quiet_end) > as_of THEN 'quiet_hours'
+                WHEN k.after_quiet > as_of THEN 'quiet_hours'
                 ELSE 'send' END AS decision,
            CASE WHEN k.cooling THEN format('cooldown: at most one %s message per %s', k.campaign, k.cooldown)
                 WHEN k.recent + k.rank > st.cap_messages
                      THEN format('frequency cap: %s messages per %s (%s already, %s of higher priority in this run)',
                                  st.cap_messages, st.cap_window, k.recent, k.rank - 1)
-                WHEN loyalty._after_quiet_hours(as_of, k.zone, st.quiet_start, st.quiet_end) > as_of
+                WHEN k.after_quiet > as_of
                      THEN format('quiet hours (%s-%s in %s): due at %s local', st.quiet_start, st.quiet_end, k.zone,
-                                 loyalty._after_quiet_hours(as_of, k.zone, st.quiet_start, st.quiet_end) AT TIME ZONE k.zone)
+                                 k.after_quiet AT TIME ZONE k.zone)
                 ELSE 'consent, contact, cooldown, cap and quiet hours allow it' END AS reason
       FROM ranked k CROSS JOIN st
     UNION ALL
     SELECT k.campaign_id, k.customer_id, k.occasion, k.occasion_at, k.detail, k.campaign, k.kind, k.channel, k.template,
-           k.priority, k.valid_for, k.params, k.condition, k.dedupe_key, k.name, k.zone, k.rcpt, k.early, k.early_reason
+           k.priority, k.valid_for, k.params, k.condition, k.dedupe_key, k.name, k.zone, k.rcpt, k.after_quiet,
+           k.early, k.early_reason
       FROM checked k
      WHERE k.early IS NOT NULL
 )
@@ -404,7 +407,7 @@ SELECT d.campaign_id, d.campaign, d.kind, d.channel, d.customer_id, d.occasion, 
                                 WHEN 'cooldown' THEN NULL
                                 WHEN 'no_consent' THEN NULL
                                 WHEN 'no_contact' THEN NULL
-                                ELSE loyalty._after_quiet_hours(as_of, d.zone, st.quiet_start, st.quiet_end) END AS due_at) w
+                                ELSE d.after_quiet END AS due_at) w
   LEFT JOIN loyalty.accounts ac ON ac.customer_id = d.customer_id AND d.decision IN ('send', 'quiet_hours', 'held_out', 'expired')
   LEFT JOIN loyalty.customer_tiers ct ON ct.customer_id = d.customer_id AND d.decision IN ('send', 'quiet_hours', 'held_out', 'expired')
   LEFT JOIN loyalty.customer_rfm rf ON rf.customer_id = d.customer_id AND d.decision IN ('send', 'quiet_hours', 'held_out', 'expired')
