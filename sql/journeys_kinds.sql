@@ -50,7 +50,7 @@ SELECT pg_temp.orders('w4', '2026-06-18 10:00');   -- due 18 June 11:00: still v
 SELECT * FROM pg_temp.due('2026-06-20 12:00');
 SELECT pg_temp.enqueue('2026-06-20 12:00');
 SELECT dedupe_key, customer_id, status, due_at, expires_at, recipient, payload->'occasion' AS occasion
-  FROM loyalty.outbox ORDER BY message_id;
+  FROM loyalty.outbox ORDER BY customer_id;
 -- a new order of w1 is no new welcome
 SELECT loyalty.record_order('w1', 'w1-2', 10, '2026-06-20 10:00') > 0 AS ordered;
 SELECT count(*) AS welcome_again FROM pg_temp.due('2026-06-20 12:00') WHERE customer_id = 'w1';

@@ -19,8 +19,8 @@
 CREATE INDEX orders_ordered_at_idx ON loyalty.orders (ordered_at);
 CREATE INDEX customer_state_first_order_idx ON loyalty.customer_state (first_order_at);
 CREATE INDEX customer_state_last_order_idx ON loyalty.customer_state (last_order_at);
--- cooldown and frequency cap look up a customer's recent messages
-CREATE INDEX outbox_customer_due_idx ON loyalty.outbox (customer_id, due_at);
+-- cooldown and frequency cap read the recent messages (by due time)
+CREATE INDEX outbox_due_idx ON loyalty.outbox (due_at);
 
 -- Per campaign, the as_of of the last enqueue_due run (the lower end of the
 -- expiry range: occasions before it were seen by that run).
@@ -89,7 +89,7 @@ $$;
 CREATE FUNCTION loyalty._occasions(p_as_of timestamptz)
 RETURNS SETOF loyalty.journey_occasion
 LANGUAGE plpgsql STABLE
-ROWS 10000
+ROWS 100000
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -288,7 +288,11 @@ RETURNS TABLE (campaign_id integer, campaign text, kind text, channel text, cust
                expires_at timestamptz, recipient text, template text, priority integer, payload jsonb)
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
-SET jit = off   -- compiling this plan costs far more than running it
+SET jit = off          -- compiling this plan costs far more than running it
+SET work_mem = '256MB' -- one run sorts and hashes every candidate: in memory, not on disk
+-- Hash joins only: right after a bulk enqueue the outbox's statistics say it
+-- is nearly empty, and a nested loop over it per candidate took minutes.
+SET enable_nestloop = off
 AS $$
 WITH st AS (
     SELECT * FROM loyalty.journey_settings LIMIT 1
@@ -337,18 +341,29 @@ WITH st AS (
               LEFT JOIN loyalty.consents ga ON ga.customer_id = x.customer_id AND ga.channel = 'all'
               LEFT JOIN loyalty.consents gc ON gc.customer_id = x.customer_id AND gc.channel = x.channel
             OFFSET 0) y
+), recent AS MATERIALIZED (
+    -- the outbox rows that count for cap and cooldown, read once per run
+    SELECT ob.customer_id, ob.campaign_id, ob.due_at
+      FROM loyalty.outbox ob
+     WHERE ob.due_at > as_of - greatest((SELECT st.cap_window FROM st),
+                                        (SELECT coalesce(max(cp.cooldown), '0') FROM loyalty.campaigns cp WHERE cp.active))
+       AND ob.status NOT IN ('held_out', 'expired')
+), per_customer AS (
+    SELECT r.customer_id, count(*) AS recent
+      FROM recent r CROSS JOIN st WHERE r.due_at > as_of - st.cap_window GROUP BY r.customer_id
+), per_campaign AS (
+    SELECT r.customer_id, r.campaign_id, max(r.due_at) AS last_due
+      FROM recent r WHERE r.campaign_id IS NOT NULL GROUP BY r.customer_id, r.campaign_id
 ), competing AS (
     -- eligible so far: cooldown, then the cap by priority
     SELECT k.*,
            (k.cooldown > '0' AND (
-               EXISTS (SELECT 1 FROM loyalty.outbox ob
-                        WHERE ob.customer_id = k.customer_id AND ob.campaign_id = k.campaign_id
-                          AND ob.due_at > as_of - k.cooldown AND ob.status NOT IN ('held_out', 'expired'))
+               coalesce(pc.last_due > as_of - k.cooldown, false)
                OR row_number() OVER (PARTITION BY k.customer_id, k.campaign_id ORDER BY k.occasion_at, k.occasion) > 1)) AS cooling,
-           (SELECT count(*) FROM loyalty.outbox ob
-             WHERE ob.customer_id = k.customer_id AND ob.due_at > as_of - st.cap_window
-               AND ob.status NOT IN ('held_out', 'expired')) AS recent
-      FROM checked k CROSS JOIN st
+           coalesce(pcu.recent, 0) AS recent
+      FROM checked k
+      LEFT JOIN per_customer pcu ON pcu.customer_id = k.customer_id
+      LEFT JOIN per_campaign pc ON pc.customer_id = k.customer_id AND pc.campaign_id = k.campaign_id
      WHERE k.early IS NULL
 ), ranked AS (
     SELECT k.*, row_number() OVER (PARTITION BY k.customer_id, k.cooling
