@@ -122,3 +122,9 @@ SELECT has_function_privilege('loyalty_app', 'loyalty.upsert_customer(text, text
        has_table_privilege('loyalty_reader', 'loyalty.due_messages', 'select') AS reader_due,
        has_table_privilege('loyalty_reader', 'loyalty.contact_quality', 'select') AS reader_quality,
        has_function_privilege('public', 'loyalty.enqueue_due(timestamptz)', 'execute') AS public_enqueue;
+-- the reader role reads the journey views without rights on the tables behind them
+SET ROLE loyalty_reader;
+SELECT count(*) >= 0 AS reader_reads_due, (SELECT count(*) >= 0 FROM loyalty.contact_quality) AS reader_reads_quality,
+       (SELECT count(*) >= 0 FROM loyalty.journey_context) AS reader_reads_context
+  FROM loyalty.due_messages;
+RESET ROLE;

@@ -63,6 +63,21 @@ SELECT pg_temp.only('order follow-up');
 SELECT * FROM pg_temp.due('2026-06-15 12:00') WHERE customer_id LIKE 'p%';
 SELECT * FROM pg_temp.due('2026-06-16 12:00') WHERE customer_id LIKE 'p%';
 
+-- after delivery: 7 days after the delivery time of a tracked orders table
+CREATE TABLE jr_orders (id text PRIMARY KEY, customer text, total numeric, placed timestamptz, delivered timestamptz);
+INSERT INTO jr_orders VALUES ('d-1', 'd1', 20, '2026-06-01 10:00', '2026-06-08 08:00'),   -- follow-up 15 June 08:00
+                             ('d-2', 'd1', 20, '2026-06-05 10:00', NULL);                 -- not delivered: waits
+SELECT loyalty.track_orders('jr_orders', 'customer', 'total', 'placed', 'id') AS backfilled;
+SELECT loyalty.track_deliveries('jr_orders', 'delivered');
+SELECT pg_temp.customer('d1');
+UPDATE loyalty.campaigns SET params = '{"days": 7, "after_delivery": true}' WHERE name = 'order follow-up';
+SELECT * FROM pg_temp.due('2026-06-15 12:00') WHERE customer_id LIKE 'd%';
+UPDATE jr_orders SET delivered = '2026-06-09 09:00' WHERE id = 'd-2';              -- captured by the trigger
+SELECT * FROM pg_temp.due('2026-06-16 12:00') WHERE customer_id LIKE 'd%';
+SELECT payload #>> '{occasion,delivered_at}' AS delivered_at FROM loyalty.due_messages_at('2026-06-16 12:00') WHERE occasion = 'order:d-2';
+UPDATE loyalty.campaigns SET params = '{"days": 7}' WHERE name = 'order follow-up';
+DROP TABLE jr_orders;
+
 -- ---- repurchase_reminder: the customer's own gap between purchase days times factor
 SELECT pg_temp.orders('r1', '2026-04-15 00:00', '2026-05-05 00:00', '2026-05-25 00:00');   -- gap 20 days: due 14 June
 SELECT pg_temp.orders('r2', '2026-01-25 00:00', '2026-05-25 00:00');                       -- gap 120 days: due 22 September

@@ -2,9 +2,10 @@
 -- usable contact and the data-quality view, frequency cap with priority,
 -- cooldown, quiet hours across DST changes, 29 February birthdays, holdout
 -- determinism and share, reruns without duplicates.
-SET client_min_messages = notice;
+SET client_min_messages = warning;
 DROP EXTENSION loyalty CASCADE;
 CREATE EXTENSION loyalty;
+SET client_min_messages = notice;
 SET TIME ZONE 'UTC';
 \set SHOW_CONTEXT never
 

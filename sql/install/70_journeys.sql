@@ -327,6 +327,82 @@ $$;
 COMMENT ON FUNCTION loyalty.upsert_customer(text, text, text, text, date, text) IS
 'Create or change a customer''s profile from the app (NULL keeps a stored value); returns the profile';
 
+-- ---------------------------------------------------------------- deliveries
+
+-- Delivery times of tracked orders (loyalty.track_deliveries names the
+-- column), for post_purchase campaigns that follow up after delivery.
+CREATE TABLE loyalty.deliveries (
+    order_ref    text PRIMARY KEY,
+    delivered_at timestamptz NOT NULL,
+    source_id    integer NOT NULL,
+    recorded_at  timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+CREATE INDEX deliveries_delivered_idx ON loyalty.deliveries (delivered_at);
+COMMENT ON TABLE loyalty.deliveries IS 'When tracked orders were delivered (the delivery column named with loyalty.track_deliveries)';
+
+-- Row trigger keeping loyalty.deliveries; never fails the shop's write.
+CREATE FUNCTION loyalty.capture_delivery()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s loyalty.sources;
+    j jsonb;
+    ref text;
+    t timestamptz;
+    msg text;
+BEGIN
+    SELECT * INTO s FROM loyalty.sources WHERE source_id = TG_ARGV[0]::integer;
+    IF NOT FOUND OR s.delivered_at_column IS NULL THEN
+        RETURN NULL;
+    END IF;
+    BEGIN
+        j := to_jsonb(NEW);
+        ref := j ->> s.order_id_column;
+        t := (j ->> s.delivered_at_column)::timestamptz;
+        IF t IS NULL THEN
+            DELETE FROM loyalty.deliveries d WHERE d.order_ref = ref;
+        ELSIF ref IS NOT NULL THEN
+            INSERT INTO loyalty.deliveries AS d (order_ref, delivered_at, source_id) VALUES (ref, t, s.source_id)
+            ON CONFLICT (order_ref) DO UPDATE SET delivered_at = excluded.delivered_at, recorded_at = now()
+             WHERE d.delivered_at IS DISTINCT FROM excluded.delivered_at;
+        END IF;
+    EXCEPTION WHEN OTHERS THEN
+        GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
+        RAISE WARNING 'loyalty: delivery time of order % not stored: %', ref, msg
+              USING HINT = 'The order itself was saved; fix the delivery value and update the row again.';
+    END;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION loyalty.capture_delivery() IS 'Trigger attached by loyalty.track_deliveries(); do not call directly';
+
+-- Attach (and fill from existing rows) or detach the delivery trigger of a tracked table.
+CREATE FUNCTION loyalty._sync_delivery_trigger(p_rel regclass)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s loyalty.sources;
+BEGIN
+    SELECT * INTO s FROM loyalty.sources so WHERE format('%I.%I', so.relation_schema, so.relation_name)::regclass = p_rel;
+    IF NOT FOUND OR s.delivered_at_column IS NULL THEN
+        EXECUTE format('DROP TRIGGER IF EXISTS loyalty_capture_deliveries ON %s', p_rel);
+        RETURN;
+    END IF;
+    EXECUTE format('CREATE OR REPLACE TRIGGER loyalty_capture_deliveries AFTER INSERT OR UPDATE ON %s '
+                   'FOR EACH ROW EXECUTE FUNCTION loyalty.capture_delivery(%L)', p_rel, s.source_id);
+    EXECUTE format('INSERT INTO loyalty.deliveries AS d (order_ref, delivered_at, source_id)
+                    SELECT %I::text, %I::timestamptz, %s FROM %s WHERE %I IS NOT NULL AND %I IS NOT NULL
+                    ON CONFLICT (order_ref) DO UPDATE SET delivered_at = excluded.delivered_at
+                     WHERE d.delivered_at IS DISTINCT FROM excluded.delivered_at',
+                   s.order_id_column, s.delivered_at_column, s.source_id, p_rel, s.order_id_column, s.delivered_at_column);
+END
+$$;
+
 -- ---------------------------------------------------------------- consent
 
 CREATE TABLE loyalty.consent_history (
@@ -482,13 +558,15 @@ COMMENT ON COLUMN loyalty.campaigns.condition IS 'custom kind: a boolean SQL exp
 COMMENT ON COLUMN loyalty.campaigns.activated_at IS 'when active last became true (set automatically)';
 
 -- The per-customer context a custom campaign's condition is written against,
--- as of a given time (an inlinable SQL function: conditions are pushed into it).
+-- as of a given time (read-only; SECURITY DEFINER so that loyalty_reader can
+-- read the view).
 CREATE FUNCTION loyalty.journey_context_at(as_of timestamptz)
 RETURNS TABLE (customer_id text, name text, email text, phone text, birthday date, time_zone text,
                orders integer, first_order_at timestamptz, last_order_at timestamptz, days_since_last_order integer,
                net_spend numeric, avg_spend numeric, r_score smallint, f_score smallint, m_score smallint, segment text,
                points bigint, tier text)
 LANGUAGE sql STABLE
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT s.customer_id, p.name, p.email, p.phone, p.birthday, p.time_zone,
@@ -524,7 +602,7 @@ DECLARE
 BEGIN
     defaults := CASE p_kind
         WHEN 'welcome' THEN '{"delay_hours": 0}'
-        WHEN 'post_purchase' THEN '{"days": 7}'
+        WHEN 'post_purchase' THEN '{"days": 7, "after_delivery": false}'
         WHEN 'repurchase_reminder' THEN '{"factor": 1.0, "min_orders": 2}'
         WHEN 'win_back' THEN '{"max_days_since_last": 365}'
         WHEN 'birthday' THEN '{"days_before": 0}'
@@ -573,6 +651,8 @@ BEGIN
             msg := 'delay_hours must be between 0 and 720';
         ELSIF p_kind = 'post_purchase' AND NOT ((p->>'days')::integer BETWEEN 0 AND 365) THEN
             msg := 'days must be between 0 and 365';
+        ELSIF p_kind = 'post_purchase' AND jsonb_typeof(p->'after_delivery') <> 'boolean' THEN
+            msg := 'after_delivery must be true or false';
         ELSIF p_kind = 'repurchase_reminder' AND NOT ((p->>'factor')::numeric > 0 AND (p->>'factor')::numeric <= 10) THEN
             msg := 'factor must be above 0 and at most 10';
         ELSIF p_kind = 'repurchase_reminder' AND NOT ((p->>'min_orders')::integer BETWEEN 2 AND 1000) THEN

@@ -121,6 +121,17 @@ BEGIN
              WHERE s.first_order_at >= lo - d AND s.first_order_at <= p_as_of - d;
         WHEN 'post_purchase' THEN
             d := make_interval(days => (c.params->>'days')::integer);
+            IF (c.params->>'after_delivery')::boolean THEN
+                -- days after delivery; an order not delivered yet waits
+                RETURN QUERY
+                SELECT c.campaign_id, o.customer_id, 'order:' || o.order_ref, dl.delivered_at + d,
+                       jsonb_build_object('order_ref', o.order_ref, 'amount', o.amount - o.refunded, 'ordered_at', o.ordered_at,
+                                          'delivered_at', dl.delivered_at)
+                  FROM loyalty.deliveries dl
+                  JOIN loyalty.orders o ON o.order_ref = dl.order_ref AND o.counts
+                 WHERE dl.delivered_at >= lo - d AND dl.delivered_at <= p_as_of - d;
+                CONTINUE;
+            END IF;
             RETURN QUERY
             SELECT c.campaign_id, o.customer_id, 'order:' || o.order_ref, o.ordered_at + d,
                    jsonb_build_object('order_ref', o.order_ref, 'amount', o.amount - o.refunded, 'ordered_at', o.ordered_at)
@@ -287,6 +298,7 @@ RETURNS TABLE (campaign_id integer, campaign text, kind text, channel text, cust
                occasion_at timestamptz, dedupe_key text, decision text, reason text, due_at timestamptz,
                expires_at timestamptz, recipient text, template text, priority integer, payload jsonb)
 LANGUAGE sql STABLE
+SECURITY DEFINER   -- read-only; lets loyalty_reader see decisions without the tables behind them
 SET search_path = pg_catalog, pg_temp
 SET jit = off          -- compiling this plan costs far more than running it
 SET work_mem = '256MB' -- one run sorts and hashes every candidate: in memory, not on disk

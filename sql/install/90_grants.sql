@@ -25,7 +25,8 @@ GRANT EXECUTE ON FUNCTION loyalty.upsert_customer(text, text, text, text, date, 
                           loyalty.set_consent(text, text, boolean, text) TO loyalty_app;
 GRANT SELECT ON loyalty.due_messages, loyalty.contact_quality, loyalty.journey_context, loyalty.campaigns,
                 loyalty.consents, loyalty.consent_history, loyalty.journey_settings TO loyalty_reader;
-GRANT EXECUTE ON FUNCTION loyalty.due_messages_at(timestamptz), loyalty.journey_context_at(timestamptz) TO loyalty_reader;
+GRANT EXECUTE ON FUNCTION loyalty.due_messages_at(timestamptz), loyalty.journey_context_at(timestamptz),
+                          loyalty._recipient(text, text, text, text) TO loyalty_reader;
 GRANT SELECT ON loyalty.campaign_performance, loyalty.journey_report_settings TO loyalty_reader;
 
 -- Tables holding the shop's data are kept by pg_dump.
@@ -43,6 +44,7 @@ SELECT pg_catalog.pg_extension_config_dump('loyalty.model_settings', '');
 SELECT pg_catalog.pg_extension_config_dump('loyalty.model_fits', '');
 SELECT pg_catalog.pg_extension_config_dump('loyalty.customer_sources', '');
 SELECT pg_catalog.pg_extension_config_dump('loyalty.profiles', '');
+SELECT pg_catalog.pg_extension_config_dump('loyalty.deliveries', '');
 SELECT pg_catalog.pg_extension_config_dump('loyalty.consent_history', '');
 SELECT pg_catalog.pg_extension_config_dump('loyalty.consents', '');
 SELECT pg_catalog.pg_extension_config_dump('loyalty.journey_settings', '');
