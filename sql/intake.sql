@@ -71,11 +71,13 @@ SELECT has_function_privilege('loyalty_app', 'loyalty.record_order(text,text,num
 SELECT has_function_privilege('loyalty_app', 'loyalty.track_orders(text,text,text,text,text,text,text[],boolean,integer)', 'EXECUTE') AS app_can_track;
 SELECT has_table_privilege('loyalty_reader', 'loyalty.segment_summary', 'SELECT') AS reader_sees_summary;
 SELECT has_table_privilege('loyalty_reader', 'loyalty.orders', 'SELECT') AS reader_sees_orders;
--- every function pins search_path, except plain C math and these
--- schema-qualified entry points (they resolve the shop's table name as the caller means it)
+-- every function pins search_path, except plain C math, SQL-standard bodies
+-- (RETURN ...: names are bound when created, so the caller's search_path plays
+-- no part; they stay inlinable) and these schema-qualified entry points (they
+-- resolve the shop's table name as the caller means it)
 SELECT p.proname, l.lanname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace JOIN pg_language l ON l.oid = p.prolang
  WHERE n.nspname = 'loyalty' AND p.prokind IN ('f', 'p') AND p.proconfig IS NULL
-   AND NOT (l.lanname = 'c' AND p.provolatile = 'i')
+   AND NOT (l.lanname = 'c' AND p.provolatile = 'i') AND p.prosqlbody IS NULL
  ORDER BY 1;
 -- SECURITY DEFINER functions all pin search_path
 SELECT count(*) AS definer_unpinned FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace

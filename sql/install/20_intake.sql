@@ -751,6 +751,7 @@ BEGIN
     EXECUTE format('DROP TRIGGER IF EXISTS loyalty_capture_orders ON %s', rel);
     EXECUTE format('DROP TRIGGER IF EXISTS loyalty_capture_truncate ON %s', rel);
     EXECUTE format('DROP TRIGGER IF EXISTS loyalty_earn_orders ON %s', rel);
+    EXECUTE format('DROP TRIGGER IF EXISTS loyalty_capture_deliveries ON %s', rel);
 END
 $$;
 CREATE FUNCTION loyalty.untrack_orders(source text)

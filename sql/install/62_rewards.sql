@@ -1041,6 +1041,7 @@ BEGIN
     END IF;
     UPDATE loyalty.sources so SET delivered_at_column = _track_deliveries.delivered_at_column
      WHERE format('%I.%I', so.relation_schema, so.relation_name)::regclass = rel;
+    PERFORM loyalty._sync_delivery_trigger(rel);   -- delivery times for the journeys (70_journeys.sql)
 END
 $$;
 CREATE FUNCTION loyalty.track_deliveries(source text, delivered_at_column text)

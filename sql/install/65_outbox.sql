@@ -8,11 +8,11 @@
 --     campaign's holdout group: recorded, never sent) or 'expired' (the occasion
 --     was missed for longer than the campaign's validity window);
 --   * only 'pending' rows with due_at <= now() can be claimed; the sender side
---     owns the claim columns and the statuses 'claimed', 'sent', 'dead'.
+--     owns the claim columns and the statuses 'sent' and 'dead'.
 --   * a message under a sender's lease stays 'pending' in this table: the lease
 --     is kept in loyalty.outbox_queue (see "The sender side" below), and the
 --     views show such a message as 'claimed'. claim_token is the token of the
---     claim that last acked or failed the message; claimed_until is not used.
+--     claim that last acked or failed the message.
 
 CREATE TABLE loyalty.outbox (
     message_id    bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -24,16 +24,14 @@ CREATE TABLE loyalty.outbox (
     template      text NOT NULL,
     payload       jsonb NOT NULL DEFAULT '{}'::jsonb,
     status        text NOT NULL DEFAULT 'pending'
-                  CHECK (status IN ('pending', 'claimed', 'sent', 'dead', 'held_out', 'expired')),
+                  CHECK (status IN ('pending', 'sent', 'dead', 'held_out', 'expired')),
     due_at        timestamptz NOT NULL DEFAULT pg_catalog.now(),
     expires_at    timestamptz,
     created_at    timestamptz NOT NULL DEFAULT pg_catalog.now(),
     attempts      integer NOT NULL DEFAULT 0,
     claim_token   uuid,
-    claimed_until timestamptz,
     sent_at       timestamptz,
-    last_error    text,
-    CHECK (status <> 'claimed' OR (claim_token IS NOT NULL AND claimed_until IS NOT NULL))
+    last_error    text
 ) WITH (fillfactor = 45);
 COMMENT ON TABLE loyalty.outbox IS 'Messages decided by the journeys: one row per campaign, customer and occasion (dedupe_key), drained by the sender';
 COMMENT ON COLUMN loyalty.outbox.dedupe_key IS 'campaign:customer:occasion; unique, so an occasion yields at most one row, ever';
@@ -522,7 +520,7 @@ DECLARE
     n bigint;
 BEGIN
     UPDATE loyalty.outbox o
-       SET status = 'pending', attempts = 0, due_at = pg_catalog.now(), claim_token = NULL, claimed_until = NULL
+       SET status = 'pending', attempts = 0, due_at = pg_catalog.now(), claim_token = NULL
      WHERE o.status OPERATOR(pg_catalog.=) 'dead'
        AND (requeue_dead.message_ids IS NULL OR o.message_id OPERATOR(pg_catalog.=) ANY (requeue_dead.message_ids));
     GET DIAGNOSTICS n = ROW_COUNT;

@@ -20,6 +20,15 @@ GRANT SELECT ON loyalty.customer_segments, loyalty.segment_summary, loyalty.reje
 GRANT EXECUTE ON FUNCTION loyalty.validate_models(integer) TO loyalty_reader;
 GRANT SELECT ON loyalty.customer_scores TO loyalty_app;
 
+-- journeys: the app keeps profiles and consent; BI reads the journey views
+GRANT EXECUTE ON FUNCTION loyalty.upsert_customer(text, text, text, text, date, text),
+                          loyalty.set_consent(text, text, boolean, text) TO loyalty_app;
+GRANT SELECT ON loyalty.due_messages, loyalty.contact_quality, loyalty.journey_context, loyalty.campaigns,
+                loyalty.consents, loyalty.consent_history, loyalty.journey_settings TO loyalty_reader;
+GRANT EXECUTE ON FUNCTION loyalty.due_messages_at(timestamptz), loyalty.journey_context_at(timestamptz),
+                          loyalty._recipient(text, text, text, text) TO loyalty_reader;
+GRANT SELECT ON loyalty.campaign_performance, loyalty.journey_report_settings TO loyalty_reader;
+
 -- Tables holding the shop's data are kept by pg_dump.
 SELECT pg_catalog.pg_extension_config_dump('loyalty.sources', '');
 SELECT pg_catalog.pg_extension_config_dump('loyalty.sources_source_id_seq', '');
@@ -33,6 +42,15 @@ SELECT pg_catalog.pg_extension_config_dump('loyalty.rfm_config', '');
 SELECT pg_catalog.pg_extension_config_dump('loyalty.segment_rules', '');
 SELECT pg_catalog.pg_extension_config_dump('loyalty.model_settings', '');
 SELECT pg_catalog.pg_extension_config_dump('loyalty.model_fits', '');
+SELECT pg_catalog.pg_extension_config_dump('loyalty.customer_sources', '');
+SELECT pg_catalog.pg_extension_config_dump('loyalty.profiles', '');
+SELECT pg_catalog.pg_extension_config_dump('loyalty.deliveries', '');
+SELECT pg_catalog.pg_extension_config_dump('loyalty.consent_history', '');
+SELECT pg_catalog.pg_extension_config_dump('loyalty.consents', '');
+SELECT pg_catalog.pg_extension_config_dump('loyalty.journey_settings', '');
+SELECT pg_catalog.pg_extension_config_dump('loyalty.campaigns', '');
+SELECT pg_catalog.pg_extension_config_dump('loyalty.campaigns_campaign_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('loyalty.journey_runs', '');
 
 -- the shop's sender: the sender API only
 GRANT EXECUTE ON FUNCTION loyalty.claim_messages(integer, interval),

@@ -1,0 +1,746 @@
+-- Journeys, part 1: customer profiles (from the shop's customers table or the
+-- app), consent with its history, journey settings and the campaigns table
+-- with its per-kind validation. Part 2 (71_journeys_due.sql) turns campaigns
+-- into candidate messages, applies the policy and writes loyalty.outbox.
+
+-- ---------------------------------------------------------------- time zones
+
+-- The zone names PostgreSQL knows (pg_timezone_names reads the zone files on
+-- every call, too slow for a row trigger), kept as a table.
+CREATE TABLE loyalty.time_zones (
+    name text PRIMARY KEY
+);
+INSERT INTO loyalty.time_zones SELECT DISTINCT name FROM pg_catalog.pg_timezone_names;
+CREATE UNIQUE INDEX time_zones_lower_idx ON loyalty.time_zones (pg_catalog.lower(name));
+COMMENT ON TABLE loyalty.time_zones IS 'Time zone names accepted for customers (a copy of pg_timezone_names, made at install)';
+
+-- The canonical zone name for a spelling of it (case-insensitive), NULL when unknown.
+CREATE FUNCTION loyalty._time_zone(p_zone text)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT z.name FROM loyalty.time_zones z WHERE lower(z.name) = lower(btrim(p_zone))
+$$;
+
+-- ---------------------------------------------------------------- profiles
+
+CREATE TABLE loyalty.customer_sources (
+    source_id         integer PRIMARY KEY DEFAULT nextval('loyalty.sources_source_id_seq'),
+    relation_schema   text NOT NULL,
+    relation_name     text NOT NULL,
+    customer_column   text NOT NULL,
+    name_column       text,
+    email_column      text,
+    phone_column      text,
+    birthday_column   text,
+    time_zone_column  text,
+    attached_at       timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    backfilled_rows   bigint NOT NULL DEFAULT 0,
+    UNIQUE (relation_schema, relation_name)
+);
+COMMENT ON TABLE loyalty.customer_sources IS
+'Shop customer tables attached with loyalty.track_customers() (ids shared with loyalty.sources, so loyalty.rejected_rows names either)';
+
+CREATE TABLE loyalty.profiles (
+    customer_id text PRIMARY KEY,
+    name        text,
+    email       text,
+    phone       text,
+    birthday    date,
+    time_zone   text,
+    birthday_md integer GENERATED ALWAYS AS
+                ((date_part('month', birthday) * 100 + date_part('day', birthday))::integer) STORED,
+    source_id   integer,
+    updated_at  timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+CREATE INDEX profiles_birthday_idx ON loyalty.profiles (birthday_md) WHERE birthday_md IS NOT NULL;
+COMMENT ON TABLE loyalty.profiles IS 'Customer contact data for the journeys: from a tracked customers table (source_id) or loyalty.upsert_customer() (source_id NULL)';
+COMMENT ON COLUMN loyalty.profiles.time_zone IS 'IANA zone name (loyalty.time_zones); NULL: journey_settings.default_time_zone';
+COMMENT ON COLUMN loyalty.profiles.birthday_md IS 'month * 100 + day of the birthday (indexed: birthday campaigns look up a few days)';
+
+-- Customers attached rows that loyalty cannot use land in rejected_rows; the
+-- summary names customer tables too.
+CREATE OR REPLACE VIEW loyalty.rejected_summary AS
+SELECT s.source_id, s.source, r.reason,
+       count(*) AS rows, min(r.rejected_at) AS first_rejected_at, max(r.rejected_at) AS last_rejected_at
+  FROM loyalty.rejected_rows r
+  JOIN (SELECT so.source_id, so.relation_schema || '.' || so.relation_name AS source FROM loyalty.sources so
+        UNION ALL
+        SELECT cs.source_id, cs.relation_schema || '.' || cs.relation_name FROM loyalty.customer_sources cs) s
+    ON s.source_id = r.source_id
+ WHERE r.resolved_at IS NULL
+ GROUP BY s.source_id, s.source, r.reason;
+
+-- Store one profile row from a tracked table; never raises. A NULL or empty
+-- key is rejected (nothing stored); an unknown time zone is stored as NULL and
+-- the row is listed in rejected_rows too, so the shop can fix it.
+CREATE FUNCTION loyalty._store_profile(p_source_id integer, p_customer text, p_name text, p_email text,
+                                       p_phone text, p_birthday date, p_zone text, p_row jsonb)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    zone text;
+    problem text;
+BEGIN
+    IF p_customer IS NULL OR btrim(p_customer) = '' THEN
+        problem := 'customer is null or empty';
+    ELSE
+        zone := loyalty._time_zone(p_zone);
+        IF p_zone IS NOT NULL AND btrim(p_zone) <> '' AND zone IS NULL THEN
+            problem := format('unknown time zone %s (stored as NULL)', quote_literal(p_zone));
+        END IF;
+        INSERT INTO loyalty.profiles AS p (customer_id, name, email, phone, birthday, time_zone, source_id, updated_at)
+        VALUES (p_customer, nullif(btrim(p_name), ''), nullif(btrim(p_email), ''), nullif(btrim(p_phone), ''),
+                p_birthday, zone, p_source_id, now())
+        ON CONFLICT (customer_id) DO UPDATE
+           SET name = excluded.name, email = excluded.email, phone = excluded.phone, birthday = excluded.birthday,
+               time_zone = excluded.time_zone, source_id = excluded.source_id, updated_at = excluded.updated_at
+         WHERE (p.name, p.email, p.phone, p.birthday, p.time_zone, p.source_id)
+               IS DISTINCT FROM (excluded.name, excluded.email, excluded.phone, excluded.birthday, excluded.time_zone, excluded.source_id);
+    END IF;
+    IF problem IS NOT NULL THEN
+        INSERT INTO loyalty.rejected_rows (source_id, order_ref, reason, row_data)
+        VALUES (p_source_id, p_customer, problem, p_row)
+        ON CONFLICT (source_id, order_ref) WHERE resolved_at IS NULL
+        DO UPDATE SET reason = excluded.reason, row_data = excluded.row_data, rejected_at = excluded.rejected_at;
+    ELSE
+        UPDATE loyalty.rejected_rows r SET resolved_at = now()
+         WHERE r.source_id = p_source_id AND r.order_ref = p_customer AND r.resolved_at IS NULL;
+    END IF;
+END
+$$;
+
+-- Row trigger on a tracked customers table. It never fails the shop's write:
+-- an error is kept in rejected_rows with a warning.
+CREATE FUNCTION loyalty.capture_customer()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s loyalty.customer_sources;
+    j jsonb;
+    o jsonb;
+    msg text;
+BEGIN
+    SELECT * INTO s FROM loyalty.customer_sources WHERE source_id = TG_ARGV[0]::integer;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    BEGIN
+        IF TG_OP <> 'INSERT' THEN
+            o := to_jsonb(OLD);
+        END IF;
+        IF TG_OP <> 'DELETE' THEN
+            j := to_jsonb(NEW);
+        END IF;
+        -- a deleted customer (or a changed key) takes its profile along
+        IF o IS NOT NULL AND (j IS NULL OR (o ->> s.customer_column) IS DISTINCT FROM (j ->> s.customer_column)) THEN
+            DELETE FROM loyalty.profiles p WHERE p.customer_id = o ->> s.customer_column AND p.source_id = s.source_id;
+        END IF;
+        IF j IS NOT NULL THEN
+            PERFORM loyalty._store_profile(s.source_id, j ->> s.customer_column,
+                                           j ->> s.name_column, j ->> s.email_column, j ->> s.phone_column,
+                                           (j ->> s.birthday_column)::timestamp::date, j ->> s.time_zone_column, j);
+        END IF;
+    EXCEPTION WHEN OTHERS THEN
+        GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
+        INSERT INTO loyalty.rejected_rows (source_id, order_ref, reason, row_data)
+        VALUES (s.source_id, coalesce(j, o) ->> s.customer_column, msg, coalesce(j, o));
+        RAISE WARNING 'loyalty: profile of customer % not stored: %', coalesce(j, o) ->> s.customer_column, msg
+              USING HINT = 'The shop''s row itself was saved; see loyalty.rejected_rows.';
+    END;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION loyalty.capture_customer() IS 'Trigger attached by loyalty.track_customers(); do not call directly';
+
+CREATE FUNCTION loyalty.capture_customer_truncate()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    DELETE FROM loyalty.profiles WHERE source_id = TG_ARGV[0]::integer;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION loyalty.capture_customer_truncate() IS 'Statement trigger attached by loyalty.track_customers(); do not call directly';
+
+CREATE FUNCTION loyalty.track_customers(
+    source            regclass,
+    customer_column   text,
+    name_column       text DEFAULT NULL,
+    email_column      text DEFAULT NULL,
+    phone_column      text DEFAULT NULL,
+    birthday_column   text DEFAULT NULL,
+    time_zone_column  text DEFAULT NULL,
+    backfill          boolean DEFAULT true)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    rel regclass := loyalty._resolve_table(source, source::text);
+    sch text;
+    tbl text;
+    t regtype;
+    sid integer;
+    n bigint := 0;
+    col text;
+    colname text;
+BEGIN
+    SELECT n2.nspname, c.relname INTO sch, tbl
+      FROM pg_class c JOIN pg_namespace n2 ON n2.oid = c.relnamespace WHERE c.oid = rel;
+    PERFORM loyalty._column_type(rel, 'customer_column', customer_column);
+    FOR col, colname IN SELECT * FROM unnest(ARRAY['name_column', 'email_column', 'phone_column', 'time_zone_column'],
+                                             ARRAY[name_column, email_column, phone_column, time_zone_column]) LOOP
+        IF colname IS NOT NULL THEN
+            PERFORM loyalty._column_type(rel, col, colname);
+        END IF;
+    END LOOP;
+    IF birthday_column IS NOT NULL THEN
+        t := loyalty._column_type(rel, 'birthday_column', birthday_column);
+        IF t NOT IN ('date'::regtype, 'timestamp without time zone'::regtype, 'timestamp with time zone'::regtype) THEN
+            RAISE EXCEPTION 'birthday column "%" is of type %, not a date', birthday_column, t
+                  USING ERRCODE = 'datatype_mismatch', HINT = 'The birthday column must be date (or timestamp).';
+        END IF;
+    END IF;
+
+    INSERT INTO loyalty.customer_sources AS s (relation_schema, relation_name, customer_column, name_column, email_column,
+                                                phone_column, birthday_column, time_zone_column)
+    VALUES (sch, tbl, customer_column, name_column, email_column, phone_column, birthday_column, time_zone_column)
+    ON CONFLICT (relation_schema, relation_name) DO UPDATE
+       SET customer_column = excluded.customer_column, name_column = excluded.name_column,
+           email_column = excluded.email_column, phone_column = excluded.phone_column,
+           birthday_column = excluded.birthday_column, time_zone_column = excluded.time_zone_column
+    RETURNING s.source_id INTO sid;
+
+    EXECUTE format('CREATE OR REPLACE TRIGGER loyalty_capture_customers AFTER INSERT OR UPDATE OR DELETE ON %I.%I '
+                   'FOR EACH ROW EXECUTE FUNCTION loyalty.capture_customer(%L)', sch, tbl, sid);
+    EXECUTE format('CREATE OR REPLACE TRIGGER loyalty_capture_customers_truncate AFTER TRUNCATE ON %I.%I '
+                   'FOR EACH STATEMENT EXECUTE FUNCTION loyalty.capture_customer_truncate(%L)', sch, tbl, sid);
+
+    IF backfill THEN
+        -- set-based: valid rows in one statement, the rest one by one (rejections)
+        EXECUTE format(
+            'WITH src AS (SELECT %I::text AS k, %s::text AS nm, %s::text AS em, %s::text AS ph, %s::date AS bd,
+                                 %s::text AS tz, to_jsonb(t) AS j FROM %I.%I t),
+                  chk AS (SELECT src.*, z.name AS zone FROM src LEFT JOIN loyalty.time_zones z ON lower(z.name) = lower(btrim(src.tz))),
+                  good AS (
+                    INSERT INTO loyalty.profiles AS p (customer_id, name, email, phone, birthday, time_zone, source_id)
+                    SELECT k, nullif(btrim(nm), ''''), nullif(btrim(em), ''''), nullif(btrim(ph), ''''), bd, zone, %s
+                      FROM chk WHERE k IS NOT NULL AND btrim(k) <> '''' AND (zone IS NOT NULL OR coalesce(btrim(tz), '''') = '''')
+                    ON CONFLICT (customer_id) DO UPDATE
+                       SET name = excluded.name, email = excluded.email, phone = excluded.phone, birthday = excluded.birthday,
+                           time_zone = excluded.time_zone, source_id = excluded.source_id, updated_at = now()
+                     WHERE (p.name, p.email, p.phone, p.birthday, p.time_zone, p.source_id)
+                           IS DISTINCT FROM (excluded.name, excluded.email, excluded.phone, excluded.birthday, excluded.time_zone, excluded.source_id)
+                    RETURNING 1)
+             SELECT (SELECT count(*) FROM chk) + 0 * (SELECT count(*) FROM good)',
+            customer_column,
+            coalesce(quote_ident(name_column), 'NULL'), coalesce(quote_ident(email_column), 'NULL'),
+            coalesce(quote_ident(phone_column), 'NULL'), coalesce(quote_ident(birthday_column), 'NULL'),
+            coalesce(quote_ident(time_zone_column), 'NULL'), sch, tbl, sid)
+        INTO n;
+        EXECUTE format(
+            'SELECT loyalty._store_profile(%s, k, nm, em, ph, bd, tz, j)
+               FROM (SELECT %I::text AS k, %s::text AS nm, %s::text AS em, %s::text AS ph, %s::date AS bd,
+                            %s::text AS tz, to_jsonb(t) AS j FROM %I.%I t) src
+              WHERE k IS NULL OR btrim(k) = '''' OR (coalesce(btrim(tz), '''') <> '''' AND loyalty._time_zone(tz) IS NULL)',
+            sid, customer_column,
+            coalesce(quote_ident(name_column), 'NULL'), coalesce(quote_ident(email_column), 'NULL'),
+            coalesce(quote_ident(phone_column), 'NULL'), coalesce(quote_ident(birthday_column), 'NULL'),
+            coalesce(quote_ident(time_zone_column), 'NULL'), sch, tbl);
+        UPDATE loyalty.customer_sources SET backfilled_rows = n WHERE source_id = sid;
+        RAISE NOTICE 'loyalty: tracking customers of %.% (source %), % existing rows read', sch, tbl, sid, n;
+    END IF;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION loyalty.track_customers(regclass, text, text, text, text, text, text, boolean) IS
+'Attach the shop''s customers table: profiles follow every insert/update/delete/truncate; existing rows are read now; returns rows read';
+
+CREATE FUNCTION loyalty.untrack_customers(source regclass)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    rel regclass := loyalty._resolve_table(source, source::text);
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM loyalty.customer_sources s
+                    WHERE format('%I.%I', s.relation_schema, s.relation_name)::regclass = rel) THEN
+        RAISE EXCEPTION '"%" is not tracked', source
+              USING ERRCODE = 'undefined_object', HINT = 'See loyalty.customer_sources for the tracked customer tables.';
+    END IF;
+    EXECUTE format('DROP TRIGGER IF EXISTS loyalty_capture_customers ON %s', rel);
+    EXECUTE format('DROP TRIGGER IF EXISTS loyalty_capture_customers_truncate ON %s', rel);
+END
+$$;
+COMMENT ON FUNCTION loyalty.untrack_customers(regclass) IS 'Detach a tracked customers table (its triggers); profiles already stored stay';
+
+-- From the app: set a customer's profile; a NULL argument keeps the stored value.
+CREATE FUNCTION loyalty.upsert_customer(customer_id text, name text DEFAULT NULL, email text DEFAULT NULL,
+                                        phone text DEFAULT NULL, birthday date DEFAULT NULL, time_zone text DEFAULT NULL)
+RETURNS loyalty.profiles
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    zone text;
+    p loyalty.profiles;
+BEGIN
+    IF customer_id IS NULL OR btrim(customer_id) = '' THEN
+        RAISE EXCEPTION 'customer_id must not be null or empty'
+              USING ERRCODE = 'null_value_not_allowed', HINT = 'Pass the shop''s own customer key as text, e.g. ''42''.';
+    END IF;
+    IF time_zone IS NOT NULL THEN
+        zone := loyalty._time_zone(time_zone);
+        IF zone IS NULL THEN
+            RAISE EXCEPTION 'unknown time zone %', quote_literal(time_zone)
+                  USING ERRCODE = 'invalid_parameter_value',
+                        HINT = 'Use an IANA zone name such as ''Europe/Berlin'' (see pg_timezone_names).';
+        END IF;
+    END IF;
+    IF birthday IS NOT NULL AND (birthday > current_date OR birthday < date '1900-01-01') THEN
+        RAISE EXCEPTION 'birthday % is not plausible', birthday
+              USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass the date of birth (the year may be a placeholder such as 1904).';
+    END IF;
+    INSERT INTO loyalty.profiles AS t (customer_id, name, email, phone, birthday, time_zone, source_id)
+    VALUES (upsert_customer.customer_id, nullif(btrim(upsert_customer.name), ''), nullif(btrim(upsert_customer.email), ''),
+            nullif(btrim(upsert_customer.phone), ''), upsert_customer.birthday, zone, NULL)
+    ON CONFLICT ON CONSTRAINT profiles_pkey DO UPDATE
+       SET name = coalesce(excluded.name, t.name), email = coalesce(excluded.email, t.email),
+           phone = coalesce(excluded.phone, t.phone), birthday = coalesce(excluded.birthday, t.birthday),
+           time_zone = coalesce(excluded.time_zone, t.time_zone), updated_at = now()
+    RETURNING * INTO p;
+    RETURN p;
+END
+$$;
+COMMENT ON FUNCTION loyalty.upsert_customer(text, text, text, text, date, text) IS
+'Create or change a customer''s profile from the app (NULL keeps a stored value); returns the profile';
+
+-- ---------------------------------------------------------------- deliveries
+
+-- Delivery times of tracked orders (loyalty.track_deliveries names the
+-- column), for post_purchase campaigns that follow up after delivery.
+CREATE TABLE loyalty.deliveries (
+    order_ref    text PRIMARY KEY,
+    delivered_at timestamptz NOT NULL,
+    source_id    integer NOT NULL,
+    recorded_at  timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+CREATE INDEX deliveries_delivered_idx ON loyalty.deliveries (delivered_at);
+COMMENT ON TABLE loyalty.deliveries IS 'When tracked orders were delivered (the delivery column named with loyalty.track_deliveries)';
+
+-- Row trigger keeping loyalty.deliveries; never fails the shop's write.
+CREATE FUNCTION loyalty.capture_delivery()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s loyalty.sources;
+    j jsonb;
+    ref text;
+    t timestamptz;
+    msg text;
+BEGIN
+    SELECT * INTO s FROM loyalty.sources WHERE source_id = TG_ARGV[0]::integer;
+    IF NOT FOUND OR s.delivered_at_column IS NULL THEN
+        RETURN NULL;
+    END IF;
+    BEGIN
+        j := to_jsonb(NEW);
+        ref := j ->> s.order_id_column;
+        t := (j ->> s.delivered_at_column)::timestamptz;
+        IF t IS NULL THEN
+            DELETE FROM loyalty.deliveries d WHERE d.order_ref = ref;
+        ELSIF ref IS NOT NULL THEN
+            INSERT INTO loyalty.deliveries AS d (order_ref, delivered_at, source_id) VALUES (ref, t, s.source_id)
+            ON CONFLICT (order_ref) DO UPDATE SET delivered_at = excluded.delivered_at, recorded_at = now()
+             WHERE d.delivered_at IS DISTINCT FROM excluded.delivered_at;
+        END IF;
+    EXCEPTION WHEN OTHERS THEN
+        GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
+        RAISE WARNING 'loyalty: delivery time of order % not stored: %', ref, msg
+              USING HINT = 'The order itself was saved; fix the delivery value and update the row again.';
+    END;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION loyalty.capture_delivery() IS 'Trigger attached by loyalty.track_deliveries(); do not call directly';
+
+-- Attach (and fill from existing rows) or detach the delivery trigger of a tracked table.
+CREATE FUNCTION loyalty._sync_delivery_trigger(p_rel regclass)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s loyalty.sources;
+BEGIN
+    SELECT * INTO s FROM loyalty.sources so WHERE format('%I.%I', so.relation_schema, so.relation_name)::regclass = p_rel;
+    IF NOT FOUND OR s.delivered_at_column IS NULL THEN
+        EXECUTE format('DROP TRIGGER IF EXISTS loyalty_capture_deliveries ON %s', p_rel);
+        RETURN;
+    END IF;
+    EXECUTE format('CREATE OR REPLACE TRIGGER loyalty_capture_deliveries AFTER INSERT OR UPDATE ON %s '
+                   'FOR EACH ROW EXECUTE FUNCTION loyalty.capture_delivery(%L)', p_rel, s.source_id);
+    EXECUTE format('INSERT INTO loyalty.deliveries AS d (order_ref, delivered_at, source_id)
+                    SELECT %I::text, %I::timestamptz, %s FROM %s WHERE %I IS NOT NULL AND %I IS NOT NULL
+                    ON CONFLICT (order_ref) DO UPDATE SET delivered_at = excluded.delivered_at
+                     WHERE d.delivered_at IS DISTINCT FROM excluded.delivered_at',
+                   s.order_id_column, s.delivered_at_column, s.source_id, p_rel, s.order_id_column, s.delivered_at_column);
+END
+$$;
+
+-- ---------------------------------------------------------------- consent
+
+CREATE TABLE loyalty.consent_history (
+    change_id   bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    customer_id text NOT NULL,
+    channel     text NOT NULL,
+    granted     boolean NOT NULL,
+    source      text,
+    changed_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    changed_by  text NOT NULL DEFAULT session_user
+);
+CREATE INDEX consent_history_customer_idx ON loyalty.consent_history (customer_id, change_id);
+COMMENT ON TABLE loyalty.consent_history IS 'Every consent change (opt-in or opt-out per channel), with time and source; never updated';
+
+CREATE TABLE loyalty.consents (
+    customer_id text NOT NULL,
+    channel     text NOT NULL,
+    granted     boolean NOT NULL,
+    source      text,
+    changed_at  timestamptz NOT NULL,
+    change_id   bigint NOT NULL,
+    PRIMARY KEY (customer_id, channel)
+);
+COMMENT ON TABLE loyalty.consents IS
+'Current consent per customer and channel (the newest change); channel ''all'' with granted false is a global unsubscribe';
+
+CREATE FUNCTION loyalty.set_consent(customer_id text, channel text, granted boolean, source text DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    ch text := lower(btrim(channel));
+    id bigint;
+BEGIN
+    IF customer_id IS NULL OR btrim(customer_id) = '' THEN
+        RAISE EXCEPTION 'customer_id must not be null or empty'
+              USING ERRCODE = 'null_value_not_allowed', HINT = 'Pass the shop''s own customer key as text, e.g. ''42''.';
+    END IF;
+    IF ch IS NULL OR ch = '' THEN
+        RAISE EXCEPTION 'channel must not be null or empty'
+              USING ERRCODE = 'null_value_not_allowed', HINT = 'Pass a channel such as ''email'', ''sms'', ''whatsapp'', ''push'', or ''all''.';
+    END IF;
+    IF granted IS NULL THEN
+        RAISE EXCEPTION 'granted must be true or false'
+              USING ERRCODE = 'null_value_not_allowed', HINT = 'true: the customer opted in; false: opted out.';
+    END IF;
+    INSERT INTO loyalty.consent_history (customer_id, channel, granted, source)
+    VALUES (set_consent.customer_id, ch, set_consent.granted, set_consent.source)
+    RETURNING change_id INTO id;
+    -- the newest change wins (a concurrent call for the same pair waits on the row)
+    INSERT INTO loyalty.consents AS c (customer_id, channel, granted, source, changed_at, change_id)
+    VALUES (set_consent.customer_id, ch, set_consent.granted, set_consent.source, now(), id)
+    ON CONFLICT ON CONSTRAINT consents_pkey DO UPDATE
+       SET granted = excluded.granted, source = excluded.source, changed_at = excluded.changed_at, change_id = excluded.change_id
+     WHERE c.change_id < excluded.change_id;
+    RETURN id;
+END
+$$;
+COMMENT ON FUNCTION loyalty.set_consent(text, text, boolean, text) IS
+'Record a consent change (channel, or ''all'': granted false there unsubscribes from everything); kept as history; returns the change id';
+
+-- ---------------------------------------------------------------- settings
+
+CREATE TABLE loyalty.journey_settings (
+    id                boolean PRIMARY KEY DEFAULT true CHECK (id),
+    cap_messages      integer NOT NULL DEFAULT 2 CHECK (cap_messages >= 1),
+    cap_window        interval NOT NULL DEFAULT '7 days' CHECK (cap_window > '0'),
+    quiet_start       time NOT NULL DEFAULT '21:00',
+    quiet_end         time NOT NULL DEFAULT '09:00',
+    default_time_zone text NOT NULL DEFAULT 'UTC',
+    updated_at        timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+INSERT INTO loyalty.journey_settings DEFAULT VALUES;
+COMMENT ON TABLE loyalty.journey_settings IS 'Journey policy settings (one row); change with loyalty.configure_journeys()';
+COMMENT ON COLUMN loyalty.journey_settings.cap_messages IS 'at most this many messages per customer within cap_window (all campaigns)';
+COMMENT ON COLUMN loyalty.journey_settings.quiet_start IS 'quiet hours start (customer''s local time); equal to quiet_end: no quiet hours';
+COMMENT ON COLUMN loyalty.journey_settings.quiet_end IS 'quiet hours end (local time): a message falling in quiet hours is due then';
+COMMENT ON COLUMN loyalty.journey_settings.default_time_zone IS 'time zone of customers without one';
+
+CREATE FUNCTION loyalty.configure_journeys(cap_messages integer DEFAULT NULL, cap_window interval DEFAULT NULL,
+                                           quiet_start time DEFAULT NULL, quiet_end time DEFAULT NULL,
+                                           default_time_zone text DEFAULT NULL)
+RETURNS loyalty.journey_settings
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    st loyalty.journey_settings;
+    zone text;
+BEGIN
+    IF cap_messages IS NOT NULL AND cap_messages < 1 THEN
+        RAISE EXCEPTION 'cap_messages must be at least 1, not %', cap_messages
+              USING ERRCODE = 'invalid_parameter_value', HINT = 'E.g. 2 messages per cap_window; pause campaigns to send none.';
+    END IF;
+    IF cap_window IS NOT NULL AND (cap_window <= '0' OR NOT isfinite(cap_window)) THEN
+        RAISE EXCEPTION 'cap_window must be a positive interval, not %', cap_window
+              USING ERRCODE = 'invalid_parameter_value', HINT = 'E.g. ''7 days''.';
+    END IF;
+    IF default_time_zone IS NOT NULL THEN
+        zone := loyalty._time_zone(default_time_zone);
+        IF zone IS NULL THEN
+            RAISE EXCEPTION 'unknown time zone %', quote_literal(default_time_zone)
+                  USING ERRCODE = 'invalid_parameter_value', HINT = 'Use an IANA zone name such as ''Europe/Berlin''.';
+        END IF;
+    END IF;
+    UPDATE loyalty.journey_settings s
+       SET cap_messages = coalesce(configure_journeys.cap_messages, s.cap_messages),
+           cap_window = coalesce(configure_journeys.cap_window, s.cap_window),
+           quiet_start = coalesce(configure_journeys.quiet_start, s.quiet_start),
+           quiet_end = coalesce(configure_journeys.quiet_end, s.quiet_end),
+           default_time_zone = coalesce(zone, s.default_time_zone),
+           updated_at = now()
+    RETURNING * INTO st;
+    RETURN st;
+END
+$$;
+COMMENT ON FUNCTION loyalty.configure_journeys(integer, interval, time, time, text) IS
+'Change the journey policy: frequency cap, quiet hours, default time zone (NULL keeps a setting); returns the settings in force';
+
+-- ---------------------------------------------------------------- campaigns
+
+CREATE TABLE loyalty.campaigns (
+    campaign_id   serial PRIMARY KEY,
+    name          text NOT NULL UNIQUE CHECK (btrim(name) <> ''),
+    kind          text NOT NULL,
+    channel       text NOT NULL CHECK (btrim(channel) <> ''),
+    template      text NOT NULL CHECK (btrim(template) <> ''),
+    params        jsonb NOT NULL DEFAULT '{}',
+    priority      integer NOT NULL DEFAULT 100,
+    cooldown      interval NOT NULL DEFAULT '0' CHECK (cooldown >= '0'),
+    holdout_share numeric NOT NULL DEFAULT 0 CHECK (holdout_share >= 0 AND holdout_share < 1),
+    active        boolean NOT NULL DEFAULT false,
+    active_from   timestamptz,
+    active_until  timestamptz,
+    valid_for     interval NOT NULL DEFAULT '3 days' CHECK (valid_for > '0'),
+    condition     text,
+    activated_at  timestamptz,
+    created_at    timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    updated_at    timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    CHECK (active_from IS NULL OR active_until IS NULL OR active_from < active_until)
+);
+COMMENT ON TABLE loyalty.campaigns IS 'Campaigns the shop edits: kind, channel, template, params, priority, cooldown, holdout share, active window';
+COMMENT ON COLUMN loyalty.campaigns.kind IS 'welcome, post_purchase, repurchase_reminder, win_back, birthday, points_expiring, tier_changed, milestone, custom';
+COMMENT ON COLUMN loyalty.campaigns.params IS 'per-kind parameters (README: Journeys); missing ones are filled with their defaults when saved';
+COMMENT ON COLUMN loyalty.campaigns.priority IS 'lower wins: when the frequency cap allows fewer messages than are due, the lowest priority numbers go';
+COMMENT ON COLUMN loyalty.campaigns.cooldown IS 'at most one message of this campaign per customer within this interval';
+COMMENT ON COLUMN loyalty.campaigns.holdout_share IS 'share of eligible customers held out (recorded, never sent), chosen by a hash of campaign and customer';
+COMMENT ON COLUMN loyalty.campaigns.active_from IS 'occasions before this are ignored; NULL: since the campaign was switched on (activated_at)';
+COMMENT ON COLUMN loyalty.campaigns.valid_for IS 'an occasion missed (nothing ran) is still sent within this long, and recorded as expired after';
+COMMENT ON COLUMN loyalty.campaigns.condition IS 'custom kind: a boolean SQL expression over the columns of loyalty.journey_context';
+COMMENT ON COLUMN loyalty.campaigns.activated_at IS 'when active last became true (set automatically)';
+
+-- The per-customer context a custom campaign's condition is written against,
+-- as of a given time (read-only; SECURITY DEFINER so that loyalty_reader can
+-- read the view).
+CREATE FUNCTION loyalty.journey_context_at(as_of timestamptz)
+RETURNS TABLE (customer_id text, name text, email text, phone text, birthday date, time_zone text,
+               orders integer, first_order_at timestamptz, last_order_at timestamptz, days_since_last_order integer,
+               net_spend numeric, avg_spend numeric, r_score smallint, f_score smallint, m_score smallint, segment text,
+               points bigint, tier text)
+LANGUAGE sql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT s.customer_id, p.name, p.email, p.phone, p.birthday, p.time_zone,
+           s.orders, s.first_order_at, s.last_order_at,
+           (date_part('epoch', as_of - s.last_order_at) / 86400)::integer,
+           s.net_spend, s.avg_spend, r.r_score, r.f_score, r.m_score, r.segment,
+           coalesce(a.balance, 0), t.tier
+      FROM loyalty.customer_state s
+      LEFT JOIN loyalty.profiles p ON p.customer_id = s.customer_id
+      LEFT JOIN loyalty.customer_rfm r ON r.customer_id = s.customer_id
+      LEFT JOIN loyalty.accounts a ON a.customer_id = s.customer_id
+      LEFT JOIN loyalty.customer_tiers t ON t.customer_id = s.customer_id
+$$;
+COMMENT ON FUNCTION loyalty.journey_context_at(timestamptz) IS 'Per-customer context of custom campaign conditions, as of a time';
+
+CREATE VIEW loyalty.journey_context AS SELECT * FROM loyalty.journey_context_at(pg_catalog.now());
+COMMENT ON VIEW loyalty.journey_context IS
+'What a custom campaign''s condition can use, per customer with orders: profile, order aggregates, RFM scores and segment, points, tier';
+
+-- Fill a kind's parameter defaults and check them; raises on anything wrong.
+CREATE FUNCTION loyalty._campaign_params(p_kind text, p_params jsonb, p_condition text)
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    defaults jsonb;
+    allowed text[];
+    p jsonb;
+    k text;
+    msg text;
+    hint text;
+BEGIN
+    defaults := CASE p_kind
+        WHEN 'welcome' THEN '{"delay_hours": 0}'
+        WHEN 'post_purchase' THEN '{"days": 7, "after_delivery": false}'
+        WHEN 'repurchase_reminder' THEN '{"factor": 1.0, "min_orders": 2}'
+        WHEN 'win_back' THEN '{"max_days_since_last": 365}'
+        WHEN 'birthday' THEN '{"days_before": 0}'
+        WHEN 'points_expiring' THEN '{"days_before": 14, "min_points": 1}'
+        WHEN 'tier_changed' THEN '{"direction": "up"}'
+        WHEN 'milestone' THEN '{}'
+        WHEN 'custom' THEN '{"occasion": "once"}'
+    END::jsonb;
+    IF defaults IS NULL THEN
+        RAISE EXCEPTION 'unknown campaign kind %', coalesce(quote_literal(p_kind), 'NULL')
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'Kinds: welcome, post_purchase, repurchase_reminder, win_back, birthday, points_expiring, tier_changed, milestone, custom.';
+    END IF;
+    IF p_params IS NULL OR jsonb_typeof(p_params) <> 'object' THEN
+        RAISE EXCEPTION 'params of a % campaign must be a JSON object', p_kind
+              USING ERRCODE = 'invalid_parameter_value', HINT = format('For example %s.', defaults);
+    END IF;
+    allowed := CASE p_kind WHEN 'win_back' THEN ARRAY['max_days_since_last', 'p_alive_below', 'segments']
+                           WHEN 'milestone' THEN ARRAY['orders', 'spend']
+                           ELSE ARRAY(SELECT jsonb_object_keys(defaults)) END;
+    SELECT k2 INTO k FROM jsonb_object_keys(p_params) k2 WHERE k2 <> ALL (allowed) LIMIT 1;
+    IF k IS NOT NULL THEN
+        RAISE EXCEPTION 'unknown parameter "%" for a % campaign', k, p_kind
+              USING ERRCODE = 'invalid_parameter_value', HINT = format('Parameters of %s: %s.', p_kind, array_to_string(allowed, ', '));
+    END IF;
+    IF EXISTS (SELECT 1 FROM jsonb_each(p_params) e WHERE jsonb_typeof(e.value) = 'null') THEN
+        RAISE EXCEPTION 'params of a % campaign must not hold null values', p_kind
+              USING ERRCODE = 'invalid_parameter_value', HINT = 'Leave a parameter out to get its default.';
+    END IF;
+    p := defaults || p_params;
+    IF p_kind = 'win_back' AND NOT (p ? 'p_alive_below' OR p ? 'segments') THEN
+        p := p || '{"p_alive_below": 0.3}';
+    END IF;
+    IF p_kind = 'custom' AND (p_condition IS NULL OR btrim(p_condition) = '') THEN
+        RAISE EXCEPTION 'a custom campaign needs a condition'
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'A boolean SQL expression over loyalty.journey_context, e.g. ''net_spend > 500 AND days_since_last_order > 60''.';
+    ELSIF p_kind <> 'custom' AND p_condition IS NOT NULL THEN
+        RAISE EXCEPTION 'only custom campaigns have a condition'
+              USING ERRCODE = 'invalid_parameter_value', HINT = 'Use kind ''custom'', or set condition to NULL.';
+    END IF;
+
+    -- every parameter's type and range
+    BEGIN
+        IF p_kind = 'welcome' AND NOT ((p->>'delay_hours')::numeric BETWEEN 0 AND 720) THEN
+            msg := 'delay_hours must be between 0 and 720';
+        ELSIF p_kind = 'post_purchase' AND NOT ((p->>'days')::integer BETWEEN 0 AND 365) THEN
+            msg := 'days must be between 0 and 365';
+        ELSIF p_kind = 'post_purchase' AND jsonb_typeof(p->'after_delivery') <> 'boolean' THEN
+            msg := 'after_delivery must be true or false';
+        ELSIF p_kind = 'repurchase_reminder' AND NOT ((p->>'factor')::numeric > 0 AND (p->>'factor')::numeric <= 10) THEN
+            msg := 'factor must be above 0 and at most 10';
+        ELSIF p_kind = 'repurchase_reminder' AND NOT ((p->>'min_orders')::integer BETWEEN 2 AND 1000) THEN
+            msg := 'min_orders must be between 2 and 1000';
+        ELSIF p_kind = 'win_back' AND NOT ((p->>'max_days_since_last')::integer BETWEEN 1 AND 3650) THEN
+            msg := 'max_days_since_last must be between 1 and 3650';
+        ELSIF p_kind = 'win_back' AND p ? 'p_alive_below'
+              AND NOT ((p->>'p_alive_below')::float8 > 0 AND (p->>'p_alive_below')::float8 < 1) THEN
+            msg := 'p_alive_below must be above 0 and below 1';
+        ELSIF p_kind = 'win_back' AND p ? 'segments'
+              AND (jsonb_typeof(p->'segments') <> 'array' OR jsonb_array_length(p->'segments') = 0
+                   OR EXISTS (SELECT 1 FROM jsonb_array_elements(p->'segments') e WHERE jsonb_typeof(e) <> 'string'
+                                 OR NOT EXISTS (SELECT 1 FROM loyalty.segment_rules r WHERE r.segment = e #>> '{}'))) THEN
+            msg := 'segments must be a non-empty array of segment names from loyalty.segment_rules';
+        ELSIF p_kind IN ('birthday') AND NOT ((p->>'days_before')::integer BETWEEN 0 AND 60) THEN
+            msg := 'days_before must be between 0 and 60';
+        ELSIF p_kind = 'points_expiring' AND NOT ((p->>'days_before')::integer BETWEEN 0 AND 365) THEN
+            msg := 'days_before must be between 0 and 365';
+        ELSIF p_kind = 'points_expiring' AND NOT ((p->>'min_points')::bigint >= 1) THEN
+            msg := 'min_points must be at least 1';
+        ELSIF p_kind = 'tier_changed' AND NOT coalesce(p->>'direction' IN ('up', 'down', 'any'), false) THEN
+            msg := 'direction must be up, down or any';
+        ELSIF p_kind = 'milestone' AND (p ? 'orders') = (p ? 'spend') THEN
+            msg := 'give exactly one of orders (the Nth order) and spend (a lifetime net spend threshold)';
+        ELSIF p_kind = 'milestone' AND p ? 'orders' AND NOT ((p->>'orders')::integer BETWEEN 1 AND 100000) THEN
+            msg := 'orders must be between 1 and 100000';
+        ELSIF p_kind = 'milestone' AND p ? 'spend' AND NOT ((p->>'spend')::numeric > 0 AND (p->>'spend')::numeric < 'Infinity') THEN
+            msg := 'spend must be a positive amount';
+        ELSIF p_kind = 'custom' AND NOT coalesce(p->>'occasion' IN ('once', 'daily', 'weekly', 'monthly'), false) THEN
+            msg := 'occasion must be once, daily, weekly or monthly';
+        END IF;
+    EXCEPTION WHEN data_exception THEN
+        msg := 'a parameter has the wrong type: ' || SQLERRM;
+    END;
+    IF msg IS NOT NULL THEN
+        RAISE EXCEPTION 'invalid params for a % campaign: %', p_kind, msg
+              USING ERRCODE = 'invalid_parameter_value', HINT = format('Parameters with their defaults: %s.', defaults);
+    END IF;
+
+    IF p_kind = 'custom' THEN
+        IF p_condition ~ ';' THEN
+            RAISE EXCEPTION 'condition % must be one expression, without ;', quote_literal(p_condition)
+                  USING ERRCODE = 'invalid_parameter_value', HINT = 'Combine tests with AND / OR.';
+        END IF;
+        -- parse and plan against the context (nothing is read: LIMIT 0)
+        BEGIN
+            EXECUTE format('SELECT c.customer_id FROM loyalty.journey_context_at(pg_catalog.now()) c WHERE (%s) LIMIT 0', p_condition);
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
+            SELECT string_agg(a.attname, ', ' ORDER BY a.attnum) INTO hint FROM pg_attribute a
+             WHERE a.attrelid = 'loyalty.journey_context'::regclass AND a.attnum > 0;
+            RAISE EXCEPTION 'condition % is not valid: %', quote_literal(p_condition), msg
+                  USING ERRCODE = 'invalid_parameter_value',
+                        HINT = 'Write a boolean SQL expression over the columns of loyalty.journey_context: ' || hint || '.';
+        END;
+    END IF;
+    RETURN p;
+END
+$$;
+
+CREATE FUNCTION loyalty._campaign_check()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    NEW.kind := lower(btrim(NEW.kind));
+    NEW.channel := lower(btrim(NEW.channel));
+    NEW.params := loyalty._campaign_params(NEW.kind, NEW.params, NEW.condition);
+    IF NEW.active AND (TG_OP = 'INSERT' OR NOT OLD.active) THEN
+        NEW.activated_at := now();
+    END IF;
+    NEW.updated_at := now();
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER campaign_check BEFORE INSERT OR UPDATE ON loyalty.campaigns
+    FOR EACH ROW EXECUTE FUNCTION loyalty._campaign_check();
+
+-- Examples, inactive: the shop switches on what it wants (UPDATE ... SET active = true).
+INSERT INTO loyalty.campaigns (name, kind, channel, template, params, priority, cooldown, holdout_share, valid_for, condition) VALUES
+    ('welcome', 'welcome', 'email', 'welcome', '{"delay_hours": 1}', 10, '0', 0.1, '3 days', NULL),
+    ('order follow-up', 'post_purchase', 'email', 'post_purchase', '{"days": 7}', 50, '14 days', 0.1, '3 days', NULL),
+    ('time to reorder', 'repurchase_reminder', 'email', 'repurchase', '{"factor": 1.2}', 40, '30 days', 0.1, '7 days', NULL),
+    ('we miss you', 'win_back', 'email', 'win_back', '{"p_alive_below": 0.3}', 60, '90 days', 0.1, '7 days', NULL),
+    ('happy birthday', 'birthday', 'email', 'birthday', '{"days_before": 0}', 20, '0', 0, '2 days', NULL),
+    ('points expiring', 'points_expiring', 'email', 'points_expiring', '{"days_before": 14}', 30, '7 days', 0, '7 days', NULL),
+    ('new tier', 'tier_changed', 'email', 'tier_up', '{"direction": "up"}', 20, '0', 0, '3 days', NULL),
+    ('5th order', 'milestone', 'email', 'milestone_orders', '{"orders": 5}', 30, '0', 0, '3 days', NULL),
+    ('big spender, quiet lately', 'custom', 'email', 'vip_check_in', '{"occasion": "monthly"}', 70, '30 days', 0.1, '7 days',
+     'net_spend > 500 AND days_since_last_order > 60');

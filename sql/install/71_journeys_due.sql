@@ -1,0 +1,523 @@
+-- Journeys, part 2: occasions of the active campaigns, the policy applied to
+-- each (consent, contact, validity, holdout, cooldown, frequency cap, quiet
+-- hours), the loyalty.due_messages view and loyalty.enqueue_due(), which
+-- writes the outcome into loyalty.outbox exactly once per occasion.
+--
+-- An occasion is one reason to message one customer: (campaign, customer,
+-- occasion key), e.g. (welcome, 42, 'first') or (post_purchase, 42,
+-- 'order:A-1001'). Its dedupe key campaign_id:customer:occasion is the
+-- outbox's unique key, so an occasion yields at most one outbox row, ever.
+-- Each occasion has a time (occasion_at: when it became due). Occasions are
+-- only looked for in index-backed time ranges:
+--   [greatest(start, as_of - valid_for), as_of]       -> still valid: policy decides
+--   [greatest(start, last run's as_of), as_of - valid_for) -> missed while nothing
+--                                                          ran: recorded as expired
+-- where start = coalesce(active_from, activated_at): occasions before the
+-- campaign was switched on are never messaged.
+
+-- Indexes the occasion ranges use.
+CREATE INDEX orders_ordered_at_idx ON loyalty.orders (ordered_at);
+CREATE INDEX customer_state_first_order_idx ON loyalty.customer_state (first_order_at);
+CREATE INDEX customer_state_last_order_idx ON loyalty.customer_state (last_order_at);
+-- cooldown and frequency cap read the recent messages (by due time)
+CREATE INDEX outbox_due_idx ON loyalty.outbox (due_at);
+
+-- Per campaign, the as_of of the last enqueue_due run (the lower end of the
+-- expiry range: occasions before it were seen by that run).
+CREATE TABLE loyalty.journey_runs (
+    campaign_id integer PRIMARY KEY,
+    last_as_of  timestamptz NOT NULL,
+    last_run_at timestamptz NOT NULL
+);
+COMMENT ON TABLE loyalty.journey_runs IS 'Per campaign: as_of and time of the last loyalty.enqueue_due() run';
+
+CREATE TYPE loyalty.journey_occasion AS (
+    campaign_id integer,
+    customer_id text,
+    occasion    text,
+    occasion_at timestamptz,
+    detail      jsonb
+);
+
+-- campaign:customer:occasion; ':' and '\' in the customer key are escaped, so
+-- two different (customer, occasion) pairs never share a key.
+-- The small helpers below are SQL-standard bodies (RETURN ...) without a SET
+-- clause: names are bound when the extension is created (pg_catalog first),
+-- and the planner can inline them into the per-candidate query, where a
+-- function call per row would cost more than the whole check.
+CREATE FUNCTION loyalty._dedupe_key(p_campaign integer, p_customer text, p_occasion text)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN p_campaign::text || ':' || replace(replace(p_customer, '\', '\\'), ':', '\:') || ':' || p_occasion;
+
+-- Deterministic holdout draw in [0, 1) from campaign and customer (53 bits of a 64-bit hash).
+CREATE FUNCTION loyalty._holdout_draw(p_campaign integer, p_customer text)
+RETURNS float8
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN (hashtextextended(p_campaign::text || ':' || p_customer, 74200) & 9007199254740991)::float8 / 9007199254740992.0;
+
+-- P(alive) as of a time: BG/NBD with the current fit (days; one transaction per
+-- purchase day, as loyalty.model_inputs), else the heuristic of
+-- loyalty.customer_scores: exp(-days since last purchase / typical gap).
+CREATE FUNCTION loyalty._p_alive(p_purchase_days integer, p_first timestamptz, p_last timestamptz, p_as_of timestamptz,
+                                 r float8, alpha float8, a float8, b float8, p_shop_gap float8)
+RETURNS float8
+LANGUAGE sql STABLE
+RETURN CASE WHEN r IS NOT NULL
+            THEN loyalty.bgnbd_p_alive(p_purchase_days - 1,
+                                       ((p_last AT TIME ZONE 'UTC')::date - (p_first AT TIME ZONE 'UTC')::date)::float8,
+                                       greatest((p_as_of AT TIME ZONE 'UTC')::date - (p_first AT TIME ZONE 'UTC')::date,
+                                                (p_last AT TIME ZONE 'UTC')::date - (p_first AT TIME ZONE 'UTC')::date)::float8,
+                                       r, alpha, a, b)
+            ELSE exp(greatest(-700, -greatest((p_as_of AT TIME ZONE 'UTC')::date - (p_last AT TIME ZONE 'UTC')::date, 0)
+                                    / CASE WHEN p_purchase_days > 1 AND (p_last AT TIME ZONE 'UTC')::date > (p_first AT TIME ZONE 'UTC')::date
+                                           THEN ((p_last AT TIME ZONE 'UTC')::date - (p_first AT TIME ZONE 'UTC')::date)::float8
+                                                / (p_purchase_days - 1)
+                                           ELSE coalesce(p_shop_gap, 90) END)) END;
+
+-- The shop's mean gap between purchase days of repeat buyers (heuristic P(alive) without a fit).
+CREATE FUNCTION loyalty._shop_gap()
+RETURNS float8
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT coalesce(avg(t_x / x) FILTER (WHERE x > 0 AND t_x > 0), 90) FROM loyalty.model_inputs
+$$;
+
+-- Occasions of the active campaigns that may need a decision as of as_of
+-- (both ranges above). One index-backed query per campaign.
+CREATE FUNCTION loyalty._occasions(p_as_of timestamptz)
+RETURNS SETOF loyalty.journey_occasion
+LANGUAGE plpgsql STABLE
+ROWS 100000
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c record;
+    lo timestamptz;
+    d interval;
+    f record;
+    gap float8;
+    mds integer[];
+BEGIN
+    FOR c IN
+        SELECT cp.*, coalesce(cp.active_from, cp.activated_at) AS start, r.last_as_of
+          FROM loyalty.campaigns cp LEFT JOIN loyalty.journey_runs r ON r.campaign_id = cp.campaign_id
+         WHERE cp.active AND coalesce(cp.active_from, cp.activated_at) <= p_as_of
+           AND (cp.active_until IS NULL OR cp.active_until > p_as_of - cp.valid_for)
+         ORDER BY cp.campaign_id
+    LOOP
+        -- expiry range starts at the last run (first run: nothing to expire)
+        lo := greatest(c.start, least(p_as_of - c.valid_for, coalesce(c.last_as_of, p_as_of - c.valid_for)));
+        CASE c.kind
+        WHEN 'welcome' THEN
+            d := make_interval(secs => (c.params->>'delay_hours')::float8 * 3600);
+            RETURN QUERY
+            SELECT c.campaign_id, s.customer_id, 'first', s.first_order_at + d,
+                   jsonb_build_object('order_ref', o.order_ref, 'amount', o.amount - o.refunded, 'ordered_at', o.ordered_at)
+              FROM loyalty.customer_state s
+              LEFT JOIN LATERAL (SELECT o.order_ref, o.amount, o.refunded, o.ordered_at FROM loyalty.orders o
+                                  WHERE o.customer_id = s.customer_id AND o.counts ORDER BY o.ordered_at, o.order_id LIMIT 1) o ON true
+             WHERE s.first_order_at >= lo - d AND s.first_order_at <= p_as_of - d;
+        WHEN 'post_purchase' THEN
+            d := make_interval(days => (c.params->>'days')::integer);
+            IF (c.params->>'after_delivery')::boolean THEN
+                -- days after delivery; an order not delivered yet waits
+                RETURN QUERY
+                SELECT c.campaign_id, o.customer_id, 'order:' || o.order_ref, dl.delivered_at + d,
+                       jsonb_build_object('order_ref', o.order_ref, 'amount', o.amount - o.refunded, 'ordered_at', o.ordered_at,
+                                          'delivered_at', dl.delivered_at)
+                  FROM loyalty.deliveries dl
+                  JOIN loyalty.orders o ON o.order_ref = dl.order_ref AND o.counts
+                 WHERE dl.delivered_at >= lo - d AND dl.delivered_at <= p_as_of - d;
+                CONTINUE;
+            END IF;
+            RETURN QUERY
+            SELECT c.campaign_id, o.customer_id, 'order:' || o.order_ref, o.ordered_at + d,
+                   jsonb_build_object('order_ref', o.order_ref, 'amount', o.amount - o.refunded, 'ordered_at', o.ordered_at)
+              FROM loyalty.orders o
+             WHERE o.ordered_at >= lo - d AND o.ordered_at <= p_as_of - d AND o.counts;
+        WHEN 'repurchase_reminder' THEN
+            -- the customer's own typical gap between purchase days, times factor
+            RETURN QUERY
+            SELECT c.campaign_id, x.customer_id, 'after:' || to_char(x.last_order_at AT TIME ZONE 'UTC', 'YYYYMMDD"T"HH24MISS'),
+                   x.due, jsonb_build_object('last_order_at', x.last_order_at, 'orders', x.orders,
+                                             'typical_days', round((date_part('epoch', x.gap) / 86400)::numeric, 1))
+              FROM (SELECT s.customer_id, s.last_order_at, s.orders, g.gap,
+                           s.last_order_at + g.gap * (c.params->>'factor')::float8 AS due
+                      FROM loyalty.customer_state s
+                     CROSS JOIN LATERAL (SELECT (s.last_order_at - s.first_order_at) / (s.purchase_days - 1) AS gap) g
+                     WHERE s.purchase_days >= (c.params->>'min_orders')::integer) x
+             WHERE x.due >= lo AND x.due <= p_as_of;
+        WHEN 'win_back' THEN
+            -- one occasion per lapse (keyed by the last purchase day), due now
+            SELECT cf.r, cf.alpha, cf.a, cf.b INTO f FROM loyalty.current_fits cf;
+            IF f.r IS NULL AND c.params ? 'p_alive_below' THEN
+                gap := loyalty._shop_gap();
+            END IF;
+            RETURN QUERY
+            SELECT c.campaign_id, s.customer_id, 'lapse:' || to_char(s.last_order_at AT TIME ZONE 'UTC', 'YYYYMMDD'),
+                   p_as_of, jsonb_build_object('last_order_at', s.last_order_at, 'p_alive', round(pa.p::numeric, 4),
+                                               'segment', rf.segment)
+              FROM loyalty.customer_state s
+              LEFT JOIN loyalty.customer_rfm rf ON rf.customer_id = s.customer_id
+             CROSS JOIN LATERAL (SELECT CASE WHEN c.params ? 'p_alive_below'
+                                             THEN loyalty._p_alive(s.purchase_days, s.first_order_at, s.last_order_at, p_as_of,
+                                                                   f.r, f.alpha, f.a, f.b, gap) END AS p) pa
+             WHERE s.last_order_at >= p_as_of - make_interval(days => (c.params->>'max_days_since_last')::integer)
+               AND s.last_order_at <= p_as_of
+               AND (pa.p < (c.params->>'p_alive_below')::float8
+                    OR rf.segment IN (SELECT jsonb_array_elements_text(coalesce(c.params->'segments', '[]'))));
+        WHEN 'birthday' THEN
+            -- local midnight, days_before the birthday, in the customer's zone;
+            -- 29 February is celebrated on 28 February in other years
+            d := make_interval(days => (c.params->>'days_before')::integer);
+            SELECT array_agg(DISTINCT date_part('month', g)::integer * 100 + date_part('day', g)::integer) INTO mds
+              FROM generate_series((lo AT TIME ZONE 'UTC')::date - 1 + d,
+                                   least((p_as_of AT TIME ZONE 'UTC')::date + 1, (lo AT TIME ZONE 'UTC')::date + 400) + d,
+                                   interval '1 day') g;
+            IF 228 = ANY (mds) THEN
+                mds := mds || 229;
+            END IF;
+            RETURN QUERY
+            SELECT c.campaign_id, p.customer_id, 'birthday:' || y.y, (bd.day - d)::timestamp AT TIME ZONE z.zone,
+                   jsonb_build_object('birthday', p.birthday, 'celebrated_on', bd.day)
+              FROM loyalty.profiles p
+             CROSS JOIN LATERAL (SELECT coalesce(p.time_zone, (SELECT js.default_time_zone FROM loyalty.journey_settings js)) AS zone) z
+             CROSS JOIN LATERAL generate_series(date_part('year', lo AT TIME ZONE 'UTC')::integer - 1,
+                                                date_part('year', p_as_of AT TIME ZONE 'UTC')::integer + 1) y(y)
+             CROSS JOIN LATERAL (SELECT CASE WHEN p.birthday_md = 229 AND NOT (y.y % 4 = 0 AND (y.y % 100 <> 0 OR y.y % 400 = 0))
+                                             THEN make_date(y.y, 2, 28)
+                                             ELSE make_date(y.y, p.birthday_md / 100, p.birthday_md % 100) END AS day) bd
+             WHERE p.birthday_md = ANY (mds)
+               AND (bd.day - d)::timestamp AT TIME ZONE z.zone >= lo
+               AND (bd.day - d)::timestamp AT TIME ZONE z.zone <= p_as_of;
+        WHEN 'points_expiring' THEN
+            -- per customer and expiry day (UTC), the points still left then
+            d := make_interval(days => (c.params->>'days_before')::integer);
+            RETURN QUERY
+            SELECT c.campaign_id, l.customer_id, 'expiring:' || to_char(l.day, 'YYYYMMDD'), min(l.expires_at) - d,
+                   jsonb_build_object('expiring_points', sum(l.remaining), 'expires_at', min(l.expires_at))
+              FROM (SELECT pl.customer_id, pl.remaining, pl.expires_at, (pl.expires_at AT TIME ZONE 'UTC')::date AS day
+                      FROM loyalty.point_lots pl
+                     WHERE pl.expires_at >= date_trunc('day', lo + d, 'UTC')
+                       AND pl.expires_at < date_trunc('day', p_as_of + d, 'UTC') + interval '1 day') l
+             GROUP BY l.customer_id, l.day
+            HAVING sum(l.remaining) >= (c.params->>'min_points')::bigint
+               AND min(l.expires_at) - d >= lo AND min(l.expires_at) - d <= p_as_of;
+        WHEN 'tier_changed' THEN
+            RETURN QUERY
+            SELECT c.campaign_id, h.customer_id, 'tier:' || h.change_id, h.changed_at,
+                   jsonb_build_object('from_tier', h.from_tier, 'to_tier', h.to_tier, 'change', h.reason)
+              FROM loyalty.tier_history h
+             WHERE h.changed_at >= lo AND h.changed_at <= p_as_of
+               AND CASE c.params->>'direction'
+                       WHEN 'up' THEN h.reason = 'upgrade' AND h.to_tier IS NOT NULL
+                       WHEN 'down' THEN h.reason = 'downgrade'
+                       ELSE true END;
+        WHEN 'milestone' THEN
+            IF c.params ? 'orders' THEN
+                RETURN QUERY
+                SELECT c.campaign_id, o.customer_id, 'orders:' || (c.params->>'orders'), o.ordered_at,
+                       jsonb_build_object('order_ref', o.order_ref, 'amount', o.amount - o.refunded, 'ordered_at', o.ordered_at,
+                                          'orders', (c.params->>'orders')::integer)
+                  FROM loyalty.orders o
+                  JOIN loyalty.customer_state s ON s.customer_id = o.customer_id
+                 WHERE o.ordered_at >= lo AND o.ordered_at <= p_as_of AND o.counts
+                   AND s.orders >= (c.params->>'orders')::integer
+                   AND (SELECT count(*) FROM loyalty.orders o2
+                         WHERE o2.customer_id = o.customer_id AND o2.counts
+                           AND (o2.ordered_at, o2.order_id) <= (o.ordered_at, o.order_id)) = (c.params->>'orders')::integer;
+            ELSE
+                RETURN QUERY
+                SELECT c.campaign_id, o.customer_id, 'spend:' || (c.params->>'spend'), o.ordered_at,
+                       jsonb_build_object('order_ref', o.order_ref, 'amount', o.amount - o.refunded, 'ordered_at', o.ordered_at,
+                                          'lifetime_spend', cum.total)
+                  FROM loyalty.orders o
+                  JOIN loyalty.customer_state s ON s.customer_id = o.customer_id
+                 CROSS JOIN LATERAL (SELECT sum(o2.amount - o2.refunded) AS total FROM loyalty.orders o2
+                                      WHERE o2.customer_id = o.customer_id AND o2.counts
+                                        AND (o2.ordered_at, o2.order_id) <= (o.ordered_at, o.order_id)) cum
+                 WHERE o.ordered_at >= lo AND o.ordered_at <= p_as_of AND o.counts
+                   AND s.net_spend >= (c.params->>'spend')::numeric
+                   AND cum.total >= (c.params->>'spend')::numeric
+                   AND cum.total - (o.amount - o.refunded) < (c.params->>'spend')::numeric;
+            END IF;
+        WHEN 'custom' THEN
+            -- the condition holds now; one occasion per period
+            RETURN QUERY EXECUTE format(
+                'SELECT %s, c.customer_id, %L, $1, jsonb_build_object(''condition'', %L)
+                   FROM loyalty.journey_context_at($1) c WHERE (%s)',
+                c.campaign_id,
+                CASE c.params->>'occasion'
+                    WHEN 'once' THEN 'once'
+                    WHEN 'daily' THEN 'day:' || to_char(p_as_of AT TIME ZONE 'UTC', 'YYYY-MM-DD')
+                    WHEN 'weekly' THEN 'week:' || to_char(p_as_of AT TIME ZONE 'UTC', 'IYYY-"W"IW')
+                    ELSE 'month:' || to_char(p_as_of AT TIME ZONE 'UTC', 'YYYY-MM') END,
+                c.condition, c.condition)
+            USING p_as_of;
+        ELSE
+            NULL;   -- the check trigger admits no other kind
+        END CASE;
+    END LOOP;
+END
+$$;
+
+-- Usable contact for a channel: email needs a plausible address, sms and
+-- whatsapp a phone number with at least 6 digits; push and other channels are
+-- addressed by the customer key (the sender resolves the device).
+CREATE FUNCTION loyalty._recipient(p_channel text, p_customer text, p_email text, p_phone text)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN CASE WHEN p_channel = 'email' THEN CASE WHEN p_email ~ '^[^@\s]+@[^@\s]+\.[^@\s]+$' THEN p_email END
+            WHEN p_channel IN ('sms', 'whatsapp')
+                 THEN CASE WHEN length(regexp_replace(p_phone, '[^0-9]', '', 'g')) >= 6
+                            AND p_phone ~ '^\+?[0-9][0-9 ()./-]*$' THEN p_phone END
+            ELSE p_customer END;
+
+-- Next allowed local time: as_of itself outside quiet hours, else the end of
+-- the quiet hours in the customer's zone (local wall-clock time, so a DST
+-- change in between moves the UTC instant, not the local hour).
+CREATE FUNCTION loyalty._after_quiet_hours(p_as_of timestamptz, p_zone text, p_start time, p_end time)
+RETURNS timestamptz
+LANGUAGE sql STABLE
+RETURN CASE WHEN p_start = p_end THEN p_as_of
+            WHEN p_start < p_end AND (p_as_of AT TIME ZONE p_zone)::time >= p_start AND (p_as_of AT TIME ZONE p_zone)::time < p_end
+                 THEN ((p_as_of AT TIME ZONE p_zone)::date + p_end) AT TIME ZONE p_zone
+            WHEN p_start > p_end AND (p_as_of AT TIME ZONE p_zone)::time >= p_start
+                 THEN ((p_as_of AT TIME ZONE p_zone)::date + 1 + p_end) AT TIME ZONE p_zone
+            WHEN p_start > p_end AND (p_as_of AT TIME ZONE p_zone)::time < p_end
+                 THEN ((p_as_of AT TIME ZONE p_zone)::date + p_end) AT TIME ZONE p_zone
+            ELSE p_as_of END;
+
+-- Every occasion not yet in the outbox with the policy's decision. Order of the
+-- checks: consent, contact, validity (expired), holdout, cooldown, frequency
+-- cap (priority decides), quiet hours.
+CREATE FUNCTION loyalty.due_messages_at(as_of timestamptz)
+RETURNS TABLE (campaign_id integer, campaign text, kind text, channel text, customer_id text, occasion text,
+               occasion_at timestamptz, dedupe_key text, decision text, reason text, due_at timestamptz,
+               expires_at timestamptz, recipient text, template text, priority integer, payload jsonb)
+LANGUAGE sql STABLE
+SECURITY DEFINER   -- read-only; lets loyalty_reader see decisions without the tables behind them
+SET search_path = pg_catalog, pg_temp
+SET jit = off          -- compiling this plan costs far more than running it
+SET work_mem = '256MB' -- one run sorts and hashes every candidate: in memory, not on disk
+-- Hash joins only: right after a bulk enqueue the outbox's statistics say it
+-- is nearly empty, and a nested loop over it per candidate took minutes.
+SET enable_nestloop = off
+AS $$
+WITH st AS (
+    SELECT * FROM loyalty.journey_settings LIMIT 1
+), f AS (
+    SELECT cf.r, cf.alpha, cf.a, cf.b FROM loyalty.current_fits cf LIMIT 1
+), occ AS (
+    SELECT o.*, cp.name AS campaign, cp.kind, cp.channel, cp.template, cp.priority, cp.cooldown, cp.holdout_share,
+           cp.valid_for, cp.params, cp.condition,
+           loyalty._dedupe_key(o.campaign_id, o.customer_id, o.occasion) AS dedupe_key
+      FROM loyalty._occasions(as_of) o
+      JOIN loyalty.campaigns cp ON cp.campaign_id = o.campaign_id
+     WHERE o.occasion_at <= as_of
+       AND o.occasion_at >= coalesce(cp.active_from, cp.activated_at)
+       AND (cp.active_until IS NULL OR o.occasion_at < cp.active_until)
+), fresh AS (
+    SELECT occ.* FROM occ
+     WHERE NOT EXISTS (SELECT 1 FROM loyalty.outbox ob WHERE ob.dedupe_key = occ.dedupe_key)
+), checked AS (
+    -- each per-row expression once (OFFSET 0 keeps the inner query from being flattened)
+    SELECT y.*,
+           CASE WHEN y.all_granted = false THEN 'no_consent'
+                WHEN coalesce(y.ch_granted, y.all_granted) IS NOT true THEN 'no_consent'
+                WHEN y.rcpt IS NULL THEN 'no_contact'
+                WHEN y.occasion_at < as_of - y.valid_for THEN 'expired'
+                WHEN y.draw < y.holdout_share THEN 'held_out'
+           END AS early,
+           CASE WHEN y.all_granted = false THEN format('unsubscribed from all channels (%s)', coalesce(y.all_source, 'no source'))
+                WHEN y.ch_granted = false THEN format('opted out of %s (%s)', y.channel, coalesce(y.ch_source, 'no source'))
+                WHEN coalesce(y.ch_granted, y.all_granted) IS NOT true THEN format('no opt-in for %s', y.channel)
+                WHEN y.rcpt IS NULL
+                     THEN CASE WHEN y.channel = 'email' THEN 'no usable email address' ELSE 'no usable phone number' END
+                WHEN y.occasion_at < as_of - y.valid_for
+                     THEN format('occasion of %s missed for longer than valid_for (%s)', y.occasion_at, y.valid_for)
+                WHEN y.draw < y.holdout_share
+                     THEN format('holdout group (%s of customers): recorded, not sent', y.holdout_share)
+           END AS early_reason
+      FROM (SELECT x.*, p.name,
+                   coalesce(p.time_zone, st.default_time_zone) AS zone,
+                   loyalty._recipient(x.channel, x.customer_id, p.email, p.phone) AS rcpt,
+                   loyalty._holdout_draw(x.campaign_id, x.customer_id) AS draw,
+                   loyalty._after_quiet_hours(as_of, coalesce(p.time_zone, st.default_time_zone), st.quiet_start, st.quiet_end) AS after_quiet,
+                   ga.granted AS all_granted, ga.source AS all_source, gc.granted AS ch_granted, gc.source AS ch_source
+              FROM fresh x
+             CROSS JOIN st
+              LEFT JOIN loyalty.profiles p ON p.customer_id = x.customer_id
+              LEFT JOIN loyalty.consents ga ON ga.customer_id = x.customer_id AND ga.channel = 'all'
+              LEFT JOIN loyalty.consents gc ON gc.customer_id = x.customer_id AND gc.channel = x.channel
+            OFFSET 0) y
+), recent AS MATERIALIZED (
+    -- the outbox rows that count for cap and cooldown, read once per run
+    SELECT ob.customer_id, ob.campaign_id, ob.due_at
+      FROM loyalty.outbox ob
+     WHERE ob.due_at > as_of - greatest((SELECT st.cap_window FROM st),
+                                        (SELECT coalesce(max(cp.cooldown), '0') FROM loyalty.campaigns cp WHERE cp.active))
+       AND ob.status NOT IN ('held_out', 'expired')
+), per_customer AS (
+    SELECT r.customer_id, count(*) AS recent
+      FROM recent r CROSS JOIN st WHERE r.due_at > as_of - st.cap_window GROUP BY r.customer_id
+), per_campaign AS (
+    SELECT r.customer_id, r.campaign_id, max(r.due_at) AS last_due
+      FROM recent r WHERE r.campaign_id IS NOT NULL GROUP BY r.customer_id, r.campaign_id
+), competing AS (
+    -- eligible so far: cooldown, then the cap by priority
+    SELECT k.*,
+           (k.cooldown > '0' AND (
+               coalesce(pc.last_due > as_of - k.cooldown, false)
+               OR row_number() OVER (PARTITION BY k.customer_id, k.campaign_id ORDER BY k.occasion_at, k.occasion) > 1)) AS cooling,
+           coalesce(pcu.recent, 0) AS recent
+      FROM checked k
+      LEFT JOIN per_customer pcu ON pcu.customer_id = k.customer_id
+      LEFT JOIN per_campaign pc ON pc.customer_id = k.customer_id AND pc.campaign_id = k.campaign_id
+     WHERE k.early IS NULL
+), ranked AS (
+    SELECT k.*, row_number() OVER (PARTITION BY k.customer_id, k.cooling
+                                   ORDER BY k.priority, k.occasion_at, k.campaign_id, k.occasion) AS rank
+      FROM competing k
+), decided AS (
+    SELECT k.campaign_id, k.customer_id, k.occasion, k.occasion_at, k.detail, k.campaign, k.kind, k.channel, k.template,
+           k.priority, k.valid_for, k.params, k.condition, k.dedupe_key, k.name, k.zone, k.rcpt, k.after_quiet,
+           CASE WHEN k.cooling THEN 'cooldown'
+                WHEN k.recent + k.rank > st.cap_messages THEN 'capped'
+                WHEN k.after_quiet > as_of THEN 'quiet_hours'
+                ELSE 'send' END AS decision,
+           CASE WHEN k.cooling THEN format('cooldown: at most one %s message per %s', k.campaign, k.cooldown)
+                WHEN k.recent + k.rank > st.cap_messages
+                     THEN format('frequency cap: %s messages per %s (%s already, %s of higher priority in this run)',
+                                 st.cap_messages, st.cap_window, k.recent, k.rank - 1)
+                WHEN k.after_quiet > as_of
+                     THEN format('quiet hours (%s-%s in %s): due at %s local', st.quiet_start, st.quiet_end, k.zone,
+                                 k.after_quiet AT TIME ZONE k.zone)
+                ELSE 'consent, contact, cooldown, cap and quiet hours allow it' END AS reason
+      FROM ranked k CROSS JOIN st
+    UNION ALL
+    SELECT k.campaign_id, k.customer_id, k.occasion, k.occasion_at, k.detail, k.campaign, k.kind, k.channel, k.template,
+           k.priority, k.valid_for, k.params, k.condition, k.dedupe_key, k.name, k.zone, k.rcpt, k.after_quiet,
+           k.early, k.early_reason
+      FROM checked k
+     WHERE k.early IS NOT NULL
+)
+SELECT d.campaign_id, d.campaign, d.kind, d.channel, d.customer_id, d.occasion, d.occasion_at, d.dedupe_key,
+       d.decision, d.reason, w.due_at, w.due_at + d.valid_for, d.rcpt, d.template, d.priority,
+       CASE WHEN d.decision IN ('send', 'quiet_hours', 'held_out', 'expired') THEN
+       jsonb_build_object(
+           'customer_id', d.customer_id,
+           'name', d.name,
+           'points', coalesce(ac.balance, 0),
+           'tier', ct.tier,
+           'occasion', d.detail,
+           'why', jsonb_build_object(
+               'campaign', d.campaign, 'campaign_id', d.campaign_id, 'kind', d.kind,
+               'rule', CASE WHEN d.condition IS NULL THEN d.params ELSE d.params || jsonb_build_object('condition', d.condition) END,
+               'occasion', d.occasion, 'occasion_at', d.occasion_at, 'as_of', as_of,
+               'scores', jsonb_build_object(
+                   'r', rf.r_score, 'f', rf.f_score, 'm', rf.m_score, 'segment', rf.segment,
+                   'p_alive', round(CASE WHEN cs.customer_id IS NOT NULL THEN
+                                    loyalty._p_alive(cs.purchase_days, cs.first_order_at, cs.last_order_at, as_of,
+                                                     f.r, f.alpha, f.a, f.b,
+                                                     CASE WHEN f.r IS NULL THEN (SELECT loyalty._shop_gap()) END) END::numeric, 4))))
+       END
+  FROM decided d
+ CROSS JOIN st
+ CROSS JOIN f
+ CROSS JOIN LATERAL (SELECT CASE d.decision
+                                WHEN 'expired' THEN d.occasion_at
+                                WHEN 'send' THEN as_of
+                                WHEN 'capped' THEN NULL
+                                WHEN 'cooldown' THEN NULL
+                                WHEN 'no_consent' THEN NULL
+                                WHEN 'no_contact' THEN NULL
+                                ELSE d.after_quiet END AS due_at) w
+  LEFT JOIN loyalty.accounts ac ON ac.customer_id = d.customer_id AND d.decision IN ('send', 'quiet_hours', 'held_out', 'expired')
+  LEFT JOIN loyalty.customer_tiers ct ON ct.customer_id = d.customer_id AND d.decision IN ('send', 'quiet_hours', 'held_out', 'expired')
+  LEFT JOIN loyalty.customer_rfm rf ON rf.customer_id = d.customer_id AND d.decision IN ('send', 'quiet_hours', 'held_out', 'expired')
+  LEFT JOIN loyalty.customer_state cs ON cs.customer_id = d.customer_id AND d.decision IN ('send', 'quiet_hours', 'held_out', 'expired')
+$$;
+COMMENT ON FUNCTION loyalty.due_messages_at(timestamptz) IS
+'Every occasion of the active campaigns not yet in the outbox, as of a time, with the policy''s decision and reason';
+
+CREATE VIEW loyalty.due_messages AS SELECT * FROM loyalty.due_messages_at(pg_catalog.now());
+COMMENT ON VIEW loyalty.due_messages IS
+'What loyalty.enqueue_due() would do now: each occasion with its decision (send, quiet_hours, held_out, expired are written to the outbox; capped, cooldown, no_consent, no_contact are not) and why';
+COMMENT ON COLUMN loyalty.due_messages.occasion IS 'the occasion key (first, order:<ref>, birthday:<year>, ...); with campaign and customer it is the dedupe key';
+COMMENT ON COLUMN loyalty.due_messages.occasion_at IS 'when the occasion became due';
+COMMENT ON COLUMN loyalty.due_messages.decision IS 'send, quiet_hours (pending, due at due_at), held_out, expired, capped, cooldown, no_consent, no_contact';
+COMMENT ON COLUMN loyalty.due_messages.reason IS 'why, in words';
+COMMENT ON COLUMN loyalty.due_messages.due_at IS 'when the message may go out (after quiet hours); NULL when it is not written';
+COMMENT ON COLUMN loyalty.due_messages.recipient IS 'email address or phone number for the channel (the customer key for push and other channels)';
+COMMENT ON COLUMN loyalty.due_messages.payload IS 'what the template needs (name, points, tier, occasion details) and why (campaign, rule, scores)';
+
+-- Write the due occasions into the outbox: send and quiet_hours as pending,
+-- held_out and expired as such. Safe at any frequency and concurrently: runs
+-- are serialised by a transaction-level advisory lock (74200, 5), so the cap
+-- and cooldown counts of one run include everything earlier runs wrote; the
+-- outbox's unique dedupe key (ON CONFLICT DO NOTHING) makes a rerun, or a
+-- writer outside the lock, add nothing twice. Returns per active campaign the
+-- rows written.
+CREATE FUNCTION loyalty.enqueue_due(as_of timestamptz DEFAULT now())
+RETURNS TABLE (campaign_id integer, campaign text, pending bigint, delayed bigint, held_out bigint, expired bigint)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF as_of IS NULL OR NOT isfinite(as_of) THEN
+        RAISE EXCEPTION 'as_of must be a finite time'
+              USING ERRCODE = 'invalid_parameter_value', HINT = 'Omit it to enqueue what is due now.';
+    END IF;
+    PERFORM pg_advisory_xact_lock(74200, 5);
+    RETURN QUERY
+    WITH ins AS (
+        INSERT INTO loyalty.outbox AS ob (dedupe_key, campaign_id, customer_id, channel, recipient, template, payload,
+                                          status, due_at, expires_at)
+        SELECT d.dedupe_key, d.campaign_id, d.customer_id, d.channel, d.recipient, d.template, d.payload,
+               CASE d.decision WHEN 'held_out' THEN 'held_out' WHEN 'expired' THEN 'expired' ELSE 'pending' END,
+               d.due_at, d.expires_at
+          FROM loyalty.due_messages_at(enqueue_due.as_of) d
+         WHERE d.decision IN ('send', 'quiet_hours', 'held_out', 'expired')
+        ON CONFLICT (dedupe_key) DO NOTHING
+        RETURNING ob.campaign_id, ob.status, ob.due_at > enqueue_due.as_of AS later
+    ), runs AS (
+        INSERT INTO loyalty.journey_runs AS r (campaign_id, last_as_of, last_run_at)
+        SELECT cp.campaign_id, enqueue_due.as_of, now() FROM loyalty.campaigns cp WHERE cp.active
+        ON CONFLICT ON CONSTRAINT journey_runs_pkey DO UPDATE
+           SET last_as_of = greatest(r.last_as_of, excluded.last_as_of), last_run_at = excluded.last_run_at
+        RETURNING r.campaign_id
+    )
+    SELECT cp.campaign_id, cp.name,
+           count(i.status) FILTER (WHERE i.status = 'pending'),
+           count(i.status) FILTER (WHERE i.status = 'pending' AND i.later),
+           count(i.status) FILTER (WHERE i.status = 'held_out'),
+           count(i.status) FILTER (WHERE i.status = 'expired')
+      FROM loyalty.campaigns cp
+      LEFT JOIN ins i ON i.campaign_id = cp.campaign_id
+     WHERE cp.active OR i.campaign_id IS NOT NULL
+     GROUP BY cp.campaign_id, cp.name
+     ORDER BY cp.campaign_id;
+END
+$$;
+COMMENT ON FUNCTION loyalty.enqueue_due(timestamptz) IS
+'Write what is due as of as_of into loyalty.outbox (each occasion once, ever); returns per active campaign: pending (of which delayed by quiet hours), held_out, expired';
+
+-- Data quality: customers (with orders) a channel cannot reach.
+CREATE VIEW loyalty.contact_quality AS
+SELECT ch.channel,
+       count(*) AS customers,
+       count(*) FILTER (WHERE p.customer_id IS NULL) AS no_profile,
+       count(*) FILTER (WHERE p.customer_id IS NOT NULL
+                          AND loyalty._recipient(ch.channel, s.customer_id, p.email, p.phone) IS NULL) AS unusable_contact,
+       count(*) FILTER (WHERE loyalty._recipient(ch.channel, s.customer_id, p.email, p.phone) IS NOT NULL) AS reachable,
+       count(*) FILTER (WHERE p.customer_id IS NOT NULL AND p.time_zone IS NULL) AS no_time_zone
+  FROM (VALUES ('email'), ('sms'), ('whatsapp')) ch(channel)
+ CROSS JOIN loyalty.customer_state s
+  LEFT JOIN loyalty.profiles p ON p.customer_id = s.customer_id
+ GROUP BY ch.channel;
+COMMENT ON VIEW loyalty.contact_quality IS 'Per channel: customers with orders, and how many have no profile, no usable contact (missing or malformed), or can be reached';
+COMMENT ON COLUMN loyalty.contact_quality.unusable_contact IS 'profile without a usable email (email) or phone number (sms, whatsapp)';
+COMMENT ON COLUMN loyalty.contact_quality.no_time_zone IS 'profiles without a time zone (journey_settings.default_time_zone applies)';
