@@ -111,20 +111,45 @@ psql_shop -c "SELECT loyalty.earn('$vip', 500, 'thank-you bonus', 'demo-bonus-$v
 psql_shop -c "SELECT outstanding_points, outstanding_value, customers_with_points FROM loyalty.liability" \
           -c "SELECT count(*) AS ledger_mismatches FROM loyalty.verify_ledger()"
 
-echo "== outbox: messages written as journeys write them, drained by examples/sender.sh"
+echo "== journeys: the shop's customers table, consent, three campaigns switched on"
 psql_shop <<'SQL'
--- until journeys are switched on, write two kinds by hand, as enqueue_due does:
--- "welcome to your tier" for every tiered customer, and a bounce to show a retry
-INSERT INTO loyalty.outbox (dedupe_key, customer_id, channel, recipient, template, payload)
-SELECT 'demo:tier:' || customer_id || ':' || tier, customer_id, 'email', 'customer' || customer_id || '@example.com',
-       'tier_welcome', jsonb_build_object('tier', tier, 'spend', qualifying_spend)
-  FROM loyalty.customer_tiers WHERE tier IS NOT NULL
-ON CONFLICT (dedupe_key) DO NOTHING;
-INSERT INTO loyalty.outbox (dedupe_key, customer_id, channel, recipient, template)
-VALUES ('demo:bounce', '0', 'sms', 'bounce-0', 'hello');
-SELECT max_attempts FROM loyalty.configure_outbox(max_attempts => 2, backoff_base => '1 second');
-SELECT status, channel, messages, due_now FROM loyalty.outbox_summary ORDER BY status, channel;
+-- the shop's own customers table: most have an email, some none; a few
+-- addresses bounce (the demo's delivery fails for them)
+CREATE TABLE public.customers (
+    id        bigint PRIMARY KEY,
+    full_name text NOT NULL,
+    email     text,
+    born      date,
+    tz        text
+);
+INSERT INTO public.customers
+SELECT id, 'Customer ' || id,
+       CASE WHEN id % 10 = 0 THEN NULL
+            WHEN id % 97 = 0 THEN 'bounce-' || id || '@example.com'
+            ELSE 'customer' || id || '@example.com' END,
+       date '1960-01-01' + (id * 7919) % 16000,
+       (ARRAY['Europe/Berlin', 'Europe/London', 'America/New_York', 'Asia/Tokyo', NULL])[1 + id % 5]
+  FROM generate_series(1, 5000) id;
+SELECT loyalty.track_customers('public.customers', 'id', name_column => 'full_name',
+         email_column => 'email', birthday_column => 'born', time_zone_column => 'tz') AS profiles_read;
+-- four in five opted in to email at signup; one unsubscribed from everything
+SELECT count(loyalty.set_consent(id::text, 'email', true, 'signup form')) AS email_opt_ins
+  FROM public.customers WHERE id % 5 <> 0;
+SELECT loyalty.set_consent('2', 'all', false, 'unsubscribe link') > 0 AS unsubscribed;
+-- no quiet hours for the demo, so that it sends whatever time it runs
+SELECT cap_messages, cap_window FROM loyalty.configure_journeys(quiet_start => '00:00', quiet_end => '00:00');
+-- switch on three of the installed examples, counting occasions of the last 7 days
+UPDATE loyalty.campaigns SET active = true, active_from = now() - interval '7 days'
+ WHERE name IN ('order follow-up', 'we miss you', 'new tier');
+SELECT name, kind, params, holdout_share, cooldown FROM loyalty.campaigns WHERE active ORDER BY priority;
 SQL
+echo "what the policy decides (loyalty.due_messages), per campaign:"
+psql_shop -c "SELECT campaign, decision, count(*) FROM loyalty.due_messages GROUP BY 1, 2 ORDER BY 1, 3 DESC"
+echo "enqueue_due() writes them into the outbox (a rerun writes nothing):"
+psql_shop -c "SELECT * FROM loyalty.enqueue_due()" \
+          -c "SELECT sum(pending + delayed + held_out + expired) AS written_by_rerun FROM loyalty.enqueue_due()"
+psql_shop -c "SELECT max_attempts FROM loyalty.configure_outbox(max_attempts => 2, backoff_base => '1 second')" \
+          -c "SELECT status, channel, messages, due_now FROM loyalty.outbox_summary ORDER BY status, channel"
 echo "two senders (bash + psql), delivering by appending to a file; 'bounce-*' recipients fail:"
 sender() {
     pg env PGHOST="$dir" PGPORT="$port" PGDATABASE=shop OUTBOX_FILE="$dir/delivered.log" BATCH=50 RECHECK=1 IDLE_EXIT=3 \
@@ -135,9 +160,11 @@ sender 2>&1 | sed 's/^/  /' &
 sender 2>&1 | sed 's/^/  /'
 wait
 echo "delivered: $(wc -l < "$dir/delivered.log") lines, e.g.:"
-head -n 3 "$dir/delivered.log" | sed 's/^/  /'
+head -n 2 "$dir/delivered.log" | cut -c1-400 | sed 's/^/  /'
 psql_shop -c "SELECT status, channel, messages, due_now, last_sent_at IS NOT NULL AS any_sent FROM loyalty.outbox_summary ORDER BY status, channel" \
           -c "SELECT message_id, recipient, attempts, last_error FROM loyalty.dead_letters"
+echo "campaign performance (messages just sent: the 30-day windows have not elapsed, so 'too early'):"
+psql_shop -c "SELECT name, sent, held_out, failed, pending, expired, treated_customers, holdout_customers, verdict FROM loyalty.campaign_performance WHERE messages > 0 ORDER BY campaign_id"
 
 echo "== pg_cron jobs (loyalty.schedule(); rerunning it updates them in place)"
 psql_shop -c "SELECT job_name, schedule, command, action FROM loyalty.schedule()"
