@@ -24,3 +24,16 @@ COMMENT ON SCHEMA loyalty IS 'Customer loyalty system: intake, customer state, R
 --   (74200, 2) refresh: one scoring run at a time
 --   (74200, 5) enqueue_due: one journeys run at a time, so cap and cooldown counts include what earlier runs wrote
 
+
+-- Is this statement a restore's COPY? pg_dump's scripts (and pg_restore) run
+-- with check_function_bodies off and load table data with COPY; see
+-- loyalty._restore_replaces (90_grants.sql).
+CREATE FUNCTION loyalty._restoring()
+RETURNS boolean
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT pg_catalog.current_setting('check_function_bodies') OPERATOR(pg_catalog.=) 'off'
+       AND pg_catalog.current_query() OPERATOR(pg_catalog.~*) '^\s*copy\s'
+$$;

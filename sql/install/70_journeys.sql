@@ -722,6 +722,9 @@ BEGIN
     NEW.kind := lower(btrim(NEW.kind));
     NEW.channel := lower(btrim(NEW.channel));
     NEW.params := loyalty._campaign_params(NEW.kind, NEW.params, NEW.condition);
+    IF loyalty._restoring() THEN
+        RETURN NEW;      -- pg_restore: the dumped times stand
+    END IF;
     IF NEW.active AND (TG_OP = 'INSERT' OR NOT OLD.active) THEN
         NEW.activated_at := now();
     END IF;

@@ -58,3 +58,40 @@ GRANT EXECUTE ON FUNCTION loyalty.claim_messages(integer, interval),
                           loyalty.ack_messages(bigint[], uuid),
                           loyalty.fail_message(bigint, uuid, text, interval) TO loyalty_sender;
 GRANT SELECT ON loyalty.outbox_summary, loyalty.dead_letters TO loyalty_reader;
+SELECT pg_catalog.pg_extension_config_dump('loyalty.outbox_settings', '');
+-- derived, but dumped too, so that a restored database works at once
+SELECT pg_catalog.pg_extension_config_dump('loyalty.customer_state', '');
+SELECT pg_catalog.pg_extension_config_dump('loyalty.customer_rfm', '');
+SELECT pg_catalog.pg_extension_config_dump('loyalty.rfm_bounds', '');
+
+-- Restore. pg_dump keeps the settings tables above whole, but by the time
+-- pg_restore copies their rows back, CREATE EXTENSION has already installed
+-- the defaults (one settings row, the example campaigns, the default rules)
+-- and the copy would fail on their keys, losing the shop's settings. So a
+-- COPY into one of these tables made by a restore (pg_dump's scripts run with
+-- check_function_bodies off) first empties it: the dump holds the whole table.
+CREATE FUNCTION loyalty._restore_replaces()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF loyalty._restoring() THEN
+        EXECUTE pg_catalog.format('DELETE FROM %I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME);
+    END IF;
+    RETURN NULL;
+END
+$$;
+REVOKE ALL ON FUNCTION loyalty._restore_replaces() FROM PUBLIC;
+DO $$
+DECLARE
+    t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['rfm_config', 'segment_rules', 'model_settings', 'rewards_settings', 'earn_rules',
+                             'outbox_settings', 'journey_settings', 'journey_report_settings', 'campaigns']
+    LOOP
+        EXECUTE pg_catalog.format('CREATE TRIGGER restore_replaces BEFORE INSERT ON loyalty.%I '
+                                  'FOR EACH STATEMENT EXECUTE FUNCTION loyalty._restore_replaces()', t);
+    END LOOP;
+END
+$$;
