@@ -319,12 +319,16 @@ RETURN CASE WHEN p_start = p_end THEN p_as_of
 -- Every occasion not yet in the outbox with the policy's decision. Order of the
 -- checks: consent, contact, validity (expired), holdout, cooldown, frequency
 -- cap (priority decides), quiet hours.
-CREATE FUNCTION loyalty.due_messages_at(as_of timestamptz)
+-- The decisions as of as_of: every one (p_all, loyalty.due_messages_at), or
+-- only those enqueue_due writes. Occasions that are not written (no consent,
+-- no contact, capped, cooldown) come back on every run until they expire, so
+-- enqueue_due leaves them before the payload is built: a run that has nothing
+-- new to write reads the payload's tables for nothing.
+CREATE FUNCTION loyalty._due_messages(as_of timestamptz, p_all boolean)
 RETURNS TABLE (campaign_id integer, campaign text, kind text, channel text, customer_id text, occasion text,
                occasion_at timestamptz, dedupe_key text, decision text, reason text, due_at timestamptz,
                expires_at timestamptz, recipient text, template text, priority integer, payload jsonb)
 LANGUAGE sql STABLE
-SECURITY DEFINER   -- read-only; lets loyalty_reader see decisions without the tables behind them
 SET search_path = pg_catalog, pg_temp
 SET jit = off          -- compiling this plan costs far more than running it
 SET work_mem = '256MB' -- one run sorts and hashes every candidate: in memory, not on disk
@@ -380,12 +384,15 @@ WITH st AS (
               LEFT JOIN loyalty.consents gc ON gc.customer_id = x.customer_id AND gc.channel = x.channel
             OFFSET 0) y
 ), recent AS MATERIALIZED (
-    -- the outbox rows that count for cap and cooldown, read once per run
+    -- the outbox rows that count for cap and cooldown, read once per run, of
+    -- the customers still in the running only (right after a bulk run the
+    -- recent outbox is large and the candidates left are few)
     SELECT ob.customer_id, ob.campaign_id, ob.due_at
       FROM loyalty.outbox ob
      WHERE ob.due_at > as_of - greatest((SELECT st.cap_window FROM st),
                                         (SELECT coalesce(max(cp.cooldown), '0') FROM loyalty.campaigns cp WHERE cp.active))
        AND ob.status NOT IN ('held_out', 'expired')
+       AND ob.customer_id IN (SELECT k.customer_id FROM checked k WHERE k.early IS NULL)
 ), per_customer AS (
     SELECT r.customer_id, count(*) AS recent
       FROM recent r CROSS JOIN st WHERE r.due_at > as_of - st.cap_window GROUP BY r.customer_id
@@ -428,7 +435,7 @@ WITH st AS (
            k.priority, k.valid_for, k.params, k.condition, k.dedupe_key, k.name, k.zone, k.rcpt, k.after_quiet,
            k.early, k.early_reason
       FROM checked k
-     WHERE k.early IS NOT NULL
+     WHERE k.early IS NOT NULL AND (p_all OR k.early IN ('held_out', 'expired'))
 )
 SELECT d.campaign_id, d.campaign, d.kind, d.channel, d.customer_id, d.occasion, d.occasion_at, d.dedupe_key,
        d.decision, d.reason, w.due_at, w.due_at + d.valid_for, d.rcpt, d.template, d.priority,
@@ -461,10 +468,28 @@ SELECT d.campaign_id, d.campaign, d.kind, d.channel, d.customer_id, d.occasion, 
                                 WHEN 'no_consent' THEN NULL
                                 WHEN 'no_contact' THEN NULL
                                 ELSE d.after_quiet END AS due_at) w
-  LEFT JOIN loyalty.accounts ac ON ac.customer_id = d.customer_id AND d.decision IN ('send', 'quiet_hours', 'held_out', 'expired')
-  LEFT JOIN loyalty.customer_tiers ct ON ct.customer_id = d.customer_id AND d.decision IN ('send', 'quiet_hours', 'held_out', 'expired')
-  LEFT JOIN loyalty.customer_rfm rf ON rf.customer_id = d.customer_id AND d.decision IN ('send', 'quiet_hours', 'held_out', 'expired')
-  LEFT JOIN loyalty.customer_state cs ON cs.customer_id = d.customer_id AND d.decision IN ('send', 'quiet_hours', 'held_out', 'expired')
+  -- the payload's tables are read by key for the rows written only (a lookup
+  -- per row, not a hash of four whole tables per run)
+  LEFT JOIN LATERAL (SELECT a.balance FROM loyalty.accounts a
+                      WHERE a.customer_id = d.customer_id AND d.decision IN ('send', 'quiet_hours', 'held_out', 'expired')) ac ON true
+  LEFT JOIN LATERAL (SELECT t.tier FROM loyalty.customer_tiers t
+                      WHERE t.customer_id = d.customer_id AND d.decision IN ('send', 'quiet_hours', 'held_out', 'expired')) ct ON true
+  LEFT JOIN LATERAL (SELECT r.r_score, r.f_score, r.m_score, r.segment FROM loyalty.customer_rfm r
+                      WHERE r.customer_id = d.customer_id AND d.decision IN ('send', 'quiet_hours', 'held_out', 'expired')) rf ON true
+  LEFT JOIN LATERAL (SELECT s.customer_id, s.purchase_days, s.first_order_at, s.last_order_at FROM loyalty.customer_state s
+                      WHERE s.customer_id = d.customer_id AND d.decision IN ('send', 'quiet_hours', 'held_out', 'expired')) cs ON true
+ WHERE p_all OR d.decision IN ('send', 'quiet_hours', 'held_out', 'expired')
+$$;
+
+CREATE FUNCTION loyalty.due_messages_at(as_of timestamptz)
+RETURNS TABLE (campaign_id integer, campaign text, kind text, channel text, customer_id text, occasion text,
+               occasion_at timestamptz, dedupe_key text, decision text, reason text, due_at timestamptz,
+               expires_at timestamptz, recipient text, template text, priority integer, payload jsonb)
+LANGUAGE sql STABLE
+SECURITY DEFINER   -- read-only; lets loyalty_reader see decisions without the tables behind them
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT * FROM loyalty._due_messages(as_of, true)
 $$;
 COMMENT ON FUNCTION loyalty.due_messages_at(timestamptz) IS
 'Every occasion of the active campaigns not yet in the outbox, as of a time, with the policy''s decision and reason';
@@ -505,7 +530,7 @@ BEGIN
         SELECT d.dedupe_key, d.campaign_id, d.customer_id, d.channel, d.recipient, d.template, d.payload,
                CASE d.decision WHEN 'held_out' THEN 'held_out' WHEN 'expired' THEN 'expired' ELSE 'pending' END,
                d.due_at, d.expires_at
-          FROM loyalty.due_messages_at(enqueue_due.as_of) d
+          FROM loyalty._due_messages(enqueue_due.as_of, false) d
          WHERE d.decision IN ('send', 'quiet_hours', 'held_out', 'expired')
         ON CONFLICT (dedupe_key) DO NOTHING
         RETURNING ob.campaign_id, ob.status, ob.due_at > enqueue_due.as_of AS later
