@@ -84,6 +84,32 @@ AS $$
     SELECT coalesce(avg(t_x / x) FILTER (WHERE x > 0 AND t_x > 0), 90) FROM loyalty.model_inputs
 $$;
 
+-- Custom conditions are evaluated against this copy of
+-- loyalty.journey_context_at (70_journeys.sql, the one readers call): the same
+-- columns and rows, but inlinable (SQL-standard body, no SET clause, not
+-- SECURITY DEFINER), so the planner pushes the shop's condition into the scan
+-- of customer_state and drops the joins the condition does not use, instead of
+-- joining five tables for every customer on every run. The journeys_context
+-- test checks that the two agree.
+CREATE FUNCTION loyalty._journey_context(as_of timestamptz)
+RETURNS TABLE (customer_id text, name text, email text, phone text, birthday date, time_zone text,
+               orders integer, first_order_at timestamptz, last_order_at timestamptz, days_since_last_order integer,
+               net_spend numeric, avg_spend numeric, r_score smallint, f_score smallint, m_score smallint, segment text,
+               points bigint, tier text)
+LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT s.customer_id, p.name, p.email, p.phone, p.birthday, p.time_zone,
+           s.orders, s.first_order_at, s.last_order_at,
+           (date_part('epoch', as_of - s.last_order_at) / 86400)::integer,
+           s.net_spend, s.avg_spend, r.r_score, r.f_score, r.m_score, r.segment,
+           coalesce(a.balance, 0), t.tier
+      FROM loyalty.customer_state s
+      LEFT JOIN loyalty.profiles p ON p.customer_id = s.customer_id
+      LEFT JOIN loyalty.customer_rfm r ON r.customer_id = s.customer_id
+      LEFT JOIN loyalty.accounts a ON a.customer_id = s.customer_id
+      LEFT JOIN loyalty.customer_tiers t ON t.customer_id = s.customer_id;
+END;
+
 -- Occasions of the active campaigns that may need a decision as of as_of
 -- (both ranges above). One index-backed query per campaign.
 CREATE FUNCTION loyalty._occasions(p_as_of timestamptz)
@@ -247,7 +273,7 @@ BEGIN
             -- the condition holds now; one occasion per period
             RETURN QUERY EXECUTE format(
                 'SELECT %s, c.customer_id, %L, $1, jsonb_build_object(''condition'', %L)
-                   FROM loyalty.journey_context_at($1) c WHERE (%s)',
+                   FROM loyalty._journey_context($1) c WHERE (%s)',
                 c.campaign_id,
                 CASE c.params->>'occasion'
                     WHEN 'once' THEN 'once'
@@ -293,12 +319,16 @@ RETURN CASE WHEN p_start = p_end THEN p_as_of
 -- Every occasion not yet in the outbox with the policy's decision. Order of the
 -- checks: consent, contact, validity (expired), holdout, cooldown, frequency
 -- cap (priority decides), quiet hours.
-CREATE FUNCTION loyalty.due_messages_at(as_of timestamptz)
+-- The decisions as of as_of: every one (p_all, loyalty.due_messages_at), or
+-- only those enqueue_due writes. Occasions that are not written (no consent,
+-- no contact, capped, cooldown) come back on every run until they expire, so
+-- enqueue_due leaves them before the payload is built: a run that has nothing
+-- new to write reads the payload's tables for nothing.
+CREATE FUNCTION loyalty._due_messages(as_of timestamptz, p_all boolean)
 RETURNS TABLE (campaign_id integer, campaign text, kind text, channel text, customer_id text, occasion text,
                occasion_at timestamptz, dedupe_key text, decision text, reason text, due_at timestamptz,
                expires_at timestamptz, recipient text, template text, priority integer, payload jsonb)
 LANGUAGE sql STABLE
-SECURITY DEFINER   -- read-only; lets loyalty_reader see decisions without the tables behind them
 SET search_path = pg_catalog, pg_temp
 SET jit = off          -- compiling this plan costs far more than running it
 SET work_mem = '256MB' -- one run sorts and hashes every candidate: in memory, not on disk
@@ -354,12 +384,15 @@ WITH st AS (
               LEFT JOIN loyalty.consents gc ON gc.customer_id = x.customer_id AND gc.channel = x.channel
             OFFSET 0) y
 ), recent AS MATERIALIZED (
-    -- the outbox rows that count for cap and cooldown, read once per run
+    -- the outbox rows that count for cap and cooldown, read once per run, of
+    -- the customers still in the running only (right after a bulk run the
+    -- recent outbox is large and the candidates left are few)
     SELECT ob.customer_id, ob.campaign_id, ob.due_at
       FROM loyalty.outbox ob
      WHERE ob.due_at > as_of - greatest((SELECT st.cap_window FROM st),
                                         (SELECT coalesce(max(cp.cooldown), '0') FROM loyalty.campaigns cp WHERE cp.active))
        AND ob.status NOT IN ('held_out', 'expired')
+       AND ob.customer_id IN (SELECT k.customer_id FROM checked k WHERE k.early IS NULL)
 ), per_customer AS (
     SELECT r.customer_id, count(*) AS recent
       FROM recent r CROSS JOIN st WHERE r.due_at > as_of - st.cap_window GROUP BY r.customer_id
@@ -402,7 +435,7 @@ WITH st AS (
            k.priority, k.valid_for, k.params, k.condition, k.dedupe_key, k.name, k.zone, k.rcpt, k.after_quiet,
            k.early, k.early_reason
       FROM checked k
-     WHERE k.early IS NOT NULL
+     WHERE k.early IS NOT NULL AND (p_all OR k.early IN ('held_out', 'expired'))
 )
 SELECT d.campaign_id, d.campaign, d.kind, d.channel, d.customer_id, d.occasion, d.occasion_at, d.dedupe_key,
        d.decision, d.reason, w.due_at, w.due_at + d.valid_for, d.rcpt, d.template, d.priority,
@@ -435,10 +468,28 @@ SELECT d.campaign_id, d.campaign, d.kind, d.channel, d.customer_id, d.occasion, 
                                 WHEN 'no_consent' THEN NULL
                                 WHEN 'no_contact' THEN NULL
                                 ELSE d.after_quiet END AS due_at) w
-  LEFT JOIN loyalty.accounts ac ON ac.customer_id = d.customer_id AND d.decision IN ('send', 'quiet_hours', 'held_out', 'expired')
-  LEFT JOIN loyalty.customer_tiers ct ON ct.customer_id = d.customer_id AND d.decision IN ('send', 'quiet_hours', 'held_out', 'expired')
-  LEFT JOIN loyalty.customer_rfm rf ON rf.customer_id = d.customer_id AND d.decision IN ('send', 'quiet_hours', 'held_out', 'expired')
-  LEFT JOIN loyalty.customer_state cs ON cs.customer_id = d.customer_id AND d.decision IN ('send', 'quiet_hours', 'held_out', 'expired')
+  -- the payload's tables are read by key for the rows written only (a lookup
+  -- per row, not a hash of four whole tables per run)
+  LEFT JOIN LATERAL (SELECT a.balance FROM loyalty.accounts a
+                      WHERE a.customer_id = d.customer_id AND d.decision IN ('send', 'quiet_hours', 'held_out', 'expired')) ac ON true
+  LEFT JOIN LATERAL (SELECT t.tier FROM loyalty.customer_tiers t
+                      WHERE t.customer_id = d.customer_id AND d.decision IN ('send', 'quiet_hours', 'held_out', 'expired')) ct ON true
+  LEFT JOIN LATERAL (SELECT r.r_score, r.f_score, r.m_score, r.segment FROM loyalty.customer_rfm r
+                      WHERE r.customer_id = d.customer_id AND d.decision IN ('send', 'quiet_hours', 'held_out', 'expired')) rf ON true
+  LEFT JOIN LATERAL (SELECT s.customer_id, s.purchase_days, s.first_order_at, s.last_order_at FROM loyalty.customer_state s
+                      WHERE s.customer_id = d.customer_id AND d.decision IN ('send', 'quiet_hours', 'held_out', 'expired')) cs ON true
+ WHERE p_all OR d.decision IN ('send', 'quiet_hours', 'held_out', 'expired')
+$$;
+
+CREATE FUNCTION loyalty.due_messages_at(as_of timestamptz)
+RETURNS TABLE (campaign_id integer, campaign text, kind text, channel text, customer_id text, occasion text,
+               occasion_at timestamptz, dedupe_key text, decision text, reason text, due_at timestamptz,
+               expires_at timestamptz, recipient text, template text, priority integer, payload jsonb)
+LANGUAGE sql STABLE
+SECURITY DEFINER   -- read-only; lets loyalty_reader see decisions without the tables behind them
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT * FROM loyalty._due_messages(as_of, true)
 $$;
 COMMENT ON FUNCTION loyalty.due_messages_at(timestamptz) IS
 'Every occasion of the active campaigns not yet in the outbox, as of a time, with the policy''s decision and reason';
@@ -479,7 +530,7 @@ BEGIN
         SELECT d.dedupe_key, d.campaign_id, d.customer_id, d.channel, d.recipient, d.template, d.payload,
                CASE d.decision WHEN 'held_out' THEN 'held_out' WHEN 'expired' THEN 'expired' ELSE 'pending' END,
                d.due_at, d.expires_at
-          FROM loyalty.due_messages_at(enqueue_due.as_of) d
+          FROM loyalty._due_messages(enqueue_due.as_of, false) d
          WHERE d.decision IN ('send', 'quiet_hours', 'held_out', 'expired')
         ON CONFLICT (dedupe_key) DO NOTHING
         RETURNING ob.campaign_id, ob.status, ob.due_at > enqueue_due.as_of AS later
