@@ -129,3 +129,21 @@ SELECT sum(pending + held_out + expired) AS rerun_rows FROM loyalty.enqueue_due(
 SELECT sum(pending + held_out + expired) AS later_rerun_rows FROM loyalty.enqueue_due('2026-06-15 13:00');
 SELECT count(*) = :rows_before AS unchanged, count(DISTINCT dedupe_key) = count(*) AS keys_unique FROM loyalty.outbox;
 DO $$ BEGIN PERFORM loyalty.enqueue_due('infinity'); EXCEPTION WHEN invalid_parameter_value THEN RAISE NOTICE 'refused: %', SQLERRM; END $$;
+
+-- ---- an opt-out withdraws what is queued and not sent yet
+-- h1..h300 have pending welcomes (email); give h1 and h2 an sms too, and mark one of h3's sent
+INSERT INTO loyalty.outbox (dedupe_key, campaign_id, customer_id, channel, recipient, template)
+VALUES ('t:h1:sms', NULL, 'h1', 'sms', '+49 30 1234567', 'hi'), ('t:h2:sms', NULL, 'h2', 'sms', '+49 30 1234568', 'hi');
+UPDATE loyalty.outbox SET status = 'sent', sent_at = now() WHERE customer_id = 'h3' AND status = 'pending';
+SELECT loyalty.set_consent('h1', 'email', false, 'unsubscribe link') > 0 AS h1_email_out,
+       loyalty.set_consent('h2', 'all', false, 'account closed') > 0 AS h2_all_out,
+       loyalty.set_consent('h3', 'all', false) > 0 AS h3_all_out;
+SELECT customer_id, channel, status, last_error FROM loyalty.outbox
+ WHERE customer_id IN ('h1', 'h2', 'h3') ORDER BY customer_id, channel, status;
+-- cancelled messages are no longer claimable
+SELECT count(*) FILTER (WHERE q.message_id IS NOT NULL) AS cancelled_still_queued
+  FROM loyalty.outbox o LEFT JOIN loyalty.outbox_queue q USING (message_id) WHERE o.status = 'cancelled';
+-- a renewed opt-in does not bring the cancelled occasion back (one row per occasion, ever)
+SELECT loyalty.set_consent('h1', 'email', true, 'signed up again') > 0 AS h1_back;
+SELECT decision, reason FROM loyalty.due_messages_at('2026-06-15 14:00') WHERE customer_id = 'h1';
+SELECT name, pending, cancelled FROM loyalty.campaign_performance WHERE name = 'welcome';

@@ -22,7 +22,8 @@ COMMENT ON SCHEMA loyalty IS 'Customer loyalty system: intake, customer state, R
 -- Advisory lock keys (first key 74200 = loyalty's class):
 --   (74200, 1) event drain: one applier of captured changes at a time, so changes apply in capture order
 --   (74200, 2) refresh: one scoring run at a time
---   (74200, 5) enqueue_due: one journeys run at a time, so cap and cooldown counts include what earlier runs wrote
+--   (74200, 5) enqueue_due: one journeys run at a time, so cap and cooldown counts include what earlier runs wrote;
+--              an opt-out (set_consent(..., false)) takes it shared, so it never misses a run's pending rows
 
 
 -- Is this statement a restore's COPY? pg_dump's scripts (and pg_restore) run

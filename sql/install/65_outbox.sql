@@ -8,7 +8,9 @@
 --     campaign's holdout group: recorded, never sent) or 'expired' (the occasion
 --     was missed for longer than the campaign's validity window);
 --   * only 'pending' rows with due_at <= now() can be claimed; the sender side
---     owns the claim columns and the statuses 'sent' and 'dead'.
+--     owns the claim columns and the statuses 'sent' and 'dead';
+--   * loyalty.set_consent(..., false) turns the customer's pending messages on
+--     that channel (all channels for 'all') into 'cancelled'.
 --   * a message under a sender's lease stays 'pending' in this table: the lease
 --     is kept in loyalty.outbox_queue (see "The sender side" below), and the
 --     views show such a message as 'claimed'. claim_token is the token of the
@@ -24,7 +26,7 @@ CREATE TABLE loyalty.outbox (
     template      text NOT NULL,
     payload       jsonb NOT NULL DEFAULT '{}'::jsonb,
     status        text NOT NULL DEFAULT 'pending'
-                  CHECK (status IN ('pending', 'sent', 'dead', 'held_out', 'expired')),
+                  CHECK (status IN ('pending', 'sent', 'dead', 'held_out', 'expired', 'cancelled')),
     due_at        timestamptz NOT NULL DEFAULT pg_catalog.now(),
     expires_at    timestamptz,
     created_at    timestamptz NOT NULL DEFAULT pg_catalog.now(),
@@ -35,7 +37,7 @@ CREATE TABLE loyalty.outbox (
 ) WITH (fillfactor = 45);
 COMMENT ON TABLE loyalty.outbox IS 'Messages decided by the journeys: one row per campaign, customer and occasion (dedupe_key), drained by the sender';
 COMMENT ON COLUMN loyalty.outbox.dedupe_key IS 'campaign:customer:occasion; unique, so an occasion yields at most one row, ever';
-COMMENT ON COLUMN loyalty.outbox.status IS 'pending (also while a sender holds a lease on it), sent, dead (gave up after the allowed attempts), held_out (holdout group, never sent), expired (missed its validity window)';
+COMMENT ON COLUMN loyalty.outbox.status IS 'pending (also while a sender holds a lease on it), sent, dead (gave up after the allowed attempts), held_out (holdout group, never sent), expired (missed its validity window), cancelled (the customer opted out before it went out)';
 COMMENT ON COLUMN loyalty.outbox.attempts IS 'claims so far (updated when the message is acked, failed or given up)';
 COMMENT ON COLUMN loyalty.outbox.claim_token IS 'the claim that last acked or failed the message (a repeated ack or fail with it is answered, not refused)';
 COMMENT ON COLUMN loyalty.outbox.last_error IS 'what the sender reported on the last failed attempt';

@@ -451,6 +451,13 @@ BEGIN
         RAISE EXCEPTION 'granted must be true or false'
               USING ERRCODE = 'null_value_not_allowed', HINT = 'true: the customer opted in; false: opted out.';
     END IF;
+    IF NOT granted THEN
+        -- an opt-out also withdraws what is queued and not yet sent. Shared
+        -- lock against enqueue_due's exclusive one (74200, 5): a running
+        -- enqueue commits first (its rows are then cancelled here), or the
+        -- next one sees this opt-out; opt-outs do not wait for each other.
+        PERFORM pg_advisory_xact_lock_shared(74200, 5);
+    END IF;
     INSERT INTO loyalty.consent_history (customer_id, channel, granted, source)
     VALUES (set_consent.customer_id, ch, set_consent.granted, set_consent.source)
     RETURNING change_id INTO id;
@@ -460,6 +467,13 @@ BEGIN
     ON CONFLICT ON CONSTRAINT consents_pkey DO UPDATE
        SET granted = excluded.granted, source = excluded.source, changed_at = excluded.changed_at, change_id = excluded.change_id
      WHERE c.change_id < excluded.change_id;
+    IF NOT granted THEN
+        UPDATE loyalty.outbox o
+           SET status = 'cancelled',
+               last_error = format('cancelled: opted out of %s (%s)', ch, coalesce(set_consent.source, 'no source given'))
+         WHERE o.customer_id = set_consent.customer_id AND o.status = 'pending'
+           AND (ch = 'all' OR o.channel = ch);
+    END IF;
     RETURN id;
 END
 $$;

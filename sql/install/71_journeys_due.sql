@@ -391,7 +391,7 @@ WITH st AS (
       FROM loyalty.outbox ob
      WHERE ob.due_at > as_of - greatest((SELECT st.cap_window FROM st),
                                         (SELECT coalesce(max(cp.cooldown), '0') FROM loyalty.campaigns cp WHERE cp.active))
-       AND ob.status NOT IN ('held_out', 'expired')
+       AND ob.status NOT IN ('held_out', 'expired', 'cancelled')
        AND ob.customer_id IN (SELECT k.customer_id FROM checked k WHERE k.early IS NULL)
 ), per_customer AS (
     SELECT r.customer_id, count(*) AS recent

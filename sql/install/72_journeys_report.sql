@@ -41,7 +41,8 @@ WITH settings AS (
            count(*) FILTER (WHERE o.status = 'held_out') AS held_out,
            count(*) FILTER (WHERE o.status = 'dead') AS failed,
            count(*) FILTER (WHERE o.status = 'pending') AS pending,
-           count(*) FILTER (WHERE o.status = 'expired') AS expired
+           count(*) FILTER (WHERE o.status = 'expired') AS expired,
+           count(*) FILTER (WHERE o.status = 'cancelled') AS cancelled
       FROM loyalty.outbox o
      GROUP BY o.campaign_id
 ), exposed AS (
@@ -93,6 +94,7 @@ SELECT c.campaign_id, c.name, c.kind, c.channel,
        coalesce(n.failed, 0) AS failed,
        coalesce(n.pending, 0) AS pending,
        coalesce(n.expired, 0) AS expired,
+       coalesce(n.cancelled, 0) AS cancelled,
        (SELECT (date_part('epoch', s.w) / 86400)::numeric(8, 2) FROM settings s) AS window_days,
        coalesce(st.n1, 0) AS treated_customers,
        round(st.p1, 4) AS treated_ordered_share,
@@ -128,6 +130,7 @@ COMMENT ON COLUMN loyalty.campaign_performance.held_out IS 'messages recorded fo
 COMMENT ON COLUMN loyalty.campaign_performance.failed IS 'messages the sender gave up on after the allowed attempts (status dead)';
 COMMENT ON COLUMN loyalty.campaign_performance.pending IS 'messages waiting to be sent or being sent (status pending, also under a sender''s lease)';
 COMMENT ON COLUMN loyalty.campaign_performance.expired IS 'occasions missed for longer than the campaign''s validity window (status expired)';
+COMMENT ON COLUMN loyalty.campaign_performance.cancelled IS 'pending messages withdrawn because the customer opted out before they went out (status cancelled)';
 COMMENT ON COLUMN loyalty.campaign_performance.window_days IS 'attribution window in days (loyalty.journey_report_settings)';
 COMMENT ON COLUMN loyalty.campaign_performance.treated_customers IS 'customers sent a message whose window has elapsed (each once, from their first message)';
 COMMENT ON COLUMN loyalty.campaign_performance.treated_ordered_share IS 'share of treated customers with a counted order in the window after sent_at';
