@@ -311,7 +311,7 @@ DECLARE
     r record;
     lease_end timestamptz;
 BEGIN
-    SELECT o.status, o.claim_token INTO r FROM loyalty.outbox o WHERE o.message_id OPERATOR(pg_catalog.=) id;
+    SELECT o.status, o.claim_token, o.last_error INTO r FROM loyalty.outbox o WHERE o.message_id OPERATOR(pg_catalog.=) id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'message % is not in the outbox', id
               USING ERRCODE = 'invalid_parameter_value', HINT = 'Use a message_id returned by loyalty.claim_messages().';
@@ -322,6 +322,11 @@ BEGIN
         RAISE EXCEPTION 'the lease on message % expired at %', id, lease_end
               USING ERRCODE = 'object_not_in_prerequisite_state',
                     HINT = 'The message is claimable again and counts as not sent. Claim smaller batches or a longer lease.';
+    END IF;
+    IF r.status OPERATOR(pg_catalog.=) 'cancelled' THEN
+        RAISE EXCEPTION 'message % was cancelled: %', id, r.last_error
+              USING ERRCODE = 'object_not_in_prerequisite_state',
+                    HINT = 'The customer opted out while the message was claimed; if it was not delivered yet, do not deliver it.';
     END IF;
     IF r.claim_token IS DISTINCT FROM token THEN
         RAISE EXCEPTION 'message % is not claimed with this token', id

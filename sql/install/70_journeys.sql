@@ -468,9 +468,17 @@ BEGIN
        SET granted = excluded.granted, source = excluded.source, changed_at = excluded.changed_at, change_id = excluded.change_id
      WHERE c.change_id < excluded.change_id;
     IF NOT granted THEN
+        -- queue rows first, then outbox rows: the order ack/fail lock them in,
+        -- so an opt-out racing a sender's ack waits instead of deadlocking
+        PERFORM 1 FROM loyalty.outbox_queue q
+         WHERE q.message_id IN (SELECT o.message_id FROM loyalty.outbox o
+                                 WHERE o.customer_id = set_consent.customer_id AND o.status = 'pending'
+                                   AND (ch = 'all' OR o.channel = ch))
+         ORDER BY q.message_id
+           FOR UPDATE OF q;
         UPDATE loyalty.outbox o
            SET status = 'cancelled',
-               last_error = format('cancelled: opted out of %s (%s)', ch, coalesce(set_consent.source, 'no source given'))
+               last_error = format('opted out of %s (%s)', ch, coalesce(set_consent.source, 'no source given'))
          WHERE o.customer_id = set_consent.customer_id AND o.status = 'pending'
            AND (ch = 'all' OR o.channel = ch);
     END IF;
