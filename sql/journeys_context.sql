@@ -1,7 +1,7 @@
 -- Custom campaign conditions are evaluated against loyalty._journey_context
--- (71_journeys_due.sql), an inlinable copy of loyalty.journey_context_at
--- (what readers and the condition check see). The two must agree: same
--- columns, same rows; and a condition reaches into the one table it reads.
+-- (70_journeys.sql, inlinable); readers and the condition check see it through
+-- loyalty.journey_context_at (SECURITY DEFINER). Both give the same columns
+-- and rows; and a condition reaches into the one table it reads.
 SET client_min_messages = warning;
 DROP EXTENSION loyalty CASCADE;
 CREATE EXTENSION loyalty;

@@ -580,17 +580,17 @@ COMMENT ON COLUMN loyalty.campaigns.condition IS 'custom kind: a boolean SQL exp
 COMMENT ON COLUMN loyalty.campaigns.activated_at IS 'when active last became true (set automatically)';
 
 -- The per-customer context a custom campaign's condition is written against,
--- as of a given time (read-only; SECURITY DEFINER so that loyalty_reader can
--- read the view).
-CREATE FUNCTION loyalty.journey_context_at(as_of timestamptz)
+-- as of a given time. enqueue_due evaluates conditions against it directly:
+-- it is inlinable (SQL-standard body, no SET clause, not SECURITY DEFINER), so
+-- the planner pushes the shop's condition into the scan of customer_state and
+-- drops the joins the condition does not use.
+CREATE FUNCTION loyalty._journey_context(as_of timestamptz)
 RETURNS TABLE (customer_id text, name text, email text, phone text, birthday date, time_zone text,
                orders integer, first_order_at timestamptz, last_order_at timestamptz, days_since_last_order integer,
                net_spend numeric, avg_spend numeric, r_score smallint, f_score smallint, m_score smallint, segment text,
                points bigint, tier text)
 LANGUAGE sql STABLE
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
+BEGIN ATOMIC
     SELECT s.customer_id, p.name, p.email, p.phone, p.birthday, p.time_zone,
            s.orders, s.first_order_at, s.last_order_at,
            (date_part('epoch', as_of - s.last_order_at) / 86400)::integer,
@@ -600,7 +600,20 @@ AS $$
       LEFT JOIN loyalty.profiles p ON p.customer_id = s.customer_id
       LEFT JOIN loyalty.customer_rfm r ON r.customer_id = s.customer_id
       LEFT JOIN loyalty.accounts a ON a.customer_id = s.customer_id
-      LEFT JOIN loyalty.customer_tiers t ON t.customer_id = s.customer_id
+      LEFT JOIN loyalty.customer_tiers t ON t.customer_id = s.customer_id;
+END;
+
+-- The same for readers (loyalty_reader reads the view below): SECURITY DEFINER.
+CREATE FUNCTION loyalty.journey_context_at(as_of timestamptz)
+RETURNS TABLE (customer_id text, name text, email text, phone text, birthday date, time_zone text,
+               orders integer, first_order_at timestamptz, last_order_at timestamptz, days_since_last_order integer,
+               net_spend numeric, avg_spend numeric, r_score smallint, f_score smallint, m_score smallint, segment text,
+               points bigint, tier text)
+LANGUAGE sql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT * FROM loyalty._journey_context(as_of)
 $$;
 COMMENT ON FUNCTION loyalty.journey_context_at(timestamptz) IS 'Per-customer context of custom campaign conditions, as of a time';
 

@@ -84,32 +84,6 @@ AS $$
     SELECT coalesce(avg(t_x / x) FILTER (WHERE x > 0 AND t_x > 0), 90) FROM loyalty.model_inputs
 $$;
 
--- Custom conditions are evaluated against this copy of
--- loyalty.journey_context_at (70_journeys.sql, the one readers call): the same
--- columns and rows, but inlinable (SQL-standard body, no SET clause, not
--- SECURITY DEFINER), so the planner pushes the shop's condition into the scan
--- of customer_state and drops the joins the condition does not use, instead of
--- joining five tables for every customer on every run. The journeys_context
--- test checks that the two agree.
-CREATE FUNCTION loyalty._journey_context(as_of timestamptz)
-RETURNS TABLE (customer_id text, name text, email text, phone text, birthday date, time_zone text,
-               orders integer, first_order_at timestamptz, last_order_at timestamptz, days_since_last_order integer,
-               net_spend numeric, avg_spend numeric, r_score smallint, f_score smallint, m_score smallint, segment text,
-               points bigint, tier text)
-LANGUAGE sql STABLE
-BEGIN ATOMIC
-    SELECT s.customer_id, p.name, p.email, p.phone, p.birthday, p.time_zone,
-           s.orders, s.first_order_at, s.last_order_at,
-           (date_part('epoch', as_of - s.last_order_at) / 86400)::integer,
-           s.net_spend, s.avg_spend, r.r_score, r.f_score, r.m_score, r.segment,
-           coalesce(a.balance, 0), t.tier
-      FROM loyalty.customer_state s
-      LEFT JOIN loyalty.profiles p ON p.customer_id = s.customer_id
-      LEFT JOIN loyalty.customer_rfm r ON r.customer_id = s.customer_id
-      LEFT JOIN loyalty.accounts a ON a.customer_id = s.customer_id
-      LEFT JOIN loyalty.customer_tiers t ON t.customer_id = s.customer_id;
-END;
-
 -- Occasions of the active campaigns that may need a decision as of as_of
 -- (both ranges above). One index-backed query per campaign.
 CREATE FUNCTION loyalty._occasions(p_as_of timestamptz)
