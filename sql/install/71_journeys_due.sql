@@ -413,7 +413,7 @@ WITH st AS (
 )
 SELECT d.campaign_id, d.campaign, d.kind, d.channel, d.customer_id, d.occasion, d.occasion_at, d.dedupe_key,
        d.decision, d.reason, w.due_at, w.due_at + d.valid_for, d.rcpt, d.template, d.priority,
-       CASE WHEN d.decision IN ('send', 'quiet_hours', 'held_out', 'expired') THEN
+       CASE WHEN wr.written THEN
        jsonb_build_object(
            'customer_id', d.customer_id,
            'name', d.name,
@@ -434,6 +434,8 @@ SELECT d.campaign_id, d.campaign, d.kind, d.channel, d.customer_id, d.occasion, 
   FROM decided d
  CROSS JOIN st
  CROSS JOIN f
+ -- the decisions enqueue_due writes to the outbox
+ CROSS JOIN LATERAL (SELECT d.decision IN ('send', 'quiet_hours', 'held_out', 'expired') AS written) wr
  CROSS JOIN LATERAL (SELECT CASE d.decision
                                 WHEN 'expired' THEN d.occasion_at
                                 WHEN 'send' THEN as_of
@@ -445,14 +447,14 @@ SELECT d.campaign_id, d.campaign, d.kind, d.channel, d.customer_id, d.occasion, 
   -- the payload's tables are read by key for the rows written only (a lookup
   -- per row, not a hash of four whole tables per run)
   LEFT JOIN LATERAL (SELECT a.balance FROM loyalty.accounts a
-                      WHERE a.customer_id = d.customer_id AND d.decision IN ('send', 'quiet_hours', 'held_out', 'expired')) ac ON true
+                      WHERE a.customer_id = d.customer_id AND wr.written) ac ON true
   LEFT JOIN LATERAL (SELECT t.tier FROM loyalty.customer_tiers t
-                      WHERE t.customer_id = d.customer_id AND d.decision IN ('send', 'quiet_hours', 'held_out', 'expired')) ct ON true
+                      WHERE t.customer_id = d.customer_id AND wr.written) ct ON true
   LEFT JOIN LATERAL (SELECT r.r_score, r.f_score, r.m_score, r.segment FROM loyalty.customer_rfm r
-                      WHERE r.customer_id = d.customer_id AND d.decision IN ('send', 'quiet_hours', 'held_out', 'expired')) rf ON true
+                      WHERE r.customer_id = d.customer_id AND wr.written) rf ON true
   LEFT JOIN LATERAL (SELECT s.customer_id, s.purchase_days, s.first_order_at, s.last_order_at FROM loyalty.customer_state s
-                      WHERE s.customer_id = d.customer_id AND d.decision IN ('send', 'quiet_hours', 'held_out', 'expired')) cs ON true
- WHERE p_all OR d.decision IN ('send', 'quiet_hours', 'held_out', 'expired')
+                      WHERE s.customer_id = d.customer_id AND wr.written) cs ON true
+ WHERE p_all OR wr.written
 $$;
 
 CREATE FUNCTION loyalty.due_messages_at(as_of timestamptz)
@@ -504,8 +506,7 @@ BEGIN
         SELECT d.dedupe_key, d.campaign_id, d.customer_id, d.channel, d.recipient, d.template, d.payload,
                CASE d.decision WHEN 'held_out' THEN 'held_out' WHEN 'expired' THEN 'expired' ELSE 'pending' END,
                d.due_at, d.expires_at
-          FROM loyalty._due_messages(enqueue_due.as_of, false) d
-         WHERE d.decision IN ('send', 'quiet_hours', 'held_out', 'expired')
+          FROM loyalty._due_messages(enqueue_due.as_of, false) d   -- only the decisions written
         ON CONFLICT (dedupe_key) DO NOTHING
         RETURNING ob.campaign_id, ob.status, ob.due_at > enqueue_due.as_of AS later
     ), runs AS (
