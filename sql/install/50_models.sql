@@ -169,6 +169,15 @@ SELECT b.fit_id AS bgnbd_fit_id,
   LEFT JOIN LATERAL (SELECT * FROM loyalty.model_fits WHERE model = 'gamma_gamma' AND status = 'fitted' ORDER BY fit_id DESC LIMIT 1) g ON true;
 COMMENT ON VIEW loyalty.current_fits IS 'Parameters of the newest fitted BG/NBD and Gamma-Gamma models';
 
+-- The shop's mean gap between purchase days of repeat buyers (the heuristic's gap for customers without one of their own; also used by the journeys).
+CREATE FUNCTION loyalty._shop_gap()
+RETURNS float8
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT coalesce(avg(t_x / x) FILTER (WHERE x > 0 AND t_x > 0), 90) FROM loyalty.model_inputs
+$$;
+
 -- Scores, computed when read from the current state and fits.
 -- Heuristic (no BG/NBD fit yet): the customer's typical gap between purchase
 -- days (their own mean gap, else the shop's mean gap of repeat buyers, else
@@ -179,7 +188,7 @@ COMMENT ON VIEW loyalty.current_fits IS 'Parameters of the newest fitted BG/NBD 
 CREATE VIEW loyalty.customer_scores AS
 WITH st AS (SELECT * FROM loyalty.model_settings),
      f AS (SELECT * FROM loyalty.current_fits),
-     shop_gap AS (SELECT coalesce(avg(t_x / x) FILTER (WHERE x > 0 AND t_x > 0), 90) AS gap FROM loyalty.model_inputs)
+     shop_gap AS (SELECT loyalty._shop_gap() AS gap)
 SELECT i.customer_id,
        sc.p_alive,
        1 - sc.p_alive AS churn_risk,

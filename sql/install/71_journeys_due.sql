@@ -75,15 +75,6 @@ RETURN CASE WHEN r IS NOT NULL
                                                 / (p_purchase_days - 1)
                                            ELSE coalesce(p_shop_gap, 90) END)) END;
 
--- The shop's mean gap between purchase days of repeat buyers (heuristic P(alive) without a fit).
-CREATE FUNCTION loyalty._shop_gap()
-RETURNS float8
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT coalesce(avg(t_x / x) FILTER (WHERE x > 0 AND t_x > 0), 90) FROM loyalty.model_inputs
-$$;
-
 -- Occasions of the active campaigns that may need a decision as of as_of
 -- (both ranges above). One index-backed query per campaign.
 CREATE FUNCTION loyalty._occasions(p_as_of timestamptz)
