@@ -91,16 +91,51 @@ UPDATE loyalty.campaigns SET params = '{"factor": 1.5}' WHERE name = 'time to re
 SELECT * FROM pg_temp.due('2026-06-15 12:00') WHERE customer_id LIKE 'r%';
 SELECT * FROM pg_temp.due('2026-06-24 12:00') WHERE customer_id LIKE 'r%';
 
--- ---- win_back: P(alive) below the threshold (heuristic while there is no fit), or an RFM segment
-SELECT pg_temp.orders('l1', '2025-10-01 10:00', '2025-11-01 10:00');   -- lapsed: gap 31 days, 226 days quiet
+-- ---- win_back: P(alive) below the threshold (heuristic while there is no fit), or an RFM segment;
+-- the occasion is dated when the lapse began, never before the campaign started
+SELECT pg_temp.orders('l1', '2025-10-01 10:00', '2025-11-01 10:00');   -- lapsed 9 December: before the start
 SELECT pg_temp.orders('l2', '2024-01-01 10:00', '2024-02-01 10:00');   -- lapsed beyond max_days_since_last
 SELECT pg_temp.orders('l3', '2026-05-01 10:00', '2026-06-01 10:00');   -- active
+SELECT pg_temp.orders('l4', '2026-04-03 10:00', '2026-05-03 10:00');   -- gap 30 days: lapses 9 June (37 quiet days)
 SELECT pg_temp.only('we miss you');
-SELECT d.customer_id, d.occasion, d.decision, (d.payload #>> '{why,scores,p_alive}')::float8 < 0.3 AS p_alive_low
-  FROM loyalty.due_messages_at('2026-06-15 12:00') d WHERE d.customer_id LIKE 'l%';
+UPDATE loyalty.campaigns SET active_from = '2026-06-12' WHERE name = 'we miss you';
+SELECT d.customer_id, d.occasion, d.occasion_at, d.decision, d.payload #>> '{occasion,lapsed_at}' AS lapsed_at,
+       (d.payload #>> '{why,scores,p_alive}')::float8 < 0.3 AS p_alive_low
+  FROM loyalty.due_messages_at('2026-06-15 12:00') d WHERE d.customer_id LIKE 'l%' ORDER BY 1;
+-- l4 crosses 0.3 at midnight UTC of 9 June: not due the second before
+UPDATE loyalty.campaigns SET active_from = '2026-01-01' WHERE name = 'we miss you';
+SELECT * FROM pg_temp.due('2026-06-08 23:59:59') WHERE customer_id LIKE 'l%';
+SELECT * FROM pg_temp.due('2026-06-09 00:00') WHERE customer_id LIKE 'l%';
+SELECT loyalty._p_alive(2, '2026-04-03 10:00', '2026-05-03 10:00', t, NULL, NULL, NULL, NULL, NULL) < 0.3 AS below
+  FROM unnest(ARRAY[timestamptz '2026-06-08 23:59:59', '2026-06-09 00:00']) t;
 UPDATE loyalty.campaigns SET params = '{"segments": ["At Risk", "Can''t Lose Them", "Hibernating"]}' WHERE name = 'we miss you';
 INSERT INTO loyalty.customer_rfm VALUES ('l3', 1, 3, 3, 'At Risk', '2026-06-10'), ('l1', 5, 3, 3, 'Champions', '2026-06-10');
 SELECT * FROM pg_temp.due('2026-06-15 12:00') WHERE customer_id LIKE 'l%';
+-- the lapse day in closed form agrees with P(alive) day by day: below the
+-- threshold on that day, not on the day before; x = 0 never lapses under BG/NBD.
+-- Over histories of 1..30 purchase days, four thresholds, a BG/NBD fit in days
+-- (CDNOW's weekly fit rescaled) and the heuristic.
+WITH h AS (
+    SELECT pd, timestamptz '2025-01-01 09:00' AS first_at,
+           timestamptz '2025-01-01 09:00' + (CASE WHEN pd = 1 THEN 0 ELSE pd * span END) * interval '1 day' AS last_at,
+           th, fit
+      FROM generate_series(1, 30) pd, unnest(ARRAY[1, 7, 40]) span, unnest(ARRAY[0.05, 0.3, 0.5, 0.9]) th,
+           unnest(ARRAY['bgnbd', 'heuristic']) fit
+), l AS (
+    SELECT h.*, CASE WHEN fit = 'bgnbd' THEN ARRAY[0.2426, 4.4136 * 7, 0.7929, 2.4259] END AS p,
+           loyalty._lapse_at(pd, first_at, last_at, th,
+                             CASE WHEN fit = 'bgnbd' THEN 0.2426 END, 4.4136 * 7, 0.7929, 2.4259, 60) AS lapse
+      FROM h
+)
+SELECT fit, count(*) AS histories,
+       count(*) FILTER (WHERE lapse IS NULL) AS never,
+       count(*) FILTER (WHERE lapse IS NULL AND NOT (fit = 'bgnbd' AND pd = 1)) AS never_wrongly,
+       count(*) FILTER (WHERE lapse IS NOT NULL
+                          AND NOT (loyalty._p_alive(pd, first_at, last_at, lapse, p[1], p[2], p[3], p[4], 60) < th
+                                   AND (lapse - interval '1 microsecond' < last_at
+                                        OR loyalty._p_alive(pd, first_at, last_at, lapse - interval '1 microsecond',
+                                                            p[1], p[2], p[3], p[4], 60) >= th))) AS disagree
+  FROM l GROUP BY fit ORDER BY fit;
 
 -- ---- birthday: local midnight in the customer's zone, days_before earlier
 SELECT (loyalty.upsert_customer('b1', 'B1', 'b1@example.com', NULL, '1990-06-15', 'Europe/Berlin')).time_zone,
@@ -157,6 +192,8 @@ SELECT count(*) AS same_week_again FROM pg_temp.due('2026-06-17 12:00');
 SELECT * FROM pg_temp.due('2026-06-22 12:00');
 
 -- ---- all kinds at once: every dedupe key unique, a rerun adds nothing
+-- (l3's scores were rewritten on 20 June, still At Risk: its lapse is in the window)
+UPDATE loyalty.customer_rfm SET scored_at = '2026-06-20' WHERE customer_id = 'l3';
 UPDATE loyalty.campaigns SET active = true;
 SELECT pg_temp.enqueue('2026-06-24 12:00') IS NOT NULL AS ran;
 SELECT count(*) AS rows_before FROM loyalty.outbox \gset

@@ -75,6 +75,41 @@ RETURN CASE WHEN r IS NOT NULL
                                                 / (p_purchase_days - 1)
                                            ELSE coalesce(p_shop_gap, 90) END)) END;
 
+-- When a customer lapses: the first moment at which _p_alive(...) is below
+-- p_below, computed in closed form so that win-back occasions can be dated
+-- without evaluating P(alive) per customer and day. P(alive) only falls as
+-- time passes without a purchase, and it is evaluated per whole UTC day.
+-- BG/NBD (Fader, Hardie & Lee 2005, eq. 13; days, x = purchase days - 1,
+-- t_x and T days since the first purchase day):
+--   P(alive) = 1 / (1 + a/(b+x-1) * ((alpha+T)/(alpha+t_x))^(r+x)) for x > 0
+-- is below p_below exactly when
+--   T > T* = (alpha+t_x) * ((1/p_below - 1)(b+x-1)/a)^(1/(r+x)) - alpha,
+-- so the first such day is floor(T*) + 1, and never before the last purchase
+-- day (T >= t_x). x = 0: P(alive) = 1, never lapses (NULL).
+-- Heuristic (no fit): exp(-d/gap) < p_below exactly when d > -ln(p_below) * gap,
+-- d whole days since the last purchase day: first day floor(-ln(p_below) * gap) + 1.
+-- Day offsets are capped at 10,000 years (an overflowing power is +Infinity).
+CREATE FUNCTION loyalty._lapse_at(p_purchase_days integer, p_first timestamptz, p_last timestamptz, p_below float8,
+                                  r float8, alpha float8, a float8, b float8, p_shop_gap float8)
+RETURNS timestamptz
+LANGUAGE sql STABLE
+RETURN CASE WHEN r IS NULL OR p_purchase_days > 1 THEN greatest(p_last,
+    CASE WHEN r IS NOT NULL THEN
+         CASE WHEN p_purchase_days > 1 THEN
+              ((p_first AT TIME ZONE 'UTC')::date
+               + greatest(least(floor((alpha + ((p_last AT TIME ZONE 'UTC')::date - (p_first AT TIME ZONE 'UTC')::date))
+                                      * power((1 / p_below - 1) * (b + p_purchase_days - 2) / a, 1 / (r + p_purchase_days - 1))
+                                      - alpha), 3652500)::integer + 1,
+                          (p_last AT TIME ZONE 'UTC')::date - (p_first AT TIME ZONE 'UTC')::date))::timestamp AT TIME ZONE 'UTC'
+         END
+    ELSE ((p_last AT TIME ZONE 'UTC')::date
+          + least(floor(-ln(p_below)
+                        * CASE WHEN p_purchase_days > 1 AND (p_last AT TIME ZONE 'UTC')::date > (p_first AT TIME ZONE 'UTC')::date
+                               THEN ((p_last AT TIME ZONE 'UTC')::date - (p_first AT TIME ZONE 'UTC')::date)::float8
+                                    / (p_purchase_days - 1)
+                               ELSE coalesce(p_shop_gap, 90) END), 3652500)::integer + 1)::timestamp AT TIME ZONE 'UTC'
+    END) END;
+
 -- Occasions of the active campaigns that may need a decision as of as_of
 -- (both ranges above). One index-backed query per campaign.
 CREATE FUNCTION loyalty._occasions(p_as_of timestamptz)
@@ -141,24 +176,34 @@ BEGIN
                      WHERE s.purchase_days >= (c.params->>'min_orders')::integer) x
              WHERE x.due >= lo AND x.due <= p_as_of;
         WHEN 'win_back' THEN
-            -- one occasion per lapse (keyed by the last purchase day), due now
+            -- One occasion per lapse (keyed by the last purchase day), dated
+            -- when it began: the day P(alive) fell below p_alive_below
+            -- (_lapse_at), or the last change of the customer's RFM scores when
+            -- the segment is one of segments; never before the campaign's
+            -- start (customers lapsed by then are due at the start).
             SELECT cf.r, cf.alpha, cf.a, cf.b INTO f FROM loyalty.current_fits cf;
             IF f.r IS NULL AND c.params ? 'p_alive_below' THEN
                 gap := loyalty._shop_gap();
             END IF;
             RETURN QUERY
-            SELECT c.campaign_id, s.customer_id, 'lapse:' || to_char(s.last_order_at AT TIME ZONE 'UTC', 'YYYYMMDD'),
-                   p_as_of, jsonb_build_object('last_order_at', s.last_order_at, 'p_alive', round(pa.p::numeric, 4),
-                                               'segment', rf.segment)
-              FROM loyalty.customer_state s
-              LEFT JOIN loyalty.customer_rfm rf ON rf.customer_id = s.customer_id
-             CROSS JOIN LATERAL (SELECT CASE WHEN c.params ? 'p_alive_below'
-                                             THEN loyalty._p_alive(s.purchase_days, s.first_order_at, s.last_order_at, p_as_of,
-                                                                   f.r, f.alpha, f.a, f.b, gap) END AS p) pa
-             WHERE s.last_order_at >= p_as_of - make_interval(days => (c.params->>'max_days_since_last')::integer)
-               AND s.last_order_at <= p_as_of
-               AND (pa.p < (c.params->>'p_alive_below')::float8
-                    OR rf.segment IN (SELECT jsonb_array_elements_text(coalesce(c.params->'segments', '[]'))));
+            SELECT c.campaign_id, x.customer_id, 'lapse:' || to_char(x.last_order_at AT TIME ZONE 'UTC', 'YYYYMMDD'),
+                   x.at, jsonb_build_object('last_order_at', x.last_order_at, 'lapsed_at', x.lapsed_at, 'segment', x.segment,
+                                            'p_alive', round(loyalty._p_alive(x.purchase_days, x.first_order_at, x.last_order_at, p_as_of,
+                                                                              f.r, f.alpha, f.a, f.b, gap)::numeric, 4))
+              FROM (SELECT s.customer_id, s.purchase_days, s.first_order_at, s.last_order_at, rf.segment,
+                           l.lapsed_at, greatest(l.lapsed_at, c.start) AS at
+                      FROM loyalty.customer_state s
+                      LEFT JOIN loyalty.customer_rfm rf ON rf.customer_id = s.customer_id AND c.params ? 'segments'
+                     CROSS JOIN LATERAL (
+                           SELECT least(CASE WHEN c.params ? 'p_alive_below'
+                                             THEN loyalty._lapse_at(s.purchase_days, s.first_order_at, s.last_order_at,
+                                                                    (c.params->>'p_alive_below')::float8,
+                                                                    f.r, f.alpha, f.a, f.b, gap) END,
+                                        CASE WHEN rf.segment IN (SELECT jsonb_array_elements_text(c.params->'segments'))
+                                             THEN rf.scored_at END) AS lapsed_at) l
+                     WHERE s.last_order_at >= p_as_of - make_interval(days => (c.params->>'max_days_since_last')::integer)
+                       AND s.last_order_at <= p_as_of) x
+             WHERE x.at >= lo AND x.at <= p_as_of;
         WHEN 'birthday' THEN
             -- local midnight, days_before the birthday, in the customer's zone;
             -- 29 February is celebrated on 28 February in other years
@@ -296,10 +341,7 @@ RETURNS TABLE (campaign_id integer, campaign text, kind text, channel text, cust
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 SET jit = off          -- compiling this plan costs far more than running it
-SET work_mem = '256MB' -- one run sorts and hashes every candidate: in memory, not on disk
--- Hash joins only: right after a bulk enqueue the outbox's statistics say it
--- is nearly empty, and a nested loop over it per candidate took minutes.
-SET enable_nestloop = off
+SET work_mem = '256MB' -- one run sorts every candidate: in memory, not on disk
 AS $$
 WITH st AS (
     SELECT * FROM loyalty.journey_settings LIMIT 1
@@ -315,8 +357,15 @@ WITH st AS (
        AND o.occasion_at >= coalesce(cp.active_from, cp.activated_at)
        AND (cp.active_until IS NULL OR o.occasion_at < cp.active_until)
 ), fresh AS (
+    -- Every lookup per candidate below is a LATERAL subquery with LIMIT 1 or
+    -- OFFSET 0, which the planner cannot turn into a join: it probes a unique
+    -- index once per candidate. Most runs have few candidates left after the
+    -- outbox probe, and a hash join would read whole tables (profiles,
+    -- consents, the ever-growing outbox) on every run instead.
     SELECT occ.* FROM occ
-     WHERE NOT EXISTS (SELECT 1 FROM loyalty.outbox ob WHERE ob.dedupe_key = occ.dedupe_key)
+     CROSS JOIN LATERAL (SELECT count(*) AS n
+                           FROM (SELECT 1 FROM loyalty.outbox ob WHERE ob.dedupe_key = occ.dedupe_key LIMIT 1) z) seen
+     WHERE seen.n = 0
 ), checked AS (
     -- each per-row expression once (OFFSET 0 keeps the inner query from being flattened)
     SELECT y.*,
@@ -344,36 +393,29 @@ WITH st AS (
                    ga.granted AS all_granted, ga.source AS all_source, gc.granted AS ch_granted, gc.source AS ch_source
               FROM fresh x
              CROSS JOIN st
-              LEFT JOIN loyalty.profiles p ON p.customer_id = x.customer_id
-              LEFT JOIN loyalty.consents ga ON ga.customer_id = x.customer_id AND ga.channel = 'all'
-              LEFT JOIN loyalty.consents gc ON gc.customer_id = x.customer_id AND gc.channel = x.channel
+              LEFT JOIN LATERAL (SELECT p.name, p.email, p.phone, p.time_zone FROM loyalty.profiles p
+                                  WHERE p.customer_id = x.customer_id LIMIT 1) p ON true
+              LEFT JOIN LATERAL (SELECT ga.granted, ga.source FROM loyalty.consents ga
+                                  WHERE ga.customer_id = x.customer_id AND ga.channel = 'all' LIMIT 1) ga ON true
+              LEFT JOIN LATERAL (SELECT gc.granted, gc.source FROM loyalty.consents gc
+                                  WHERE gc.customer_id = x.customer_id AND gc.channel = x.channel LIMIT 1) gc ON true
             OFFSET 0) y
-), recent AS MATERIALIZED (
-    -- the outbox rows that count for cap and cooldown, read once per run, of
-    -- the customers still in the running only (right after a bulk run the
-    -- recent outbox is large and the candidates left are few)
-    SELECT ob.customer_id, ob.campaign_id, ob.due_at
-      FROM loyalty.outbox ob
-     WHERE ob.due_at > as_of - greatest((SELECT st.cap_window FROM st),
-                                        (SELECT coalesce(max(cp.cooldown), '0') FROM loyalty.campaigns cp WHERE cp.active))
-       AND ob.status NOT IN ('held_out', 'expired', 'cancelled')
-       AND ob.customer_id IN (SELECT k.customer_id FROM checked k WHERE k.early IS NULL)
-), per_customer AS (
-    SELECT r.customer_id, count(*) AS recent
-      FROM recent r CROSS JOIN st WHERE r.due_at > as_of - st.cap_window GROUP BY r.customer_id
-), per_campaign AS (
-    SELECT r.customer_id, r.campaign_id, max(r.due_at) AS last_due
-      FROM recent r WHERE r.campaign_id IS NOT NULL GROUP BY r.customer_id, r.campaign_id
 ), competing AS (
-    -- eligible so far: cooldown, then the cap by priority
+    -- eligible so far: cooldown, then the cap by priority; the outbox rows
+    -- that count for both are read per candidate, by customer
     SELECT k.*,
            (k.cooldown > '0' AND (
-               coalesce(pc.last_due > as_of - k.cooldown, false)
+               coalesce(rc.last_due > as_of - k.cooldown, false)
                OR row_number() OVER (PARTITION BY k.customer_id, k.campaign_id ORDER BY k.occasion_at, k.occasion) > 1)) AS cooling,
-           coalesce(pcu.recent, 0) AS recent
+           rc.recent
       FROM checked k
-      LEFT JOIN per_customer pcu ON pcu.customer_id = k.customer_id
-      LEFT JOIN per_campaign pc ON pc.customer_id = k.customer_id AND pc.campaign_id = k.campaign_id
+     CROSS JOIN st
+     CROSS JOIN LATERAL (SELECT count(*) FILTER (WHERE ob.due_at > as_of - st.cap_window) AS recent,
+                                max(ob.due_at) FILTER (WHERE ob.campaign_id = k.campaign_id) AS last_due
+                           FROM loyalty.outbox ob
+                          WHERE ob.customer_id = k.customer_id
+                            AND ob.due_at > as_of - greatest(st.cap_window, k.cooldown)
+                            AND ob.status NOT IN ('held_out', 'expired', 'cancelled')) rc
      WHERE k.early IS NULL
 ), ranked AS (
     SELECT k.*, row_number() OVER (PARTITION BY k.customer_id, k.cooling
@@ -438,13 +480,13 @@ SELECT d.campaign_id, d.campaign, d.kind, d.channel, d.customer_id, d.occasion, 
   -- the payload's tables are read by key for the rows written only (a lookup
   -- per row, not a hash of four whole tables per run)
   LEFT JOIN LATERAL (SELECT a.balance FROM loyalty.accounts a
-                      WHERE a.customer_id = d.customer_id AND wr.written) ac ON true
+                      WHERE a.customer_id = d.customer_id AND wr.written LIMIT 1) ac ON true
   LEFT JOIN LATERAL (SELECT t.tier FROM loyalty.customer_tiers t
-                      WHERE t.customer_id = d.customer_id AND wr.written) ct ON true
+                      WHERE t.customer_id = d.customer_id AND wr.written LIMIT 1) ct ON true
   LEFT JOIN LATERAL (SELECT r.r_score, r.f_score, r.m_score, r.segment FROM loyalty.customer_rfm r
-                      WHERE r.customer_id = d.customer_id AND wr.written) rf ON true
+                      WHERE r.customer_id = d.customer_id AND wr.written LIMIT 1) rf ON true
   LEFT JOIN LATERAL (SELECT s.customer_id, s.purchase_days, s.first_order_at, s.last_order_at FROM loyalty.customer_state s
-                      WHERE s.customer_id = d.customer_id AND wr.written) cs ON true
+                      WHERE s.customer_id = d.customer_id AND wr.written LIMIT 1) cs ON true
  WHERE p_all OR wr.written
 $$;
 
