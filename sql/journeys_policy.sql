@@ -65,8 +65,12 @@ SELECT campaign, decision FROM pg_temp.due('2026-06-15 12:00');
 -- cooldown: one pp high message per 14 days: the second order's follow-up waits
 UPDATE loyalty.campaigns SET cooldown = '14 days' WHERE name = 'pp high';
 SELECT campaign, decision, reason FROM pg_temp.due('2026-06-15 12:00') WHERE campaign = 'pp high';
-SELECT campaign, pending FROM loyalty.enqueue_due('2026-06-15 12:00') WHERE pending > 0;
-SELECT campaign, decision, reason FROM pg_temp.due('2026-06-15 12:30');
+SELECT campaign, pending, suppressed FROM loyalty.enqueue_due('2026-06-15 12:00') WHERE pending + suppressed > 0;
+-- every decision is recorded once: the suppressed occasions are in the outbox
+-- with their reason, and nothing is left to decide half an hour later
+SELECT c.name, o.customer_id, o.status, o.payload->>'reason' AS reason
+  FROM loyalty.outbox o JOIN loyalty.campaigns c USING (campaign_id) ORDER BY 1, 2, o.dedupe_key;
+SELECT count(*) AS still_to_decide FROM pg_temp.due('2026-06-15 12:30');
 UPDATE loyalty.campaigns SET active = false;
 DELETE FROM loyalty.outbox;
 

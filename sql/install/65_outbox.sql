@@ -5,8 +5,10 @@
 --   * a writer inserts with INSERT ... ON CONFLICT (dedupe_key) DO NOTHING, so a
 --     rerun, a concurrent run or a catch-up after downtime never makes a second row;
 --   * the writer sets status 'pending' (to be sent at due_at), 'held_out' (the
---     campaign's holdout group: recorded, never sent) or 'expired' (the occasion
---     was missed for longer than the campaign's validity window);
+--     campaign's holdout group: recorded, never sent), 'expired' (the occasion
+--     was missed for longer than the campaign's validity window) or, for an
+--     occasion the policy suppressed, the reason: 'no_consent', 'no_contact',
+--     'cooldown' or 'capped' (recorded, never sent);
 --   * only 'pending' rows with due_at <= now() can be claimed; the sender side
 --     owns the claim columns and the statuses 'sent' and 'dead';
 --   * loyalty.set_consent(..., false) turns the customer's pending messages on
@@ -26,7 +28,8 @@ CREATE TABLE loyalty.outbox (
     template      text NOT NULL,
     payload       jsonb NOT NULL DEFAULT '{}'::jsonb,
     status        text NOT NULL DEFAULT 'pending'
-                  CHECK (status IN ('pending', 'sent', 'dead', 'held_out', 'expired', 'cancelled')),
+                  CHECK (status IN ('pending', 'sent', 'dead', 'held_out', 'expired', 'cancelled',
+                                    'no_consent', 'no_contact', 'cooldown', 'capped')),
     due_at        timestamptz NOT NULL DEFAULT pg_catalog.now(),
     expires_at    timestamptz,
     created_at    timestamptz NOT NULL DEFAULT pg_catalog.now(),
@@ -37,7 +40,7 @@ CREATE TABLE loyalty.outbox (
 ) WITH (fillfactor = 45);
 COMMENT ON TABLE loyalty.outbox IS 'Messages decided by the journeys: one row per campaign, customer and occasion (dedupe_key), drained by the sender';
 COMMENT ON COLUMN loyalty.outbox.dedupe_key IS 'campaign:customer:occasion; unique, so an occasion yields at most one row, ever';
-COMMENT ON COLUMN loyalty.outbox.status IS 'pending (also while a sender holds a lease on it), sent, dead (gave up after the allowed attempts), held_out (holdout group, never sent), expired (missed its validity window), cancelled (the customer opted out before it went out)';
+COMMENT ON COLUMN loyalty.outbox.status IS 'pending (also while a sender holds a lease on it), sent, dead (gave up after the allowed attempts), held_out (holdout group, never sent), expired (missed its validity window), cancelled (the customer opted out before it went out); suppressed by the journeys policy, recorded and never sent: no_consent, no_contact, cooldown, capped';
 COMMENT ON COLUMN loyalty.outbox.attempts IS 'claims so far (updated when the message is acked, failed or given up)';
 COMMENT ON COLUMN loyalty.outbox.claim_token IS 'the claim that last acked or failed the message (a repeated ack or fail with it is answered, not refused)';
 COMMENT ON COLUMN loyalty.outbox.last_error IS 'what the sender reported on the last failed attempt';

@@ -326,15 +326,14 @@ RETURN CASE WHEN p_start = p_end THEN p_as_of
                  THEN ((p_as_of AT TIME ZONE p_zone)::date + p_end) AT TIME ZONE p_zone
             ELSE p_as_of END;
 
--- Every occasion not yet in the outbox with the policy's decision. Order of the
--- checks: consent, contact, validity (expired), holdout, cooldown, frequency
--- cap (priority decides), quiet hours.
--- The decisions as of as_of: every one (p_all, loyalty.due_messages_at), or
--- only those enqueue_due writes. Occasions that are not written (no consent,
--- no contact, capped, cooldown) come back on every run until they expire, so
--- enqueue_due leaves them before the payload is built: a run that has nothing
--- new to write reads the payload's tables for nothing.
-CREATE FUNCTION loyalty._due_messages(as_of timestamptz, p_all boolean)
+-- Every occasion not yet in the outbox with the policy's decision as of
+-- as_of. Order of the checks: consent, contact, validity (expired), holdout,
+-- cooldown, frequency cap (priority decides), quiet hours. enqueue_due records
+-- every decision in the outbox, so each occasion is decided once: a
+-- suppressed one (no consent, no contact, cooldown, capped) is not sent later
+-- when the cap frees up or consent arrives, and the outbox says why it was not.
+-- Only quiet hours delay a message (pending, due when they end).
+CREATE FUNCTION loyalty._due_messages(as_of timestamptz)
 RETURNS TABLE (campaign_id integer, campaign text, kind text, channel text, customer_id text, occasion text,
                occasion_at timestamptz, dedupe_key text, decision text, reason text, due_at timestamptz,
                expires_at timestamptz, recipient text, template text, priority integer, payload jsonb)
@@ -415,7 +414,7 @@ WITH st AS (
                            FROM loyalty.outbox ob
                           WHERE ob.customer_id = k.customer_id
                             AND ob.due_at > as_of - greatest(st.cap_window, k.cooldown)
-                            AND ob.status NOT IN ('held_out', 'expired', 'cancelled')) rc
+                            AND ob.status IN ('pending', 'sent', 'dead')) rc
      WHERE k.early IS NULL
 ), ranked AS (
     SELECT k.*, row_number() OVER (PARTITION BY k.customer_id, k.cooling
@@ -442,11 +441,11 @@ WITH st AS (
            k.priority, k.valid_for, k.params, k.condition, k.dedupe_key, k.name, k.zone, k.rcpt, k.after_quiet,
            k.early, k.early_reason
       FROM checked k
-     WHERE k.early IS NOT NULL AND (p_all OR k.early IN ('held_out', 'expired'))
+     WHERE k.early IS NOT NULL
 )
 SELECT d.campaign_id, d.campaign, d.kind, d.channel, d.customer_id, d.occasion, d.occasion_at, d.dedupe_key,
        d.decision, d.reason, w.due_at, w.due_at + d.valid_for, d.rcpt, d.template, d.priority,
-       CASE WHEN wr.written THEN
+       CASE WHEN NOT wr.message THEN jsonb_build_object('occasion', d.detail, 'reason', d.reason) ELSE
        jsonb_build_object(
            'customer_id', d.customer_id,
            'name', d.name,
@@ -467,8 +466,9 @@ SELECT d.campaign_id, d.campaign, d.kind, d.channel, d.customer_id, d.occasion, 
   FROM decided d
  CROSS JOIN st
  CROSS JOIN f
- -- the decisions enqueue_due writes to the outbox
- CROSS JOIN LATERAL (SELECT d.decision IN ('send', 'quiet_hours', 'held_out', 'expired') AS written) wr
+ -- the decisions that make a message (sent, or recorded as not sent for the
+ -- holdout group or as missed): their payload says what a template needs
+ CROSS JOIN LATERAL (SELECT d.decision IN ('send', 'quiet_hours', 'held_out', 'expired') AS message) wr
  CROSS JOIN LATERAL (SELECT CASE d.decision
                                 WHEN 'expired' THEN d.occasion_at
                                 WHEN 'send' THEN as_of
@@ -477,17 +477,15 @@ SELECT d.campaign_id, d.campaign, d.kind, d.channel, d.customer_id, d.occasion, 
                                 WHEN 'no_consent' THEN NULL
                                 WHEN 'no_contact' THEN NULL
                                 ELSE d.after_quiet END AS due_at) w
-  -- the payload's tables are read by key for the rows written only (a lookup
-  -- per row, not a hash of four whole tables per run)
+  -- the payload's tables are read by key for those only
   LEFT JOIN LATERAL (SELECT a.balance FROM loyalty.accounts a
-                      WHERE a.customer_id = d.customer_id AND wr.written LIMIT 1) ac ON true
+                      WHERE a.customer_id = d.customer_id AND wr.message LIMIT 1) ac ON true
   LEFT JOIN LATERAL (SELECT t.tier FROM loyalty.customer_tiers t
-                      WHERE t.customer_id = d.customer_id AND wr.written LIMIT 1) ct ON true
+                      WHERE t.customer_id = d.customer_id AND wr.message LIMIT 1) ct ON true
   LEFT JOIN LATERAL (SELECT r.r_score, r.f_score, r.m_score, r.segment FROM loyalty.customer_rfm r
-                      WHERE r.customer_id = d.customer_id AND wr.written LIMIT 1) rf ON true
+                      WHERE r.customer_id = d.customer_id AND wr.message LIMIT 1) rf ON true
   LEFT JOIN LATERAL (SELECT s.customer_id, s.purchase_days, s.first_order_at, s.last_order_at FROM loyalty.customer_state s
-                      WHERE s.customer_id = d.customer_id AND wr.written LIMIT 1) cs ON true
- WHERE p_all OR wr.written
+                      WHERE s.customer_id = d.customer_id AND wr.message LIMIT 1) cs ON true
 $$;
 
 CREATE FUNCTION loyalty.due_messages_at(as_of timestamptz)
@@ -498,31 +496,32 @@ LANGUAGE sql STABLE
 SECURITY DEFINER   -- read-only; lets loyalty_reader see decisions without the tables behind them
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT * FROM loyalty._due_messages(as_of, true)
+    SELECT * FROM loyalty._due_messages(as_of)
 $$;
 COMMENT ON FUNCTION loyalty.due_messages_at(timestamptz) IS
 'Every occasion of the active campaigns not yet in the outbox, as of a time, with the policy''s decision and reason';
 
 CREATE VIEW loyalty.due_messages AS SELECT * FROM loyalty.due_messages_at(pg_catalog.now());
 COMMENT ON VIEW loyalty.due_messages IS
-'What loyalty.enqueue_due() would do now: each occasion with its decision (send, quiet_hours, held_out, expired are written to the outbox; capped, cooldown, no_consent, no_contact are not) and why';
+'What loyalty.enqueue_due() would do now: each occasion not yet in the outbox with its decision (send and quiet_hours become pending messages; held_out, expired, no_consent, no_contact, cooldown and capped are recorded with that status and never sent) and why';
 COMMENT ON COLUMN loyalty.due_messages.occasion IS 'the occasion key (first, order:<ref>, birthday:<year>, ...); with campaign and customer it is the dedupe key';
 COMMENT ON COLUMN loyalty.due_messages.occasion_at IS 'when the occasion became due';
 COMMENT ON COLUMN loyalty.due_messages.decision IS 'send, quiet_hours (pending, due at due_at), held_out, expired, capped, cooldown, no_consent, no_contact';
 COMMENT ON COLUMN loyalty.due_messages.reason IS 'why, in words';
-COMMENT ON COLUMN loyalty.due_messages.due_at IS 'when the message may go out (after quiet hours); NULL when it is not written';
+COMMENT ON COLUMN loyalty.due_messages.due_at IS 'when the message may go out (after quiet hours); NULL when it will not be sent';
 COMMENT ON COLUMN loyalty.due_messages.recipient IS 'email address or phone number for the channel (the customer key for push and other channels)';
-COMMENT ON COLUMN loyalty.due_messages.payload IS 'what the template needs (name, points, tier, occasion details) and why (campaign, rule, scores)';
+COMMENT ON COLUMN loyalty.due_messages.payload IS 'what the template needs (name, points, tier, occasion details) and why (campaign, rule, scores); for a suppressed occasion its details and the reason';
 
 -- Write the due occasions into the outbox: send and quiet_hours as pending,
--- held_out and expired as such. Safe at any frequency and concurrently: runs
+-- every other decision as a status of its own (never sent). Safe at any frequency and concurrently: runs
 -- are serialised by a transaction-level advisory lock (74200, 5), so the cap
 -- and cooldown counts of one run include everything earlier runs wrote; the
 -- outbox's unique dedupe key (ON CONFLICT DO NOTHING) makes a rerun, or a
 -- writer outside the lock, add nothing twice. Returns per active campaign the
 -- rows written.
 CREATE FUNCTION loyalty.enqueue_due(as_of timestamptz DEFAULT now())
-RETURNS TABLE (campaign_id integer, campaign text, pending bigint, delayed bigint, held_out bigint, expired bigint)
+RETURNS TABLE (campaign_id integer, campaign text, pending bigint, delayed bigint, held_out bigint, expired bigint,
+               suppressed bigint)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -537,9 +536,9 @@ BEGIN
         INSERT INTO loyalty.outbox AS ob (dedupe_key, campaign_id, customer_id, channel, recipient, template, payload,
                                           status, due_at, expires_at)
         SELECT d.dedupe_key, d.campaign_id, d.customer_id, d.channel, d.recipient, d.template, d.payload,
-               CASE d.decision WHEN 'held_out' THEN 'held_out' WHEN 'expired' THEN 'expired' ELSE 'pending' END,
-               d.due_at, d.expires_at
-          FROM loyalty._due_messages(enqueue_due.as_of, false) d   -- only the decisions written
+               CASE WHEN d.decision IN ('send', 'quiet_hours') THEN 'pending' ELSE d.decision END,
+               coalesce(d.due_at, enqueue_due.as_of), d.expires_at
+          FROM loyalty._due_messages(enqueue_due.as_of) d
         ON CONFLICT (dedupe_key) DO NOTHING
         RETURNING ob.campaign_id, ob.status, ob.due_at > enqueue_due.as_of AS later
     ), runs AS (
@@ -553,7 +552,8 @@ BEGIN
            count(i.status) FILTER (WHERE i.status = 'pending'),
            count(i.status) FILTER (WHERE i.status = 'pending' AND i.later),
            count(i.status) FILTER (WHERE i.status = 'held_out'),
-           count(i.status) FILTER (WHERE i.status = 'expired')
+           count(i.status) FILTER (WHERE i.status = 'expired'),
+           count(i.status) FILTER (WHERE i.status IN ('no_consent', 'no_contact', 'cooldown', 'capped'))
       FROM loyalty.campaigns cp
       LEFT JOIN ins i ON i.campaign_id = cp.campaign_id
      WHERE cp.active OR i.campaign_id IS NOT NULL
@@ -562,7 +562,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION loyalty.enqueue_due(timestamptz) IS
-'Write what is due as of as_of into loyalty.outbox (each occasion once, ever); returns per active campaign: pending (of which delayed by quiet hours), held_out, expired';
+'Write what is due as of as_of into loyalty.outbox (each occasion decided once, ever); returns per active campaign: pending (of which delayed by quiet hours), held_out, expired, suppressed (no consent, no contact, cooldown, capped)';
 
 -- Data quality: customers (with orders) a channel cannot reach.
 CREATE VIEW loyalty.contact_quality AS

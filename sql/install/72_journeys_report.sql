@@ -42,7 +42,8 @@ WITH settings AS (
            count(*) FILTER (WHERE o.status = 'dead') AS failed,
            count(*) FILTER (WHERE o.status = 'pending') AS pending,
            count(*) FILTER (WHERE o.status = 'expired') AS expired,
-           count(*) FILTER (WHERE o.status = 'cancelled') AS cancelled
+           count(*) FILTER (WHERE o.status = 'cancelled') AS cancelled,
+           count(*) FILTER (WHERE o.status IN ('no_consent', 'no_contact', 'cooldown', 'capped')) AS suppressed
       FROM loyalty.outbox o
      GROUP BY o.campaign_id
 ), exposed AS (
@@ -95,6 +96,7 @@ SELECT c.campaign_id, c.name, c.kind, c.channel,
        coalesce(n.pending, 0) AS pending,
        coalesce(n.expired, 0) AS expired,
        coalesce(n.cancelled, 0) AS cancelled,
+       coalesce(n.suppressed, 0) AS suppressed,
        (SELECT (date_part('epoch', s.w) / 86400)::numeric(8, 2) FROM settings s) AS window_days,
        coalesce(st.n1, 0) AS treated_customers,
        round(st.p1, 4) AS treated_ordered_share,
@@ -125,6 +127,7 @@ COMMENT ON COLUMN loyalty.campaign_performance.name IS 'the campaign''s name';
 COMMENT ON COLUMN loyalty.campaign_performance.kind IS 'the campaign''s kind (welcome, win_back, ...)';
 COMMENT ON COLUMN loyalty.campaign_performance.channel IS 'the campaign''s channel';
 COMMENT ON COLUMN loyalty.campaign_performance.messages IS 'outbox rows of the campaign, any status';
+COMMENT ON COLUMN loyalty.campaign_performance.suppressed IS 'occasions the policy decided not to send: no consent, no usable contact, cooldown or frequency cap (statuses no_consent, no_contact, cooldown, capped)';
 COMMENT ON COLUMN loyalty.campaign_performance.sent IS 'messages the sender delivered (status sent)';
 COMMENT ON COLUMN loyalty.campaign_performance.held_out IS 'messages recorded for the holdout group and not sent (status held_out)';
 COMMENT ON COLUMN loyalty.campaign_performance.failed IS 'messages the sender gave up on after the allowed attempts (status dead)';

@@ -43,8 +43,10 @@ SELECT count(loyalty.upsert_customer('c' || i, 'Customer ' || i, 'c' || i || '\@
   FROM generate_series(1, $customers) i;
 SELECT count(loyalty.set_consent('c' || i, 'email', true, 'signup')) FROM generate_series(1, $customers) i WHERE i % 10 <> 0;
 SELECT customers FROM loyalty.refresh(as_of => '$as_of');
--- every example campaign on, since long before as_of
-UPDATE loyalty.campaigns SET active = true, active_from = '2025-01-01';
+-- every example campaign on, since long before as_of; win-back since the day
+-- before (every customer lapsed by then is due at its start)
+UPDATE loyalty.campaigns SET active = true,
+       active_from = CASE WHEN kind = 'win_back' THEN timestamptz '$as_of' - interval '1 day' ELSE '2025-01-01' END;
 });
 
 # an identical copy, for the reference run
