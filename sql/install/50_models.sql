@@ -137,6 +137,9 @@ BEGIN
     VALUES ('bgnbd', bgnbd_status, now(), n,
             jsonb_build_object('r', f.r, 'alpha', f.alpha, 'a', f.a, 'b', f.b), f.loglik, f.iterations,
             CASE WHEN NOT f.converged THEN 'optimiser did not converge; scores keep the last fitted parameters or the heuristic' END);
+    IF f.converged THEN
+        PERFORM loyalty._journeys_refitted();   -- win-back lapse days moved (71_journeys_due.sql)
+    END IF;
 
     SELECT count(*) INTO n_gg FROM loyalty.model_inputs WHERE x > 0 AND repeat_value > 0;
     IF n_gg < st.min_repeat_customers THEN

@@ -25,11 +25,21 @@ CREATE INDEX outbox_due_idx ON loyalty.outbox (due_at);
 -- Per campaign, the as_of of the last enqueue_due run (the lower end of the
 -- expiry range: occasions before it were seen by that run).
 CREATE TABLE loyalty.journey_runs (
-    campaign_id integer PRIMARY KEY,
-    last_as_of  timestamptz NOT NULL,
-    last_run_at timestamptz NOT NULL
+    campaign_id         integer PRIMARY KEY,
+    last_as_of          timestamptz NOT NULL,
+    last_run_at         timestamptz NOT NULL,
+    campaign_updated_at timestamptz
 );
-COMMENT ON TABLE loyalty.journey_runs IS 'Per campaign: as_of and time of the last loyalty.enqueue_due() run';
+COMMENT ON TABLE loyalty.journey_runs IS 'Per campaign: as_of and time of the last loyalty.enqueue_due() run, and the campaign''s updated_at it ran with';
+
+-- Customers whose orders changed (loyalty._recompute_customers) or whose
+-- win-back lapse moved with a new fit (loyalty._journeys_refitted), since
+-- enqueue_due last looked. Insert-only: a writer never waits for a run; a
+-- run deletes exactly the rows it saw (rows committed later stay for the next).
+CREATE TABLE loyalty.journey_changes (
+    customer_id text NOT NULL
+);
+COMMENT ON TABLE loyalty.journey_changes IS 'Customers whose occasions may have changed since the last loyalty.enqueue_due() run';
 
 CREATE TYPE loyalty.journey_occasion AS (
     campaign_id integer,
@@ -110,13 +120,49 @@ RETURN CASE WHEN r IS NULL OR p_purchase_days > 1 THEN greatest(p_last,
                                ELSE coalesce(p_shop_gap, 90) END), 3652500)::integer + 1)::timestamp AT TIME ZONE 'UTC'
     END) END;
 
+-- A new BG/NBD fit moves lapse days. enqueue_due looks for lapses before a
+-- campaign's last as_of among logged customers only (loyalty._occasions), so
+-- log those whose lapse under the new fit falls in the stretch each active
+-- win-back campaign has passed already: [last as_of - valid_for, last as_of].
+-- Called by loyalty.fit_models (the scan costs less than the fit).
+CREATE FUNCTION loyalty._journeys_refitted()
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    INSERT INTO loyalty.journey_changes (customer_id)
+    SELECT DISTINCT s.customer_id
+      FROM loyalty.campaigns cp
+      JOIN loyalty.journey_runs r ON r.campaign_id = cp.campaign_id
+     CROSS JOIN loyalty.current_fits f
+      JOIN loyalty.customer_state s
+        ON s.last_order_at >= r.last_as_of - make_interval(days => (cp.params->>'max_days_since_last')::integer)
+       AND s.last_order_at <= r.last_as_of
+     WHERE cp.active AND cp.kind = 'win_back' AND cp.params ? 'p_alive_below' AND f.r IS NOT NULL
+       AND loyalty._lapse_at(s.purchase_days, s.first_order_at, s.last_order_at, (cp.params->>'p_alive_below')::float8,
+                             f.r, f.alpha, f.a, f.b, NULL) BETWEEN r.last_as_of - cp.valid_for AND r.last_as_of
+$$;
+
 -- Occasions of the active campaigns that may need a decision as of as_of
 -- (both ranges above). One index-backed query per campaign.
-CREATE FUNCTION loyalty._occasions(p_as_of timestamptz)
+--
+-- p_changed (enqueue_due): the customers in loyalty.journey_changes. Every
+-- occasion up to a campaign's last as_of was decided by that run, unless
+-- the data behind it changed or arrived since. For the kinds read from
+-- customer_state and orders, whose every change is logged there, the range
+-- before the last as_of is therefore searched among the changed customers
+-- only, and all customers only from the last as_of on: a run costs what is
+-- new, not the whole validity window again. The other kinds (birthdays,
+-- point lots, tier history, deliveries, RFM segments, custom conditions),
+-- a campaign edited since its last run, and loyalty.due_messages (p_changed
+-- NULL) search the whole window.
+CREATE FUNCTION loyalty._occasions(p_as_of timestamptz, p_changed text[] DEFAULT NULL)
 RETURNS SETOF loyalty.journey_occasion
 LANGUAGE plpgsql STABLE
-ROWS 100000
+ROWS 1000
 SET search_path = pg_catalog, pg_temp
+-- the customer filter is either absent (NULL) or a short list: plan each query for the one it gets
+SET plan_cache_mode = force_custom_plan
 AS $$
 DECLARE
     c record;
@@ -125,9 +171,16 @@ DECLARE
     f record;
     gap float8;
     mds integer[];
+    incr boolean;
+    lo_new timestamptz;
+    pass integer;
+    r_lo timestamptz;   -- the range a pass searches, and the customers it looks at (NULL: all)
+    r_hi timestamptz;
+    among text[];
 BEGIN
+    SELECT cf.r, cf.alpha, cf.a, cf.b INTO f FROM loyalty.current_fits cf;
     FOR c IN
-        SELECT cp.*, coalesce(cp.active_from, cp.activated_at) AS start, r.last_as_of
+        SELECT cp.*, coalesce(cp.active_from, cp.activated_at) AS start, r.last_as_of, r.campaign_updated_at
           FROM loyalty.campaigns cp LEFT JOIN loyalty.journey_runs r ON r.campaign_id = cp.campaign_id
          WHERE cp.active AND coalesce(cp.active_from, cp.activated_at) <= p_as_of
            AND (cp.active_until IS NULL OR cp.active_until > p_as_of - cp.valid_for)
@@ -135,166 +188,199 @@ BEGIN
     LOOP
         -- expiry range starts at the last run (first run: nothing to expire)
         lo := greatest(c.start, least(p_as_of - c.valid_for, coalesce(c.last_as_of, p_as_of - c.valid_for)));
-        CASE c.kind
-        WHEN 'welcome' THEN
-            d := make_interval(secs => (c.params->>'delay_hours')::float8 * 3600);
-            RETURN QUERY
-            SELECT c.campaign_id, s.customer_id, 'first', s.first_order_at + d,
-                   jsonb_build_object('order_ref', o.order_ref, 'amount', o.amount - o.refunded, 'ordered_at', o.ordered_at)
-              FROM loyalty.customer_state s
-              LEFT JOIN LATERAL (SELECT o.order_ref, o.amount, o.refunded, o.ordered_at FROM loyalty.orders o
-                                  WHERE o.customer_id = s.customer_id AND o.counts ORDER BY o.ordered_at, o.order_id LIMIT 1) o ON true
-             WHERE s.first_order_at >= lo - d AND s.first_order_at <= p_as_of - d;
-        WHEN 'post_purchase' THEN
-            d := make_interval(days => (c.params->>'days')::integer);
-            IF (c.params->>'after_delivery')::boolean THEN
-                -- days after delivery; an order not delivered yet waits
-                RETURN QUERY
-                SELECT c.campaign_id, o.customer_id, 'order:' || o.order_ref, dl.delivered_at + d,
-                       jsonb_build_object('order_ref', o.order_ref, 'amount', o.amount - o.refunded, 'ordered_at', o.ordered_at,
-                                          'delivered_at', dl.delivered_at)
-                  FROM loyalty.deliveries dl
-                  JOIN loyalty.orders o ON o.order_ref = dl.order_ref AND o.counts
-                 WHERE dl.delivered_at >= lo - d AND dl.delivered_at <= p_as_of - d;
-                CONTINUE;
-            END IF;
-            RETURN QUERY
-            SELECT c.campaign_id, o.customer_id, 'order:' || o.order_ref, o.ordered_at + d,
-                   jsonb_build_object('order_ref', o.order_ref, 'amount', o.amount - o.refunded, 'ordered_at', o.ordered_at)
-              FROM loyalty.orders o
-             WHERE o.ordered_at >= lo - d AND o.ordered_at <= p_as_of - d AND o.counts;
-        WHEN 'repurchase_reminder' THEN
-            -- the customer's own typical gap between purchase days, times factor
-            RETURN QUERY
-            SELECT c.campaign_id, x.customer_id, 'after:' || to_char(x.last_order_at AT TIME ZONE 'UTC', 'YYYYMMDD"T"HH24MISS'),
-                   x.due, jsonb_build_object('last_order_at', x.last_order_at, 'orders', x.orders,
-                                             'typical_days', round((date_part('epoch', x.gap) / 86400)::numeric, 1))
-              FROM (SELECT s.customer_id, s.last_order_at, s.orders, g.gap,
-                           s.last_order_at + g.gap * (c.params->>'factor')::float8 AS due
-                      FROM loyalty.customer_state s
-                     CROSS JOIN LATERAL (SELECT (s.last_order_at - s.first_order_at) / (s.purchase_days - 1) AS gap) g
-                     WHERE s.purchase_days >= (c.params->>'min_orders')::integer) x
-             WHERE x.due >= lo AND x.due <= p_as_of;
-        WHEN 'win_back' THEN
-            -- One occasion per lapse (keyed by the last purchase day), dated
-            -- when it began: the day P(alive) fell below p_alive_below
-            -- (_lapse_at), or the last change of the customer's RFM scores when
-            -- the segment is one of segments; never before the campaign's
-            -- start (customers lapsed by then are due at the start).
-            SELECT cf.r, cf.alpha, cf.a, cf.b INTO f FROM loyalty.current_fits cf;
-            IF f.r IS NULL AND c.params ? 'p_alive_below' THEN
-                gap := loyalty._shop_gap();
-            END IF;
-            RETURN QUERY
-            SELECT c.campaign_id, x.customer_id, 'lapse:' || to_char(x.last_order_at AT TIME ZONE 'UTC', 'YYYYMMDD'),
-                   x.at, jsonb_build_object('last_order_at', x.last_order_at, 'lapsed_at', x.lapsed_at, 'segment', x.segment,
-                                            'p_alive', round(loyalty._p_alive(x.purchase_days, x.first_order_at, x.last_order_at, p_as_of,
-                                                                              f.r, f.alpha, f.a, f.b, gap)::numeric, 4))
-              FROM (SELECT s.customer_id, s.purchase_days, s.first_order_at, s.last_order_at, rf.segment,
-                           l.lapsed_at, greatest(l.lapsed_at, c.start) AS at
-                      FROM loyalty.customer_state s
-                      LEFT JOIN loyalty.customer_rfm rf ON rf.customer_id = s.customer_id AND c.params ? 'segments'
-                     CROSS JOIN LATERAL (
-                           SELECT least(CASE WHEN c.params ? 'p_alive_below'
-                                             THEN loyalty._lapse_at(s.purchase_days, s.first_order_at, s.last_order_at,
-                                                                    (c.params->>'p_alive_below')::float8,
-                                                                    f.r, f.alpha, f.a, f.b, gap) END,
-                                        CASE WHEN rf.segment IN (SELECT jsonb_array_elements_text(c.params->'segments'))
-                                             THEN rf.scored_at END) AS lapsed_at) l
-                     WHERE s.last_order_at >= p_as_of - make_interval(days => (c.params->>'max_days_since_last')::integer)
-                       AND s.last_order_at <= p_as_of) x
-             WHERE x.at >= lo AND x.at <= p_as_of;
-        WHEN 'birthday' THEN
-            -- local midnight, days_before the birthday, in the customer's zone;
-            -- 29 February is celebrated on 28 February in other years
-            d := make_interval(days => (c.params->>'days_before')::integer);
-            SELECT array_agg(DISTINCT date_part('month', g)::integer * 100 + date_part('day', g)::integer) INTO mds
-              FROM generate_series((lo AT TIME ZONE 'UTC')::date - 1 + d,
-                                   least((p_as_of AT TIME ZONE 'UTC')::date + 1, (lo AT TIME ZONE 'UTC')::date + 400) + d,
-                                   interval '1 day') g;
-            IF 228 = ANY (mds) THEN
-                mds := mds || 229;
-            END IF;
-            RETURN QUERY
-            SELECT c.campaign_id, p.customer_id, 'birthday:' || y.y, (bd.day - d)::timestamp AT TIME ZONE z.zone,
-                   jsonb_build_object('birthday', p.birthday, 'celebrated_on', bd.day)
-              FROM loyalty.profiles p
-             CROSS JOIN LATERAL (SELECT coalesce(p.time_zone, (SELECT js.default_time_zone FROM loyalty.journey_settings js)) AS zone) z
-             CROSS JOIN LATERAL generate_series(date_part('year', lo AT TIME ZONE 'UTC')::integer - 1,
-                                                date_part('year', p_as_of AT TIME ZONE 'UTC')::integer + 1) y(y)
-             CROSS JOIN LATERAL (SELECT CASE WHEN p.birthday_md = 229 AND NOT (y.y % 4 = 0 AND (y.y % 100 <> 0 OR y.y % 400 = 0))
-                                             THEN make_date(y.y, 2, 28)
-                                             ELSE make_date(y.y, p.birthday_md / 100, p.birthday_md % 100) END AS day) bd
-             WHERE p.birthday_md = ANY (mds)
-               AND (bd.day - d)::timestamp AT TIME ZONE z.zone >= lo
-               AND (bd.day - d)::timestamp AT TIME ZONE z.zone <= p_as_of;
-        WHEN 'points_expiring' THEN
-            -- per customer and expiry day (UTC), the points still left then
-            d := make_interval(days => (c.params->>'days_before')::integer);
-            RETURN QUERY
-            SELECT c.campaign_id, l.customer_id, 'expiring:' || to_char(l.day, 'YYYYMMDD'), min(l.expires_at) - d,
-                   jsonb_build_object('expiring_points', sum(l.remaining), 'expires_at', min(l.expires_at))
-              FROM (SELECT pl.customer_id, pl.remaining, pl.expires_at, (pl.expires_at AT TIME ZONE 'UTC')::date AS day
-                      FROM loyalty.point_lots pl
-                     WHERE pl.expires_at >= date_trunc('day', lo + d, 'UTC')
-                       AND pl.expires_at < date_trunc('day', p_as_of + d, 'UTC') + interval '1 day') l
-             GROUP BY l.customer_id, l.day
-            HAVING sum(l.remaining) >= (c.params->>'min_points')::bigint
-               AND min(l.expires_at) - d >= lo AND min(l.expires_at) - d <= p_as_of;
-        WHEN 'tier_changed' THEN
-            RETURN QUERY
-            SELECT c.campaign_id, h.customer_id, 'tier:' || h.change_id, h.changed_at,
-                   jsonb_build_object('from_tier', h.from_tier, 'to_tier', h.to_tier, 'change', h.reason)
-              FROM loyalty.tier_history h
-             WHERE h.changed_at >= lo AND h.changed_at <= p_as_of
-               AND CASE c.params->>'direction'
-                       WHEN 'up' THEN h.reason = 'upgrade' AND h.to_tier IS NOT NULL
-                       WHEN 'down' THEN h.reason = 'downgrade'
-                       ELSE true END;
-        WHEN 'milestone' THEN
-            IF c.params ? 'orders' THEN
-                RETURN QUERY
-                SELECT c.campaign_id, o.customer_id, 'orders:' || (c.params->>'orders'), o.ordered_at,
-                       jsonb_build_object('order_ref', o.order_ref, 'amount', o.amount - o.refunded, 'ordered_at', o.ordered_at,
-                                          'orders', (c.params->>'orders')::integer)
-                  FROM loyalty.orders o
-                  JOIN loyalty.customer_state s ON s.customer_id = o.customer_id
-                 WHERE o.ordered_at >= lo AND o.ordered_at <= p_as_of AND o.counts
-                   AND s.orders >= (c.params->>'orders')::integer
-                   AND (SELECT count(*) FROM loyalty.orders o2
-                         WHERE o2.customer_id = o.customer_id AND o2.counts
-                           AND (o2.ordered_at, o2.order_id) <= (o.ordered_at, o.order_id)) = (c.params->>'orders')::integer;
+        incr := p_changed IS NOT NULL AND c.last_as_of IS NOT NULL
+                AND c.campaign_updated_at IS NOT DISTINCT FROM c.updated_at
+                AND (c.kind IN ('welcome', 'repurchase_reminder', 'milestone')
+                     OR (c.kind = 'post_purchase' AND NOT (c.params->>'after_delivery')::boolean)
+                     -- lapse days move with the fit (logged) and the heuristic's shop gap (not)
+                     OR (c.kind = 'win_back' AND NOT c.params ? 'segments' AND f.r IS NOT NULL));
+        lo_new := CASE WHEN incr THEN greatest(lo, c.last_as_of) ELSE lo END;
+        IF c.kind = 'win_back' AND f.r IS NULL AND c.params ? 'p_alive_below' THEN
+            gap := loyalty._shop_gap();
+        END IF;
+        FOR pass IN 1..2 LOOP
+            IF pass = 1 THEN
+                r_lo := lo_new;
+                r_hi := p_as_of;
+                among := NULL;
+                -- lapses fall on UTC midnights, or at a purchase (a changed customer):
+                -- with no midnight and no campaign start since the last run, only
+                -- changed customers can have a new one
+                IF incr AND c.kind = 'win_back' AND c.start <= c.last_as_of
+                   AND (c.last_as_of AT TIME ZONE 'UTC')::date = (p_as_of AT TIME ZONE 'UTC')::date THEN
+                    among := p_changed;
+                END IF;
             ELSE
-                RETURN QUERY
-                SELECT c.campaign_id, o.customer_id, 'spend:' || (c.params->>'spend'), o.ordered_at,
-                       jsonb_build_object('order_ref', o.order_ref, 'amount', o.amount - o.refunded, 'ordered_at', o.ordered_at,
-                                          'lifetime_spend', cum.total)
-                  FROM loyalty.orders o
-                  JOIN loyalty.customer_state s ON s.customer_id = o.customer_id
-                 CROSS JOIN LATERAL (SELECT sum(o2.amount - o2.refunded) AS total FROM loyalty.orders o2
-                                      WHERE o2.customer_id = o.customer_id AND o2.counts
-                                        AND (o2.ordered_at, o2.order_id) <= (o.ordered_at, o.order_id)) cum
-                 WHERE o.ordered_at >= lo AND o.ordered_at <= p_as_of AND o.counts
-                   AND s.net_spend >= (c.params->>'spend')::numeric
-                   AND cum.total >= (c.params->>'spend')::numeric
-                   AND cum.total - (o.amount - o.refunded) < (c.params->>'spend')::numeric;
+                EXIT WHEN NOT incr OR lo >= lo_new;
+                r_lo := lo;
+                r_hi := lo_new - interval '1 microsecond';
+                among := p_changed;
             END IF;
-        WHEN 'custom' THEN
-            -- the condition holds now; one occasion per period
-            RETURN QUERY EXECUTE format(
-                'SELECT %s, c.customer_id, %L, $1, jsonb_build_object(''condition'', %L)
-                   FROM loyalty._journey_context($1) c WHERE (%s)',
-                c.campaign_id,
-                CASE c.params->>'occasion'
-                    WHEN 'once' THEN 'once'
-                    WHEN 'daily' THEN 'day:' || to_char(p_as_of AT TIME ZONE 'UTC', 'YYYY-MM-DD')
-                    WHEN 'weekly' THEN 'week:' || to_char(p_as_of AT TIME ZONE 'UTC', 'IYYY-"W"IW')
-                    ELSE 'month:' || to_char(p_as_of AT TIME ZONE 'UTC', 'YYYY-MM') END,
-                c.condition, c.condition)
-            USING p_as_of;
-        ELSE
-            NULL;   -- the check trigger admits no other kind
-        END CASE;
+            CONTINUE WHEN cardinality(among) = 0;
+            CASE c.kind
+            WHEN 'welcome' THEN
+                d := make_interval(secs => (c.params->>'delay_hours')::float8 * 3600);
+                RETURN QUERY
+                SELECT c.campaign_id, s.customer_id, 'first', s.first_order_at + d,
+                       jsonb_build_object('order_ref', o.order_ref, 'amount', o.amount - o.refunded, 'ordered_at', o.ordered_at)
+                  FROM loyalty.customer_state s
+                  LEFT JOIN LATERAL (SELECT o.order_ref, o.amount, o.refunded, o.ordered_at FROM loyalty.orders o
+                                      WHERE o.customer_id = s.customer_id AND o.counts ORDER BY o.ordered_at, o.order_id LIMIT 1) o ON true
+                 WHERE s.first_order_at >= r_lo - d AND s.first_order_at <= r_hi - d
+                   AND (among IS NULL OR s.customer_id = ANY (among));
+            WHEN 'post_purchase' THEN
+                d := make_interval(days => (c.params->>'days')::integer);
+                IF (c.params->>'after_delivery')::boolean THEN
+                    -- days after delivery; an order not delivered yet waits
+                    RETURN QUERY
+                    SELECT c.campaign_id, o.customer_id, 'order:' || o.order_ref, dl.delivered_at + d,
+                           jsonb_build_object('order_ref', o.order_ref, 'amount', o.amount - o.refunded, 'ordered_at', o.ordered_at,
+                                              'delivered_at', dl.delivered_at)
+                      FROM loyalty.deliveries dl
+                      JOIN loyalty.orders o ON o.order_ref = dl.order_ref AND o.counts
+                     WHERE dl.delivered_at >= r_lo - d AND dl.delivered_at <= r_hi - d;
+                    EXIT;
+                END IF;
+                RETURN QUERY
+                SELECT c.campaign_id, o.customer_id, 'order:' || o.order_ref, o.ordered_at + d,
+                       jsonb_build_object('order_ref', o.order_ref, 'amount', o.amount - o.refunded, 'ordered_at', o.ordered_at)
+                  FROM loyalty.orders o
+                 WHERE o.ordered_at >= r_lo - d AND o.ordered_at <= r_hi - d AND o.counts
+                   AND (among IS NULL OR o.customer_id = ANY (among));
+            WHEN 'repurchase_reminder' THEN
+                -- the customer's own typical gap between purchase days, times factor
+                RETURN QUERY
+                SELECT c.campaign_id, x.customer_id, 'after:' || to_char(x.last_order_at AT TIME ZONE 'UTC', 'YYYYMMDD"T"HH24MISS'),
+                       x.due, jsonb_build_object('last_order_at', x.last_order_at, 'orders', x.orders,
+                                                 'typical_days', round((date_part('epoch', x.gap) / 86400)::numeric, 1))
+                  FROM (SELECT s.customer_id, s.last_order_at, s.orders, g.gap,
+                               s.last_order_at + g.gap * (c.params->>'factor')::float8 AS due
+                          FROM loyalty.customer_state s
+                         CROSS JOIN LATERAL (SELECT (s.last_order_at - s.first_order_at) / (s.purchase_days - 1) AS gap) g
+                         WHERE s.purchase_days >= (c.params->>'min_orders')::integer
+                           AND (among IS NULL OR s.customer_id = ANY (among))) x
+                 WHERE x.due >= r_lo AND x.due <= r_hi;
+            WHEN 'win_back' THEN
+                -- One occasion per lapse (keyed by the last purchase day), dated
+                -- when it began: the day P(alive) fell below p_alive_below
+                -- (_lapse_at), or the last change of the customer's RFM scores when
+                -- the segment is one of segments; never before the campaign's
+                -- start (customers lapsed by then are due at the start).
+                RETURN QUERY
+                SELECT c.campaign_id, x.customer_id, 'lapse:' || to_char(x.last_order_at AT TIME ZONE 'UTC', 'YYYYMMDD'),
+                       x.at, jsonb_build_object('last_order_at', x.last_order_at, 'lapsed_at', x.lapsed_at, 'segment', x.segment,
+                                                'p_alive', round(loyalty._p_alive(x.purchase_days, x.first_order_at, x.last_order_at, p_as_of,
+                                                                                  f.r, f.alpha, f.a, f.b, gap)::numeric, 4))
+                  FROM (SELECT s.customer_id, s.purchase_days, s.first_order_at, s.last_order_at, rf.segment,
+                               l.lapsed_at, greatest(l.lapsed_at, c.start) AS at
+                          FROM loyalty.customer_state s
+                          LEFT JOIN loyalty.customer_rfm rf ON rf.customer_id = s.customer_id AND c.params ? 'segments'
+                         CROSS JOIN LATERAL (
+                               SELECT least(CASE WHEN c.params ? 'p_alive_below'
+                                                 THEN loyalty._lapse_at(s.purchase_days, s.first_order_at, s.last_order_at,
+                                                                        (c.params->>'p_alive_below')::float8,
+                                                                        f.r, f.alpha, f.a, f.b, gap) END,
+                                            CASE WHEN rf.segment IN (SELECT jsonb_array_elements_text(c.params->'segments'))
+                                                 THEN rf.scored_at END) AS lapsed_at) l
+                         WHERE s.last_order_at >= p_as_of - make_interval(days => (c.params->>'max_days_since_last')::integer)
+                           AND s.last_order_at <= p_as_of
+                           AND (among IS NULL OR s.customer_id = ANY (among))) x
+                 WHERE x.at >= r_lo AND x.at <= r_hi;
+            WHEN 'birthday' THEN
+                -- local midnight, days_before the birthday, in the customer's zone;
+                -- 29 February is celebrated on 28 February in other years
+                d := make_interval(days => (c.params->>'days_before')::integer);
+                SELECT array_agg(DISTINCT date_part('month', g)::integer * 100 + date_part('day', g)::integer) INTO mds
+                  FROM generate_series((lo AT TIME ZONE 'UTC')::date - 1 + d,
+                                       least((p_as_of AT TIME ZONE 'UTC')::date + 1, (lo AT TIME ZONE 'UTC')::date + 400) + d,
+                                       interval '1 day') g;
+                IF 228 = ANY (mds) THEN
+                    mds := mds || 229;
+                END IF;
+                RETURN QUERY
+                SELECT c.campaign_id, p.customer_id, 'birthday:' || y.y, (bd.day - d)::timestamp AT TIME ZONE z.zone,
+                       jsonb_build_object('birthday', p.birthday, 'celebrated_on', bd.day)
+                  FROM loyalty.profiles p
+                 CROSS JOIN LATERAL (SELECT coalesce(p.time_zone, (SELECT js.default_time_zone FROM loyalty.journey_settings js)) AS zone) z
+                 CROSS JOIN LATERAL generate_series(date_part('year', lo AT TIME ZONE 'UTC')::integer - 1,
+                                                    date_part('year', p_as_of AT TIME ZONE 'UTC')::integer + 1) y(y)
+                 CROSS JOIN LATERAL (SELECT CASE WHEN p.birthday_md = 229 AND NOT (y.y % 4 = 0 AND (y.y % 100 <> 0 OR y.y % 400 = 0))
+                                                 THEN make_date(y.y, 2, 28)
+                                                 ELSE make_date(y.y, p.birthday_md / 100, p.birthday_md % 100) END AS day) bd
+                 WHERE p.birthday_md = ANY (mds)
+                   AND (bd.day - d)::timestamp AT TIME ZONE z.zone >= lo
+                   AND (bd.day - d)::timestamp AT TIME ZONE z.zone <= p_as_of;
+            WHEN 'points_expiring' THEN
+                -- per customer and expiry day (UTC), the points still left then
+                d := make_interval(days => (c.params->>'days_before')::integer);
+                RETURN QUERY
+                SELECT c.campaign_id, l.customer_id, 'expiring:' || to_char(l.day, 'YYYYMMDD'), min(l.expires_at) - d,
+                       jsonb_build_object('expiring_points', sum(l.remaining), 'expires_at', min(l.expires_at))
+                  FROM (SELECT pl.customer_id, pl.remaining, pl.expires_at, (pl.expires_at AT TIME ZONE 'UTC')::date AS day
+                          FROM loyalty.point_lots pl
+                         WHERE pl.expires_at >= date_trunc('day', lo + d, 'UTC')
+                           AND pl.expires_at < date_trunc('day', p_as_of + d, 'UTC') + interval '1 day') l
+                 GROUP BY l.customer_id, l.day
+                HAVING sum(l.remaining) >= (c.params->>'min_points')::bigint
+                   AND min(l.expires_at) - d >= lo AND min(l.expires_at) - d <= p_as_of;
+            WHEN 'tier_changed' THEN
+                RETURN QUERY
+                SELECT c.campaign_id, h.customer_id, 'tier:' || h.change_id, h.changed_at,
+                       jsonb_build_object('from_tier', h.from_tier, 'to_tier', h.to_tier, 'change', h.reason)
+                  FROM loyalty.tier_history h
+                 WHERE h.changed_at >= lo AND h.changed_at <= p_as_of
+                   AND CASE c.params->>'direction'
+                           WHEN 'up' THEN h.reason = 'upgrade' AND h.to_tier IS NOT NULL
+                           WHEN 'down' THEN h.reason = 'downgrade'
+                           ELSE true END;
+            WHEN 'milestone' THEN
+                IF c.params ? 'orders' THEN
+                    RETURN QUERY
+                    SELECT c.campaign_id, o.customer_id, 'orders:' || (c.params->>'orders'), o.ordered_at,
+                           jsonb_build_object('order_ref', o.order_ref, 'amount', o.amount - o.refunded, 'ordered_at', o.ordered_at,
+                                              'orders', (c.params->>'orders')::integer)
+                      FROM loyalty.orders o
+                      JOIN loyalty.customer_state s ON s.customer_id = o.customer_id
+                     WHERE o.ordered_at >= r_lo AND o.ordered_at <= r_hi AND o.counts
+                       AND (among IS NULL OR o.customer_id = ANY (among))
+                       AND s.orders >= (c.params->>'orders')::integer
+                       AND (SELECT count(*) FROM loyalty.orders o2
+                             WHERE o2.customer_id = o.customer_id AND o2.counts
+                               AND (o2.ordered_at, o2.order_id) <= (o.ordered_at, o.order_id)) = (c.params->>'orders')::integer;
+                ELSE
+                    RETURN QUERY
+                    SELECT c.campaign_id, o.customer_id, 'spend:' || (c.params->>'spend'), o.ordered_at,
+                           jsonb_build_object('order_ref', o.order_ref, 'amount', o.amount - o.refunded, 'ordered_at', o.ordered_at,
+                                              'lifetime_spend', cum.total)
+                      FROM loyalty.orders o
+                      JOIN loyalty.customer_state s ON s.customer_id = o.customer_id
+                     CROSS JOIN LATERAL (SELECT sum(o2.amount - o2.refunded) AS total FROM loyalty.orders o2
+                                          WHERE o2.customer_id = o.customer_id AND o2.counts
+                                            AND (o2.ordered_at, o2.order_id) <= (o.ordered_at, o.order_id)) cum
+                     WHERE o.ordered_at >= r_lo AND o.ordered_at <= r_hi AND o.counts
+                       AND (among IS NULL OR o.customer_id = ANY (among))
+                       AND s.net_spend >= (c.params->>'spend')::numeric
+                       AND cum.total >= (c.params->>'spend')::numeric
+                       AND cum.total - (o.amount - o.refunded) < (c.params->>'spend')::numeric;
+                END IF;
+            WHEN 'custom' THEN
+                -- the condition holds now; one occasion per period
+                RETURN QUERY EXECUTE format(
+                    'SELECT %s, c.customer_id, %L, $1, jsonb_build_object(''condition'', %L)
+                       FROM loyalty._journey_context($1) c WHERE (%s)',
+                    c.campaign_id,
+                    CASE c.params->>'occasion'
+                        WHEN 'once' THEN 'once'
+                        WHEN 'daily' THEN 'day:' || to_char(p_as_of AT TIME ZONE 'UTC', 'YYYY-MM-DD')
+                        WHEN 'weekly' THEN 'week:' || to_char(p_as_of AT TIME ZONE 'UTC', 'IYYY-"W"IW')
+                        ELSE 'month:' || to_char(p_as_of AT TIME ZONE 'UTC', 'YYYY-MM') END,
+                    c.condition, c.condition)
+                USING p_as_of;
+            ELSE
+                NULL;   -- the check trigger admits no other kind
+            END CASE;
+            EXIT WHEN NOT incr;
+        END LOOP;
     END LOOP;
 END
 $$;
@@ -333,7 +419,8 @@ RETURN CASE WHEN p_start = p_end THEN p_as_of
 -- suppressed one (no consent, no contact, cooldown, capped) is not sent later
 -- when the cap frees up or consent arrives, and the outbox says why it was not.
 -- Only quiet hours delay a message (pending, due when they end).
-CREATE FUNCTION loyalty._due_messages(as_of timestamptz)
+-- p_changed: see loyalty._occasions (NULL: search every campaign's whole window).
+CREATE FUNCTION loyalty._due_messages(as_of timestamptz, p_changed text[] DEFAULT NULL)
 RETURNS TABLE (campaign_id integer, campaign text, kind text, channel text, customer_id text, occasion text,
                occasion_at timestamptz, dedupe_key text, decision text, reason text, due_at timestamptz,
                expires_at timestamptz, recipient text, template text, priority integer, payload jsonb)
@@ -350,7 +437,7 @@ WITH st AS (
     SELECT o.*, cp.name AS campaign, cp.kind, cp.channel, cp.template, cp.priority, cp.cooldown, cp.holdout_share,
            cp.valid_for, cp.params, cp.condition,
            loyalty._dedupe_key(o.campaign_id, o.customer_id, o.occasion) AS dedupe_key
-      FROM loyalty._occasions(as_of) o
+      FROM loyalty._occasions(as_of, p_changed) o
       JOIN loyalty.campaigns cp ON cp.campaign_id = o.campaign_id
      WHERE o.occasion_at <= as_of
        AND o.occasion_at >= coalesce(cp.active_from, cp.activated_at)
@@ -362,9 +449,7 @@ WITH st AS (
     -- outbox probe, and a hash join would read whole tables (profiles,
     -- consents, the ever-growing outbox) on every run instead.
     SELECT occ.* FROM occ
-     CROSS JOIN LATERAL (SELECT count(*) AS n
-                           FROM (SELECT 1 FROM loyalty.outbox ob WHERE ob.dedupe_key = occ.dedupe_key LIMIT 1) z) seen
-     WHERE seen.n = 0
+     WHERE NOT EXISTS (SELECT 1 FROM loyalty.outbox ob WHERE ob.dedupe_key = occ.dedupe_key)
 ), checked AS (
     -- each per-row expression once (OFFSET 0 keeps the inner query from being flattened)
     SELECT y.*,
@@ -525,12 +610,22 @@ RETURNS TABLE (campaign_id integer, campaign text, pending bigint, delayed bigin
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    changed text[];   -- NULL: search every window
 BEGIN
     IF as_of IS NULL OR NOT isfinite(as_of) THEN
         RAISE EXCEPTION 'as_of must be a finite time'
               USING ERRCODE = 'invalid_parameter_value', HINT = 'Omit it to enqueue what is due now.';
     END IF;
     PERFORM pg_advisory_xact_lock(74200, 5);
+    -- the customers whose occasions may have changed since the last run (see
+    -- loyalty._occasions); a run at an as_of before an earlier run's searches
+    -- every window and leaves the log to the next run
+    IF NOT EXISTS (SELECT 1 FROM loyalty.journey_runs r JOIN loyalty.campaigns cp ON cp.campaign_id = r.campaign_id
+                    WHERE cp.active AND r.last_as_of > enqueue_due.as_of) THEN
+        WITH seen AS (DELETE FROM loyalty.journey_changes RETURNING customer_id)
+        SELECT coalesce(array_agg(DISTINCT seen.customer_id), '{}') INTO changed FROM seen;
+    END IF;
     RETURN QUERY
     WITH ins AS (
         INSERT INTO loyalty.outbox AS ob (dedupe_key, campaign_id, customer_id, channel, recipient, template, payload,
@@ -538,14 +633,15 @@ BEGIN
         SELECT d.dedupe_key, d.campaign_id, d.customer_id, d.channel, d.recipient, d.template, d.payload,
                CASE WHEN d.decision IN ('send', 'quiet_hours') THEN 'pending' ELSE d.decision END,
                coalesce(d.due_at, enqueue_due.as_of), d.expires_at
-          FROM loyalty._due_messages(enqueue_due.as_of) d
+          FROM loyalty._due_messages(enqueue_due.as_of, changed) d
         ON CONFLICT (dedupe_key) DO NOTHING
         RETURNING ob.campaign_id, ob.status, ob.due_at > enqueue_due.as_of AS later
     ), runs AS (
-        INSERT INTO loyalty.journey_runs AS r (campaign_id, last_as_of, last_run_at)
-        SELECT cp.campaign_id, enqueue_due.as_of, now() FROM loyalty.campaigns cp WHERE cp.active
+        INSERT INTO loyalty.journey_runs AS r (campaign_id, last_as_of, last_run_at, campaign_updated_at)
+        SELECT cp.campaign_id, enqueue_due.as_of, now(), cp.updated_at FROM loyalty.campaigns cp WHERE cp.active
         ON CONFLICT ON CONSTRAINT journey_runs_pkey DO UPDATE
-           SET last_as_of = greatest(r.last_as_of, excluded.last_as_of), last_run_at = excluded.last_run_at
+           SET last_as_of = greatest(r.last_as_of, excluded.last_as_of), last_run_at = excluded.last_run_at,
+               campaign_updated_at = excluded.campaign_updated_at
         RETURNING r.campaign_id
     )
     SELECT cp.campaign_id, cp.name,

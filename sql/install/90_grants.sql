@@ -51,6 +51,7 @@ SELECT pg_catalog.pg_extension_config_dump('loyalty.journey_settings', '');
 SELECT pg_catalog.pg_extension_config_dump('loyalty.campaigns', '');
 SELECT pg_catalog.pg_extension_config_dump('loyalty.campaigns_campaign_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('loyalty.journey_runs', '');
+SELECT pg_catalog.pg_extension_config_dump('loyalty.journey_changes', '');
 
 -- the shop's sender: the sender API only
 GRANT EXECUTE ON FUNCTION loyalty.claim_messages(integer, interval),
