@@ -82,8 +82,12 @@ DROP TABLE jr_orders;
 SELECT pg_temp.orders('r1', '2026-04-15 00:00', '2026-05-05 00:00', '2026-05-25 00:00');   -- gap 20 days: due 14 June
 SELECT pg_temp.orders('r2', '2026-01-25 00:00', '2026-05-25 00:00');                       -- gap 120 days: due 22 September
 SELECT pg_temp.orders('r3', '2026-06-01 00:00');                                           -- one order: no gap
+SELECT pg_temp.orders('r4', '2026-05-01 10:00', '2026-05-21 10:00');                       -- gap 20 days: 10 June 10:00
 UPDATE loyalty.campaigns SET params = '{"factor": 1.0}' WHERE name = 'time to reorder';
 SELECT pg_temp.only('time to reorder');
+-- a reminder is due from the UTC midnight after that moment
+SELECT * FROM pg_temp.due('2026-06-10 23:59:59') WHERE customer_id = 'r4';
+SELECT * FROM pg_temp.due('2026-06-11 00:00') WHERE customer_id = 'r4';
 SELECT * FROM pg_temp.due('2026-06-15 12:00') WHERE customer_id LIKE 'r%';
 SELECT payload->'occasion' AS occasion FROM loyalty.due_messages_at('2026-06-15 12:00') WHERE customer_id = 'r1';
 -- factor 1.5: r1 is due 30 days after the last order

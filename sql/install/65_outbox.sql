@@ -45,7 +45,8 @@ COMMENT ON COLUMN loyalty.outbox.attempts IS 'claims so far (updated when the me
 COMMENT ON COLUMN loyalty.outbox.claim_token IS 'the claim that last acked or failed the message (a repeated ack or fail with it is answered, not refused)';
 COMMENT ON COLUMN loyalty.outbox.last_error IS 'what the sender reported on the last failed attempt';
 COMMENT ON COLUMN loyalty.outbox.payload IS 'what a template needs (name, points, tier, order, ...) and why the message was chosen (rule, scores at that moment)';
-CREATE INDEX outbox_customer_idx ON loyalty.outbox (customer_id, created_at);
+-- a customer's messages by due time: the frequency cap and cooldowns count them
+CREATE INDEX outbox_customer_idx ON loyalty.outbox (customer_id, due_at);
 CREATE INDEX outbox_campaign_idx ON loyalty.outbox (campaign_id, created_at);
 SELECT pg_catalog.pg_extension_config_dump('loyalty.outbox', '');
 SELECT pg_catalog.pg_extension_config_dump('loyalty.outbox_message_id_seq', '');

@@ -19,8 +19,6 @@
 CREATE INDEX orders_ordered_at_idx ON loyalty.orders (ordered_at);
 CREATE INDEX customer_state_first_order_idx ON loyalty.customer_state (first_order_at);
 CREATE INDEX customer_state_last_order_idx ON loyalty.customer_state (last_order_at);
--- cooldown and frequency cap read the recent messages (by due time)
-CREATE INDEX outbox_due_idx ON loyalty.outbox (due_at);
 
 -- Per campaign, the as_of of the last enqueue_due run (the lower end of the
 -- expiry range: occasions before it were seen by that run).
@@ -127,20 +125,31 @@ RETURN CASE WHEN r IS NULL OR p_purchase_days > 1 THEN greatest(p_last,
 -- Called by loyalty.fit_models (the scan costs less than the fit).
 CREATE FUNCTION loyalty._journeys_refitted()
 RETURNS void
-LANGUAGE sql
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
-    INSERT INTO loyalty.journey_changes (customer_id)
-    SELECT DISTINCT s.customer_id
-      FROM loyalty.campaigns cp
-      JOIN loyalty.journey_runs r ON r.campaign_id = cp.campaign_id
-     CROSS JOIN loyalty.current_fits f
-      JOIN loyalty.customer_state s
-        ON s.last_order_at >= r.last_as_of - make_interval(days => (cp.params->>'max_days_since_last')::integer)
-       AND s.last_order_at <= r.last_as_of
-     WHERE cp.active AND cp.kind = 'win_back' AND cp.params ? 'p_alive_below' AND f.r IS NOT NULL
-       AND loyalty._lapse_at(s.purchase_days, s.first_order_at, s.last_order_at, (cp.params->>'p_alive_below')::float8,
-                             f.r, f.alpha, f.a, f.b, NULL) BETWEEN r.last_as_of - cp.valid_for AND r.last_as_of
+DECLARE
+    f record;
+    c record;
+BEGIN
+    SELECT cf.r, cf.alpha, cf.a, cf.b INTO f FROM loyalty.current_fits cf;
+    IF f.r IS NULL THEN
+        RETURN;
+    END IF;
+    FOR c IN
+        SELECT r.last_as_of, cp.valid_for, (cp.params->>'p_alive_below')::float8 AS below,
+               make_interval(days => (cp.params->>'max_days_since_last')::integer) AS max_quiet
+          FROM loyalty.campaigns cp JOIN loyalty.journey_runs r ON r.campaign_id = cp.campaign_id
+         WHERE cp.active AND cp.kind = 'win_back' AND cp.params ? 'p_alive_below'
+    LOOP
+        INSERT INTO loyalty.journey_changes (customer_id)
+        SELECT s.customer_id
+          FROM loyalty.customer_state s
+         WHERE s.last_order_at >= c.last_as_of - c.max_quiet AND s.last_order_at <= c.last_as_of
+           AND loyalty._lapse_at(s.purchase_days, s.first_order_at, s.last_order_at, c.below, f.r, f.alpha, f.a, f.b, NULL)
+               BETWEEN c.last_as_of - c.valid_for AND c.last_as_of;
+    END LOOP;
+END
 $$;
 
 -- Occasions of the active campaigns that may need a decision as of as_of
@@ -203,10 +212,10 @@ BEGIN
                 r_lo := lo_new;
                 r_hi := p_as_of;
                 among := NULL;
-                -- lapses fall on UTC midnights, or at a purchase (a changed customer):
-                -- with no midnight and no campaign start since the last run, only
-                -- changed customers can have a new one
-                IF incr AND c.kind = 'win_back' AND c.start <= c.last_as_of
+                -- reorder reminders and lapses fall on UTC midnights (a lapse also at
+                -- a purchase: a changed customer): with no midnight and no campaign
+                -- start since the last run, only changed customers can have a new one
+                IF incr AND c.kind IN ('repurchase_reminder', 'win_back') AND c.start <= c.last_as_of
                    AND (c.last_as_of AT TIME ZONE 'UTC')::date = (p_as_of AT TIME ZONE 'UTC')::date THEN
                     among := p_changed;
                 END IF;
@@ -248,13 +257,15 @@ BEGIN
                  WHERE o.ordered_at >= r_lo - d AND o.ordered_at <= r_hi - d AND o.counts
                    AND (among IS NULL OR o.customer_id = ANY (among));
             WHEN 'repurchase_reminder' THEN
-                -- the customer's own typical gap between purchase days, times factor
+                -- the customer's own typical gap between purchase days, times
+                -- factor, after the last order: due from the next UTC midnight on
                 RETURN QUERY
                 SELECT c.campaign_id, x.customer_id, 'after:' || to_char(x.last_order_at AT TIME ZONE 'UTC', 'YYYYMMDD"T"HH24MISS'),
                        x.due, jsonb_build_object('last_order_at', x.last_order_at, 'orders', x.orders,
                                                  'typical_days', round((date_part('epoch', x.gap) / 86400)::numeric, 1))
                   FROM (SELECT s.customer_id, s.last_order_at, s.orders, g.gap,
-                               s.last_order_at + g.gap * (c.params->>'factor')::float8 AS due
+                               date_trunc('day', s.last_order_at + g.gap * (c.params->>'factor')::float8
+                                                 - interval '1 microsecond', 'UTC') + interval '1 day' AS due
                           FROM loyalty.customer_state s
                          CROSS JOIN LATERAL (SELECT (s.last_order_at - s.first_order_at) / (s.purchase_days - 1) AS gap) g
                          WHERE s.purchase_days >= (c.params->>'min_orders')::integer
