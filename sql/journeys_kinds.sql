@@ -140,6 +140,14 @@ SELECT fit, count(*) AS histories,
                                         OR loyalty._p_alive(pd, first_at, last_at, lapse - interval '1 microsecond',
                                                             p[1], p[2], p[3], p[4], 60) >= th))) AS disagree
   FROM l GROUP BY fit ORDER BY fit;
+-- edges: days are UTC days also before 2000 (gap half a day: lapsed the next
+-- day); no usable history gives NULL; an overflowing power is capped 10,000
+-- years on; a threshold outside (0, 1) is refused
+SELECT loyalty._lapse_at(3, '1999-12-30 10:00', '1999-12-31 23:00', 0.3, NULL, NULL, NULL, NULL, NULL) AS before_2000,
+       loyalty._lapse_at(2, '-infinity', '2026-01-01', 0.3, NULL, NULL, NULL, NULL, NULL) AS infinite_first,
+       loyalty._lapse_at(NULL, '2026-01-01', '2026-01-02', 0.3, NULL, NULL, NULL, NULL, NULL) AS no_days,
+       loyalty._lapse_at(2, '2026-01-01', '2026-01-02', 0.3, 0.001, 10, 1e-300, 2, NULL) > '9999-01-01' AS capped;
+SELECT loyalty._lapse_at(2, '2026-01-01', '2026-01-02', 1.5, NULL, NULL, NULL, NULL, NULL);
 
 -- ---- birthday: local midnight in the customer's zone, days_before earlier
 SELECT (loyalty.upsert_customer('b1', 'B1', 'b1@example.com', NULL, '1990-06-15', 'Europe/Berlin')).time_zone,

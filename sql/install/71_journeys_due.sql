@@ -84,39 +84,16 @@ RETURN CASE WHEN r IS NOT NULL
                                            ELSE coalesce(p_shop_gap, 90) END)) END;
 
 -- When a customer lapses: the first moment at which _p_alive(...) is below
--- p_below, computed in closed form so that win-back occasions can be dated
--- without evaluating P(alive) per customer and day. P(alive) only falls as
--- time passes without a purchase, and it is evaluated per whole UTC day.
--- BG/NBD (Fader, Hardie & Lee 2005, eq. 13; days, x = purchase days - 1,
--- t_x and T days since the first purchase day):
---   P(alive) = 1 / (1 + a/(b+x-1) * ((alpha+T)/(alpha+t_x))^(r+x)) for x > 0
--- is below p_below exactly when
---   T > T* = (alpha+t_x) * ((1/p_below - 1)(b+x-1)/a)^(1/(r+x)) - alpha,
--- so the first such day is floor(T*) + 1, and never before the last purchase
--- day (T >= t_x). x = 0: P(alive) = 1, never lapses (NULL).
--- Heuristic (no fit): exp(-d/gap) < p_below exactly when d > -ln(p_below) * gap,
--- d whole days since the last purchase day: first day floor(-ln(p_below) * gap) + 1.
--- Day offsets are capped at 10,000 years (an overflowing power is +Infinity).
+-- p_below (NULL: never, a single purchase day under BG/NBD), in closed form
+-- so that win-back occasions can be dated without evaluating P(alive) per
+-- customer and day. BG/NBD (Fader, Hardie & Lee 2005, eq. 13) when r is
+-- given, else the heuristic (p_shop_gap NULL: 90 days). The formulas are
+-- with the code, in src/lapse.c.
 CREATE FUNCTION loyalty._lapse_at(p_purchase_days integer, p_first timestamptz, p_last timestamptz, p_below float8,
                                   r float8, alpha float8, a float8, b float8, p_shop_gap float8)
 RETURNS timestamptz
-LANGUAGE sql STABLE
-RETURN CASE WHEN r IS NULL OR p_purchase_days > 1 THEN greatest(p_last,
-    CASE WHEN r IS NOT NULL THEN
-         CASE WHEN p_purchase_days > 1 THEN
-              ((p_first AT TIME ZONE 'UTC')::date
-               + greatest(least(floor((alpha + ((p_last AT TIME ZONE 'UTC')::date - (p_first AT TIME ZONE 'UTC')::date))
-                                      * power((1 / p_below - 1) * (b + p_purchase_days - 2) / a, 1 / (r + p_purchase_days - 1))
-                                      - alpha), 3652500)::integer + 1,
-                          (p_last AT TIME ZONE 'UTC')::date - (p_first AT TIME ZONE 'UTC')::date))::timestamp AT TIME ZONE 'UTC'
-         END
-    ELSE ((p_last AT TIME ZONE 'UTC')::date
-          + least(floor(-ln(p_below)
-                        * CASE WHEN p_purchase_days > 1 AND (p_last AT TIME ZONE 'UTC')::date > (p_first AT TIME ZONE 'UTC')::date
-                               THEN ((p_last AT TIME ZONE 'UTC')::date - (p_first AT TIME ZONE 'UTC')::date)::float8
-                                    / (p_purchase_days - 1)
-                               ELSE coalesce(p_shop_gap, 90) END), 3652500)::integer + 1)::timestamp AT TIME ZONE 'UTC'
-    END) END;
+LANGUAGE c IMMUTABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'lapse_at';
 
 -- A new BG/NBD fit moves lapse days. enqueue_due looks for lapses before a
 -- campaign's last as_of among logged customers only (loyalty._occasions), so
