@@ -88,6 +88,13 @@ SELECT pg_temp.only('time to reorder');
 -- a reminder is due from the UTC midnight after that moment
 SELECT * FROM pg_temp.due('2026-06-10 23:59:59') WHERE customer_id = 'r4';
 SELECT * FROM pg_temp.due('2026-06-11 00:00') WHERE customer_id = 'r4';
+-- the date itself (src/journey_dates.c): the next UTC midnight, or that
+-- moment when it is one; none below two purchase days; a bad factor refused
+SELECT loyalty._reorder_at(2, '2026-05-01 10:00', '2026-05-21 10:00', 1.0) AS next_midnight,
+       loyalty._reorder_at(2, '2026-05-01 00:00', '2026-05-21 00:00', 1.0) AS exact_midnight,
+       loyalty._reorder_at(1, '2026-05-01', '2026-05-01', 1.0) AS one_day,
+       loyalty._reorder_at(2, '1999-12-20 10:00', '1999-12-25 10:00', 1.0) AS before_2000;
+SELECT loyalty._reorder_at(2, '2026-05-01', '2026-05-21', 0);
 SELECT * FROM pg_temp.due('2026-06-15 12:00') WHERE customer_id LIKE 'r%';
 SELECT payload->'occasion' AS occasion FROM loyalty.due_messages_at('2026-06-15 12:00') WHERE customer_id = 'r1';
 -- factor 1.5: r1 is due 30 days after the last order

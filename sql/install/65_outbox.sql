@@ -47,7 +47,9 @@ COMMENT ON COLUMN loyalty.outbox.last_error IS 'what the sender reported on the 
 COMMENT ON COLUMN loyalty.outbox.payload IS 'what a template needs (name, points, tier, order, ...) and why the message was chosen (rule, scores at that moment)';
 -- a customer's messages by due time: the frequency cap and cooldowns count them
 CREATE INDEX outbox_customer_idx ON loyalty.outbox (customer_id, due_at);
-CREATE INDEX outbox_campaign_idx ON loyalty.outbox (campaign_id, created_at);
+-- a campaign's messages by creation time, with their keys (custom campaigns
+-- read the keys of the current period from it alone)
+CREATE INDEX outbox_campaign_idx ON loyalty.outbox (campaign_id, created_at) INCLUDE (dedupe_key);
 SELECT pg_catalog.pg_extension_config_dump('loyalty.outbox', '');
 SELECT pg_catalog.pg_extension_config_dump('loyalty.outbox_message_id_seq', '');
 

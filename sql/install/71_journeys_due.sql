@@ -83,12 +83,20 @@ RETURN CASE WHEN r IS NOT NULL
                                                 / (p_purchase_days - 1)
                                            ELSE coalesce(p_shop_gap, 90) END)) END;
 
+-- When a reorder reminder is due: the first UTC midnight at or after the last
+-- order + p_factor * the customer's mean gap between purchase days (NULL
+-- below two). In C (src/journey_dates.c): evaluated for every customer daily.
+CREATE FUNCTION loyalty._reorder_at(p_purchase_days integer, p_first timestamptz, p_last timestamptz, p_factor float8)
+RETURNS timestamptz
+LANGUAGE c IMMUTABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'reorder_at';
+
 -- When a customer lapses: the first moment at which _p_alive(...) is below
 -- p_below (NULL: never, a single purchase day under BG/NBD), in closed form
 -- so that win-back occasions can be dated without evaluating P(alive) per
 -- customer and day. BG/NBD (Fader, Hardie & Lee 2005, eq. 13) when r is
 -- given, else the heuristic (p_shop_gap NULL: 90 days). The formulas are
--- with the code, in src/lapse.c.
+-- with the code, in src/journey_dates.c.
 CREATE FUNCTION loyalty._lapse_at(p_purchase_days integer, p_first timestamptz, p_last timestamptz, p_below float8,
                                   r float8, alpha float8, a float8, b float8, p_shop_gap float8)
 RETURNS timestamptz
@@ -163,6 +171,8 @@ DECLARE
     r_lo timestamptz;   -- the range a pass searches, and the customers it looks at (NULL: all)
     r_hi timestamptz;
     among text[];
+    below float8;       -- win_back: p_alive_below and segments, if given
+    segs text[];
 BEGIN
     SELECT cf.r, cf.alpha, cf.a, cf.b INTO f FROM loyalty.current_fits cf;
     FOR c IN
@@ -239,16 +249,21 @@ BEGIN
                 RETURN QUERY
                 SELECT c.campaign_id, x.customer_id, 'after:' || to_char(x.last_order_at AT TIME ZONE 'UTC', 'YYYYMMDD"T"HH24MISS'),
                        x.due, jsonb_build_object('last_order_at', x.last_order_at, 'orders', x.orders,
-                                                 'typical_days', round((date_part('epoch', x.gap) / 86400)::numeric, 1))
-                  FROM (SELECT s.customer_id, s.last_order_at, s.orders, g.gap,
-                               date_trunc('day', s.last_order_at + g.gap * (c.params->>'factor')::float8
-                                                 - interval '1 microsecond', 'UTC') + interval '1 day' AS due
+                                                 'typical_days', round((date_part('epoch', x.last_order_at - x.first_order_at)
+                                                                        / (x.purchase_days - 1) / 86400)::numeric, 1))
+                  FROM (SELECT s.customer_id, s.first_order_at, s.last_order_at, s.purchase_days, s.orders,
+                               loyalty._reorder_at(s.purchase_days, s.first_order_at, s.last_order_at,
+                                                   (c.params->>'factor')::float8) AS due
                           FROM loyalty.customer_state s
-                         CROSS JOIN LATERAL (SELECT (s.last_order_at - s.first_order_at) / (s.purchase_days - 1) AS gap) g
                          WHERE s.purchase_days >= (c.params->>'min_orders')::integer
                            AND (among IS NULL OR s.customer_id = ANY (among))) x
                  WHERE x.due >= r_lo AND x.due <= r_hi;
             WHEN 'win_back' THEN
+                below := (c.params->>'p_alive_below')::float8;
+                segs := ARRAY(SELECT jsonb_array_elements_text(c.params->'segments'));
+                IF cardinality(segs) = 0 THEN
+                    segs := NULL;
+                END IF;
                 -- One occasion per lapse (keyed by the last purchase day), dated
                 -- when it began: the day P(alive) fell below p_alive_below
                 -- (_lapse_at), or the last change of the customer's RFM scores when
@@ -262,14 +277,14 @@ BEGIN
                   FROM (SELECT s.customer_id, s.purchase_days, s.first_order_at, s.last_order_at, rf.segment,
                                l.lapsed_at, greatest(l.lapsed_at, c.start) AS at
                           FROM loyalty.customer_state s
-                          LEFT JOIN loyalty.customer_rfm rf ON rf.customer_id = s.customer_id AND c.params ? 'segments'
+                          -- read only for a campaign with segments
+                          LEFT JOIN LATERAL (SELECT rf.segment, rf.scored_at FROM loyalty.customer_rfm rf
+                                              WHERE rf.customer_id = s.customer_id AND segs IS NOT NULL LIMIT 1) rf ON true
                          CROSS JOIN LATERAL (
-                               SELECT least(CASE WHEN c.params ? 'p_alive_below'
+                               SELECT least(CASE WHEN below IS NOT NULL
                                                  THEN loyalty._lapse_at(s.purchase_days, s.first_order_at, s.last_order_at,
-                                                                        (c.params->>'p_alive_below')::float8,
-                                                                        f.r, f.alpha, f.a, f.b, gap) END,
-                                            CASE WHEN rf.segment IN (SELECT jsonb_array_elements_text(c.params->'segments'))
-                                                 THEN rf.scored_at END) AS lapsed_at) l
+                                                                        below, f.r, f.alpha, f.a, f.b, gap) END,
+                                            CASE WHEN rf.segment = ANY (segs) THEN rf.scored_at END) AS lapsed_at) l
                          WHERE s.last_order_at >= p_as_of - make_interval(days => (c.params->>'max_days_since_last')::integer)
                            AND s.last_order_at <= p_as_of
                            AND (among IS NULL OR s.customer_id = ANY (among))) x
@@ -352,18 +367,29 @@ BEGIN
                        AND cum.total - (o.amount - o.refunded) < (c.params->>'spend')::numeric;
                 END IF;
             WHEN 'custom' THEN
-                -- the condition holds now; one occasion per period
+                -- The condition holds now; one occasion per period. Most customers
+                -- it holds for were decided by an earlier run of the period: one
+                -- pass over the campaign's outbox keys written since the period
+                -- began (an index-only scan, hashed) leaves them out, where a
+                -- probe per customer costs several times more. (The exact check
+                -- against the whole outbox follows in _due_messages.)
+                d := CASE c.params->>'occasion' WHEN 'daily' THEN interval '1 day' WHEN 'weekly' THEN interval '7 days'
+                                                WHEN 'monthly' THEN interval '31 days' ELSE interval '100 years' END;
                 RETURN QUERY EXECUTE format(
-                    'SELECT %s, c.customer_id, %L, $1, jsonb_build_object(''condition'', %L)
-                       FROM loyalty._journey_context($1) c WHERE (%s)',
+                    'SELECT %1$s, c.customer_id, %2$L, $1, jsonb_build_object(''condition'', %3$L)
+                       FROM loyalty._journey_context($1) c
+                      WHERE (%3$s)
+                        AND loyalty._dedupe_key(%1$s, c.customer_id, %2$L) NOT IN
+                            (SELECT ob.dedupe_key FROM loyalty.outbox ob
+                              WHERE ob.campaign_id = %1$s AND ob.created_at >= pg_catalog.now() - $2)',
                     c.campaign_id,
                     CASE c.params->>'occasion'
                         WHEN 'once' THEN 'once'
                         WHEN 'daily' THEN 'day:' || to_char(p_as_of AT TIME ZONE 'UTC', 'YYYY-MM-DD')
                         WHEN 'weekly' THEN 'week:' || to_char(p_as_of AT TIME ZONE 'UTC', 'IYYY-"W"IW')
                         ELSE 'month:' || to_char(p_as_of AT TIME ZONE 'UTC', 'YYYY-MM') END,
-                    c.condition, c.condition)
-                USING p_as_of;
+                    c.condition)
+                USING p_as_of, d;
             ELSE
                 NULL;   -- the check trigger admits no other kind
             END CASE;

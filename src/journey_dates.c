@@ -1,8 +1,13 @@
 /*
- * lapse.c — the moment a customer lapses, for the win-back journeys:
- * loyalty._lapse_at(), the first UTC day on which loyalty._p_alive() falls
- * below a threshold.  enqueue_due evaluates it for every recent buyer once a
- * day, so it is a single C call per row rather than a dozen SQL expressions.
+ * journey_dates.c — the dates of the journeys' per-customer occasions that
+ * enqueue_due computes for every customer once a day (the first run after a
+ * UTC midnight), as one C call per row rather than a dozen SQL expressions:
+ *
+ *   loyalty._reorder_at(): the UTC midnight from which a reorder reminder is
+ *   due: at or after last order + factor * (last - first) / (purchase days - 1).
+ *
+ *   loyalty._lapse_at(): the first UTC day on which loyalty._p_alive() falls
+ *   below a threshold (the win-back lapse).
  *
  * P(alive) only falls while a customer does not buy, and it is evaluated per
  * whole UTC day (days since the first purchase day, T, or since the last
@@ -128,3 +133,42 @@ lapse_at(PG_FUNCTION_ARGS)
 	at = day * USECS_PER_DAY;
 	PG_RETURN_TIMESTAMPTZ(Max(at, last));
 }
+
+/*
+ * loyalty._reorder_at(purchase_days, first_order_at, last_order_at, factor):
+ * the first UTC midnight at or after last + factor * the customer's mean gap
+ * between first and last order; NULL below two purchase days.
+ */
+PG_FUNCTION_INFO_V1(reorder_at);
+Datum
+reorder_at(PG_FUNCTION_ARGS)
+{
+	int32		pd;
+	TimestampTz first;
+	TimestampTz last;
+	double		factor;
+	double		due;
+	int64		day;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2) || PG_ARGISNULL(3))
+		PG_RETURN_NULL();
+	pd = PG_GETARG_INT32(0);
+	first = PG_GETARG_TIMESTAMPTZ(1);
+	last = PG_GETARG_TIMESTAMPTZ(2);
+	factor = PG_GETARG_FLOAT8(3);
+	if (!(factor > 0.0 && factor <= 10.0))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("the reorder factor must be above 0 and at most 10, got %g", factor),
+				 errhint("It is a repurchase_reminder campaign's factor.")));
+	if (pd < 2 || TIMESTAMP_NOT_FINITE(first) || TIMESTAMP_NOT_FINITE(last) || last < first)
+		PG_RETURN_NULL();
+
+	/* microseconds fit a double exactly up to 2^53 (about 285 years) */
+	due = (double) last + factor * ((double) (last - first) / (pd - 1));
+	day = LapseUtcDay((TimestampTz) floor(due));
+	if ((double) day * USECS_PER_DAY < due)
+		day++;
+	PG_RETURN_TIMESTAMPTZ(day * USECS_PER_DAY);
+}
+
