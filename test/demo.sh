@@ -147,7 +147,7 @@ echo "what the policy decides (loyalty.due_messages), per campaign:"
 psql_shop -c "SELECT campaign, decision, count(*) FROM loyalty.due_messages GROUP BY 1, 2 ORDER BY 1, 3 DESC"
 echo "enqueue_due() writes them into the outbox (a rerun writes nothing):"
 psql_shop -c "SELECT * FROM loyalty.enqueue_due()" \
-          -c "SELECT sum(pending + delayed + held_out + expired) AS written_by_rerun FROM loyalty.enqueue_due()"
+          -c "SELECT sum(pending + held_out + expired + suppressed) AS written_by_rerun FROM loyalty.enqueue_due()"
 psql_shop -c "SELECT max_attempts FROM loyalty.configure_outbox(max_attempts => 2, backoff_base => '1 second')" \
           -c "SELECT status, channel, messages, due_now FROM loyalty.outbox_summary ORDER BY status, channel"
 echo "two senders (bash + psql), delivering by appending to a file; 'bounce-*' recipients fail:"
@@ -164,7 +164,7 @@ head -n 2 "$dir/delivered.log" | cut -c1-400 | sed 's/^/  /'
 psql_shop -c "SELECT status, channel, messages, due_now, last_sent_at IS NOT NULL AS any_sent FROM loyalty.outbox_summary ORDER BY status, channel" \
           -c "SELECT message_id, recipient, attempts, last_error FROM loyalty.dead_letters"
 echo "campaign performance (messages just sent: the 30-day windows have not elapsed, so 'too early'):"
-psql_shop -c "SELECT name, sent, held_out, failed, pending, expired, treated_customers, holdout_customers, verdict FROM loyalty.campaign_performance WHERE messages > 0 ORDER BY campaign_id"
+psql_shop -c "SELECT name, sent, held_out, failed, pending, expired, suppressed, treated_customers, holdout_customers, verdict FROM loyalty.campaign_performance WHERE messages > 0 ORDER BY campaign_id"
 
 echo "== pg_cron jobs (loyalty.schedule(); rerunning it updates them in place)"
 psql_shop -c "SELECT job_name, schedule, command, action FROM loyalty.schedule()"
