@@ -13,8 +13,10 @@ SELECT quiet_start = quiet_end AS no_quiet_hours
 UPDATE loyalty.campaigns SET holdout_share = 0, cooldown = '0', active_from = '2026-01-01';
 
 -- switch on exactly one campaign
+-- (switched on as of active_from: the clock of these tests, not the real now)
 CREATE FUNCTION pg_temp.only(p_name text) RETURNS void LANGUAGE sql AS $$
-    UPDATE loyalty.campaigns SET active = (name = p_name)
+    UPDATE loyalty.campaigns SET active = (name = p_name);
+    UPDATE loyalty.campaigns SET activated_at = active_from WHERE active;
 $$;
 -- what the policy decides (occasions not yet in the outbox)
 CREATE FUNCTION pg_temp.due(p_as_of timestamptz)
@@ -109,12 +111,16 @@ SELECT pg_temp.orders('l2', '2024-01-01 10:00', '2024-02-01 10:00');   -- lapsed
 SELECT pg_temp.orders('l3', '2026-05-01 10:00', '2026-06-01 10:00');   -- active
 SELECT pg_temp.orders('l4', '2026-04-03 10:00', '2026-05-03 10:00');   -- gap 30 days: lapses 9 June (37 quiet days)
 SELECT pg_temp.only('we miss you');
-UPDATE loyalty.campaigns SET active_from = '2026-06-12' WHERE name = 'we miss you';
+UPDATE loyalty.campaigns SET active_from = '2026-06-12', activated_at = '2026-06-12' WHERE name = 'we miss you';
 SELECT d.customer_id, d.occasion, d.occasion_at, d.decision, d.payload #>> '{occasion,lapsed_at}' AS lapsed_at,
        (d.payload #>> '{why,scores,p_alive}')::float8 < 0.3 AS p_alive_low
   FROM loyalty.due_messages_at('2026-06-15 12:00') d WHERE d.customer_id LIKE 'l%' ORDER BY 1;
--- l4 crosses 0.3 at midnight UTC of 9 June: not due the second before
+-- active_from set back (to catch up other occasions) does not date earlier
+-- lapses earlier: they are due when the campaign was switched on
 UPDATE loyalty.campaigns SET active_from = '2026-01-01' WHERE name = 'we miss you';
+SELECT * FROM pg_temp.due('2026-06-15 12:00') WHERE customer_id LIKE 'l%';
+-- l4 crosses 0.3 at midnight UTC of 9 June: not due the second before
+UPDATE loyalty.campaigns SET activated_at = '2026-01-01' WHERE name = 'we miss you';
 SELECT * FROM pg_temp.due('2026-06-08 23:59:59') WHERE customer_id LIKE 'l%';
 SELECT * FROM pg_temp.due('2026-06-09 00:00') WHERE customer_id LIKE 'l%';
 SELECT loyalty._p_alive(2, '2026-04-03 10:00', '2026-05-03 10:00', t, NULL, NULL, NULL, NULL, NULL) < 0.3 AS below
@@ -214,6 +220,7 @@ SELECT * FROM pg_temp.due('2026-06-22 12:00');
 -- (l3's scores were rewritten on 20 June, still At Risk: its lapse is in the window)
 UPDATE loyalty.customer_rfm SET scored_at = '2026-06-20' WHERE customer_id = 'l3';
 UPDATE loyalty.campaigns SET active = true;
+UPDATE loyalty.campaigns SET activated_at = active_from;
 SELECT pg_temp.enqueue('2026-06-24 12:00') IS NOT NULL AS ran;
 SELECT count(*) AS rows_before FROM loyalty.outbox \gset
 SELECT pg_temp.enqueue('2026-06-24 12:00') AS rerun;

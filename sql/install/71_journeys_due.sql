@@ -171,6 +171,7 @@ DECLARE
     r_lo timestamptz;   -- the range a pass searches, and the customers it looks at (NULL: all)
     r_hi timestamptz;
     among text[];
+    lapse_from timestamptz;
     below float8;       -- win_back: p_alive_below and segments, if given
     segs text[];
 BEGIN
@@ -184,6 +185,10 @@ BEGIN
     LOOP
         -- expiry range starts at the last run (first run: nothing to expire)
         lo := greatest(c.start, least(p_as_of - c.valid_for, coalesce(c.last_as_of, p_as_of - c.valid_for)));
+        -- win-back: customers lapsed before the campaign was switched on are
+        -- due when it was (also when active_from was set back to catch up
+        -- other occasions); a clock set before that moment (tests) counts as it
+        lapse_from := greatest(c.start, least(coalesce(c.activated_at, c.start), p_as_of));
         incr := p_changed IS NOT NULL AND c.last_as_of IS NOT NULL
                 AND c.campaign_updated_at IS NOT DISTINCT FROM c.updated_at
                 AND (c.kind IN ('welcome', 'repurchase_reminder', 'milestone')
@@ -202,7 +207,7 @@ BEGIN
                 -- reorder reminders and lapses fall on UTC midnights (a lapse also at
                 -- a purchase: a changed customer): with no midnight and no campaign
                 -- start since the last run, only changed customers can have a new one
-                IF incr AND c.kind IN ('repurchase_reminder', 'win_back') AND c.start <= c.last_as_of
+                IF incr AND c.kind IN ('repurchase_reminder', 'win_back') AND lapse_from <= c.last_as_of
                    AND (c.last_as_of AT TIME ZONE 'UTC')::date = (p_as_of AT TIME ZONE 'UTC')::date THEN
                     among := p_changed;
                 END IF;
@@ -267,15 +272,14 @@ BEGIN
                 -- One occasion per lapse (keyed by the last purchase day), dated
                 -- when it began: the day P(alive) fell below p_alive_below
                 -- (_lapse_at), or the last change of the customer's RFM scores when
-                -- the segment is one of segments; never before the campaign's
-                -- start (customers lapsed by then are due at the start).
+                -- the segment is one of segments; never before lapse_from.
                 RETURN QUERY
                 SELECT c.campaign_id, x.customer_id, 'lapse:' || to_char(x.last_order_at AT TIME ZONE 'UTC', 'YYYYMMDD'),
                        x.at, jsonb_build_object('last_order_at', x.last_order_at, 'lapsed_at', x.lapsed_at, 'segment', x.segment,
                                                 'p_alive', round(loyalty._p_alive(x.purchase_days, x.first_order_at, x.last_order_at, p_as_of,
                                                                                   f.r, f.alpha, f.a, f.b, gap)::numeric, 4))
                   FROM (SELECT s.customer_id, s.purchase_days, s.first_order_at, s.last_order_at, rf.segment,
-                               l.lapsed_at, greatest(l.lapsed_at, c.start) AS at
+                               l.lapsed_at, greatest(l.lapsed_at, lapse_from) AS at
                           FROM loyalty.customer_state s
                           -- read only for a campaign with segments
                           LEFT JOIN LATERAL (SELECT rf.segment, rf.scored_at FROM loyalty.customer_rfm rf
