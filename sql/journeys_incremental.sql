@@ -86,6 +86,15 @@ SELECT count(*) > 0 AS late_occasions_found
 SELECT bool_and(r.campaign_updated_at = cp.updated_at) AS campaigns_unchanged, count(*) AS campaigns
   FROM loyalty.journey_runs r JOIN loyalty.campaigns cp USING (campaign_id) WHERE cp.active;
 
+-- a campaign edited since its last run is searched whole by the next run,
+-- also when a run at an earlier as_of came in between
+UPDATE loyalty.campaigns SET params = '{"days": 1}' WHERE kind = 'post_purchase';
+SELECT count(*) >= 0 AS ran FROM loyalty.enqueue_due('2026-06-05 00:00');
+SELECT r.campaign_updated_at <> cp.updated_at AS next_run_searches_whole_window
+  FROM loyalty.journey_runs r JOIN loyalty.campaigns cp USING (campaign_id) WHERE cp.kind = 'post_purchase';
+SELECT pg_temp.step('2026-06-11 01:00');
+SELECT same, left_after FROM steps WHERE as_of = '2026-06-11 01:00';
+
 -- a new fit with a higher dropout probability (a): lapses move earlier, some
 -- into the stretch already searched; loyalty.fit_models logs those customers
 -- (here the fit is written by hand, so the hook is called as fit_models does)

@@ -91,11 +91,12 @@ BEGIN
     -- tiers move with spend (see 62_rewards.sql)
     PERFORM loyalty._recompute_tiers(p_customers, now());
 
-    -- the journeys look again at these customers' occasions (loyalty.journey_changes)
-    IF EXISTS (SELECT 1 FROM loyalty.campaigns cp WHERE cp.active) THEN
-        INSERT INTO loyalty.journey_changes (customer_id)
-        SELECT DISTINCT c FROM unnest(p_customers) AS c WHERE c IS NOT NULL;
-    END IF;
+    -- the journeys look again at these customers' occasions (loyalty.journey_changes);
+    -- always, also while no campaign is active: a campaign switched on before
+    -- this transaction commits must find the change (refresh() trims the log
+    -- while no campaign is active)
+    INSERT INTO loyalty.journey_changes (customer_id)
+    SELECT DISTINCT c FROM unnest(p_customers) AS c WHERE c IS NOT NULL;
 
     IF p_enqueue THEN
         INSERT INTO loyalty.score_queue (customer_id)

@@ -22,6 +22,11 @@ BEGIN
         EXIT WHEN n = 0;
     END LOOP;
     rescored := loyalty._rfm_score(true, as_of, NULL);
+    -- Nobody reads the journeys' change log while no campaign is active. One
+    -- statement, one snapshot: every row it deletes was committed before any
+    -- campaign was switched on, so the first (full) run of that campaign sees
+    -- its data anyway.
+    DELETE FROM loyalty.journey_changes WHERE NOT EXISTS (SELECT 1 FROM loyalty.campaigns cp WHERE cp.active);
     -- the customers just scored: the pass stores their count with the bounds
     customers := coalesce((SELECT b.customers FROM loyalty.rfm_bounds b), 0);
     IF fit_models THEN

@@ -112,18 +112,25 @@ CREATE FUNCTION loyalty._journeys_refitted()
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC'
 AS $$
 DECLARE
     f record;
     c record;
 BEGIN
+    -- as enqueue_due: no run may search with the old fit after this reads its
+    -- last as_of and before the new fit commits (held until then)
+    PERFORM pg_advisory_xact_lock(74200, 5);
     SELECT cf.r, cf.alpha, cf.a, cf.b INTO f FROM loyalty.current_fits cf;
     IF f.r IS NULL THEN
         RETURN;
     END IF;
     FOR c IN
         SELECT r.last_as_of, cp.valid_for, (cp.params->>'p_alive_below')::float8 AS below,
-               make_interval(days => (cp.params->>'max_days_since_last')::integer) AS max_quiet
+               make_interval(days => (cp.params->>'max_days_since_last')::integer) AS max_quiet,
+               -- the occasion's date as _occasions computes it (lapse_from)
+               greatest(coalesce(cp.active_from, cp.activated_at),
+                        least(coalesce(cp.activated_at, cp.active_from), r.last_as_of)) AS lapse_from
           FROM loyalty.campaigns cp JOIN loyalty.journey_runs r ON r.campaign_id = cp.campaign_id
          WHERE cp.active AND cp.kind = 'win_back' AND cp.params ? 'p_alive_below'
     LOOP
@@ -131,7 +138,8 @@ BEGIN
         SELECT s.customer_id
           FROM loyalty.customer_state s
          WHERE s.last_order_at >= c.last_as_of - c.max_quiet AND s.last_order_at <= c.last_as_of
-           AND loyalty._lapse_at(s.purchase_days, s.first_order_at, s.last_order_at, c.below, f.r, f.alpha, f.a, f.b, NULL)
+           AND greatest(loyalty._lapse_at(s.purchase_days, s.first_order_at, s.last_order_at, c.below, f.r, f.alpha, f.a, f.b, NULL),
+                        c.lapse_from)
                BETWEEN c.last_as_of - c.valid_for AND c.last_as_of;
     END LOOP;
 END
@@ -157,6 +165,9 @@ ROWS 1000
 SET search_path = pg_catalog, pg_temp
 -- the customer filter is either absent (NULL) or a short list: plan each query for the one it gets
 SET plan_cache_mode = force_custom_plan
+-- days are 24 hours here whatever the caller's zone: two runs in sessions
+-- with different zones search the same ranges (local times are explicit)
+SET TimeZone = 'UTC'
 AS $$
 DECLARE
     c record;
@@ -209,7 +220,11 @@ BEGIN
                 -- start since the last run, only changed customers can have a new one
                 IF incr AND c.kind IN ('repurchase_reminder', 'win_back') AND lapse_from <= c.last_as_of
                    AND (c.last_as_of AT TIME ZONE 'UTC')::date = (p_as_of AT TIME ZONE 'UTC')::date THEN
-                    among := p_changed;
+                    -- and those whose last order is later than the last run's
+                    -- as_of: a run may have taken their log entry while the
+                    -- order still lay after its own as_of
+                    among := p_changed || ARRAY(SELECT s.customer_id FROM loyalty.customer_state s
+                                                 WHERE s.last_order_at > c.last_as_of);
                 END IF;
             ELSE
                 EXIT WHEN NOT incr OR lo >= lo_new;
@@ -444,6 +459,7 @@ RETURNS TABLE (campaign_id integer, campaign text, kind text, channel text, cust
                expires_at timestamptz, recipient text, template text, priority integer, payload jsonb)
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC'   -- as in _occasions: ranges and validity in 24-hour days
 SET jit = off          -- compiling this plan costs far more than running it
 SET work_mem = '256MB' -- one run sorts every candidate: in memory, not on disk
 AS $$
@@ -659,7 +675,10 @@ BEGIN
         SELECT cp.campaign_id, enqueue_due.as_of, now(), cp.updated_at FROM loyalty.campaigns cp WHERE cp.active
         ON CONFLICT ON CONSTRAINT journey_runs_pkey DO UPDATE
            SET last_as_of = greatest(r.last_as_of, excluded.last_as_of), last_run_at = excluded.last_run_at,
-               campaign_updated_at = excluded.campaign_updated_at
+               -- a run at an earlier as_of searched only its own window: the
+               -- campaign version the last as_of was searched with stands
+               campaign_updated_at = CASE WHEN excluded.last_as_of >= r.last_as_of THEN excluded.campaign_updated_at
+                                          ELSE r.campaign_updated_at END
         RETURNING r.campaign_id
     )
     SELECT cp.campaign_id, cp.name,
