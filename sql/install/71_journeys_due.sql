@@ -103,6 +103,16 @@ RETURNS timestamptz
 LANGUAGE c IMMUTABLE PARALLEL SAFE
 AS 'MODULE_PATHNAME', 'lapse_at';
 
+-- The earliest a win-back occasion is dated as of as_of: customers lapsed
+-- before the campaign was switched on are due when it was (also when
+-- active_from was set back to catch up other occasions); a clock set before
+-- that moment (tests) counts as it. Used by _occasions and the refit hook,
+-- which must date occasions alike.
+CREATE FUNCTION loyalty._lapse_from(p_active_from timestamptz, p_activated_at timestamptz, p_as_of timestamptz)
+RETURNS timestamptz
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN greatest(coalesce(p_active_from, p_activated_at), least(coalesce(p_activated_at, p_active_from), p_as_of));
+
 -- A new BG/NBD fit moves lapse days. enqueue_due looks for lapses before a
 -- campaign's last as_of among logged customers only (loyalty._occasions), so
 -- log those whose lapse under the new fit falls in the stretch each active
@@ -128,9 +138,7 @@ BEGIN
     FOR c IN
         SELECT r.last_as_of, cp.valid_for, (cp.params->>'p_alive_below')::float8 AS below,
                make_interval(days => (cp.params->>'max_days_since_last')::integer) AS max_quiet,
-               -- the occasion's date as _occasions computes it (lapse_from)
-               greatest(coalesce(cp.active_from, cp.activated_at),
-                        least(coalesce(cp.activated_at, cp.active_from), r.last_as_of)) AS lapse_from
+               loyalty._lapse_from(cp.active_from, cp.activated_at, r.last_as_of) AS lapse_from
           FROM loyalty.campaigns cp JOIN loyalty.journey_runs r ON r.campaign_id = cp.campaign_id
          WHERE cp.active AND cp.kind = 'win_back' AND cp.params ? 'p_alive_below'
     LOOP
@@ -196,10 +204,7 @@ BEGIN
     LOOP
         -- expiry range starts at the last run (first run: nothing to expire)
         lo := greatest(c.start, least(p_as_of - c.valid_for, coalesce(c.last_as_of, p_as_of - c.valid_for)));
-        -- win-back: customers lapsed before the campaign was switched on are
-        -- due when it was (also when active_from was set back to catch up
-        -- other occasions); a clock set before that moment (tests) counts as it
-        lapse_from := greatest(c.start, least(coalesce(c.activated_at, c.start), p_as_of));
+        lapse_from := loyalty._lapse_from(c.active_from, c.activated_at, p_as_of);
         incr := p_changed IS NOT NULL AND c.last_as_of IS NOT NULL
                 AND c.campaign_updated_at IS NOT DISTINCT FROM c.updated_at
                 AND (c.kind IN ('welcome', 'repurchase_reminder', 'milestone')
