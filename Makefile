@@ -3,14 +3,22 @@ EXTENSION = loyalty
 MODULE_big = loyalty
 OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
 
-# The install script is assembled from one fragment per component.
-DATA_built = sql/$(EXTENSION)--0.1.sql
+EXTVERSION = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" $(EXTENSION).control)
+
+# The current version's install script is assembled from one fragment per
+# component (sql/install/), and the upgrade to it from the last release from
+# one fragment per change (sql/upgrade/). Released scripts (sql/loyalty--A.sql,
+# sql/loyalty--A--B.sql) are committed files and never edited.
+PREV_VERSION = 0.1
 INSTALL_FRAGMENTS = $(sort $(wildcard sql/install/*.sql))
+UPGRADE_FRAGMENTS = $(sort $(wildcard sql/upgrade/$(PREV_VERSION)--$(EXTVERSION)/*.sql))
+DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql sql/$(EXTENSION)--$(PREV_VERSION)--$(EXTVERSION).sql
+DATA = $(filter-out $(DATA_built),$(wildcard sql/$(EXTENSION)--*.sql))
 
 PG_CPPFLAGS = -std=gnu11 -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers
 SHLIB_LINK = -lm
 
-REGRESS = intake track_orders rfm models btyd btyd_cdnow btyd_recovery rewards outbox schedule journeys journeys_kinds journeys_policy journeys_report journeys_context journeys_incremental
+REGRESS = upgrade_from_0_1 intake track_orders rfm models btyd btyd_cdnow btyd_recovery rewards outbox schedule journeys journeys_kinds journeys_policy journeys_report journeys_context journeys_incremental
 REGRESS_OPTS = --inputdir=. --temp-config=./test/regress.conf --temp-instance=./tmp_check --load-extension=pg_cron --load-extension=loyalty
 
 ISOLATION = $(patsubst test/specs/%.spec,%,$(sort $(wildcard test/specs/*.spec)))
@@ -19,13 +27,16 @@ ISOLATION_OPTS = --inputdir=./test --temp-config=./test/regress.conf --temp-inst
 TAP_TESTS = 1
 PROVE_TESTS = test/t/*.pl
 
-EXTRA_CLEAN = sql/$(EXTENSION)--0.1.sql tmp_check tmp_check_iso output_iso results regression.diffs regression.out
+EXTRA_CLEAN = tmp_check tmp_check_iso output_iso results regression.diffs regression.out
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
-sql/$(EXTENSION)--0.1.sql: $(INSTALL_FRAGMENTS)
+sql/$(EXTENSION)--$(EXTVERSION).sql: $(INSTALL_FRAGMENTS)
+	cat $^ > $@
+
+sql/$(EXTENSION)--$(PREV_VERSION)--$(EXTVERSION).sql: $(UPGRADE_FRAGMENTS)
 	cat $^ > $@
 
 # The three suites separately (test/run_tests.sh runs each and counts).

@@ -1,4 +1,4 @@
--- loyalty 0.1: base objects (roles, settings helpers). Assembled into loyalty--0.1.sql.
+-- loyalty: base objects (roles, settings helpers). Assembled into loyalty--<version>.sql.
 \echo Use "CREATE EXTENSION loyalty" to load this file. \quit
 
 -- The four roles of DESIGN.md. Roles are cluster-wide, so they may exist already
