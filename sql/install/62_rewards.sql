@@ -181,10 +181,7 @@ LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF p_customer IS NULL OR btrim(p_customer) = '' THEN
-        RAISE EXCEPTION 'customer_id must not be null or empty'
-              USING ERRCODE = 'null_value_not_allowed', HINT = 'Pass the shop''s own customer key as text, e.g. ''42''.';
-    END IF;
+    PERFORM loyalty.check_key(p_customer, 'customer_id');
 END
 $$;
 
@@ -207,8 +204,9 @@ LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF p_key IS NULL OR btrim(p_key) = '' THEN
-        RAISE EXCEPTION 'idempotency_key must not be null or empty'
+    IF p_key IS NULL OR loyalty._key_problem(p_key) IS NOT NULL THEN
+        RAISE EXCEPTION 'idempotency_key %', CASE WHEN p_key IS NULL OR loyalty._key_problem(p_key) = 'is empty'
+                                                  THEN 'must not be null or empty' ELSE loyalty._key_problem(p_key) END
               USING ERRCODE = 'invalid_parameter_value',
                     HINT = 'Pass a key that names this one request, e.g. ''signup-bonus:42''; a retry with the same key changes nothing.';
     END IF;
@@ -740,7 +738,7 @@ AS $$
            jsonb_build_object('basis_amount', order_points.amount, 'rate', r.rate, 'multiplier', r.mult,
                               'tier', t.tier, 'tier_multiplier', t.tier_mult, 'segment', t.segment,
                               'cap', r.cap, 'rules', r.rules)
-      FROM r, t
+      FROM r, t, (SELECT loyalty._check_amount(order_points.amount, 'amount')) chk   -- NaN, infinite, above the maximum: refused
 $$;
 COMMENT ON FUNCTION loyalty.order_points(text, numeric, timestamptz) IS
 'Points an order of this amount earns now under loyalty.earn_rules and the customer''s tier and segment (also a preview for the shop''s checkout)';
@@ -917,82 +915,57 @@ BEGIN
 END
 $$;
 
--- Row trigger on tracked tables while earn_on_orders is on: the order's points
--- change in the shop's own transaction. It never fails the shop's write: an
--- error is kept in loyalty.points_problems (and retried by
--- loyalty.retry_points_problems()).
-CREATE FUNCTION loyalty.earn_order_points()
-RETURNS trigger
+-- Order points follow the captured order (loyalty.apply_events, one trigger on
+-- the shop's table: src/intake.c). For each order of a batch the points are
+-- brought in line with loyalty.orders and the delivery time; an error is kept
+-- in loyalty.points_problems (retried by loyalty.retry_points_problems()) and
+-- never stops the batch.
+CREATE FUNCTION loyalty._apply_order_points(p_changes loyalty.order_change_checked[])
+RETURNS void
 LANGUAGE plpgsql
-SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    src loyalty.sources;
-    j jsonb;
-    o jsonb;
-    ref text;
+    c record;
     msg text;
-    refunded numeric;
 BEGIN
-    SELECT * INTO src FROM loyalty.sources WHERE source_id = TG_ARGV[0]::integer;
-    IF NOT FOUND THEN
-        RETURN NULL;
+    IF NOT (SELECT earn_on_orders FROM loyalty.rewards_settings)
+       AND NOT EXISTS (SELECT 1 FROM loyalty.ledger e, unnest(p_changes) a
+                        WHERE e.idempotency_key = 'loyalty:order:' || a.order_ref || ':1') THEN
+        RETURN;     -- earning is off and none of these orders ever earned
     END IF;
-    BEGIN
-        IF TG_OP <> 'INSERT' THEN
-            o := to_jsonb(OLD);
-        END IF;
-        IF TG_OP <> 'DELETE' THEN
-            j := to_jsonb(NEW);
-        END IF;
-        -- the order id changed (or the row is gone): the old order no longer counts
-        IF o IS NOT NULL AND (j IS NULL OR (o ->> src.order_id_column) IS DISTINCT FROM (j ->> src.order_id_column)) THEN
-            ref := o ->> src.order_id_column;
-            PERFORM loyalty._sync_order_points(ref, o ->> src.customer_column, (o ->> src.amount_column)::numeric,
-                                               0, (o ->> src.ordered_at_column)::timestamptz, false, NULL, false);
-        END IF;
-        IF j IS NOT NULL THEN
-            ref := j ->> src.order_id_column;
-            SELECT t.refunded INTO refunded FROM loyalty.orders t WHERE t.order_ref = ref;
-            PERFORM loyalty._sync_order_points(
-                ref, j ->> src.customer_column, (j ->> src.amount_column)::numeric, coalesce(refunded, 0),
-                (j ->> src.ordered_at_column)::timestamptz,
-                src.status_column IS NULL OR (j ->> src.status_column) = ANY (src.counted_statuses),
-                CASE WHEN src.delivered_at_column IS NOT NULL THEN (j ->> src.delivered_at_column)::timestamptz END,
-                src.delivered_at_column IS NOT NULL);
-        END IF;
-    EXCEPTION WHEN OTHERS THEN
-        GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
-        INSERT INTO loyalty.points_problems (source_id, order_ref, error) VALUES (src.source_id, ref, msg);
-        RAISE WARNING 'loyalty: points of order % not updated: %', ref, msg
-              USING HINT = 'The order itself was saved. Fix the cause, then run loyalty.retry_points_problems().';
-    END;
-    RETURN NULL;
+    FOR c IN
+        SELECT DISTINCT ON (a.order_ref) a.order_ref, a.source_id, o.customer_id, o.amount, o.refunded, o.ordered_at,
+               coalesce(o.counted, false) AS counted, d.delivered_at, so.delivered_at_column IS NOT NULL AS wait
+          FROM unnest(p_changes) a
+          JOIN loyalty.sources so ON so.source_id = a.source_id
+          LEFT JOIN loyalty.orders o ON o.order_ref = a.order_ref AND o.source_id = a.source_id
+          LEFT JOIN loyalty.deliveries d ON d.order_ref = a.order_ref
+         WHERE a.order_ref IS NOT NULL AND loyalty._key_problem(a.order_ref) IS NULL
+         ORDER BY a.order_ref
+    LOOP
+        BEGIN
+            PERFORM loyalty._sync_order_points(c.order_ref, c.customer_id, c.amount, coalesce(c.refunded, 0),
+                                               c.ordered_at, c.counted, c.delivered_at, c.wait);
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
+            INSERT INTO loyalty.points_problems (source_id, order_ref, error) VALUES (c.source_id, c.order_ref, msg);
+        END;
+    END LOOP;
 END
 $$;
-COMMENT ON FUNCTION loyalty.earn_order_points() IS 'Trigger attached to tracked tables while earn_on_orders is on; do not call directly';
 
--- Attach or detach the earn trigger on every tracked table to match the setting.
+-- Order points no longer have a trigger of their own: remove one left by 0.1.
 CREATE FUNCTION loyalty._sync_earn_triggers()
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    src loyalty.sources;
     rel regclass;
-    on_ boolean := (SELECT earn_on_orders FROM loyalty.rewards_settings);
 BEGIN
-    FOR src IN SELECT * FROM loyalty.sources ORDER BY source_id LOOP
-        rel := to_regclass(format('%I.%I', src.relation_schema, src.relation_name));
-        CONTINUE WHEN rel IS NULL;
-        IF on_ AND EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = rel AND tgname = 'loyalty_capture_orders') THEN
-            EXECUTE format('CREATE OR REPLACE TRIGGER loyalty_earn_orders AFTER INSERT OR UPDATE OR DELETE ON %s '
-                           'FOR EACH ROW EXECUTE FUNCTION loyalty.earn_order_points(%L)', rel, src.source_id);
-        ELSE
-            EXECUTE format('DROP TRIGGER IF EXISTS loyalty_earn_orders ON %s', rel);
-        END IF;
+    FOR rel IN SELECT t.tgrelid::regclass FROM pg_trigger t WHERE t.tgname = 'loyalty_earn_orders' LOOP
+        EXECUTE format('DROP TRIGGER IF EXISTS loyalty_earn_orders ON %s', rel);
     END LOOP;
 END
 $$;
@@ -1026,6 +999,7 @@ AS $$
 DECLARE
     rel regclass := loyalty._resolve_table(p_rel, source);
     t regtype;
+    sid integer;
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM loyalty.sources so
                     WHERE format('%I.%I', so.relation_schema, so.relation_name)::regclass = rel) THEN
@@ -1033,15 +1007,13 @@ BEGIN
               USING ERRCODE = 'undefined_object', HINT = 'Track it first with loyalty.track_orders().';
     END IF;
     IF delivered_at_column IS NOT NULL THEN
-        t := loyalty._column_type(rel, 'delivered_at_column', delivered_at_column);
-        IF t NOT IN ('timestamp with time zone'::regtype, 'timestamp without time zone'::regtype, 'date'::regtype) THEN
-            RAISE EXCEPTION 'delivery time column "%" is of type %, not a timestamp', delivered_at_column, t
-                  USING ERRCODE = 'datatype_mismatch', HINT = 'The delivery column must be timestamptz, timestamp or date.';
-        END IF;
+        t := loyalty._capture_column(rel, 'delivered_at_column', delivered_at_column, 'time');
     END IF;
     UPDATE loyalty.sources so SET delivered_at_column = _track_deliveries.delivered_at_column
-     WHERE format('%I.%I', so.relation_schema, so.relation_name)::regclass = rel;
-    PERFORM loyalty._sync_delivery_trigger(rel);   -- delivery times for the journeys (70_journeys.sql)
+     WHERE format('%I.%I', so.relation_schema, so.relation_name)::regclass = rel
+    RETURNING so.source_id INTO sid;
+    PERFORM loyalty._attach_capture(sid);          -- the capture trigger reads the column too
+    PERFORM loyalty._backfill_deliveries(sid);     -- delivery times of existing rows (70_journeys.sql)
 END
 $$;
 CREATE FUNCTION loyalty.track_deliveries(source text, delivered_at_column text)
