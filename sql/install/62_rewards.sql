@@ -712,10 +712,12 @@ COMMENT ON FUNCTION loyalty.verify_ledger() IS
 -- Points an order earns under the active rules, for a customer at order time.
 CREATE FUNCTION loyalty.order_points(customer_id text, amount numeric, ordered_at timestamptz DEFAULT now(),
                                      OUT points bigint, OUT detail jsonb)
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+BEGIN
+    PERFORM loyalty._check_amount(order_points.amount, 'amount');   -- NaN, infinite, above the maximum: refused
     WITH who AS (
         SELECT (SELECT ct.tier FROM loyalty.customer_tiers ct WHERE ct.customer_id = order_points.customer_id) AS tier,
                (SELECT cs.segment FROM loyalty.customer_segments cs WHERE cs.customer_id = order_points.customer_id) AS segment
@@ -738,7 +740,9 @@ AS $$
            jsonb_build_object('basis_amount', order_points.amount, 'rate', r.rate, 'multiplier', r.mult,
                               'tier', t.tier, 'tier_multiplier', t.tier_mult, 'segment', t.segment,
                               'cap', r.cap, 'rules', r.rules)
-      FROM r, t, (SELECT loyalty._check_amount(order_points.amount, 'amount')) chk   -- NaN, infinite, above the maximum: refused
+      INTO points, detail
+      FROM r, t;
+END
 $$;
 COMMENT ON FUNCTION loyalty.order_points(text, numeric, timestamptz) IS
 'Points an order of this amount earns now under loyalty.earn_rules and the customer''s tier and segment (also a preview for the shop''s checkout)';
