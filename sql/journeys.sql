@@ -71,6 +71,7 @@ SELECT customer_id, email, birthday, birthday_md FROM loyalty.profiles
  WHERE customer_id IN ('6f1c2d7e-0000-4000-8000-000000000001', 'T-1') ORDER BY 1;
 SELECT reason, count(*) FROM loyalty.rejected_rows WHERE resolved_at IS NULL GROUP BY 1 ORDER BY 1;
 TRUNCATE jr_people_text;
+SELECT loyalty.apply_events() AS applied;
 SELECT count(*) AS text_profiles_after_truncate FROM loyalty.profiles WHERE customer_id = 'T-1';
 
 -- ---- consent: history and current state

@@ -475,6 +475,17 @@ CaptureInsert(int32 source_id, char op, CapturedRow *row)
 	table_close(rel, RowExclusiveLock);
 }
 
+/* Owner of a relation */
+static Oid
+CaptureRelOwner(Oid relid)
+{
+	Relation	rel = table_open(relid, AccessShareLock);
+	Oid			owner = rel->rd_rel->relowner;
+
+	table_close(rel, AccessShareLock);
+	return owner;
+}
+
 /* Text of the identifying field of a captured row, or NULL */
 static char *
 CaptureIdentity(const CapturedRow *row, const CaptureSpec *spec)
@@ -526,6 +537,46 @@ CaptureFire(TriggerData *trigdata, int32 source_id, const CaptureSpec *spec)
 	}
 }
 
+/*
+ * TRUNCATE of a tracked table: every row is gone. Orders: a delete event per
+ * order of the source that still counts; customers: a delete event per
+ * profile of the source. Reads only loyalty's tables, as their owner (the
+ * shop's role need not be allowed to read them), with every name and
+ * operator qualified, as a restricted operation.
+ */
+static void
+CaptureTruncate(int32 source_id, bool orders)
+{
+	Oid			nsp = get_namespace_oid("loyalty", false);
+	Oid			events_relid = get_relname_relid("events", nsp);
+	Oid			save_userid;
+	int			save_sec_context;
+	Oid			argtypes[1] = {INT4OID};
+	Datum		values[1];
+	int			ret;
+
+	if (!OidIsValid(events_relid))
+		elog(ERROR, "loyalty: table loyalty.events is missing");
+	values[0] = Int32GetDatum(source_id);
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(CaptureRelOwner(events_relid),
+						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION |
+						   SECURITY_NOFORCE_RLS);
+	SPI_connect();
+	ret = SPI_execute_with_args(orders ?
+								"INSERT INTO loyalty.events (source_id, op, order_ref) "
+								"SELECT o.source_id, 'd', o.order_ref FROM loyalty.orders o "
+								"WHERE o.source_id OPERATOR(pg_catalog.=) $1 AND o.counted" :
+								"INSERT INTO loyalty.events (source_id, op, customer_id) "
+								"SELECT p.source_id, 'd', p.customer_id FROM loyalty.profiles p "
+								"WHERE p.source_id OPERATOR(pg_catalog.=) $1",
+								1, argtypes, values, NULL, false, 0);
+	if (ret != SPI_OK_INSERT)
+		elog(ERROR, "loyalty: could not capture a truncate: %s", SPI_result_code_string(ret));
+	SPI_finish();
+	SetUserIdAndSecContext(save_userid, save_sec_context);
+}
+
 /* Check the trigger protocol shared by both entry points */
 static TriggerData *
 CaptureTriggerData(FunctionCallInfo fcinfo, const char *fname, int min_args)
@@ -537,6 +588,9 @@ CaptureTriggerData(FunctionCallInfo fcinfo, const char *fname, int min_args)
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("%s must be called as a trigger", fname),
 				 errhint("Attach tables with loyalty.track_orders() or loyalty.track_customers().")));
+	if (TRIGGER_FIRED_BY_TRUNCATE(trigdata->tg_event) && TRIGGER_FIRED_AFTER(trigdata->tg_event) &&
+		trigdata->tg_trigger->tgnargs >= 2)
+		return trigdata;
 	if (!TRIGGER_FIRED_AFTER(trigdata->tg_event) || !TRIGGER_FIRED_FOR_ROW(trigdata->tg_event) ||
 		trigdata->tg_trigger->tgnargs < min_args)
 		ereport(ERROR,
@@ -551,7 +605,8 @@ PG_FUNCTION_INFO_V1(capture_row);
 /*
  * AFTER ROW trigger on a tracked table. Arguments: source id, kind ('o'
  * orders, 'c' customers), then the column of each field of the kind in the
- * order of OrderFields / CustomerFields ('' or missing: not tracked).
+ * order of OrderFields / CustomerFields ('' or missing: not tracked). As an
+ * AFTER TRUNCATE statement trigger it takes the source id and kind only.
  */
 Datum
 capture_row(PG_FUNCTION_ARGS)
@@ -581,6 +636,11 @@ capture_row(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("unknown capture kind \"%s\"", args[1]),
 				 errhint("Attach tables with loyalty.track_orders() or loyalty.track_customers().")));
+	if (TRIGGER_FIRED_BY_TRUNCATE(trigdata->tg_event))
+	{
+		CaptureTruncate(pg_strtoint32(args[0]), spec.fields == OrderFields);
+		return PointerGetDatum(NULL);
+	}
 	if (nargs - 2 > spec.nfields || nargs - 2 < spec.nrequired)
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),

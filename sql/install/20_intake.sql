@@ -385,26 +385,10 @@ BEGIN
                    s.amount_column, s.ordered_at_column, coalesce(s.status_column, ''),
                    coalesce(s.delivered_at_column, ''));
     EXECUTE format('CREATE OR REPLACE TRIGGER loyalty_capture_truncate AFTER TRUNCATE ON %I.%I '
-                   'FOR EACH STATEMENT EXECUTE FUNCTION loyalty.capture_truncate(%L)',
+                   'FOR EACH STATEMENT EXECUTE FUNCTION loyalty.capture_row(%L, ''o'')',
                    s.relation_schema, s.relation_name, s.source_id);
 END
 $$;
-
--- TRUNCATE of a tracked table: every order of that source stops counting.
-CREATE FUNCTION loyalty.capture_truncate()
-RETURNS trigger
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    INSERT INTO loyalty.events (source_id, op, order_ref)
-    SELECT o.source_id, 'd', o.order_ref FROM loyalty.orders o
-     WHERE o.source_id = TG_ARGV[0]::integer AND o.counted;
-    RETURN NULL;
-END
-$$;
-COMMENT ON FUNCTION loyalty.capture_truncate() IS 'Statement trigger attached by loyalty.track_orders(); do not call directly';
 
 -- A table name resolved in the caller's search_path (no SET clause on purpose;
 -- everything is qualified), NULL when it does not exist or is not a valid name.

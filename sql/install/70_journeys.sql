@@ -171,19 +171,6 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION loyalty.capture_customer_truncate()
-RETURNS trigger
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    DELETE FROM loyalty.profiles WHERE source_id = TG_ARGV[0]::integer;
-    RETURN NULL;
-END
-$$;
-COMMENT ON FUNCTION loyalty.capture_customer_truncate() IS 'Statement trigger attached by loyalty.track_customers(); do not call directly';
-
 CREATE FUNCTION loyalty.track_customers(
     source            regclass,
     customer_column   text,
@@ -249,7 +236,7 @@ BEGIN
                    sch, tbl, sid, customer_column, coalesce(name_column, ''), coalesce(email_column, ''),
                    coalesce(phone_column, ''), coalesce(birthday_column, ''), coalesce(time_zone_column, ''));
     EXECUTE format('CREATE OR REPLACE TRIGGER loyalty_capture_customers_truncate AFTER TRUNCATE ON %I.%I '
-                   'FOR EACH STATEMENT EXECUTE FUNCTION loyalty.capture_customer_truncate(%L)', sch, tbl, sid);
+                   'FOR EACH STATEMENT EXECUTE FUNCTION loyalty.capture_row(%L, ''c'')', sch, tbl, sid);
 
     IF backfill THEN
         -- typed reads (as the trigger): the key and labels through their output

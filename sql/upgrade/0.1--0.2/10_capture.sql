@@ -86,7 +86,7 @@ BEGIN
                    s.amount_column, s.ordered_at_column, coalesce(s.status_column, ''),
                    coalesce(s.delivered_at_column, ''));
     EXECUTE format('CREATE OR REPLACE TRIGGER loyalty_capture_truncate AFTER TRUNCATE ON %I.%I '
-                   'FOR EACH STATEMENT EXECUTE FUNCTION loyalty.capture_truncate(%L)',
+                   'FOR EACH STATEMENT EXECUTE FUNCTION loyalty.capture_row(%L, ''o'')',
                    s.relation_schema, s.relation_name, s.source_id);
 END
 $$;
@@ -947,7 +947,7 @@ BEGIN
                    sch, tbl, sid, customer_column, coalesce(name_column, ''), coalesce(email_column, ''),
                    coalesce(phone_column, ''), coalesce(birthday_column, ''), coalesce(time_zone_column, ''));
     EXECUTE format('CREATE OR REPLACE TRIGGER loyalty_capture_customers_truncate AFTER TRUNCATE ON %I.%I '
-                   'FOR EACH STATEMENT EXECUTE FUNCTION loyalty.capture_customer_truncate(%L)', sch, tbl, sid);
+                   'FOR EACH STATEMENT EXECUTE FUNCTION loyalty.capture_row(%L, ''c'')', sch, tbl, sid);
 
     IF backfill THEN
         -- typed reads (as the trigger): the key and labels through their output
@@ -1151,18 +1151,25 @@ BEGIN
         IF EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t WHERE t.tgrelid OPERATOR(pg_catalog.=) rel
                       AND t.tgname OPERATOR(pg_catalog.=) 'loyalty_capture_orders') THEN
             PERFORM loyalty._attach_capture(s.source_id);
+        ELSE
+            EXECUTE pg_catalog.format('DROP TRIGGER IF EXISTS loyalty_capture_truncate ON %s', rel);
         END IF;
     END LOOP;
     FOR s IN SELECT * FROM loyalty.customer_sources ORDER BY source_id LOOP
         rel := pg_catalog.to_regclass(pg_catalog.format('%I.%I', s.relation_schema, s.relation_name));
         CONTINUE WHEN rel IS NULL;
-        CONTINUE WHEN NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t WHERE t.tgrelid OPERATOR(pg_catalog.=) rel
-                                     AND t.tgname OPERATOR(pg_catalog.=) 'loyalty_capture_customers');
+        IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t WHERE t.tgrelid OPERATOR(pg_catalog.=) rel
+                          AND t.tgname OPERATOR(pg_catalog.=) 'loyalty_capture_customers') THEN
+            EXECUTE pg_catalog.format('DROP TRIGGER IF EXISTS loyalty_capture_customers_truncate ON %s', rel);
+            CONTINUE;
+        END IF;
         EXECUTE pg_catalog.format('CREATE OR REPLACE TRIGGER loyalty_capture_customers AFTER INSERT OR UPDATE OR DELETE ON %s '
                                   'FOR EACH ROW EXECUTE FUNCTION loyalty.capture_row(%L, ''c'', %L, %L, %L, %L, %L, %L)',
-                                  rel, s.source_id, s.customer_column, pg_catalog.coalesce(s.name_column, ''),
-                                  pg_catalog.coalesce(s.email_column, ''), pg_catalog.coalesce(s.phone_column, ''),
-                                  pg_catalog.coalesce(s.birthday_column, ''), pg_catalog.coalesce(s.time_zone_column, ''));
+                                  rel, s.source_id, s.customer_column, coalesce(s.name_column, ''),
+                                  coalesce(s.email_column, ''), coalesce(s.phone_column, ''),
+                                  coalesce(s.birthday_column, ''), coalesce(s.time_zone_column, ''));
+        EXECUTE pg_catalog.format('CREATE OR REPLACE TRIGGER loyalty_capture_customers_truncate AFTER TRUNCATE ON %s '
+                                  'FOR EACH STATEMENT EXECUTE FUNCTION loyalty.capture_row(%L, ''c'')', rel, s.source_id);
     END LOOP;
 END
 $$;
@@ -1181,3 +1188,5 @@ DROP FUNCTION loyalty.capture_delivery();
 DROP FUNCTION loyalty.capture_order();
 DROP FUNCTION loyalty._sync_delivery_trigger(regclass);
 DROP FUNCTION loyalty._store_profile(integer, text, text, text, text, date, text, jsonb);
+DROP FUNCTION loyalty.capture_truncate();
+DROP FUNCTION loyalty.capture_customer_truncate();
