@@ -263,7 +263,6 @@ static void
 CaptureRead(CapturedRow *row, HeapTuple tuple, TupleDesc tupdesc, const CaptureSpec *spec)
 {
 	JsonbParseState *state = NULL;
-	JsonbValue *obj;
 	bool		have_fields = false;
 
 	for (int i = 0; i < NUM_EV; i++)
@@ -273,7 +272,6 @@ CaptureRead(CapturedRow *row, HeapTuple tuple, TupleDesc tupdesc, const CaptureS
 	}
 	row->problem = NULL;
 
-	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
 	for (int f = 0; f < spec->nfields; f++)
 	{
 		const CaptureField *field = &spec->fields[f];
@@ -328,6 +326,8 @@ CaptureRead(CapturedRow *row, HeapTuple tuple, TupleDesc tupdesc, const CaptureS
 			row->isnull[field->target] = isnull;
 			continue;
 		}
+		if (!have_fields)
+			pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
 		have_fields = true;
 		if (isnull)
 			CapturePushField(&state, field->name, NULL);
@@ -338,9 +338,10 @@ CaptureRead(CapturedRow *row, HeapTuple tuple, TupleDesc tupdesc, const CaptureS
 		else
 			CapturePushField(&state, field->name, TextDatumGetCString(value));
 	}
-	obj = pushJsonbValue(&state, WJB_END_OBJECT, NULL);
 	if (have_fields)
 	{
+		JsonbValue *obj = pushJsonbValue(&state, WJB_END_OBJECT, NULL);
+
 		row->values[EV_FIELDS] = JsonbPGetDatum(JsonbValueToJsonb(obj));
 		row->isnull[EV_FIELDS] = false;
 	}

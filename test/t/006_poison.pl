@@ -75,5 +75,25 @@ $node->safe_psql('postgres', "DROP TRIGGER fault ON loyalty.orders");
 is($node->safe_psql('postgres', "SELECT loyalty.replay_rejected('public.orders')"), '1', 'replay accepts the fixed row');
 is($node->safe_psql('postgres', "SELECT count(*) FROM loyalty.orders WHERE order_ref = 'm-13'"), '1', 'and it is applied');
 
+# scoring fails (a fault injected in the rescoring step): the orders of the
+# round are applied and committed anyway, and the queue drains
+$node->safe_psql('postgres', q{
+CREATE FUNCTION public.score_fault() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'injected scoring fault';
+END $$;
+CREATE TRIGGER score_fault BEFORE DELETE ON loyalty.score_queue FOR EACH ROW EXECUTE FUNCTION public.score_fault();
+INSERT INTO orders SELECT 's-' || i, 'e' || (i % 4), 30, now() - interval '1 hour' FROM generate_series(1, 10) i;
+});
+ok($node->poll_query_until('postgres',
+	"SELECT count(*) = 10 FROM loyalty.orders WHERE order_ref LIKE 's-%'"),
+	'orders are applied while scoring fails');
+ok($node->poll_query_until('postgres', "SELECT count(*) = 0 FROM loyalty.events"), 'the queue drains while scoring fails');
+$node->safe_psql('postgres', "DROP TRIGGER score_fault ON loyalty.score_queue");
+ok($node->poll_query_until('postgres',
+	"SELECT count(*) = 4 FROM loyalty.customer_segments WHERE customer_id LIKE 'e%'"),
+	'scoring catches up once fixed');
+like(slurp_file($node->logfile), qr/rescoring failed \(captured changes were applied\)/, 'the scoring failure is logged');
+
 $node->stop;
 done_testing();

@@ -1116,6 +1116,63 @@ $$;
 COMMENT ON FUNCTION loyalty.set_consent(text, text, boolean, text) IS
 'Record a consent change (channel, or ''all'': granted false there unsubscribes from everything); kept as history; returns the change id';
 
+CREATE OR REPLACE FUNCTION loyalty.worker_tick(p_refresh_interval integer DEFAULT 3600, p_budget_ms integer DEFAULT 2000)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    last timestamptz;
+    n bigint := 0;
+    got bigint;
+    msg text;
+    st text;
+    deadline timestamptz := clock_timestamp() + make_interval(secs => p_budget_ms / 1000.0);
+BEGIN
+    IF NOT pg_try_advisory_xact_lock(74200, 2) THEN
+        RETURN 0;   -- a refresh is running; it does this round's work
+    END IF;
+    SELECT computed_at INTO last FROM loyalty.rfm_bounds;
+    IF last IS NULL AND NOT EXISTS (SELECT 1 FROM loyalty.customer_state) AND NOT EXISTS (SELECT 1 FROM loyalty.events) THEN
+        RETURN 0;
+    END IF;
+    -- Applying changes never waits for scoring: scoring runs in a
+    -- subtransaction, and when it fails (logged each round) the changes
+    -- applied in this round still commit, so the queue drains.
+    IF last IS NULL OR last < now() - make_interval(secs => p_refresh_interval) THEN
+        LOOP
+            got := loyalty.apply_events(50000);
+            n := n + got;
+            EXIT WHEN got = 0;
+        END LOOP;
+        BEGIN
+            PERFORM loyalty.refresh();
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT, st = RETURNED_SQLSTATE;
+            RAISE WARNING 'loyalty: refresh failed (captured changes were applied): %: %', st, msg
+                  USING HINT = 'Run SELECT loyalty.refresh() to see the error in full.';
+        END;
+        RETURN n;
+    END IF;
+    LOOP
+        got := loyalty.apply_events(10000);
+        n := n + got;
+        BEGIN
+            PERFORM loyalty._rfm_score(false, now(), 10000);
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT, st = RETURNED_SQLSTATE;
+            RAISE WARNING 'loyalty: rescoring failed (captured changes were applied): %: %', st, msg
+                  USING HINT = 'Run SELECT loyalty.refresh() to see the error in full.';
+            EXIT WHEN got < 10000 OR clock_timestamp() > deadline;
+            CONTINUE;
+        END;
+        EXIT WHEN (got < 10000 AND NOT EXISTS (SELECT 1 FROM loyalty.score_queue)) OR clock_timestamp() > deadline;
+    END LOOP;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION loyalty.worker_tick(integer, integer) IS 'One background worker round (also callable by hand or pg_cron)';
+
 -- the new functions: nothing for PUBLIC, everything for loyalty_admin (as 90_grants.sql does at install)
 REVOKE ALL ON FUNCTION loyalty.capture_row(), loyalty._capture_type_ok(regtype, text), loyalty._key_problem(text),
                        loyalty.check_key(text, text), loyalty._amount_problem(numeric), loyalty._time_problem(timestamptz, timestamptz),
