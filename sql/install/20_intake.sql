@@ -244,7 +244,9 @@ BEGIN
     END IF;
     BEGIN
         RETURN loyalty._apply_changes(p_changes, true);
-    EXCEPTION WHEN OTHERS THEN
+    EXCEPTION WHEN serialization_failure OR deadlock_detected OR lock_not_available THEN
+        RAISE;      -- not the row's fault: the whole drain is retried
+    WHEN OTHERS THEN
         GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
     END;
     IF n = 1 THEN

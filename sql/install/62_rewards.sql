@@ -932,30 +932,55 @@ AS $$
 DECLARE
     c record;
     msg text;
+    one_by_one boolean := false;
 BEGIN
     IF NOT (SELECT earn_on_orders FROM loyalty.rewards_settings)
        AND NOT EXISTS (SELECT 1 FROM loyalty.ledger e, unnest(p_changes) a
                         WHERE e.idempotency_key = 'loyalty:order:' || a.order_ref || ':1') THEN
         RETURN;     -- earning is off and none of these orders ever earned
     END IF;
-    FOR c IN
-        SELECT DISTINCT ON (a.order_ref) a.order_ref, a.source_id, o.customer_id, o.amount, o.refunded, o.ordered_at,
-               coalesce(o.counted, false) AS counted, d.delivered_at, so.delivered_at_column IS NOT NULL AS wait
-          FROM unnest(p_changes) a
-          JOIN loyalty.sources so ON so.source_id = a.source_id
-          LEFT JOIN loyalty.orders o ON o.order_ref = a.order_ref AND o.source_id = a.source_id
-          LEFT JOIN loyalty.deliveries d ON d.order_ref = a.order_ref
-         WHERE a.order_ref IS NOT NULL AND loyalty._key_problem(a.order_ref) IS NULL
-         ORDER BY a.order_ref
-    LOOP
-        BEGIN
+    -- the whole batch in one subtransaction; order by order only when it fails
+    BEGIN
+        FOR c IN
+            SELECT DISTINCT ON (a.order_ref) a.order_ref, a.source_id, o.customer_id, o.amount, o.refunded, o.ordered_at,
+                   coalesce(o.counted, false) AS counted, d.delivered_at, so.delivered_at_column IS NOT NULL AS wait
+              FROM unnest(p_changes) a
+              JOIN loyalty.sources so ON so.source_id = a.source_id
+              LEFT JOIN loyalty.orders o ON o.order_ref = a.order_ref AND o.source_id = a.source_id
+              LEFT JOIN loyalty.deliveries d ON d.order_ref = a.order_ref
+             WHERE a.order_ref IS NOT NULL AND loyalty._key_problem(a.order_ref) IS NULL
+             ORDER BY a.order_ref
+        LOOP
             PERFORM loyalty._sync_order_points(c.order_ref, c.customer_id, c.amount, coalesce(c.refunded, 0),
                                                c.ordered_at, c.counted, c.delivered_at, c.wait);
-        EXCEPTION WHEN OTHERS THEN
-            GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
-            INSERT INTO loyalty.points_problems (source_id, order_ref, error) VALUES (c.source_id, c.order_ref, msg);
-        END;
-    END LOOP;
+        END LOOP;
+    EXCEPTION WHEN serialization_failure OR deadlock_detected OR lock_not_available THEN
+        RAISE;
+    WHEN OTHERS THEN
+        one_by_one := true;
+    END;
+    IF one_by_one THEN
+        FOR c IN
+            SELECT DISTINCT ON (a.order_ref) a.order_ref, a.source_id, o.customer_id, o.amount, o.refunded, o.ordered_at,
+                   coalesce(o.counted, false) AS counted, d.delivered_at, so.delivered_at_column IS NOT NULL AS wait
+              FROM unnest(p_changes) a
+              JOIN loyalty.sources so ON so.source_id = a.source_id
+              LEFT JOIN loyalty.orders o ON o.order_ref = a.order_ref AND o.source_id = a.source_id
+              LEFT JOIN loyalty.deliveries d ON d.order_ref = a.order_ref
+             WHERE a.order_ref IS NOT NULL AND loyalty._key_problem(a.order_ref) IS NULL
+             ORDER BY a.order_ref
+        LOOP
+            BEGIN
+                PERFORM loyalty._sync_order_points(c.order_ref, c.customer_id, c.amount, coalesce(c.refunded, 0),
+                                                   c.ordered_at, c.counted, c.delivered_at, c.wait);
+            EXCEPTION WHEN serialization_failure OR deadlock_detected OR lock_not_available THEN
+                RAISE;
+            WHEN OTHERS THEN
+                GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
+                INSERT INTO loyalty.points_problems (source_id, order_ref, error) VALUES (c.source_id, c.order_ref, msg);
+            END;
+        END LOOP;
+    END IF;
 END
 $$;
 

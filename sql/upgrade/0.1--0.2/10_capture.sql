@@ -213,7 +213,9 @@ BEGIN
     END IF;
     BEGIN
         RETURN loyalty._apply_changes(p_changes, true);
-    EXCEPTION WHEN OTHERS THEN
+    EXCEPTION WHEN serialization_failure OR deadlock_detected OR lock_not_available THEN
+        RAISE;      -- not the row's fault: the whole drain is retried
+    WHEN OTHERS THEN
         GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
     END;
     IF n = 1 THEN
@@ -726,30 +728,55 @@ AS $$
 DECLARE
     c record;
     msg text;
+    one_by_one boolean := false;
 BEGIN
     IF NOT (SELECT earn_on_orders FROM loyalty.rewards_settings)
        AND NOT EXISTS (SELECT 1 FROM loyalty.ledger e, unnest(p_changes) a
                         WHERE e.idempotency_key = 'loyalty:order:' || a.order_ref || ':1') THEN
         RETURN;     -- earning is off and none of these orders ever earned
     END IF;
-    FOR c IN
-        SELECT DISTINCT ON (a.order_ref) a.order_ref, a.source_id, o.customer_id, o.amount, o.refunded, o.ordered_at,
-               coalesce(o.counted, false) AS counted, d.delivered_at, so.delivered_at_column IS NOT NULL AS wait
-          FROM unnest(p_changes) a
-          JOIN loyalty.sources so ON so.source_id = a.source_id
-          LEFT JOIN loyalty.orders o ON o.order_ref = a.order_ref AND o.source_id = a.source_id
-          LEFT JOIN loyalty.deliveries d ON d.order_ref = a.order_ref
-         WHERE a.order_ref IS NOT NULL AND loyalty._key_problem(a.order_ref) IS NULL
-         ORDER BY a.order_ref
-    LOOP
-        BEGIN
+    -- the whole batch in one subtransaction; order by order only when it fails
+    BEGIN
+        FOR c IN
+            SELECT DISTINCT ON (a.order_ref) a.order_ref, a.source_id, o.customer_id, o.amount, o.refunded, o.ordered_at,
+                   coalesce(o.counted, false) AS counted, d.delivered_at, so.delivered_at_column IS NOT NULL AS wait
+              FROM unnest(p_changes) a
+              JOIN loyalty.sources so ON so.source_id = a.source_id
+              LEFT JOIN loyalty.orders o ON o.order_ref = a.order_ref AND o.source_id = a.source_id
+              LEFT JOIN loyalty.deliveries d ON d.order_ref = a.order_ref
+             WHERE a.order_ref IS NOT NULL AND loyalty._key_problem(a.order_ref) IS NULL
+             ORDER BY a.order_ref
+        LOOP
             PERFORM loyalty._sync_order_points(c.order_ref, c.customer_id, c.amount, coalesce(c.refunded, 0),
                                                c.ordered_at, c.counted, c.delivered_at, c.wait);
-        EXCEPTION WHEN OTHERS THEN
-            GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
-            INSERT INTO loyalty.points_problems (source_id, order_ref, error) VALUES (c.source_id, c.order_ref, msg);
-        END;
-    END LOOP;
+        END LOOP;
+    EXCEPTION WHEN serialization_failure OR deadlock_detected OR lock_not_available THEN
+        RAISE;
+    WHEN OTHERS THEN
+        one_by_one := true;
+    END;
+    IF one_by_one THEN
+        FOR c IN
+            SELECT DISTINCT ON (a.order_ref) a.order_ref, a.source_id, o.customer_id, o.amount, o.refunded, o.ordered_at,
+                   coalesce(o.counted, false) AS counted, d.delivered_at, so.delivered_at_column IS NOT NULL AS wait
+              FROM unnest(p_changes) a
+              JOIN loyalty.sources so ON so.source_id = a.source_id
+              LEFT JOIN loyalty.orders o ON o.order_ref = a.order_ref AND o.source_id = a.source_id
+              LEFT JOIN loyalty.deliveries d ON d.order_ref = a.order_ref
+             WHERE a.order_ref IS NOT NULL AND loyalty._key_problem(a.order_ref) IS NULL
+             ORDER BY a.order_ref
+        LOOP
+            BEGIN
+                PERFORM loyalty._sync_order_points(c.order_ref, c.customer_id, c.amount, coalesce(c.refunded, 0),
+                                                   c.ordered_at, c.counted, c.delivered_at, c.wait);
+            EXCEPTION WHEN serialization_failure OR deadlock_detected OR lock_not_available THEN
+                RAISE;
+            WHEN OTHERS THEN
+                GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
+                INSERT INTO loyalty.points_problems (source_id, order_ref, error) VALUES (c.source_id, c.order_ref, msg);
+            END;
+        END LOOP;
+    END IF;
 END
 $$;
 
@@ -853,6 +880,23 @@ AS $$
     DELETE FROM loyalty.profiles p WHERE p.customer_id = p_customer AND p.source_id = p_source_id
 $$;
 
+CREATE OR REPLACE FUNCTION loyalty._apply_customer_change(e loyalty.events)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF e.problem IS NOT NULL THEN
+        PERFORM loyalty._quarantine(e.source_id, e.customer_id, e.problem,
+                                    jsonb_build_object('customer_id', e.customer_id) || coalesce(e.fields, '{}'));
+    ELSIF e.op = 'd' THEN
+        PERFORM loyalty._customer_deleted(e.source_id, e.customer_id);
+    ELSE
+        PERFORM loyalty._store_profile(e.source_id, e.customer_id, e.fields);
+    END IF;
+END
+$$;
+
 CREATE OR REPLACE FUNCTION loyalty._apply_customer_changes(p_events loyalty.events[])
 RETURNS bigint
 LANGUAGE plpgsql
@@ -861,23 +905,30 @@ AS $$
 DECLARE
     e loyalty.events;
     msg text;
+    one_by_one boolean := false;
 BEGIN
-    FOREACH e IN ARRAY p_events LOOP
-        BEGIN
-            IF e.problem IS NOT NULL THEN
-                PERFORM loyalty._quarantine(e.source_id, e.customer_id, e.problem,
-                                            jsonb_build_object('customer_id', e.customer_id) || coalesce(e.fields, '{}'));
-            ELSIF e.op = 'd' THEN
-                PERFORM loyalty._customer_deleted(e.source_id, e.customer_id);
-            ELSE
-                PERFORM loyalty._store_profile(e.source_id, e.customer_id, e.fields);
-            END IF;
-        EXCEPTION WHEN OTHERS THEN
-            GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
-            PERFORM loyalty._quarantine(e.source_id, e.customer_id, 'could not be applied: ' || msg,
-                                        jsonb_build_object('customer_id', left(e.customer_id, 1000)) || coalesce(e.fields, '{}'));
-        END;
-    END LOOP;
+    BEGIN
+        FOREACH e IN ARRAY p_events LOOP
+            PERFORM loyalty._apply_customer_change(e);
+        END LOOP;
+    EXCEPTION WHEN serialization_failure OR deadlock_detected OR lock_not_available THEN
+        RAISE;
+    WHEN OTHERS THEN
+        one_by_one := true;
+    END;
+    IF one_by_one THEN
+        FOREACH e IN ARRAY p_events LOOP
+            BEGIN
+                PERFORM loyalty._apply_customer_change(e);
+            EXCEPTION WHEN serialization_failure OR deadlock_detected OR lock_not_available THEN
+                RAISE;
+            WHEN OTHERS THEN
+                GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
+                PERFORM loyalty._quarantine(e.source_id, e.customer_id, 'could not be applied: ' || msg,
+                                            jsonb_build_object('customer_id', left(e.customer_id, 1000)) || coalesce(e.fields, '{}'));
+            END;
+        END LOOP;
+    END IF;
     RETURN coalesce(cardinality(p_events), 0);
 END
 $$;
@@ -1181,6 +1232,7 @@ REVOKE ALL ON FUNCTION loyalty.capture_row(), loyalty._capture_type_ok(regtype, 
                        loyalty._apply_or_split(loyalty.order_change[]), loyalty._source_read_check(loyalty.sources),
                        loyalty._apply_order_points(loyalty.order_change_checked[]), loyalty._store_profile(integer, text, jsonb),
                        loyalty._customer_deleted(integer, text), loyalty._apply_customer_changes(loyalty.events[]),
+                       loyalty._apply_customer_change(loyalty.events),
                        loyalty._apply_deliveries(loyalty.order_change_checked[]), loyalty._backfill_deliveries(integer)
   FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION loyalty.capture_row(), loyalty._capture_type_ok(regtype, text), loyalty._key_problem(text),
@@ -1190,6 +1242,7 @@ GRANT EXECUTE ON FUNCTION loyalty.capture_row(), loyalty._capture_type_ok(regtyp
                        loyalty._apply_or_split(loyalty.order_change[]), loyalty._source_read_check(loyalty.sources),
                        loyalty._apply_order_points(loyalty.order_change_checked[]), loyalty._store_profile(integer, text, jsonb),
                        loyalty._customer_deleted(integer, text), loyalty._apply_customer_changes(loyalty.events[]),
+                       loyalty._apply_customer_change(loyalty.events),
                        loyalty._apply_deliveries(loyalty.order_change_checked[]), loyalty._backfill_deliveries(integer)
   TO loyalty_admin;
 
