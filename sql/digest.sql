@@ -138,3 +138,19 @@ SELECT dedupe_key, customer_id, recipient, template, status,
 SELECT count(*) AS snapshots FROM loyalty.segment_snapshots WHERE taken_at = '2026-06-14 22:00+00';
 SELECT pg_temp.err($$SELECT loyalty.send_digest(NULL)$$);
 SELECT pg_temp.err($$SELECT loyalty.send_digest('owner@shop.example', time_zone => 'Mars/Base')$$);
+
+-- the uplift chart: a campaign whose attribution windows have passed, two
+-- customers messaged (u1 orders within 30 days) and two held out (no order):
+-- uplift 0.5 - 0 = 50 pp, drawn as a dot with its interval
+INSERT INTO loyalty.campaigns (campaign_id, name, kind, channel, template, holdout_share) VALUES
+    (202, 'spring promo', 'welcome', 'email', 'tpl', 0.5);
+INSERT INTO loyalty.outbox (dedupe_key, campaign_id, customer_id, channel, recipient, template, status, due_at, created_at)
+SELECT '202:' || c || ':first', 202, c, 'email', c || '@example.com', 'tpl', 'pending', '2026-03-01 10:00', '2026-03-01 10:00'
+  FROM unnest(ARRAY['u1', 'u2', 'u3', 'u4']) c;
+UPDATE loyalty.outbox SET status = 'sent', sent_at = due_at, attempts = 1 WHERE campaign_id = 202 AND customer_id IN ('u1', 'u2');
+UPDATE loyalty.outbox SET status = 'held_out' WHERE campaign_id = 202 AND customer_id IN ('u3', 'u4');
+SELECT loyalty.record_order('u1', 'o-u1', 30, '2026-03-10 10:00') > 0 AS ordered;
+SELECT ordered_share_uplift, verdict FROM loyalty.campaign_performance WHERE campaign_id = 202;
+SELECT (length(h) - length(replace(h, '<svg ', ''))) / length('<svg ') AS charts,
+       h LIKE '%<text x="440" y="%" font-size="11">50.0 pp</text>%' AS uplift_drawn
+  FROM loyalty.report_html('2026-06-01', '2026-06-08') h;

@@ -196,8 +196,10 @@ AS $$
     ), s AS (
         SELECT v.*, 280 / nullif(xmax - xmin, 0) AS k FROM v
     )
-    SELECT format('<svg xmlns="http://www.w3.org/2000/svg" width="520" height="%s" role="img">',
-                  16 + 24 * coalesce(count(*), 0))
+    SELECT CASE WHEN count(*) = 0 THEN
+               '<p>No measured uplift yet: a campaign needs a holdout group and customers whose attribution window has passed.</p>'
+           ELSE format('<svg xmlns="http://www.w3.org/2000/svg" width="520" height="%s" role="img">',
+                  16 + 24 * count(*))
         || coalesce(format('<line x1="%s" y1="0" x2="%s" y2="%s" stroke="#999"/>',
                            round(150 - min(xmin) * min(k), 1), round(150 - min(xmin) * min(k), 1), 16 + 24 * count(*)), '')
         || coalesce(string_agg(format(
@@ -209,7 +211,7 @@ AS $$
                round(150 + (lo - xmin) * k, 1), 24 * i - 4, round(150 + (hi - xmin) * k, 1), 24 * i - 4,
                round(150 + (e - xmin) * k, 1), 24 * i - 4, CASE WHEN lo > 0 THEN '#2e9e6b' WHEN hi < 0 THEN '#c0392b' ELSE '#777' END,
                24 * i, round(100 * e, 1)), '' ORDER BY i), '')
-        || '</svg>'
+        || '</svg>' END
       FROM s
 $$;
 
