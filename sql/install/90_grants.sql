@@ -3,7 +3,9 @@ REVOKE ALL ON ALL FUNCTIONS IN SCHEMA loyalty FROM PUBLIC;
 REVOKE ALL ON ALL PROCEDURES IN SCHEMA loyalty FROM PUBLIC;
 REVOKE ALL ON ALL TABLES IN SCHEMA loyalty FROM PUBLIC;
 
-GRANT ALL ON ALL TABLES IN SCHEMA loyalty TO loyalty_admin;
+-- no TRIGGER, REFERENCES or TRUNCATE for any role: a trigger on a loyalty
+-- table would run inside SECURITY DEFINER code and the worker, as the owner
+GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA loyalty TO loyalty_admin;
 GRANT ALL ON ALL SEQUENCES IN SCHEMA loyalty TO loyalty_admin;
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA loyalty TO loyalty_admin;
 GRANT EXECUTE ON ALL PROCEDURES IN SCHEMA loyalty TO loyalty_admin;
