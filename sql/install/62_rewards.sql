@@ -90,12 +90,22 @@ COMMENT ON COLUMN loyalty.ledger.lot_id IS 'for expire: the lot expired';
 COMMENT ON COLUMN loyalty.ledger.detail IS 'how the entry came about (order points: basis amount, rate, multipliers; reversal: shortfall)';
 COMMENT ON COLUMN loyalty.ledger.created_by IS 'the database user whose session made the entry';
 
+-- The one change allowed: loyalty.erase_customer moving a customer's entries
+-- to their pseudonym (key and reason may be scrubbed; points never change).
 CREATE FUNCTION loyalty._ledger_append_only()
 RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    IF TG_OP = 'UPDATE' AND NEW.customer_id LIKE 'erased:%' AND OLD.customer_id NOT LIKE 'erased:%'
+       AND (NEW.entry_id, NEW.kind, NEW.points, NEW.order_ref, NEW.lot_id, NEW.available_at, NEW.expires_at, NEW.detail,
+            NEW.created_by, NEW.created_at)
+           IS NOT DISTINCT FROM
+           (OLD.entry_id, OLD.kind, OLD.points, OLD.order_ref, OLD.lot_id, OLD.available_at, OLD.expires_at, OLD.detail,
+            OLD.created_by, OLD.created_at) THEN
+        RETURN NEW;
+    END IF;
     RAISE EXCEPTION 'loyalty.ledger is append-only'
           USING ERRCODE = 'object_not_in_prerequisite_state',
                 HINT = 'Correct a balance with a new entry: loyalty.adjust_points().';
@@ -185,6 +195,11 @@ BEGIN
         RAISE EXCEPTION 'customer_id must not be null or empty'
               USING ERRCODE = 'null_value_not_allowed', HINT = 'Pass the shop''s own customer key as text, e.g. ''42''.';
     END IF;
+    -- (the ledger's C path hands such keys to this check: src/ledger.c)
+    IF length(p_customer) > 200 OR p_customer ~ '[[:cntrl:]]' THEN
+        RAISE EXCEPTION 'customer_id must be at most 200 characters without control characters'
+              USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass the shop''s own customer key as text, e.g. ''42''.';
+    END IF;
 END
 $$;
 
@@ -220,6 +235,10 @@ BEGIN
         RAISE EXCEPTION 'idempotency_key must not be null or empty'
               USING ERRCODE = 'invalid_parameter_value',
                     HINT = 'Pass a key that names this one request, e.g. ''signup-bonus:42''; a retry with the same key changes nothing.';
+    END IF;
+    IF length(p_key) > 500 OR p_key ~ '[[:cntrl:]]' THEN
+        RAISE EXCEPTION 'idempotency_key must be at most 500 characters without control characters'
+              USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass a key that names this one request, e.g. ''signup-bonus:42''.';
     END IF;
     IF p_key LIKE 'loyalty:%' THEN
         RAISE EXCEPTION 'idempotency keys starting with "loyalty:" are reserved'

@@ -138,8 +138,11 @@ BEGIN
         IF TG_OP <> 'DELETE' THEN
             j := to_jsonb(NEW);
         END IF;
-        -- a deleted customer (or a changed key) takes its profile along
-        IF o IS NOT NULL AND (j IS NULL OR (o ->> s.customer_column) IS DISTINCT FROM (j ->> s.customer_column)) THEN
+        -- a deleted customer is erased (82_privacy.sql); a changed key takes its profile along
+        IF o IS NOT NULL AND j IS NULL THEN
+            PERFORM loyalty.erase_customer(o ->> s.customer_column,
+                                           format('deleted from %I.%I', s.relation_schema, s.relation_name));
+        ELSIF o IS NOT NULL AND (o ->> s.customer_column) IS DISTINCT FROM (j ->> s.customer_column) THEN
             DELETE FROM loyalty.profiles p WHERE p.customer_id = o ->> s.customer_column AND p.source_id = s.source_id;
         END IF;
         IF j IS NOT NULL THEN

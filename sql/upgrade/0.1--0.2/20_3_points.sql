@@ -174,3 +174,45 @@ COMMENT ON COLUMN loyalty.liability.outstanding_value IS 'outstanding_points tim
 COMMENT ON COLUMN loyalty.liability.debt_points IS 'points customers owe after refunds (not counted against the liability)';
 GRANT SELECT ON loyalty.liability TO loyalty_reader;
 GRANT SELECT, INSERT, UPDATE, DELETE ON loyalty.liability TO loyalty_admin;
+
+-- keys: at most 200 (customer) and 500 (idempotency key) characters, no control characters
+CREATE OR REPLACE FUNCTION loyalty._check_customer(p_customer text)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p_customer IS NULL OR btrim(p_customer) = '' THEN
+        RAISE EXCEPTION 'customer_id must not be null or empty'
+              USING ERRCODE = 'null_value_not_allowed', HINT = 'Pass the shop''s own customer key as text, e.g. ''42''.';
+    END IF;
+    -- (the ledger's C path hands such keys to this check: src/ledger.c)
+    IF length(p_customer) > 200 OR p_customer ~ '[[:cntrl:]]' THEN
+        RAISE EXCEPTION 'customer_id must be at most 200 characters without control characters'
+              USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass the shop''s own customer key as text, e.g. ''42''.';
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION loyalty._check_key(p_key text)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p_key IS NULL OR btrim(p_key) = '' THEN
+        RAISE EXCEPTION 'idempotency_key must not be null or empty'
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'Pass a key that names this one request, e.g. ''signup-bonus:42''; a retry with the same key changes nothing.';
+    END IF;
+    IF length(p_key) > 500 OR p_key ~ '[[:cntrl:]]' THEN
+        RAISE EXCEPTION 'idempotency_key must be at most 500 characters without control characters'
+              USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass a key that names this one request, e.g. ''signup-bonus:42''.';
+    END IF;
+    IF p_key LIKE 'loyalty:%' THEN
+        RAISE EXCEPTION 'idempotency keys starting with "loyalty:" are reserved'
+              USING ERRCODE = 'invalid_parameter_value', HINT = 'loyalty writes order points and expiry under such keys; choose another prefix.';
+    END IF;
+END
+$$;
+
