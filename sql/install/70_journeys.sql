@@ -615,6 +615,7 @@ GRANT SELECT ON loyalty.customer_state, loyalty.profiles, loyalty.customer_rfm, 
 CREATE FUNCTION loyalty._check_condition(condition text)
 RETURNS void
 LANGUAGE c STRICT
+SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', '_check_condition';
 
 -- The same for readers (loyalty_reader reads the view below): SECURITY DEFINER.

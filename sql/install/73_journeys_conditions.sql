@@ -12,12 +12,14 @@ CREATE FUNCTION loyalty._condition_customers(campaign_id integer, condition text
 RETURNS SETOF text
 LANGUAGE c STABLE STRICT
 ROWS 1000
+SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', '_condition_customers';
 
 -- The conditions that failed in this transaction, one row per campaign; reading forgets them.
 CREATE FUNCTION loyalty._condition_errors()
 RETURNS TABLE (campaign_id integer, sqlstate text, message text)
 LANGUAGE c VOLATILE
+SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', '_condition_errors';
 
 -- One row per campaign whose condition ever failed: the last failure.
