@@ -10,7 +10,11 @@ extern int	loyalty_naptime;
 extern int	loyalty_refresh_interval;
 extern bool loyalty_worker_enabled;
 
+/* GUCs (ledger.c) */
+extern int	loyalty_max_points_per_entry;
+
 /* Module initialisation, called from _PG_init */
 extern void LoyaltyWorkerInit(void);
+extern void LoyaltyLedgerInit(void);
 
 #endif							/* LOYALTY_H */

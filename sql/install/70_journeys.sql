@@ -138,8 +138,11 @@ BEGIN
         IF TG_OP <> 'DELETE' THEN
             j := to_jsonb(NEW);
         END IF;
-        -- a deleted customer (or a changed key) takes its profile along
-        IF o IS NOT NULL AND (j IS NULL OR (o ->> s.customer_column) IS DISTINCT FROM (j ->> s.customer_column)) THEN
+        -- a deleted customer is erased (82_privacy.sql); a changed key takes its profile along
+        IF o IS NOT NULL AND j IS NULL THEN
+            PERFORM loyalty.erase_customer(o ->> s.customer_column,
+                                           format('deleted from %I.%I', s.relation_schema, s.relation_name));
+        ELSIF o IS NOT NULL AND (o ->> s.customer_column) IS DISTINCT FROM (j ->> s.customer_column) THEN
             DELETE FROM loyalty.profiles p WHERE p.customer_id = o ->> s.customer_column AND p.source_id = s.source_id;
         END IF;
         IF j IS NOT NULL THEN
@@ -603,6 +606,18 @@ BEGIN ATOMIC
       LEFT JOIN loyalty.customer_tiers t ON t.customer_id = s.customer_id;
 END;
 
+-- Custom conditions run as loyalty_condition (src/condition.c): it reads the
+-- context and nothing else. The check when a campaign is saved: the
+-- condition's allowlist (22023), then planned against the context as that role.
+GRANT EXECUTE ON FUNCTION loyalty._journey_context(timestamptz) TO loyalty_condition;
+GRANT SELECT ON loyalty.customer_state, loyalty.profiles, loyalty.customer_rfm, loyalty.accounts, loyalty.customer_tiers
+   TO loyalty_condition;
+CREATE FUNCTION loyalty._check_condition(condition text)
+RETURNS void
+LANGUAGE c STRICT
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', '_check_condition';
+
 -- The same for readers (loyalty_reader reads the view below): SECURITY DEFINER.
 CREATE FUNCTION loyalty.journey_context_at(as_of timestamptz)
 RETURNS TABLE (customer_id text, name text, email text, phone text, birthday date, time_zone text,
@@ -728,20 +743,21 @@ BEGIN
     END IF;
 
     IF p_kind = 'custom' THEN
-        IF p_condition ~ ';' THEN
-            RAISE EXCEPTION 'condition % must be one expression, without ;', quote_literal(p_condition)
-                  USING ERRCODE = 'invalid_parameter_value', HINT = 'Combine tests with AND / OR.';
-        END IF;
-        -- parse and plan against the context (nothing is read: LIMIT 0)
+        -- the allowlist (never executed here), then planned against the
+        -- context as loyalty_condition (nothing is read: LIMIT 0)
         BEGIN
-            EXECUTE format('SELECT c.customer_id FROM loyalty.journey_context_at(pg_catalog.now()) c WHERE (%s) LIMIT 0', p_condition);
+            PERFORM loyalty._check_condition(p_condition);
         EXCEPTION WHEN OTHERS THEN
-            GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
-            SELECT string_agg(a.attname, ', ' ORDER BY a.attnum) INTO hint FROM pg_attribute a
-             WHERE a.attrelid = 'loyalty.journey_context'::regclass AND a.attnum > 0;
-            RAISE EXCEPTION 'condition % is not valid: %', quote_literal(p_condition), msg
-                  USING ERRCODE = 'invalid_parameter_value',
-                        HINT = 'Write a boolean SQL expression over the columns of loyalty.journey_context: ' || hint || '.';
+            GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT, hint = PG_EXCEPTION_HINT;
+            IF coalesce(hint, '') = '' THEN
+                SELECT 'Write a boolean SQL expression over the columns of loyalty.journey_context: '
+                       || string_agg(a.attname, ', ' ORDER BY a.attnum) || '.' INTO hint
+                  FROM pg_attribute a
+                 WHERE a.attrelid = 'loyalty.journey_context'::regclass AND a.attnum > 0;
+            END IF;
+            RAISE EXCEPTION '%', CASE WHEN msg LIKE 'condition % is not allowed: %' THEN msg
+                                      ELSE format('condition %s is not valid: %s', quote_literal(p_condition), msg) END
+                  USING ERRCODE = 'invalid_parameter_value', HINT = hint;
         END;
     END IF;
     RETURN p;

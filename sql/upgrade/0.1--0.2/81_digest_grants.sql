@@ -11,4 +11,4 @@ GRANT EXECUTE ON FUNCTION loyalty._html(text), loyalty.digest_figures(timestampt
                           loyalty.report_html(timestamptz, timestamptz), loyalty.snapshot_segments(timestamptz),
                           loyalty.send_digest(text, timestamptz, text, text)
    TO loyalty_admin;
-GRANT ALL ON TABLE loyalty.segment_snapshots TO loyalty_admin;
+GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE loyalty.segment_snapshots TO loyalty_admin;
