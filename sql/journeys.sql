@@ -122,12 +122,16 @@ SELECT activated_at IS NOT NULL AS activated FROM loyalty.campaigns WHERE name =
 SELECT has_function_privilege('loyalty_app', 'loyalty.upsert_customer(text, text, text, text, date, text)', 'execute') AS app_upsert,
        has_function_privilege('loyalty_app', 'loyalty.set_consent(text, text, boolean, text)', 'execute') AS app_consent,
        has_function_privilege('loyalty_app', 'loyalty.enqueue_due(timestamptz)', 'execute') AS app_enqueue,
-       has_table_privilege('loyalty_reader', 'loyalty.due_messages', 'select') AS reader_due,
+       has_table_privilege('loyalty_reader', 'loyalty.due_decisions', 'select') AS reader_due,
        has_table_privilege('loyalty_reader', 'loyalty.contact_quality', 'select') AS reader_quality,
        has_function_privilege('public', 'loyalty.enqueue_due(timestamptz)', 'execute') AS public_enqueue;
 -- the reader role reads the journey views without rights on the tables behind them
+-- (pseudonymous ones: contact data is loyalty_support's, see sql/security.sql)
 SET ROLE loyalty_reader;
-SELECT count(*) >= 0 AS reader_reads_due, (SELECT count(*) >= 0 FROM loyalty.contact_quality) AS reader_reads_quality,
-       (SELECT count(*) >= 0 FROM loyalty.journey_context) AS reader_reads_context
+SELECT count(*) >= 0 AS reader_reads_due, (SELECT count(*) >= 0 FROM loyalty.contact_quality) AS reader_reads_quality
+  FROM loyalty.due_decisions;
+RESET ROLE;
+SET ROLE loyalty_support;
+SELECT count(*) >= 0 AS support_reads_due, (SELECT count(*) >= 0 FROM loyalty.journey_context) AS support_reads_context
   FROM loyalty.due_messages;
 RESET ROLE;

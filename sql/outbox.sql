@@ -219,5 +219,6 @@ SELECT has_function_privilege('loyalty_sender', 'loyalty.claim_messages(integer,
        has_function_privilege('loyalty_sender', 'loyalty.configure_outbox(integer, interval, interval)', 'EXECUTE') AS configure,
        has_table_privilege('loyalty_sender', 'loyalty.outbox', 'SELECT') AS read_outbox,
        has_table_privilege('loyalty_reader', 'loyalty.outbox_summary', 'SELECT') AS reader_summary,
-       has_table_privilege('loyalty_reader', 'loyalty.dead_letters', 'SELECT') AS reader_dead_letters,
+       -- dead letters hold recipients: staff (loyalty_support) read them, BI does not
+       has_table_privilege('loyalty_support', 'loyalty.dead_letters', 'SELECT') AS support_dead_letters,
        has_function_privilege('public', 'loyalty.claim_messages(integer, interval)', 'EXECUTE') AS public_claim;

@@ -77,7 +77,7 @@ SELECT c.relname, t.tgname, p.proname, p.prolang = (SELECT oid FROM pg_language 
  WHERE c.relname IN ('sc_orders', 'sc_customers') AND NOT t.tgisinternal AND (t.tgtype & 1) = 1
  ORDER BY 1, 2;
 SELECT count(*) AS shop_row_readers_left FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
- WHERE n.nspname = 'loyalty' AND p.prosrc ~ 'to_jsonb\((NEW|OLD|t)\)';
+ WHERE n.nspname = 'loyalty' AND p.prosrc ~ 'to_jsonb\((NEW|OLD)\)';
 
 -- a type loyalty cannot read safely is refused at attach time
 CREATE DOMAIN sc_money AS numeric CHECK (VALUE >= 0);
@@ -143,7 +143,7 @@ SELECT pg_temp.err($$SELECT loyalty.record_order('c8', 'a-1', 10, now() + interv
 SELECT pg_temp.err($$SELECT loyalty.record_order('c8', 'a-1', 1e400)$$);
 SELECT pg_temp.err($$SELECT loyalty.record_order(E'c\t8', 'a-1', 10)$$);
 SELECT pg_temp.err($$SELECT loyalty.record_order('c8' || U&'\00A0', 'a-1', 10)$$);
-SELECT pg_temp.err($$SELECT loyalty.record_order(repeat('x', 256), 'a-1', 10)$$);
+SELECT pg_temp.err($$SELECT loyalty.record_order(repeat('x', 201), 'a-1', 10)$$);
 SELECT pg_temp.err($$SELECT loyalty.record_order(E'c8\n', 'a-1', 10)$$);
 SELECT pg_temp.err($$SELECT * FROM loyalty.order_points('c8', 'NaN')$$);
 SELECT pg_temp.err($$SELECT * FROM loyalty.order_points('c8', 1e300)$$);
@@ -156,7 +156,7 @@ SELECT count(*) AS nothing_written FROM loyalty.orders WHERE customer_id LIKE 'c
 SELECT count(*) AS no_new_channel FROM loyalty.consents WHERE customer_id = 'c8';
 -- a plain space inside a key is fine; the rule is one function
 SELECT loyalty.check_key('order 42', 'order_ref') AS accepted;
-SELECT loyalty._key_problem(repeat('é', 255)) IS NULL AS max_length_ok, loyalty._key_problem(repeat('é', 256)) AS too_long;
+SELECT loyalty._key_problem(repeat('é', 200)) IS NULL AS max_length_ok, loyalty._key_problem(repeat('é', 201)) AS too_long;
 
 -- ---- finding 11: attaching again merges, never erases
 CREATE TABLE sc_people (id bigint PRIMARY KEY, name text, phone text, mail text);

@@ -531,8 +531,9 @@ CaptureFire(TriggerData *trigdata, int32 source_id, const CaptureSpec *spec)
 		newid = CaptureIdentity(&newrow, spec);
 		if (oldid != NULL && (newid == NULL || strcmp(oldid, newid) != 0))
 		{
+			/* a customer whose key changed is not a deleted customer ('k': no erasure) */
 			oldrow.problem = NULL;
-			CaptureInsert(source_id, 'd', &oldrow);
+			CaptureInsert(source_id, spec->fields == CustomerFields ? 'k' : 'd', &oldrow);
 		}
 		CaptureInsert(source_id, 'u', &newrow);
 	}
@@ -540,8 +541,8 @@ CaptureFire(TriggerData *trigdata, int32 source_id, const CaptureSpec *spec)
 
 /*
  * TRUNCATE of a tracked table: every row is gone. Orders: a delete event per
- * order of the source that still counts; customers: a delete event per
- * profile of the source. Reads only loyalty's tables, as their owner (the
+ * order of the source that still counts; customers: a 'k' event per profile
+ * of the source (the profile goes; a truncate is not an erasure request). Reads only loyalty's tables, as their owner (the
  * shop's role need not be allowed to read them), with every name and
  * operator qualified, as a restricted operation.
  */
@@ -569,7 +570,7 @@ CaptureTruncate(int32 source_id, bool orders)
 								"SELECT o.source_id, 'd', o.order_ref FROM loyalty.orders o "
 								"WHERE o.source_id OPERATOR(pg_catalog.=) $1 AND o.counted" :
 								"INSERT INTO loyalty.events (source_id, op, customer_id) "
-								"SELECT p.source_id, 'd', p.customer_id FROM loyalty.profiles p "
+								"SELECT p.source_id, 'k', p.customer_id FROM loyalty.profiles p "
 								"WHERE p.source_id OPERATOR(pg_catalog.=) $1",
 								1, argtypes, values, NULL, false, 0);
 	if (ret != SPI_OK_INSERT)

@@ -33,6 +33,7 @@
 #include "catalog/namespace.h"
 #include "catalog/pg_collation.h"
 #include "catalog/pg_type.h"
+#include "common/int.h"
 #include "commands/sequence.h"
 #include "executor/executor.h"
 #include "executor/spi.h"
@@ -41,10 +42,13 @@
 #include "parser/parse_relation.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
+#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
+
+#include "loyalty.h"
 
 enum
 {
@@ -294,6 +298,21 @@ LedgerInsertEntry(LedgerState *st, text *customer, const char *kind, int64 point
 	return id;
 }
 
+
+/* a + b, or 22003: a balance or total never wraps (issue 11, finding 5) */
+static int64
+LedgerAdd(int64 a, int64 b, const char *what)
+{
+	int64		r;
+
+	if (pg_add_s64_overflow(a, b, &r))
+		ereport(ERROR,
+				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+				 errmsg("points out of range: the customer's %s would exceed %lld", what, (long long) PG_INT64_MAX),
+				 errhint("Points per entry are capped by loyalty.max_points_per_entry; correct a balance with loyalty.adjust_points().")));
+	return r;
+}
+
 /* Write back the account with its balance and one lifetime total changed */
 static void
 LedgerUpdateAccount(LedgerState *st, TupleTableSlot *account, int64 delta, const char *total, int64 total_delta)
@@ -311,8 +330,8 @@ LedgerUpdateAccount(LedgerState *st, TupleTableSlot *account, int64 delta, const
 		slot->tts_values[i] = account->tts_values[i];
 		slot->tts_isnull[i] = account->tts_isnull[i];
 	}
-	slot->tts_values[balance - 1] = Int64GetDatum(GetInt64(account, balance) + delta);
-	slot->tts_values[tot - 1] = Int64GetDatum(GetInt64(account, tot) + total_delta);
+	slot->tts_values[balance - 1] = Int64GetDatum(LedgerAdd(GetInt64(account, balance), delta, "balance"));
+	slot->tts_values[tot - 1] = Int64GetDatum(LedgerAdd(GetInt64(account, tot), total_delta, total));
 	slot->tts_values[LedgerAtt(rel, "updated_at") - 1] = TimestampTzGetDatum(st->now);
 	ExecStoreVirtualTuple(slot);
 	LedgerUpdate(st, REL_ACCOUNTS, account, slot);
@@ -364,6 +383,16 @@ LedgerFallback(const char *fn, FunctionCallInfo fcinfo)
 	PG_RETURN_INT64(id);
 }
 
+/* Does s hold a control character (as [[:cntrl:]] in the SQL checks)? */
+static bool
+LedgerHasControl(const char *s, size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		if ((unsigned char) s[i] < 0x20 || s[i] == 0x7f)
+			return true;
+	return false;
+}
+
 /* The arguments every call shares; false if they need the SQL path's checks */
 static bool
 LedgerArgsOk(FunctionCallInfo fcinfo)
@@ -372,11 +401,17 @@ LedgerArgsOk(FunctionCallInfo fcinfo)
 			   *key;
 	char	   *k;
 
-	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(3) || PG_GETARG_INT64(1) <= 0)
+	/* above the per-entry cap: the SQL path raises */
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(3) || PG_GETARG_INT64(1) <= 0 ||
+		PG_GETARG_INT64(1) > loyalty_max_points_per_entry)
 		return false;
 	customer = PG_GETARG_TEXT_PP(0);
 	key = PG_GETARG_TEXT_PP(3);
 	k = text_to_cstring(key);
+	/* long keys, control characters (bytes < 0x20, 0x7f): the SQL path refuses them */
+	if (VARSIZE_ANY_EXHDR(customer) > 200 || strlen(k) > 500 ||
+		LedgerHasControl(VARDATA_ANY(customer), VARSIZE_ANY_EXHDR(customer)) || LedgerHasControl(k, strlen(k)))
+		return false;
 	/* empty or blank customers and keys, reserved keys: the SQL path says why */
 	if (VARSIZE_ANY_EXHDR(customer) == 0 || strspn(text_to_cstring(customer), " ") == VARSIZE_ANY_EXHDR(customer) ||
 		strspn(k, " ") == strlen(k) || strncmp(k, "loyalty:", 8) == 0)
@@ -535,7 +570,7 @@ ledger_redeem(PG_FUNCTION_ARGS)
 			lot->slot = LedgerSlot(&st, REL_LOTS);
 			ExecCopySlot(lot->slot, slot);
 			lot->slot->tts_tid = slot->tts_tid;
-			have += lot->remaining;
+			have = LedgerAdd(have, lot->remaining, "available points");
 		}
 		index_endscan(scan);
 		index_close(idx, NoLock);
@@ -583,4 +618,17 @@ ledger_redeem(PG_FUNCTION_ARGS)
 	LedgerUpdateAccount(&st, account, -points, "lifetime_redeemed", points);
 	LedgerClose(&st);
 	PG_RETURN_INT64(id);
+}
+
+int			loyalty_max_points_per_entry = 100000000;
+
+/* Define the ledger's settings */
+void
+LoyaltyLedgerInit(void)
+{
+	DefineCustomIntVariable("loyalty.max_points_per_entry",
+							"Most points one ledger entry may earn, redeem or adjust.",
+							"Larger requests are refused (22023); balances and totals never wrap.",
+							&loyalty_max_points_per_entry, 100000000, 1, INT_MAX,
+							PGC_SUSET, 0, NULL, NULL, NULL);
 }

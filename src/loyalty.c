@@ -18,5 +18,6 @@ _PG_init(void)
 {
 	LoyaltyWorkerInit();
 	LoyaltyCaptureInit();
+	LoyaltyLedgerInit();
 	MarkGUCPrefixReserved("loyalty");
 }

@@ -16,8 +16,12 @@ extern bool loyalty_worker_enabled;
 /* GUCs (capture.c) */
 extern int	loyalty_future_tolerance;
 
-/* Bounds of what loyalty accepts (capture.c, docs/capture.md) */
-#define LOYALTY_MAX_KEY_CHARS 255
+/* GUCs (ledger.c) */
+extern int	loyalty_max_points_per_entry;
+
+/* Bounds of what loyalty accepts (capture.c, docs/capture.md); the ledger's
+ * customer keys have the same limit (62_rewards.sql _check_customer) */
+#define LOYALTY_MAX_KEY_CHARS 200
 #define LOYALTY_MAX_AMOUNT "1000000000000"
 
 extern const char *LoyaltyKeyProblem(const char *s, int len);
@@ -27,5 +31,6 @@ extern const char *LoyaltyTimeProblem(TimestampTz t, TimestampTz reference, bool
 /* Module initialisation, called from _PG_init */
 extern void LoyaltyWorkerInit(void);
 extern void LoyaltyCaptureInit(void);
+extern void LoyaltyLedgerInit(void);
 
 #endif							/* LOYALTY_H */

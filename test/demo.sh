@@ -166,6 +166,12 @@ psql_shop -c "SELECT status, channel, messages, due_now, last_sent_at IS NOT NUL
 echo "campaign performance (messages just sent: the 30-day windows have not elapsed, so 'too early'):"
 psql_shop -c "SELECT name, sent, held_out, failed, pending, expired, suppressed, treated_customers, holdout_customers, verdict FROM loyalty.campaign_performance WHERE messages > 0 ORDER BY campaign_id"
 
+echo "== the week for the shop owner (loyalty.digest_figures; send_digest() mails it on Monday mornings)"
+psql_shop -c "SELECT f->>'orders' AS orders, f->>'revenue' AS revenue, f->>'new_customers' AS new_customers, f->>'returning_customers' AS returning_customers, f->>'repeat_rate' AS repeat_rate, f->'points'->>'issued' AS points_issued FROM loyalty.digest_figures(now() - interval '7 days', now()) f"
+digest_html=${DEMO_DIGEST_HTML:-/tmp/loyalty-demo-digest.html}
+psql_shop -At -c "SELECT loyalty.report_html(now() - interval '7 days', now())" > "$digest_html"
+echo "the same week as the owner's HTML page (loyalty.report_html): $digest_html"
+
 echo "== pg_cron jobs (loyalty.schedule(); rerunning it updates them in place)"
 psql_shop -c "SELECT job_name, schedule, command, action FROM loyalty.schedule()"
 

@@ -1,13 +1,16 @@
 -- loyalty: base objects (roles, settings helpers). Assembled into loyalty--<version>.sql.
 \echo Use "CREATE EXTENSION loyalty" to load this file. \quit
 
--- The four roles of DESIGN.md. Roles are cluster-wide, so they may exist already
+-- The roles of DESIGN.md. Roles are cluster-wide, so they may exist already
 -- (another database, or a previous install); they are never dropped by us.
+-- loyalty_condition is no one's: custom campaign conditions run as it
+-- (src/condition.c), with rights to read their context and nothing else.
 DO $$
 DECLARE
     r text;
 BEGIN
-    FOREACH r IN ARRAY ARRAY['loyalty_admin', 'loyalty_app', 'loyalty_sender', 'loyalty_reader']
+    FOREACH r IN ARRAY ARRAY['loyalty_admin', 'loyalty_app', 'loyalty_sender', 'loyalty_reader',
+                                'loyalty_support', 'loyalty_condition']
     LOOP
         IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) r) THEN
             EXECUTE pg_catalog.format('CREATE ROLE %I NOLOGIN', r);
@@ -16,7 +19,8 @@ BEGIN
 END
 $$;
 
-GRANT USAGE ON SCHEMA loyalty TO loyalty_admin, loyalty_app, loyalty_sender, loyalty_reader;
+GRANT USAGE ON SCHEMA loyalty TO loyalty_admin, loyalty_app, loyalty_sender, loyalty_reader, loyalty_support,
+                                 loyalty_condition;
 COMMENT ON SCHEMA loyalty IS 'Customer loyalty system: intake, customer state, RFM segments, models, rewards, journeys';
 
 -- Advisory lock keys (first key 74200 = loyalty's class):

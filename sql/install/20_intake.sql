@@ -25,7 +25,7 @@ COMMENT ON TABLE loyalty.sources IS 'Shop tables attached with loyalty.track_ord
 CREATE TABLE loyalty.events (
     event_id    bigserial,
     source_id   integer NOT NULL,
-    op          "char" NOT NULL CHECK (op IN ('u', 'd')),
+    op          "char" NOT NULL CHECK (op IN ('u', 'd', 'k')),
     order_ref   text,
     customer_id text,
     amount      numeric,
@@ -36,6 +36,7 @@ CREATE TABLE loyalty.events (
     fields      jsonb
 );
 COMMENT ON TABLE loyalty.events IS 'Captured order changes not yet applied (the worker or loyalty.refresh() drains it)';
+COMMENT ON COLUMN loyalty.events.op IS 'u: the row as it is now; d: the row was deleted; k: a customer row left its key (key changed, table truncated): the profile goes, nothing is erased';
 COMMENT ON COLUMN loyalty.events.fields IS 'the other tracked columns by field name (delivered_at; a customer''s name, email, phone, birthday, time_zone); a field absent is not tracked';
 
 CREATE TYPE loyalty.order_change AS (

@@ -90,12 +90,22 @@ COMMENT ON COLUMN loyalty.ledger.lot_id IS 'for expire: the lot expired';
 COMMENT ON COLUMN loyalty.ledger.detail IS 'how the entry came about (order points: basis amount, rate, multipliers; reversal: shortfall)';
 COMMENT ON COLUMN loyalty.ledger.created_by IS 'the database user whose session made the entry';
 
+-- The one change allowed: loyalty.erase_customer moving a customer's entries
+-- to their pseudonym (key and reason may be scrubbed; points never change).
 CREATE FUNCTION loyalty._ledger_append_only()
 RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    IF TG_OP = 'UPDATE' AND NEW.customer_id LIKE 'erased:%' AND OLD.customer_id NOT LIKE 'erased:%'
+       AND (NEW.entry_id, NEW.kind, NEW.points, NEW.order_ref, NEW.lot_id, NEW.available_at, NEW.expires_at, NEW.detail,
+            NEW.created_by, NEW.created_at)
+           IS NOT DISTINCT FROM
+           (OLD.entry_id, OLD.kind, OLD.points, OLD.order_ref, OLD.lot_id, OLD.available_at, OLD.expires_at, OLD.detail,
+            OLD.created_by, OLD.created_at) THEN
+        RETURN NEW;
+    END IF;
     RAISE EXCEPTION 'loyalty.ledger is append-only'
           USING ERRCODE = 'object_not_in_prerequisite_state',
                 HINT = 'Correct a balance with a new entry: loyalty.adjust_points().';
@@ -181,19 +191,36 @@ LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    PERFORM loyalty.check_key(p_customer, 'customer_id');
+    IF p_customer IS NULL OR btrim(p_customer) = '' THEN
+        RAISE EXCEPTION 'customer_id must not be null or empty'
+              USING ERRCODE = 'null_value_not_allowed', HINT = 'Pass the shop''s own customer key as text, e.g. ''42''.';
+    END IF;
+    -- (the ledger's C path hands such keys to this check: src/ledger.c)
+    IF length(p_customer) > 200 OR p_customer ~ '[[:cntrl:]]' THEN
+        RAISE EXCEPTION 'customer_id must be at most 200 characters without control characters'
+              USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass the shop''s own customer key as text, e.g. ''42''.';
+    END IF;
 END
 $$;
 
+-- At most loyalty.max_points_per_entry (src/ledger.c, default 100 million)
+-- per entry, so that no balance or sum of points comes near bigint's range.
 CREATE FUNCTION loyalty._check_points(p_points bigint)
 RETURNS void
-LANGUAGE plpgsql IMMUTABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    cap bigint := coalesce(nullif(current_setting('loyalty.max_points_per_entry', true), '')::bigint, 100000000);
 BEGIN
     IF p_points IS NULL OR p_points <= 0 THEN
         RAISE EXCEPTION 'points must be a positive whole number, not %', coalesce(p_points::text, 'NULL')
               USING ERRCODE = 'invalid_parameter_value', HINT = 'Points are counted in whole points greater than zero.';
+    END IF;
+    IF p_points > cap THEN
+        RAISE EXCEPTION 'points must be at most % per entry, not %', cap, p_points
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'The cap is the setting loyalty.max_points_per_entry (a superuser may raise it); split a larger grant into several entries.';
     END IF;
 END
 $$;
@@ -204,11 +231,14 @@ LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF p_key IS NULL OR loyalty._key_problem(p_key) IS NOT NULL THEN
-        RAISE EXCEPTION 'idempotency_key %', CASE WHEN p_key IS NULL OR loyalty._key_problem(p_key) = 'is empty'
-                                                  THEN 'must not be null or empty' ELSE loyalty._key_problem(p_key) END
+    IF p_key IS NULL OR btrim(p_key) = '' THEN
+        RAISE EXCEPTION 'idempotency_key must not be null or empty'
               USING ERRCODE = 'invalid_parameter_value',
                     HINT = 'Pass a key that names this one request, e.g. ''signup-bonus:42''; a retry with the same key changes nothing.';
+    END IF;
+    IF length(p_key) > 500 OR p_key ~ '[[:cntrl:]]' THEN
+        RAISE EXCEPTION 'idempotency_key must be at most 500 characters without control characters'
+              USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass a key that names this one request, e.g. ''signup-bonus:42''.';
     END IF;
     IF p_key LIKE 'loyalty:%' THEN
         RAISE EXCEPTION 'idempotency keys starting with "loyalty:" are reserved'
@@ -521,6 +551,7 @@ BEGIN
         RAISE EXCEPTION 'points must be a non-zero whole number'
               USING ERRCODE = 'invalid_parameter_value', HINT = 'Positive adds points, negative removes them.';
     END IF;
+    PERFORM loyalty._check_points(CASE WHEN points = -9223372036854775808 THEN 9223372036854775807 ELSE abs(points) END);
     IF reason IS NULL OR btrim(reason) = '' THEN
         RAISE EXCEPTION 'an adjustment needs a reason'
               USING ERRCODE = 'null_value_not_allowed', HINT = 'Say why the balance is corrected; it is kept in the ledger.';
@@ -567,7 +598,7 @@ LANGUAGE sql STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT coalesce(sum(l.remaining) FILTER (WHERE l.available_at <= now()), 0)::bigint - coalesce(max(a.debt), 0),
+    SELECT (coalesce(sum(l.remaining) FILTER (WHERE l.available_at <= now()), 0) - coalesce(max(a.debt), 0))::bigint,
            coalesce(sum(l.remaining) FILTER (WHERE l.available_at > now()), 0)::bigint,
            coalesce(max(a.lifetime_earned), 0),
            coalesce(max(a.lifetime_redeemed), 0),
@@ -584,21 +615,21 @@ COMMENT ON FUNCTION loyalty.balance(text) IS
 
 CREATE VIEW loyalty.balances AS
 SELECT a.customer_id,
-       coalesce(l.available, 0) - a.debt AS available,
-       coalesce(l.pending, 0) AS pending,
+       (coalesce(l.available, 0) - a.debt)::bigint AS available,
+       coalesce(l.pending, 0)::bigint AS pending,
        a.debt,
        a.lifetime_earned,
        a.lifetime_redeemed,
-       coalesce(l.expiring, 0) AS expiring_points,
+       coalesce(l.expiring, 0)::bigint AS expiring_points,
        l.next_expiry_at,
        t.tier,
        a.updated_at
   FROM loyalty.accounts a
   CROSS JOIN loyalty.rewards_settings s
   LEFT JOIN LATERAL (
-        SELECT sum(p.remaining) FILTER (WHERE p.available_at <= now())::bigint AS available,
-               sum(p.remaining) FILTER (WHERE p.available_at > now())::bigint AS pending,
-               sum(p.remaining) FILTER (WHERE p.expires_at <= now() + s.expiry_warning)::bigint AS expiring,
+        SELECT sum(p.remaining) FILTER (WHERE p.available_at <= now()) AS available,
+               sum(p.remaining) FILTER (WHERE p.available_at > now()) AS pending,
+               sum(p.remaining) FILTER (WHERE p.expires_at <= now() + s.expiry_warning) AS expiring,
                min(p.expires_at) AS next_expiry_at
           FROM loyalty.point_lots p
          WHERE p.customer_id = a.customer_id AND p.remaining > 0 AND (p.expires_at IS NULL OR p.expires_at > now())) l ON true
@@ -613,11 +644,12 @@ COMMENT ON COLUMN loyalty.balances.expiring_points IS 'points expiring within re
 COMMENT ON COLUMN loyalty.balances.next_expiry_at IS 'when the next of the customer''s points expire';
 COMMENT ON COLUMN loyalty.balances.tier IS 'the customer''s tier (NULL: none)';
 
+-- Sums over every customer stay numeric: bigint per customer, not for the shop.
 CREATE VIEW loyalty.liability AS
-SELECT sum(b.available) FILTER (WHERE b.available > 0)::bigint AS available_points,
-       sum(b.pending)::bigint AS pending_points,
-       sum(b.debt)::bigint AS debt_points,
-       (coalesce(sum(b.available) FILTER (WHERE b.available > 0), 0) + coalesce(sum(b.pending), 0))::bigint AS outstanding_points,
+SELECT sum(b.available) FILTER (WHERE b.available > 0) AS available_points,
+       sum(b.pending) AS pending_points,
+       sum(b.debt) AS debt_points,
+       coalesce(sum(b.available) FILTER (WHERE b.available > 0), 0) + coalesce(sum(b.pending), 0) AS outstanding_points,
        s.point_value,
        ((coalesce(sum(b.available) FILTER (WHERE b.available > 0), 0) + coalesce(sum(b.pending), 0)) * s.point_value) AS outstanding_value,
        count(*) FILTER (WHERE b.available > 0 OR b.pending > 0) AS customers_with_points
@@ -679,6 +711,12 @@ $$;
 COMMENT ON FUNCTION loyalty.expire_points(timestamptz) IS
 'Expire every lot due by as_of (once: a lot is expired by one ledger entry); returns customers, lots and points expired';
 
+-- numeric to bigint, saturating at bigint's ends (for reports of sums)
+CREATE FUNCTION loyalty._clamp_bigint(v numeric)
+RETURNS bigint
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN least(greatest(v, -9223372036854775808), 9223372036854775807)::bigint;
+
 CREATE FUNCTION loyalty.verify_ledger()
 RETURNS TABLE (customer_id text, stored_balance bigint, ledger_balance bigint, lots_balance bigint, debt bigint,
                stored_earned bigint, ledger_earned bigint, stored_redeemed bigint, ledger_redeemed bigint)
@@ -686,16 +724,20 @@ LANGUAGE sql STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+    -- compared as numeric: a sum beyond bigint (a ledger that wrapped) is
+    -- reported, clamped to bigint's range, instead of failing the check
     WITH l AS (
-        SELECT e.customer_id, sum(e.points)::bigint AS total,
-               coalesce(sum(e.points) FILTER (WHERE e.kind IN ('earn', 'reverse')), 0)::bigint AS earned,
-               coalesce(-sum(e.points) FILTER (WHERE e.kind = 'redeem'), 0)::bigint AS redeemed
+        SELECT e.customer_id, sum(e.points) AS total,
+               coalesce(sum(e.points) FILTER (WHERE e.kind IN ('earn', 'reverse')), 0) AS earned,
+               coalesce(-sum(e.points) FILTER (WHERE e.kind = 'redeem'), 0) AS redeemed
           FROM loyalty.ledger e GROUP BY e.customer_id
     ), p AS (
-        SELECT pl.customer_id, sum(pl.remaining)::bigint AS total FROM loyalty.point_lots pl GROUP BY pl.customer_id
+        SELECT pl.customer_id, sum(pl.remaining) AS total FROM loyalty.point_lots pl GROUP BY pl.customer_id
     )
-    SELECT coalesce(a.customer_id, l.customer_id), a.balance, coalesce(l.total, 0), coalesce(p.total, 0), a.debt,
-           a.lifetime_earned, coalesce(l.earned, 0), a.lifetime_redeemed, coalesce(l.redeemed, 0)
+    SELECT coalesce(a.customer_id, l.customer_id), a.balance, loyalty._clamp_bigint(coalesce(l.total, 0)),
+           loyalty._clamp_bigint(coalesce(p.total, 0)), a.debt,
+           a.lifetime_earned, loyalty._clamp_bigint(coalesce(l.earned, 0)), a.lifetime_redeemed,
+           loyalty._clamp_bigint(coalesce(l.redeemed, 0))
       FROM loyalty.accounts a
       FULL JOIN l ON l.customer_id = a.customer_id
       LEFT JOIN p ON p.customer_id = coalesce(a.customer_id, l.customer_id)

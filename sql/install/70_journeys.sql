@@ -129,15 +129,24 @@ BEGIN
 END
 $$;
 
--- A customer row deleted from a tracked customers table (or its key changed):
--- its profile from that table goes. The one place a shop-side customer delete
--- is handled (erasure may extend it).
+-- A customer row deleted from a tracked customers table: the customer is
+-- erased (loyalty.erase_customer, 82_privacy.sql). The one place a shop-side
+-- customer delete is handled; a changed key or a TRUNCATE ('k' events) only
+-- takes the profile of that table along.
 CREATE FUNCTION loyalty._customer_deleted(p_source_id integer, p_customer text)
 RETURNS void
-LANGUAGE sql
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
-    DELETE FROM loyalty.profiles p WHERE p.customer_id = p_customer AND p.source_id = p_source_id
+DECLARE
+    s loyalty.customer_sources;
+BEGIN
+    SELECT * INTO s FROM loyalty.customer_sources WHERE source_id = p_source_id;
+    IF p_customer IS NULL OR loyalty._key_problem(p_customer) IS NOT NULL THEN
+        RETURN;     -- never stored
+    END IF;
+    PERFORM loyalty.erase_customer(p_customer, format('deleted from %I.%I', s.relation_schema, s.relation_name));
+END
 $$;
 
 -- Apply captured changes of tracked customers tables (from loyalty.apply_events),
@@ -187,11 +196,15 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF e.problem IS NOT NULL THEN
-        PERFORM loyalty._quarantine(e.source_id, e.customer_id, e.problem,
-                                    jsonb_build_object('customer_id', e.customer_id) || coalesce(e.fields, '{}'));
+    IF e.customer_id LIKE 'erased:%' THEN
+        RETURN;     -- erased while the change waited (loyalty.erase_customer): nothing is stored again
     ELSIF e.op = 'd' THEN
         PERFORM loyalty._customer_deleted(e.source_id, e.customer_id);
+    ELSIF e.op = 'k' THEN
+        DELETE FROM loyalty.profiles p WHERE p.customer_id = e.customer_id AND p.source_id = e.source_id;
+    ELSIF e.problem IS NOT NULL THEN
+        PERFORM loyalty._quarantine(e.source_id, e.customer_id, e.problem,
+                                    jsonb_build_object('customer_id', e.customer_id) || coalesce(e.fields, '{}'));
     ELSE
         PERFORM loyalty._store_profile(e.source_id, e.customer_id, e.fields);
     END IF;
@@ -610,6 +623,18 @@ BEGIN ATOMIC
       LEFT JOIN loyalty.customer_tiers t ON t.customer_id = s.customer_id;
 END;
 
+-- Custom conditions run as loyalty_condition (src/condition.c): it reads the
+-- context and nothing else. The check when a campaign is saved: the
+-- condition's allowlist (22023), then planned against the context as that role.
+GRANT EXECUTE ON FUNCTION loyalty._journey_context(timestamptz) TO loyalty_condition;
+GRANT SELECT ON loyalty.customer_state, loyalty.profiles, loyalty.customer_rfm, loyalty.accounts, loyalty.customer_tiers
+   TO loyalty_condition;
+CREATE FUNCTION loyalty._check_condition(condition text)
+RETURNS void
+LANGUAGE c STRICT
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', '_check_condition';
+
 -- The same for readers (loyalty_reader reads the view below): SECURITY DEFINER.
 CREATE FUNCTION loyalty.journey_context_at(as_of timestamptz)
 RETURNS TABLE (customer_id text, name text, email text, phone text, birthday date, time_zone text,
@@ -735,20 +760,21 @@ BEGIN
     END IF;
 
     IF p_kind = 'custom' THEN
-        IF p_condition ~ ';' THEN
-            RAISE EXCEPTION 'condition % must be one expression, without ;', quote_literal(p_condition)
-                  USING ERRCODE = 'invalid_parameter_value', HINT = 'Combine tests with AND / OR.';
-        END IF;
-        -- parse and plan against the context (nothing is read: LIMIT 0)
+        -- the allowlist (never executed here), then planned against the
+        -- context as loyalty_condition (nothing is read: LIMIT 0)
         BEGIN
-            EXECUTE format('SELECT c.customer_id FROM loyalty.journey_context_at(pg_catalog.now()) c WHERE (%s) LIMIT 0', p_condition);
+            PERFORM loyalty._check_condition(p_condition);
         EXCEPTION WHEN OTHERS THEN
-            GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
-            SELECT string_agg(a.attname, ', ' ORDER BY a.attnum) INTO hint FROM pg_attribute a
-             WHERE a.attrelid = 'loyalty.journey_context'::regclass AND a.attnum > 0;
-            RAISE EXCEPTION 'condition % is not valid: %', quote_literal(p_condition), msg
-                  USING ERRCODE = 'invalid_parameter_value',
-                        HINT = 'Write a boolean SQL expression over the columns of loyalty.journey_context: ' || hint || '.';
+            GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT, hint = PG_EXCEPTION_HINT;
+            IF coalesce(hint, '') = '' THEN
+                SELECT 'Write a boolean SQL expression over the columns of loyalty.journey_context: '
+                       || string_agg(a.attname, ', ' ORDER BY a.attnum) || '.' INTO hint
+                  FROM pg_attribute a
+                 WHERE a.attrelid = 'loyalty.journey_context'::regclass AND a.attnum > 0;
+            END IF;
+            RAISE EXCEPTION '%', CASE WHEN msg LIKE 'condition % is not allowed: %' THEN msg
+                                      ELSE format('condition %s is not valid: %s', quote_literal(p_condition), msg) END
+                  USING ERRCODE = 'invalid_parameter_value', HINT = hint;
         END;
     END IF;
     RETURN p;

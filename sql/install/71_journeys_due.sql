@@ -399,21 +399,21 @@ BEGIN
                 -- against the whole outbox follows in _due_messages.)
                 d := CASE c.params->>'occasion' WHEN 'daily' THEN interval '1 day' WHEN 'weekly' THEN interval '7 days'
                                                 WHEN 'monthly' THEN interval '31 days' ELSE interval '100 years' END;
-                RETURN QUERY EXECUTE format(
-                    'SELECT %1$s, c.customer_id, %2$L, $1, jsonb_build_object(''condition'', %3$L)
-                       FROM loyalty._journey_context($1) c
-                      WHERE (%3$s)
-                        AND loyalty._dedupe_key(%1$s, c.customer_id, %2$L) NOT IN
-                            (SELECT ob.dedupe_key FROM loyalty.outbox ob
-                              WHERE ob.campaign_id = %1$s AND ob.created_at >= pg_catalog.now() - $2)',
-                    c.campaign_id,
-                    CASE c.params->>'occasion'
-                        WHEN 'once' THEN 'once'
-                        WHEN 'daily' THEN 'day:' || to_char(p_as_of AT TIME ZONE 'UTC', 'YYYY-MM-DD')
-                        WHEN 'weekly' THEN 'week:' || to_char(p_as_of AT TIME ZONE 'UTC', 'IYYY-"W"IW')
-                        ELSE 'month:' || to_char(p_as_of AT TIME ZONE 'UTC', 'YYYY-MM') END,
-                    c.condition)
-                USING p_as_of, d;
+                -- The condition is never executed here: _condition_customers
+                -- (src/condition.c) checks it against the allowlist and runs it
+                -- as loyalty_condition in a subtransaction of its own; a
+                -- condition that fails yields nobody and is logged by enqueue_due.
+                RETURN QUERY
+                SELECT c.campaign_id, m.customer_id, k.occasion, p_as_of, jsonb_build_object('condition', c.condition)
+                  FROM (SELECT CASE c.params->>'occasion'
+                                   WHEN 'once' THEN 'once'
+                                   WHEN 'daily' THEN 'day:' || to_char(p_as_of AT TIME ZONE 'UTC', 'YYYY-MM-DD')
+                                   WHEN 'weekly' THEN 'week:' || to_char(p_as_of AT TIME ZONE 'UTC', 'IYYY-"W"IW')
+                                   ELSE 'month:' || to_char(p_as_of AT TIME ZONE 'UTC', 'YYYY-MM') END AS occasion) k
+                 CROSS JOIN loyalty._condition_customers(c.campaign_id, c.condition, p_as_of) m(customer_id)
+                 WHERE loyalty._dedupe_key(c.campaign_id, m.customer_id, k.occasion) NOT IN
+                       (SELECT ob.dedupe_key FROM loyalty.outbox ob
+                         WHERE ob.campaign_id = c.campaign_id AND ob.created_at >= pg_catalog.now() - d);
             ELSE
                 NULL;   -- the check trigger admits no other kind
             END CASE;
@@ -697,6 +697,9 @@ BEGIN
      WHERE cp.active OR i.campaign_id IS NOT NULL
      GROUP BY cp.campaign_id, cp.name
      ORDER BY cp.campaign_id;
+    -- custom conditions that failed in this run (the other campaigns ran)
+    INSERT INTO loyalty.campaign_errors (campaign_id, as_of, sqlstate, message)
+    SELECT e.campaign_id, enqueue_due.as_of, e.sqlstate, e.message FROM loyalty._condition_errors() e;
 END
 $$;
 COMMENT ON FUNCTION loyalty.enqueue_due(timestamptz) IS

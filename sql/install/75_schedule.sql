@@ -12,6 +12,18 @@
 -- database are named 'loyalty-<job>@<database>', so several shop databases
 -- can share one pg_cron database.
 
+-- cron.database_name, which pg_cron lets only superusers read: as the
+-- extension's owner, so that a non-superuser loyalty_admin can schedule
+CREATE FUNCTION loyalty._cron_database_name()
+RETURNS text
+LANGUAGE sql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT pg_catalog.current_setting('cron.database_name', true)
+$$;
+
 -- pg_cron's database, or an error saying how to get pg_cron
 CREATE FUNCTION loyalty._cron_database()
 RETURNS text
@@ -19,7 +31,7 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    db text := pg_catalog.current_setting('cron.database_name', true);
+    db text := loyalty._cron_database_name();
 BEGIN
     IF db IS NULL OR db OPERATOR(pg_catalog.=) '' THEN
         RAISE EXCEPTION 'pg_cron is not installed'

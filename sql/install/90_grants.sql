@@ -3,7 +3,9 @@ REVOKE ALL ON ALL FUNCTIONS IN SCHEMA loyalty FROM PUBLIC;
 REVOKE ALL ON ALL PROCEDURES IN SCHEMA loyalty FROM PUBLIC;
 REVOKE ALL ON ALL TABLES IN SCHEMA loyalty FROM PUBLIC;
 
-GRANT ALL ON ALL TABLES IN SCHEMA loyalty TO loyalty_admin;
+-- no TRIGGER, REFERENCES or TRUNCATE for any role: a trigger on a loyalty
+-- table would run inside SECURITY DEFINER code and the worker, as the owner
+GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA loyalty TO loyalty_admin;
 GRANT ALL ON ALL SEQUENCES IN SCHEMA loyalty TO loyalty_admin;
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA loyalty TO loyalty_admin;
 GRANT EXECUTE ON ALL PROCEDURES IN SCHEMA loyalty TO loyalty_admin;
@@ -23,10 +25,14 @@ GRANT SELECT ON loyalty.customer_scores TO loyalty_app;
 -- journeys: the app keeps profiles and consent; BI reads the journey views
 GRANT EXECUTE ON FUNCTION loyalty.upsert_customer(text, text, text, text, date, text),
                           loyalty.set_consent(text, text, boolean, text) TO loyalty_app;
-GRANT SELECT ON loyalty.due_messages, loyalty.contact_quality, loyalty.journey_context, loyalty.campaigns,
-                loyalty.consents, loyalty.consent_history, loyalty.journey_settings TO loyalty_reader;
+-- BI is pseudonymous (no name, email, phone, birthday, recipient, consent
+-- records); staff (loyalty_support) read those, and loyalty.customer_360
+GRANT SELECT ON loyalty.contact_quality, loyalty.campaigns, loyalty.journey_settings TO loyalty_reader;
+GRANT EXECUTE ON FUNCTION loyalty._recipient(text, text, text, text) TO loyalty_reader;
+GRANT SELECT ON loyalty.due_messages, loyalty.journey_context, loyalty.consents, loyalty.consent_history,
+                loyalty.dead_letters TO loyalty_support;
 GRANT EXECUTE ON FUNCTION loyalty.due_messages_at(timestamptz), loyalty.journey_context_at(timestamptz),
-                          loyalty._recipient(text, text, text, text) TO loyalty_reader;
+                          loyalty._recipient(text, text, text, text) TO loyalty_support;
 GRANT SELECT ON loyalty.campaign_performance, loyalty.journey_report_settings TO loyalty_reader;
 
 -- Tables holding the shop's data are kept by pg_dump.
@@ -58,7 +64,7 @@ GRANT EXECUTE ON FUNCTION loyalty.claim_messages(integer, interval),
                           loyalty.ack_message(bigint, uuid),
                           loyalty.ack_messages(bigint[], uuid),
                           loyalty.fail_message(bigint, uuid, text, interval) TO loyalty_sender;
-GRANT SELECT ON loyalty.outbox_summary, loyalty.dead_letters TO loyalty_reader;
+GRANT SELECT ON loyalty.outbox_summary TO loyalty_reader;
 SELECT pg_catalog.pg_extension_config_dump('loyalty.outbox_settings', '');
 -- derived, but dumped too, so that a restored database works at once
 SELECT pg_catalog.pg_extension_config_dump('loyalty.customer_state', '');
@@ -89,7 +95,8 @@ DECLARE
     t text;
 BEGIN
     FOREACH t IN ARRAY ARRAY['rfm_config', 'segment_rules', 'model_settings', 'rewards_settings', 'earn_rules',
-                             'outbox_settings', 'journey_settings', 'journey_report_settings', 'campaigns']
+                             'outbox_settings', 'journey_settings', 'journey_report_settings', 'campaigns',
+                             'privacy_settings']
     LOOP
         EXECUTE pg_catalog.format('CREATE TRIGGER restore_replaces BEFORE INSERT ON loyalty.%I '
                                   'FOR EACH STATEMENT EXECUTE FUNCTION loyalty._restore_replaces()', t);

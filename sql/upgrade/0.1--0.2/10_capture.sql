@@ -5,6 +5,8 @@
 -- what is accepted; poison rows quarantined; re-attach merges (docs/capture.md).
 
 ALTER TABLE loyalty.events ADD COLUMN fields jsonb;
+ALTER TABLE loyalty.events DROP CONSTRAINT events_op_check, ADD CONSTRAINT events_op_check CHECK (op IN ('u', 'd', 'k'));
+COMMENT ON COLUMN loyalty.events.op IS 'u: the row as it is now; d: the row was deleted; k: a customer row left its key (key changed, table truncated): the profile goes, nothing is erased';
 COMMENT ON COLUMN loyalty.events.fields IS 'the other tracked columns by field name (delivered_at; a customer''s name, email, phone, birthday, time_zone); a field absent is not tracked';
 ALTER TYPE loyalty.order_change ADD ATTRIBUTE fields jsonb, ADD ATTRIBUTE captured_at timestamptz;
 ALTER TYPE loyalty.order_change_checked ADD ATTRIBUTE fields jsonb;
@@ -654,35 +656,6 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE FUNCTION loyalty._check_customer(p_customer text)
-RETURNS void
-LANGUAGE plpgsql IMMUTABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    PERFORM loyalty.check_key(p_customer, 'customer_id');
-END
-$$;
-
-CREATE OR REPLACE FUNCTION loyalty._check_key(p_key text)
-RETURNS void
-LANGUAGE plpgsql IMMUTABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    IF p_key IS NULL OR loyalty._key_problem(p_key) IS NOT NULL THEN
-        RAISE EXCEPTION 'idempotency_key %', CASE WHEN p_key IS NULL OR loyalty._key_problem(p_key) = 'is empty'
-                                                  THEN 'must not be null or empty' ELSE loyalty._key_problem(p_key) END
-              USING ERRCODE = 'invalid_parameter_value',
-                    HINT = 'Pass a key that names this one request, e.g. ''signup-bonus:42''; a retry with the same key changes nothing.';
-    END IF;
-    IF p_key LIKE 'loyalty:%' THEN
-        RAISE EXCEPTION 'idempotency keys starting with "loyalty:" are reserved'
-              USING ERRCODE = 'invalid_parameter_value', HINT = 'loyalty writes order points and expiry under such keys; choose another prefix.';
-    END IF;
-END
-$$;
-
 CREATE OR REPLACE FUNCTION loyalty.order_points(customer_id text, amount numeric, ordered_at timestamptz DEFAULT now(),
                                      OUT points bigint, OUT detail jsonb)
 LANGUAGE plpgsql STABLE
@@ -874,10 +847,18 @@ $$;
 
 CREATE OR REPLACE FUNCTION loyalty._customer_deleted(p_source_id integer, p_customer text)
 RETURNS void
-LANGUAGE sql
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
-    DELETE FROM loyalty.profiles p WHERE p.customer_id = p_customer AND p.source_id = p_source_id
+DECLARE
+    s loyalty.customer_sources;
+BEGIN
+    SELECT * INTO s FROM loyalty.customer_sources WHERE source_id = p_source_id;
+    IF p_customer IS NULL OR loyalty._key_problem(p_customer) IS NOT NULL THEN
+        RETURN;     -- never stored
+    END IF;
+    PERFORM loyalty.erase_customer(p_customer, format('deleted from %I.%I', s.relation_schema, s.relation_name));
+END
 $$;
 
 CREATE OR REPLACE FUNCTION loyalty._apply_customer_change(e loyalty.events)
@@ -886,11 +867,15 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF e.problem IS NOT NULL THEN
-        PERFORM loyalty._quarantine(e.source_id, e.customer_id, e.problem,
-                                    jsonb_build_object('customer_id', e.customer_id) || coalesce(e.fields, '{}'));
+    IF e.customer_id LIKE 'erased:%' THEN
+        RETURN;     -- erased while the change waited (loyalty.erase_customer): nothing is stored again
     ELSIF e.op = 'd' THEN
         PERFORM loyalty._customer_deleted(e.source_id, e.customer_id);
+    ELSIF e.op = 'k' THEN
+        DELETE FROM loyalty.profiles p WHERE p.customer_id = e.customer_id AND p.source_id = e.source_id;
+    ELSIF e.problem IS NOT NULL THEN
+        PERFORM loyalty._quarantine(e.source_id, e.customer_id, e.problem,
+                                    jsonb_build_object('customer_id', e.customer_id) || coalesce(e.fields, '{}'));
     ELSE
         PERFORM loyalty._store_profile(e.source_id, e.customer_id, e.fields);
     END IF;
