@@ -45,7 +45,7 @@ my $elapsed = time() - $start;
 cmp_ok($elapsed, '<', 10, "applied within seconds ($elapsed s)");
 is($node->safe_psql('postgres',
 	"SELECT string_agg(order_ref || ': ' || reason, '; ' ORDER BY order_ref) FROM loyalty.rejected_rows WHERE resolved_at IS NULL"),
-	'poison-amount: amount exceeds 1000000000000; poison-key: customer longer than 255 characters',
+	'poison-amount: amount exceeds 1000000000000; poison-key: customer longer than 200 characters',
 	'the poison rows are quarantined with their reason');
 ok($node->poll_query_until('postgres', "SELECT count(*) = 0 FROM loyalty.events"), 'the queue drains');
 is($node->safe_psql('postgres', "SELECT sum(orders) FROM loyalty.customer_state"), '50', 'customer state counts the 50 orders');
