@@ -152,6 +152,9 @@ SELECT pg_temp.err($$SELECT loyalty.set_consent('c8', E'sms\t', true)$$);
 SELECT pg_temp.err($$SELECT loyalty.upsert_customer(U&'c\2003' || '8', 'Eve')$$);
 SELECT pg_temp.err($$SELECT loyalty.earn(E'c\t8', 5, 'x', 'k-1')$$);
 SELECT pg_temp.err($$SELECT loyalty.earn('c8', 5, 'x', E'k\t1')$$);
+SELECT pg_temp.err($$SELECT loyalty.earn('c8' || U&'\00A0', 5, 'x', 'k-2')$$);
+SELECT pg_temp.err($$SELECT loyalty.earn('c8', 5, 'x', 'k' || U&'\2007' || '3')$$);
+SELECT count(*) AS no_account FROM loyalty.accounts WHERE customer_id LIKE 'c8%';
 SELECT count(*) AS nothing_written FROM loyalty.orders WHERE customer_id LIKE 'c8%';
 SELECT count(*) AS no_new_channel FROM loyalty.consents WHERE customer_id = 'c8';
 -- a plain space inside a key is fine; the rule is one function

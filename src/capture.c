@@ -61,17 +61,24 @@ CaptureBadCodePoint(pg_wchar c)
 	return false;
 }
 
-/* Reason a key (customer, order, idempotency key, channel) is refused, or NULL */
+/* Reason a key (customer, order, channel) is refused, or NULL */
 const char *
 LoyaltyKeyProblem(const char *s, int len)
+{
+	return LoyaltyKeyProblemMax(s, len, LOYALTY_MAX_KEY_CHARS);
+}
+
+/* The same rule with another length limit (the ledger's idempotency keys: 500) */
+const char *
+LoyaltyKeyProblemMax(const char *s, int len, int max_chars)
 {
 	const unsigned char *p = (const unsigned char *) s;
 	const unsigned char *end = p + len;
 	int			chars = 0;
 	bool		blank = true;
 
-	if (len > LOYALTY_MAX_KEY_CHARS * 4)
-		return "longer than " CppAsString2(LOYALTY_MAX_KEY_CHARS) " characters";
+	if (len > max_chars * 4)
+		return psprintf("longer than %d characters", max_chars);
 	while (p < end)
 	{
 		int			l = pg_mblen((const char *) p);
@@ -92,8 +99,8 @@ LoyaltyKeyProblem(const char *s, int len)
 	}
 	if (blank)
 		return "is empty";
-	if (chars > LOYALTY_MAX_KEY_CHARS)
-		return "longer than " CppAsString2(LOYALTY_MAX_KEY_CHARS) " characters";
+	if (chars > max_chars)
+		return psprintf("longer than %d characters", max_chars);
 	return NULL;
 }
 
@@ -130,12 +137,13 @@ LoyaltyTimeProblem(TimestampTz t, TimestampTz reference, bool check_future)
 
 PG_FUNCTION_INFO_V1(loyalty_key_problem);
 
-/* loyalty._key_problem(text) → why the key is refused, NULL when fine */
+/* loyalty._key_problem(text[, max_chars]) → why the key is refused, NULL when fine */
 Datum
 loyalty_key_problem(PG_FUNCTION_ARGS)
 {
 	text	   *t = PG_GETARG_TEXT_PP(0);
-	const char *p = LoyaltyKeyProblem(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
+	int			max_chars = PG_NARGS() > 1 ? PG_GETARG_INT32(1) : LOYALTY_MAX_KEY_CHARS;
+	const char *p = LoyaltyKeyProblemMax(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t), max_chars);
 
 	if (p == NULL)
 		PG_RETURN_NULL();

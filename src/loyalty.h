@@ -25,6 +25,7 @@ extern int	loyalty_max_points_per_entry;
 #define LOYALTY_MAX_AMOUNT "1000000000000"
 
 extern const char *LoyaltyKeyProblem(const char *s, int len);
+extern const char *LoyaltyKeyProblemMax(const char *s, int len, int max_chars);
 extern const char *LoyaltyAmountProblem(Numeric n);
 extern const char *LoyaltyTimeProblem(TimestampTz t, TimestampTz reference, bool check_future);
 

@@ -322,6 +322,12 @@ RETURNS text
 LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
 AS 'MODULE_PATHNAME', 'loyalty_key_problem';
 
+-- the same rule with another length limit (the ledger's idempotency keys)
+CREATE FUNCTION loyalty._key_problem(value text, max_chars integer)
+RETURNS text
+LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'loyalty_key_problem';
+
 CREATE FUNCTION loyalty.check_key(value text, what text DEFAULT 'key')
 RETURNS text
 LANGUAGE c IMMUTABLE PARALLEL SAFE

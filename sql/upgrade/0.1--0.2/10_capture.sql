@@ -11,6 +11,12 @@ COMMENT ON COLUMN loyalty.events.fields IS 'the other tracked columns by field n
 ALTER TYPE loyalty.order_change ADD ATTRIBUTE fields jsonb, ADD ATTRIBUTE captured_at timestamptz;
 ALTER TYPE loyalty.order_change_checked ADD ATTRIBUTE fields jsonb;
 
+-- the same rule with another length limit (the ledger's idempotency keys)
+CREATE FUNCTION loyalty._key_problem(value text, max_chars integer)
+RETURNS text
+LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'loyalty_key_problem';
+
 CREATE OR REPLACE FUNCTION loyalty.capture_row()
 RETURNS trigger
 LANGUAGE c
@@ -1210,7 +1216,7 @@ $$;
 COMMENT ON FUNCTION loyalty.worker_tick(integer, integer) IS 'One background worker round (also callable by hand or pg_cron)';
 
 -- the new functions: nothing for PUBLIC, everything for loyalty_admin (as 90_grants.sql does at install)
-REVOKE ALL ON FUNCTION loyalty.capture_row(), loyalty._capture_type_ok(regtype, text), loyalty._key_problem(text),
+REVOKE ALL ON FUNCTION loyalty.capture_row(), loyalty._capture_type_ok(regtype, text), loyalty._key_problem(text), loyalty._key_problem(text, integer),
                        loyalty.check_key(text, text), loyalty._amount_problem(numeric), loyalty._time_problem(timestamptz, timestamptz),
                        loyalty._as_text(anyelement), loyalty._capture_column(regclass, text, text, text),
                        loyalty._attach_capture(integer), loyalty._quarantine(integer, text, text, jsonb),
@@ -1220,7 +1226,7 @@ REVOKE ALL ON FUNCTION loyalty.capture_row(), loyalty._capture_type_ok(regtype, 
                        loyalty._apply_customer_change(loyalty.events),
                        loyalty._apply_deliveries(loyalty.order_change_checked[]), loyalty._backfill_deliveries(integer)
   FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION loyalty.capture_row(), loyalty._capture_type_ok(regtype, text), loyalty._key_problem(text),
+GRANT EXECUTE ON FUNCTION loyalty.capture_row(), loyalty._capture_type_ok(regtype, text), loyalty._key_problem(text), loyalty._key_problem(text, integer),
                        loyalty.check_key(text, text), loyalty._amount_problem(numeric), loyalty._time_problem(timestamptz, timestamptz),
                        loyalty._as_text(anyelement), loyalty._capture_column(regclass, text, text, text),
                        loyalty._attach_capture(integer), loyalty._quarantine(integer, text, text, jsonb),
