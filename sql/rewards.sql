@@ -271,3 +271,10 @@ SELECT pg_temp.err($$SELECT loyalty.redeem('vic', 6, 'more than the unexpired lo
 SELECT loyalty.redeem('vic', 5, 'the unexpired lot only', 'vic:r2') > 0 AS redeemed;
 SELECT l.points, l.remaining FROM loyalty.point_lots l WHERE l.customer_id = 'vic' ORDER BY l.lot_id;
 ROLLBACK;
+
+-- the ledger's tables altered by hand: a clear error naming the column, nothing written
+BEGIN;
+ALTER TABLE loyalty.point_lots RENAME COLUMN remaining TO remaining_moved;
+SELECT pg_temp.err($$SELECT loyalty.redeem('vic', 1, 'x', 'vic:r3')$$);
+ROLLBACK;
+SELECT count(*) AS vic_entries FROM loyalty.ledger WHERE customer_id = 'vic';

@@ -231,3 +231,25 @@ BEGIN ISOLATION LEVEL REPEATABLE READ;
 SELECT rescored FROM loyalty.refresh(as_of => '2026-04-15 00:00+00');
 COMMIT;
 SELECT * FROM pg_temp.rfm_by_hand();
+
+-- customer_state's columns are found by name: net_spend moved to the end of
+-- the table (renamed away and added again) still gets the direct pass (no
+-- DEBUG line) and the scores worked out by hand
+BEGIN;
+ALTER TABLE loyalty.customer_state RENAME COLUMN net_spend TO net_spend_moved;
+ALTER TABLE loyalty.customer_state ADD COLUMN net_spend numeric;
+UPDATE loyalty.customer_state SET net_spend = net_spend_moved, net_spend_moved = 0;
+TRUNCATE loyalty.customer_rfm, loyalty.rfm_bounds;
+SET LOCAL client_min_messages = debug1;
+SELECT rescored FROM loyalty.refresh(as_of => '2026-04-15 00:00+00');
+SET LOCAL client_min_messages = warning;
+SELECT * FROM pg_temp.rfm_by_hand();
+ROLLBACK;
+
+-- a deleted settings row: a clear error with a hint, nothing scored
+\set VERBOSITY default
+BEGIN;
+DELETE FROM loyalty.rfm_config;
+SELECT rescored FROM loyalty.refresh(as_of => '2026-04-15 00:00+00');
+ROLLBACK;
+\set VERBOSITY terse
