@@ -133,3 +133,10 @@ SELECT v.calibration_repeats, v.customers = r.customers AS customers_ok,
                ('6', 10, 11 / 10.0, 0.969942364), ('7+', 38, 96 / 38.0, 2.22263271)) r (bin, customers, actual, predicted)
     ON r.bin = v.calibration_repeats
  ORDER BY v.calibration_repeats;
+-- public functions take the argument names a caller writes (no p_ prefix)
+SELECT holdout_days, count(*) AS bins, sum(customers) > 0 AS some_customers
+  FROM loyalty.validate_models(holdout_days => 60) GROUP BY 1;
+SELECT p.oid::regprocedure AS p_parameters
+  FROM pg_proc p
+ WHERE p.pronamespace = 'loyalty'::regnamespace AND p.proname !~ '^_'
+   AND EXISTS (SELECT FROM unnest(p.proargnames) a WHERE a ~ '^p_');
