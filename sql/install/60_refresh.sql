@@ -38,11 +38,11 @@ COMMENT ON FUNCTION loyalty.refresh(timestamptz, boolean) IS
 'Apply captured changes, recompute RFM bounds and every customer''s scores, refit the churn/CLV models; returns counts and fit status';
 
 -- One worker round: apply changes, rescore queued customers, and run a full
--- refresh when the last one is older than p_refresh_interval seconds. Under a
+-- refresh when the last one is older than refresh_interval seconds. Under a
 -- burst of orders a round keeps applying and rescoring batches for up to
--- p_budget_ms, so the queue drains as fast as it fills (one transaction; the
+-- budget_ms, so the queue drains as fast as it fills (one transaction; the
 -- changes become visible when the round commits).
-CREATE FUNCTION loyalty.worker_tick(p_refresh_interval integer DEFAULT 3600, p_budget_ms integer DEFAULT 2000)
+CREATE FUNCTION loyalty.worker_tick(refresh_interval integer DEFAULT 3600, budget_ms integer DEFAULT 2000)
 RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -51,7 +51,7 @@ DECLARE
     last timestamptz;
     n bigint := 0;
     got bigint;
-    deadline timestamptz := clock_timestamp() + make_interval(secs => p_budget_ms / 1000.0);
+    deadline timestamptz := clock_timestamp() + make_interval(secs => worker_tick.budget_ms / 1000.0);
 BEGIN
     IF NOT pg_try_advisory_xact_lock(74200, 2) THEN
         RETURN 0;   -- a refresh is running; it does this round's work
@@ -60,7 +60,7 @@ BEGIN
     IF last IS NULL AND NOT EXISTS (SELECT 1 FROM loyalty.customer_state) AND NOT EXISTS (SELECT 1 FROM loyalty.events) THEN
         RETURN 0;
     END IF;
-    IF last IS NULL OR last < now() - make_interval(secs => p_refresh_interval) THEN
+    IF last IS NULL OR last < now() - make_interval(secs => worker_tick.refresh_interval) THEN
         SELECT r.events_applied INTO n FROM loyalty.refresh() r;
         RETURN n;
     END IF;

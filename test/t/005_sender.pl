@@ -64,6 +64,17 @@ $h2->finish;
 is($h1->result(0), 0, 'sender 1 exits cleanly when idle');
 is($h2->result(0), 0, 'sender 2 exits cleanly when idle');
 like($$err1 . $$err2, qr/batch: \d+ delivered/, 'senders report their batches');
+# each sender did part of the work, and their reported deliveries add up to
+# the 196 deliverable messages (a sender that claimed nothing fails here)
+my %sent_by;
+for my $s ([ 1, $$err1 ], [ 2, $$err2 ])
+{
+	my $n = 0;
+	$n += $1 while $s->[1] =~ /batch: (\d+) delivered/g;
+	$sent_by{ $s->[0] } = $n;
+	cmp_ok($n, '>', 0, "sender $s->[0] delivered messages ($n)");
+}
+is($sent_by{1} + $sent_by{2}, 196, 'the two senders together report 196 deliveries');
 
 open my $fh, '<', $delivered or die $!;
 my @lines = <$fh>;
