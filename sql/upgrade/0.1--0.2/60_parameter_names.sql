@@ -60,7 +60,7 @@ COMMENT ON COLUMN loyalty.model_validation.holdout_days IS 'the holdout window';
 COMMENT ON COLUMN loyalty.model_validation.fit_converged IS 'whether the calibration fit converged';
 REVOKE ALL ON FUNCTION loyalty.validate_models(integer) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION loyalty.validate_models(integer) TO loyalty_admin, loyalty_reader;
-GRANT ALL ON loyalty.model_validation TO loyalty_admin;
+GRANT SELECT, INSERT, UPDATE, DELETE ON loyalty.model_validation TO loyalty_admin;
 GRANT SELECT ON loyalty.model_validation TO loyalty_reader;
 
 DROP FUNCTION loyalty.worker_tick(integer, integer);
