@@ -203,6 +203,7 @@ CREATE TABLE loyalty.order_deadlines (
     PRIMARY KEY (order_ref, kind)
 );
 CREATE INDEX order_deadlines_due_idx ON loyalty.order_deadlines (due_at);
+CREATE INDEX order_deadlines_done_idx ON loyalty.order_deadlines (done_at);
 COMMENT ON TABLE loyalty.order_deadlines IS
 'Per watched order and issue kind: when the SLA is breached (due_at) and when the stage completed (done_at); derived by loyalty.scan_operations()';
 
@@ -258,30 +259,14 @@ CREATE TRIGGER holidays_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON 
 
 -- ---------------------------------------------------------------- calendar
 
--- The working day p_start counts from: its local day if that is a working
--- day and before the cut-off, else the next working day (found by
--- loyalty._business_end, which skips non-working days).
+-- The day p_start counts from: its local day, or the next day from the
+-- cut-off on (loyalty._operations_deadlines then takes the first working day
+-- on or after it).
 CREATE FUNCTION loyalty._business_start(p_start timestamptz, p_zone text, p_cutoff time)
 RETURNS date
 LANGUAGE sql STABLE PARALLEL SAFE
 RETURN (p_start AT TIME ZONE p_zone)::date
        + CASE WHEN p_cutoff IS NOT NULL AND (p_start AT TIME ZONE p_zone)::time >= p_cutoff THEN 1 ELSE 0 END;
-
--- The end (local midnight after it, in p_zone, so DST moves the UTC instant)
--- of the p_days-th working day after the first working day on or after
--- p_day; NULL if the calendar has none within (p_days + 2) weeks + 30 days.
-CREATE FUNCTION loyalty._business_end(p_day date, p_days integer, p_zone text, p_working integer[])
-RETURNS timestamptz
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT ((w.d + 1)::timestamp AT TIME ZONE p_zone)
-      FROM (SELECT p_day + i AS d FROM generate_series(0, (p_days + 2) * 7 + 30) i) w
-     WHERE extract(isodow FROM w.d)::integer = ANY (p_working)
-       AND NOT EXISTS (SELECT 1 FROM loyalty.business_holidays h WHERE h.day = w.d)
-     ORDER BY w.d
-    OFFSET p_days LIMIT 1
-$$;
 
 -- whole days of an SLA interval, rounded up ('1 day' = 1, '36 hours' = 2)
 CREATE FUNCTION loyalty._whole_days(p_within interval)
@@ -294,7 +279,9 @@ RETURN ceil(extract(epoch FROM p_within) / 86400)::integer;
 -- Per watched order: the effective stage times. An order counts as
 -- dispatched at its dispatch time, or at its delivery time if that is
 -- earlier or the dispatch time is missing; delivered at its delivery time or
--- the carrier's first delivered event, whichever is earlier.
+-- the carrier's first delivered event, whichever is earlier. No SET clause:
+-- inlined into its callers (which pin search_path), so that a call with a
+-- few orders reads those by key (under a custom plan).
 CREATE FUNCTION loyalty._order_stages(p_orders text[])
 RETURNS TABLE (order_ref text, customer_id text, ordered_at timestamptz, counted boolean, paid_at timestamptz,
                dispatched_at timestamptz, delivered_at timestamptz, dispatch_by timestamptz,
@@ -303,7 +290,6 @@ RETURNS TABLE (order_ref text, customer_id text, ordered_at timestamptz, counted
                failed_at timestamptz, failed_status text, failed_carrier_status text,
                return_requested_at timestamptz, return_received_at timestamptz, refunded_at timestamptz)
 LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT l.order_ref, o.customer_id, o.ordered_at, o.counted, l.paid_at,
            least(l.dispatched_at, l.delivered_at, ev.delivered_ev),
@@ -343,6 +329,8 @@ RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 SET TimeZone = 'UTC'
+-- p_orders is NULL (all) or a short list: plan each query for the one it gets
+SET plan_cache_mode = force_custom_plan
 AS $$
 DECLARE
     st loyalty.operations_settings := loyalty._operations_settings();
@@ -374,9 +362,23 @@ BEGIN
                (s.return_received_at AT TIME ZONE st.time_zone)::date + least(loyalty._whole_days(st.refund_within), 1),
                greatest(loyalty._whole_days(st.refund_within) - 1, 0)
           FROM s WHERE st.refund_within IS NOT NULL AND s.return_received_at IS NOT NULL
+    ), pairs AS (
+        SELECT DISTINCT starts.day, starts.days FROM starts
+    ), cal AS MATERIALIZED (
+        -- the working days the deadlines can fall on, numbered
+        SELECT w.d, row_number() OVER (ORDER BY w.d) AS n
+          FROM (SELECT b.lo + i AS d
+                  FROM (SELECT min(pairs.day) AS lo, max(pairs.day) + (max(pairs.days) + 2) * 7 + 30 AS hi FROM pairs) b,
+                       generate_series(0, b.hi - b.lo) i) w
+         WHERE extract(isodow FROM w.d)::integer = ANY (st.working_days)
+           AND NOT EXISTS (SELECT 1 FROM loyalty.business_holidays h WHERE h.day = w.d)
     ), ends AS (
-        SELECT u.day, u.days, loyalty._business_end(u.day, u.days, st.time_zone, st.working_days) AS due
-          FROM (SELECT DISTINCT starts.day, starts.days FROM starts) u
+        -- the end (local midnight after it, so DST moves the UTC instant) of
+        -- the days-th working day after the first working day on or after day
+        SELECT pairs.day, pairs.days, (e.d + 1)::timestamp AT TIME ZONE st.time_zone AS due
+          FROM pairs
+         CROSS JOIN LATERAL (SELECT min(cal.n) AS n FROM cal WHERE cal.d >= pairs.day) f
+          LEFT JOIN cal e ON e.n = f.n + pairs.days
     ), biz AS (
         SELECT starts.order_ref, starts.kind, ends.due FROM starts JOIN ends USING (day, days)
     ), stall AS (
@@ -793,8 +795,10 @@ COMMENT ON FUNCTION loyalty.configure_operations(text, interval, interval, inter
 -- Issues are keyed by (order, kind): a rerun or a racing write never makes
 -- a second one.
 --
--- What a scan looks at: the deadlines that fell due since the last scan's
--- as_of, those of the logged orders, and those behind open issues. A scan at
+-- What a scan looks at: the deadlines that fell due, and the stages that
+-- completed, since the last scan's as_of, and the deadlines of the logged
+-- orders (an issue changes only through one of these), plus the open issues'
+-- orders for whether they still count (intake does not log). A scan at
 -- an as_of before the last one's, and the first scan after the settings
 -- changed, look at every deadline up to as_of. Facts are dated by when they
 -- happened: a stage completed after as_of does not resolve anything yet.
@@ -805,6 +809,9 @@ RETURNS TABLE (opened bigint, resolved bigint, withdrawn bigint, open_issues big
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 SET TimeZone = 'UTC'
+-- the mode and the changed orders decide which deadlines are read: plan for them
+SET plan_cache_mode = force_custom_plan
+SET jit = off   -- compiling these plans costs far more than running them
 AS $$
 DECLARE
     run loyalty.operations_runs;
@@ -846,43 +853,46 @@ BEGIN
            AND EXISTS (SELECT 1 FROM loyalty.order_lifecycle l WHERE l.order_ref = c AND l.updated_at > now() - interval '1 day');
     END IF;
 
-    -- the deadlines to look at; open and resolve the breached ones, withdraw
-    -- issues whose premise turned out false (the stage completed in time, the
-    -- data arriving late; the order does not count). The two writes touch
-    -- disjoint rows (breached or not).
+    -- The deadlines to look at, each with its order and its issue (if any),
+    -- read by key (LATERAL ... LIMIT 1: one index probe per deadline, never a
+    -- pass over all orders). Breached ones are opened or resolved; an issue
+    -- whose premise turned out false (the stage completed in time, the data
+    -- arriving late; the order does not count) is withdrawn. Rows that would
+    -- not change are left alone (an upsert would lock them). The two writes
+    -- touch disjoint rows (breached or not).
     WITH c AS MATERIALIZED (
-        SELECT d.order_ref, d.kind, o.customer_id, d.due_at, d.done_at, d.detail,
-               d.due_at <= as_of AND (d.done_at IS NULL OR d.done_at > d.due_at) AND o.counted AS breached
+        SELECT d.order_ref, d.kind, o.customer_id, d.due_at, d.detail || jsonb_build_object('deadline', d.due_at) AS detail,
+               d.due_at <= as_of AND (d.done_at IS NULL OR d.done_at > d.due_at) AND o.counted AS breached,
+               CASE WHEN mode = 'early' THEN coalesce(i.resolved_at, CASE WHEN d.done_at <= as_of THEN d.done_at END)
+                    ELSE CASE WHEN d.done_at <= as_of THEN d.done_at END END AS resolved_at,
+               i.issue_id, (i.customer_id, i.opened_at, i.detail, i.resolved_at) AS stored
           FROM (SELECT * FROM loyalty.order_deadlines d WHERE mode <> 'regular' AND d.due_at <= as_of
                 UNION
                 SELECT * FROM loyalty.order_deadlines d WHERE mode = 'regular' AND d.due_at > run.last_as_of AND d.due_at <= as_of
                 UNION
-                SELECT * FROM loyalty.order_deadlines d WHERE mode = 'regular' AND d.order_ref = ANY (changed)
+                SELECT * FROM loyalty.order_deadlines d WHERE mode = 'regular' AND d.done_at > run.last_as_of AND d.done_at <= as_of
                 UNION
-                SELECT d.* FROM loyalty.order_issues i
-                  JOIN loyalty.order_deadlines d ON d.order_ref = i.order_ref AND d.kind = i.kind
-                 WHERE mode = 'regular' AND i.resolved_at IS NULL) d
-          JOIN loyalty.orders o ON o.order_ref = d.order_ref
+                SELECT * FROM loyalty.order_deadlines d WHERE mode = 'regular' AND d.order_ref = ANY (changed)) d
+         CROSS JOIN LATERAL (SELECT o.customer_id, o.counted FROM loyalty.orders o WHERE o.order_ref = d.order_ref LIMIT 1) o
+          LEFT JOIN LATERAL (SELECT i.issue_id, i.customer_id, i.opened_at, i.detail, i.resolved_at FROM loyalty.order_issues i
+                              WHERE i.order_ref = d.order_ref AND i.kind = d.kind LIMIT 1) i ON true
     ), up AS (
         INSERT INTO loyalty.order_issues AS i (order_ref, customer_id, kind, opened_at, resolved_at, detail)
-        SELECT c.order_ref, c.customer_id, c.kind, c.due_at, CASE WHEN c.done_at <= as_of THEN c.done_at END,
-               c.detail || jsonb_build_object('deadline', c.due_at)
-          FROM c WHERE c.breached
+        SELECT c.order_ref, c.customer_id, c.kind, c.due_at, c.resolved_at, c.detail
+          FROM c
+         WHERE c.breached
+           AND (c.issue_id IS NULL OR c.stored IS DISTINCT FROM (c.customer_id, c.due_at, c.detail, c.resolved_at))
          ORDER BY c.order_ref, c.kind
         ON CONFLICT (order_ref, kind) DO UPDATE
            SET customer_id = excluded.customer_id, opened_at = excluded.opened_at, detail = excluded.detail,
-               resolved_at = CASE WHEN mode = 'early' THEN coalesce(i.resolved_at, excluded.resolved_at)
-                                  ELSE excluded.resolved_at END,
-               updated_at = now()
-         WHERE (i.customer_id, i.opened_at, i.detail, i.resolved_at) IS DISTINCT FROM
-               (excluded.customer_id, excluded.opened_at, excluded.detail,
-                CASE WHEN mode = 'early' THEN coalesce(i.resolved_at, excluded.resolved_at) ELSE excluded.resolved_at END)
+               resolved_at = excluded.resolved_at, updated_at = now()
         RETURNING (i.xmax = 0) AS inserted, i.resolved_at
     ), gone AS (
         DELETE FROM loyalty.order_issues i
-         USING c
-         WHERE i.order_ref = c.order_ref AND i.kind = c.kind AND NOT c.breached
-           AND (mode <> 'early' OR c.due_at <= as_of)   -- early: a later deadline was not known then
+         WHERE i.issue_id = ANY (ARRAY(SELECT c.issue_id FROM c
+                                        WHERE NOT c.breached AND c.issue_id IS NOT NULL
+                                          -- early: a deadline after as_of was not known then
+                                          AND (mode <> 'early' OR c.due_at <= as_of)))
         RETURNING 1
     )
     SELECT (SELECT count(*) FROM up WHERE up.inserted),
@@ -890,19 +900,34 @@ BEGIN
            (SELECT count(*) FROM gone)
       INTO n_open, n_resolved, n_withdrawn;
 
-    -- issues of orders that do not count (any longer), or whose deadline is
-    -- gone (a rule unset, a fact corrected)
+    -- issues of orders that do not count (any longer; intake keeps the order
+    -- row with counted false): the open ones every scan (intake does not log
+    -- here), all of them for the changed orders and when recomputing; and
+    -- issues whose deadline is gone (a rule unset, a fact corrected)
     WITH gone AS (
         DELETE FROM loyalty.order_issues i
-         WHERE (mode = 'recompute' OR i.resolved_at IS NULL OR i.order_ref = ANY (changed))
-           AND (NOT EXISTS (SELECT 1 FROM loyalty.orders o WHERE o.order_ref = i.order_ref AND o.counted)
-                OR (mode <> 'early' AND (mode = 'recompute' OR i.order_ref = ANY (changed))
-                    AND NOT EXISTS (SELECT 1 FROM loyalty.order_deadlines d
-                                     WHERE d.order_ref = i.order_ref AND d.kind = i.kind AND d.due_at <= as_of)))
+         WHERE i.issue_id = ANY (ARRAY(
+               SELECT x.issue_id
+                 FROM (SELECT i.issue_id, i.order_ref FROM loyalty.order_issues i
+                        WHERE i.resolved_at IS NULL OR mode = 'recompute' OR (mode = 'regular' AND i.order_ref = ANY (changed))
+                       OFFSET 0) x
+                CROSS JOIN LATERAL (SELECT o.counted FROM loyalty.orders o WHERE o.order_ref = x.order_ref LIMIT 1) o
+                WHERE NOT o.counted))
         RETURNING 1
     )
     SELECT count(*) INTO n FROM gone;
     n_withdrawn := n_withdrawn + n;
+    IF mode <> 'early' THEN
+        WITH gone AS (
+            DELETE FROM loyalty.order_issues i
+             WHERE (mode = 'recompute' OR i.order_ref = ANY (changed))
+               AND NOT EXISTS (SELECT 1 FROM loyalty.order_deadlines d
+                                WHERE d.order_ref = i.order_ref AND d.kind = i.kind AND d.due_at <= as_of)
+            RETURNING 1
+        )
+        SELECT count(*) INTO n FROM gone;
+        n_withdrawn := n_withdrawn + n;
+    END IF;
 
     INSERT INTO loyalty.operations_runs AS r (id, last_as_of, last_run_at, recompute)
     VALUES (true, as_of, now(), false)
