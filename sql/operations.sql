@@ -32,6 +32,8 @@ SELECT pg_temp.err($$SELECT loyalty.configure_operations(dispatch_within => '-1 
 SELECT pg_temp.err($$SELECT loyalty.configure_operations(working_days => ARRAY[0, 8])$$);
 SELECT pg_temp.err($$SELECT loyalty.configure_operations(unset => ARRAY['time_zone'])$$);
 SELECT time_zone, dispatch_within, stall_after, working_days FROM loyalty.operations_settings;
+-- service recovery: 100 points when a parcel stalls for more than a day
+INSERT INTO loyalty.recovery_rules (kind, after, points, reason) VALUES ('stalled_parcel', '1 day', 100, 'sorry for the wait');
 
 -- ---- the shop's orders table
 CREATE TABLE shop_orders (id text PRIMARY KEY, customer text, total numeric, created_at timestamptz, status text);
@@ -235,6 +237,15 @@ SELECT count(*) AS differences FROM ((TABLE incremental EXCEPT SELECT * FROM pg_
                                      UNION ALL (SELECT * FROM pg_temp.issues() EXCEPT TABLE incremental)) d;
 -- and a scan that only runs after the end of the lifecycle dates the open ones right too
 SELECT order_ref, kind, opened_at FROM loyalty.order_issues WHERE resolved_at IS NULL ORDER BY 1, 2;
+
+-- ---- recovery points, granted once: A7 stalled 25 hours, A9 70 hours (A6
+-- only 21: none); neither the reruns nor the catch-up granted them again
+SELECT g.order_ref, g.customer_id, g.points, l.points AS ledger_points, l.reason, a.balance
+  FROM loyalty.recovery_grants g
+  JOIN loyalty.ledger l ON l.entry_id = g.ledger_entry
+  JOIN loyalty.accounts a ON a.customer_id = g.customer_id
+ ORDER BY 1;
+SELECT count(*) AS recovery_entries FROM loyalty.ledger WHERE idempotency_key LIKE 'recovery:%';
 
 -- ---- late data: a delivery reported after a scan opened late_delivery,
 -- dated before the deadline, withdraws the issue (it was never late)

@@ -40,7 +40,7 @@ INSERT INTO loyalty.business_holidays VALUES ('2026-12-25', 'Christmas'), ('2026
 -- delivered orders over the last year (5 to 365 days ago), then the in-flight
 -- ones over the last five days, in time order (as a shop writes them)
 CREATE TEMP TABLE o AS
-SELECT g, 'o' || g AS ref, (1 + (g * 7919) % ($ORDERS / 3))::text AS customer,
+SELECT g, 'o' || g AS ref, (1 + (g::bigint * 7919) % ($ORDERS / 3))::text AS customer,
        CASE WHEN g <= $ORDERS - $IN_FLIGHT
             THEN now() - interval '365 days' + (g::float8 / ($ORDERS - $IN_FLIGHT)) * interval '360 days'
             ELSE now() - interval '5 days' + ((g - ($ORDERS - $IN_FLIGHT))::float8 / $IN_FLIGHT) * interval '5 days' END AS at,

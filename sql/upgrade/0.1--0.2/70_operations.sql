@@ -261,6 +261,38 @@ $$;
 CREATE TRIGGER holidays_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON loyalty.business_holidays
     FOR EACH STATEMENT EXECUTE FUNCTION loyalty._operations_recompute();
 
+-- ---------------------------------------------------------------- service recovery
+
+-- When an issue of a kind lasts longer than after (open, or resolved later
+-- than opened_at + after), the customer gets points through the ledger, once
+-- per order and kind (the ledger's idempotency key), granted by the scan.
+CREATE TABLE loyalty.recovery_rules (
+    rule_id    serial PRIMARY KEY,
+    kind       text NOT NULL CHECK (kind IN ('late_dispatch', 'late_delivery', 'stalled_parcel', 'delivery_failed',
+                                             'slow_refund', 'payment_pending')),
+    after      interval NOT NULL DEFAULT '0' CHECK (after >= '0'),
+    points     bigint NOT NULL CHECK (points > 0),
+    reason     text NOT NULL DEFAULT 'goodwill' CHECK (btrim(reason) <> ''),
+    active     boolean NOT NULL DEFAULT true,
+    created_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+COMMENT ON TABLE loyalty.recovery_rules IS
+'Service recovery: goodwill points for an issue of a kind that lasts longer than after (granted by loyalty.scan_operations, once per order and kind)';
+COMMENT ON COLUMN loyalty.recovery_rules.after IS 'how long the issue must have lasted (0: every issue of the kind)';
+
+CREATE TABLE loyalty.recovery_grants (
+    rule_id      integer NOT NULL,
+    order_ref    text NOT NULL,
+    kind         text NOT NULL,
+    customer_id  text NOT NULL,
+    issue_id     bigint NOT NULL,
+    points       bigint NOT NULL,
+    ledger_entry bigint NOT NULL,
+    granted_at   timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (rule_id, order_ref, kind)
+);
+COMMENT ON TABLE loyalty.recovery_grants IS 'Goodwill points granted by loyalty.recovery_rules, with the ledger entry';
+
 -- ---------------------------------------------------------------- calendar
 
 -- The day p_start counts from: its local day, or the next day from the
@@ -825,6 +857,7 @@ DECLARE
     n_resolved bigint := 0;
     n_withdrawn bigint := 0;
     n bigint;
+    g record;
 BEGIN
     IF as_of IS NULL OR NOT isfinite(as_of) THEN
         RAISE EXCEPTION 'as_of must be a finite time'
@@ -932,6 +965,27 @@ BEGIN
         SELECT count(*) INTO n FROM gone;
         n_withdrawn := n_withdrawn + n;
     END IF;
+
+    -- service recovery: open issues and those this scan wrote (updated_at is
+    -- this transaction's now()), or all when recomputing; the ledger's key
+    -- (rule, kind, order) makes a grant happen once whatever the issue's id
+    FOR g IN
+        SELECT r.rule_id, r.points, r.reason, i.issue_id, i.order_ref, i.kind, i.customer_id
+          FROM loyalty.order_issues i
+          JOIN loyalty.recovery_rules r ON r.kind = i.kind AND r.active
+         WHERE (i.resolved_at IS NULL OR i.updated_at = now() OR mode = 'recompute')
+           AND i.opened_at + r.after <= as_of
+           AND (i.resolved_at IS NULL OR i.resolved_at > i.opened_at + r.after)
+           AND NOT EXISTS (SELECT 1 FROM loyalty.recovery_grants x
+                            WHERE x.rule_id = r.rule_id AND x.order_ref = i.order_ref AND x.kind = i.kind)
+         ORDER BY i.order_ref, i.kind, r.rule_id
+    LOOP
+        INSERT INTO loyalty.recovery_grants (rule_id, order_ref, kind, customer_id, issue_id, points, ledger_entry)
+        VALUES (g.rule_id, g.order_ref, g.kind, g.customer_id, g.issue_id, g.points,
+                loyalty.earn(g.customer_id, g.points, format('%s (%s, order %s)', g.reason, g.kind, g.order_ref),
+                             format('recovery:%s:%s:%s', g.rule_id, g.kind, g.order_ref)))
+        ON CONFLICT DO NOTHING;
+    END LOOP;
 
     INSERT INTO loyalty.operations_runs AS r (id, last_as_of, last_run_at, recompute)
     VALUES (true, as_of, now(), false)
@@ -1181,7 +1235,8 @@ GRANT EXECUTE ON FUNCTION loyalty.record_fulfilment(text, timestamptz, timestamp
                           loyalty.issue_notified(bigint, timestamptz),
                           loyalty.order_timeline(text) TO loyalty_app;
 GRANT SELECT ON loyalty.open_issues, loyalty.sla_summary, loyalty.experience_impact, loyalty.order_stages,
-                loyalty.order_issues, loyalty.operations_settings, loyalty.business_holidays TO loyalty_reader;
+                loyalty.order_issues, loyalty.operations_settings, loyalty.business_holidays,
+                loyalty.recovery_rules, loyalty.recovery_grants TO loyalty_reader;
 GRANT EXECUTE ON FUNCTION loyalty.open_issues_at(timestamptz), loyalty.sla_summary_at(timestamptz),
                           loyalty.experience_impact_at(timestamptz), loyalty.order_stages_at(text[]),
                           loyalty.order_timeline(text), loyalty.issues_as_of(timestamptz) TO loyalty_reader;
@@ -1197,6 +1252,9 @@ SELECT pg_catalog.pg_extension_config_dump('loyalty.order_returns', '');
 SELECT pg_catalog.pg_extension_config_dump('loyalty.support_contacts', '');
 SELECT pg_catalog.pg_extension_config_dump('loyalty.operations_changes', '');
 SELECT pg_catalog.pg_extension_config_dump('loyalty.order_issues', '');
+SELECT pg_catalog.pg_extension_config_dump('loyalty.recovery_rules', '');
+SELECT pg_catalog.pg_extension_config_dump('loyalty.recovery_rules_rule_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('loyalty.recovery_grants', '');
 
 -- ---------------------------------------------------------------- schedule(): the operations job
 DROP FUNCTION loyalty.unschedule(text, boolean);
