@@ -432,7 +432,7 @@ BEGIN
                         SELECT s.order_ref, s.delivered_at, true, 2 FROM s
                          WHERE s.delivered_at IS NOT NULL AND s.delivered_at > s.dispatched_at) q
                 WINDOW w AS (PARTITION BY q.order_ref ORDER BY q.at, q.seq)) p
-         WHERE st.stall_after IS NOT NULL AND NOT p.terminal
+         WHERE p.threshold IS NOT NULL AND NOT p.terminal
            AND (p.next_at IS NULL OR p.next_at > p.at + p.threshold)
            -- nothing after a terminal event is in transit
            AND NOT EXISTS (SELECT 1 FROM loyalty.shipment_events t
