@@ -370,8 +370,6 @@ DECLARE
 BEGIN
     IF p_orders IS NULL THEN
         TRUNCATE loyalty.order_deadlines;
-    ELSE
-        DELETE FROM loyalty.order_deadlines d WHERE d.order_ref = ANY (p_orders);
     END IF;
     WITH s AS MATERIALIZED (
         SELECT x.*, coalesce(x.paid_at, CASE WHEN st.payment_within IS NULL THEN x.ordered_at END) AS start_at
@@ -439,10 +437,9 @@ BEGIN
                             WHERE t.order_ref = p.order_ref AND t.at <= p.at
                               AND t.status IN ('delivered', 'returned_to_sender', 'lost'))
          ORDER BY p.order_ref, p.at
-    )
-    INSERT INTO loyalty.order_deadlines (order_ref, kind, due_at, done_at, detail)
-    SELECT s.order_ref, 'payment_pending', s.ordered_at + st.payment_within, s.paid_at,
-           jsonb_build_object('rule', 'payment_within', 'within', st.payment_within)
+    ), new AS MATERIALIZED (
+    SELECT s.order_ref, 'payment_pending' AS kind, s.ordered_at + st.payment_within AS due_at, s.paid_at AS done_at,
+           jsonb_build_object('rule', 'payment_within', 'within', st.payment_within) AS detail
       FROM s WHERE st.payment_within IS NOT NULL
     UNION ALL
     SELECT s.order_ref, 'late_dispatch', coalesce(s.dispatch_by, b.due), s.dispatched_at,
@@ -471,8 +468,25 @@ BEGIN
     SELECT s.order_ref, 'slow_refund', b.due, s.refunded_at,
            jsonb_build_object('rule', 'refund_within', 'within', st.refund_within, 'from', s.return_received_at)
       FROM s JOIN biz b ON b.order_ref = s.order_ref AND b.kind = 'slow_refund'
-     WHERE b.due IS NOT NULL;
-    GET DIAGNOSTICS n = ROW_COUNT;
+     WHERE b.due IS NOT NULL
+    ), del AS (
+        -- a deadline the facts no longer give
+        DELETE FROM loyalty.order_deadlines d
+         WHERE p_orders IS NOT NULL AND d.order_ref = ANY (p_orders)
+           AND NOT EXISTS (SELECT 1 FROM new WHERE new.order_ref = d.order_ref AND new.kind = d.kind)
+        RETURNING 1
+    ), ins AS (
+        -- new and changed ones only: most of a changed order's deadlines stay
+        INSERT INTO loyalty.order_deadlines AS d (order_ref, kind, due_at, done_at, detail)
+        SELECT new.* FROM new
+          LEFT JOIN LATERAL (SELECT x.due_at, x.done_at, x.detail FROM loyalty.order_deadlines x
+                              WHERE p_orders IS NOT NULL AND x.order_ref = new.order_ref AND x.kind = new.kind LIMIT 1) x ON true
+         WHERE (x.due_at, x.done_at, x.detail) IS DISTINCT FROM (new.due_at, new.done_at, new.detail)
+        ON CONFLICT (order_ref, kind) DO UPDATE
+           SET due_at = excluded.due_at, done_at = excluded.done_at, detail = excluded.detail
+        RETURNING 1
+    )
+    SELECT (SELECT count(*) FROM ins) + (SELECT count(*) FROM del) INTO n;
     RETURN n;
 END
 $$;
