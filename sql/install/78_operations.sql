@@ -868,6 +868,7 @@ DECLARE
     n_withdrawn bigint := 0;
     n bigint;
     g record;
+    touched bigint[];   -- issues this scan wrote
 BEGIN
     IF as_of IS NULL OR NOT isfinite(as_of) THEN
         RAISE EXCEPTION 'as_of must be a finite time'
@@ -933,7 +934,7 @@ BEGIN
         ON CONFLICT (order_ref, kind) DO UPDATE
            SET customer_id = excluded.customer_id, opened_at = excluded.opened_at, detail = excluded.detail,
                resolved_at = excluded.resolved_at, updated_at = now()
-        RETURNING (i.xmax = 0) AS inserted, i.resolved_at
+        RETURNING (i.xmax = 0) AS inserted, i.resolved_at, i.issue_id
     ), gone AS (
         DELETE FROM loyalty.order_issues i
          WHERE i.issue_id = ANY (ARRAY(SELECT c.issue_id FROM c
@@ -944,8 +945,9 @@ BEGIN
     )
     SELECT (SELECT count(*) FROM up WHERE up.inserted),
            (SELECT count(*) FROM up WHERE NOT up.inserted AND up.resolved_at IS NOT NULL),
-           (SELECT count(*) FROM gone)
-      INTO n_open, n_resolved, n_withdrawn;
+           (SELECT count(*) FROM gone),
+           (SELECT coalesce(array_agg(up.issue_id), '{}') FROM up)
+      INTO n_open, n_resolved, n_withdrawn, touched;
 
     -- issues of orders that do not count (any longer; intake keeps the order
     -- row with counted false): the open ones every scan (intake does not log
@@ -976,14 +978,18 @@ BEGIN
         n_withdrawn := n_withdrawn + n;
     END IF;
 
-    -- service recovery: open issues and those this scan wrote (updated_at is
-    -- this transaction's now()), or all when recomputing; the ledger's key
-    -- (rule, kind, order) makes a grant happen once whatever the issue's id
+    -- service recovery: open issues and those this scan wrote, or all when
+    -- recomputing; the ledger's key (rule, kind, order) makes a grant happen
+    -- once whatever the issue's id
     FOR g IN
         SELECT r.rule_id, r.points, r.reason, i.issue_id, i.order_ref, i.kind, i.customer_id
-          FROM loyalty.order_issues i
+          FROM (SELECT * FROM loyalty.order_issues i WHERE i.resolved_at IS NULL AND mode <> 'recompute'
+                UNION
+                SELECT * FROM loyalty.order_issues i WHERE i.issue_id = ANY (touched) AND mode <> 'recompute'
+                UNION ALL
+                SELECT * FROM loyalty.order_issues i WHERE mode = 'recompute') i
           JOIN loyalty.recovery_rules r ON r.kind = i.kind AND r.active
-         WHERE (i.resolved_at IS NULL OR i.updated_at = now() OR mode = 'recompute')
+         WHERE EXISTS (SELECT 1 FROM loyalty.recovery_rules r2 WHERE r2.active)
            AND i.opened_at + r.after <= as_of
            AND (i.resolved_at IS NULL OR i.resolved_at > i.opened_at + r.after)
            AND NOT EXISTS (SELECT 1 FROM loyalty.recovery_grants x
