@@ -36,8 +36,8 @@ SELECT time_zone, dispatch_within, stall_after, working_days FROM loyalty.operat
 INSERT INTO loyalty.recovery_rules (kind, after, points, reason) VALUES ('stalled_parcel', '1 day', 100, 'sorry for the wait');
 
 -- ---- the shop's orders table
-CREATE TABLE shop_orders (id text PRIMARY KEY, customer text, total numeric, created_at timestamptz, status text);
-SELECT loyalty.track_orders('shop_orders', customer_column => 'customer', amount_column => 'total',
+CREATE TABLE ops_shop_orders (id text PRIMARY KEY, customer text, total numeric, created_at timestamptz, status text);
+SELECT loyalty.track_orders('ops_shop_orders', customer_column => 'customer', amount_column => 'total',
                             ordered_at_column => 'created_at', order_id_column => 'id', status_column => 'status',
                             counted_statuses => ARRAY['placed', 'paid', 'shipped', 'delivered']);
 
@@ -47,19 +47,19 @@ CREATE FUNCTION pg_temp.at(p_at timestamptz, p_stmt text) RETURNS void LANGUAGE 
     INSERT INTO script (at, stmt) VALUES (p_at, p_stmt);
 $$;
 CREATE FUNCTION pg_temp.place(p_at timestamptz, p_id text, p_customer text, p_total numeric) RETURNS void LANGUAGE sql AS $$
-    SELECT pg_temp.at(p_at, format('INSERT INTO shop_orders VALUES (%L, %L, %s, %L, ''placed'')', p_id, p_customer, p_total, p_at));
+    SELECT pg_temp.at(p_at, format('INSERT INTO ops_shop_orders VALUES (%L, %L, %s, %L, ''placed'')', p_id, p_customer, p_total, p_at));
     SELECT pg_temp.at(p_at, format('SELECT loyalty.record_fulfilment(%L)', p_id));
 $$;
 CREATE FUNCTION pg_temp.pay(p_at timestamptz, p_id text) RETURNS void LANGUAGE sql AS $$
-    SELECT pg_temp.at(p_at, format('UPDATE shop_orders SET status = ''paid'' WHERE id = %L', p_id));
+    SELECT pg_temp.at(p_at, format('UPDATE ops_shop_orders SET status = ''paid'' WHERE id = %L', p_id));
     SELECT pg_temp.at(p_at, format('SELECT loyalty.record_fulfilment(%L, paid_at => %L)', p_id, p_at));
 $$;
 CREATE FUNCTION pg_temp.ship(p_at timestamptz, p_id text) RETURNS void LANGUAGE sql AS $$
-    SELECT pg_temp.at(p_at, format('UPDATE shop_orders SET status = ''shipped'' WHERE id = %L', p_id));
+    SELECT pg_temp.at(p_at, format('UPDATE ops_shop_orders SET status = ''shipped'' WHERE id = %L', p_id));
     SELECT pg_temp.at(p_at, format('SELECT loyalty.record_fulfilment(%L, dispatched_at => %L)', p_id, p_at));
 $$;
 CREATE FUNCTION pg_temp.deliver(p_at timestamptz, p_id text) RETURNS void LANGUAGE sql AS $$
-    SELECT pg_temp.at(p_at, format('UPDATE shop_orders SET status = ''delivered'' WHERE id = %L', p_id));
+    SELECT pg_temp.at(p_at, format('UPDATE ops_shop_orders SET status = ''delivered'' WHERE id = %L', p_id));
     SELECT pg_temp.at(p_at, format('SELECT loyalty.record_fulfilment(%L, delivered_at => %L)', p_id, p_at));
 $$;
 CREATE FUNCTION pg_temp.carrier(p_at timestamptz, p_id text, p_event text) RETURNS void LANGUAGE sql AS $$
@@ -154,7 +154,7 @@ SELECT pg_temp.place('2026-03-24 09:00', 'A10', 'jon', 25);
 -- has no issues.
 SELECT pg_temp.place('2026-03-24 09:00', 'A11', 'kim', 70);
 SELECT pg_temp.pay('2026-03-24 09:00', 'A11');
-SELECT pg_temp.at('2026-03-26 08:00', $$UPDATE shop_orders SET status = 'cancelled' WHERE id = 'A11'$$);
+SELECT pg_temp.at('2026-03-26 08:00', $$UPDATE ops_shop_orders SET status = 'cancelled' WHERE id = 'A11'$$);
 -- A12 (lea): delivered, return requested Mon 30 Mar, received Tue 31 Mar
 -- 09:00: refund within 3 working days after Tue: Wed 1, Thu 2, (Good Friday,
 -- weekend, Easter Monday) Tue 7 Apr: by 22:00 UTC. Refunded Wed 8 Apr 09:00:

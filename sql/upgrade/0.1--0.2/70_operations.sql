@@ -315,9 +315,10 @@ RETURN ceil(extract(epoch FROM p_within) / 86400)::integer;
 -- Per watched order: the effective stage times. An order counts as
 -- dispatched at its dispatch time, or at its delivery time if that is
 -- earlier or the dispatch time is missing; delivered at its delivery time or
--- the carrier's first delivered event, whichever is earlier. No SET clause:
--- inlined into its callers (which pin search_path), so that a call with a
--- few orders reads those by key (under a custom plan).
+-- the carrier's first delivered event, whichever is earlier. A SQL-standard
+-- body without a SET clause (names bound at creation): inlined into its
+-- callers, so that a call with a few orders reads those by key (under a
+-- custom plan).
 CREATE FUNCTION loyalty._order_stages(p_orders text[])
 RETURNS TABLE (order_ref text, customer_id text, ordered_at timestamptz, counted boolean, paid_at timestamptz,
                dispatched_at timestamptz, delivered_at timestamptz, dispatch_by timestamptz,
@@ -326,7 +327,7 @@ RETURNS TABLE (order_ref text, customer_id text, ordered_at timestamptz, counted
                failed_at timestamptz, failed_status text, failed_carrier_status text,
                return_requested_at timestamptz, return_received_at timestamptz, refunded_at timestamptz)
 LANGUAGE sql STABLE
-AS $$
+BEGIN ATOMIC
     SELECT l.order_ref, o.customer_id, o.ordered_at, o.counted, l.paid_at,
            least(l.dispatched_at, l.delivered_at, ev.delivered_ev),
            least(l.delivered_at, ev.delivered_ev),
@@ -355,8 +356,8 @@ AS $$
       LEFT JOIN loyalty.order_returns rt ON rt.order_ref = l.order_ref
       LEFT JOIN LATERAL (SELECT min(f.recorded_at) AS first_refund FROM loyalty.refunds f
                           WHERE f.order_ref = l.order_ref AND rt.order_ref IS NOT NULL) rf ON true
-     WHERE p_orders IS NULL OR l.order_ref = ANY (p_orders)
-$$;
+     WHERE p_orders IS NULL OR l.order_ref = ANY (p_orders);
+END;
 
 -- Recompute the deadlines of the given orders (NULL: all). Business-day
 -- deadlines are computed once per distinct (start day, days) pair.
