@@ -28,6 +28,7 @@ COMMENT ON SCHEMA loyalty IS 'Customer loyalty system: intake, customer state, R
 --   (74200, 2) refresh: one scoring run at a time
 --   (74200, 5) enqueue_due: one journeys run at a time, so cap and cooldown counts include what earlier runs wrote;
 --              an opt-out (set_consent(..., false)) takes it shared, so it never misses a run's pending rows
+--   (74200, 14) scan_operations: one scan at a time; configure_operations waits for a running scan
 
 
 -- Is this session running a pg_dump script or pg_restore? Both start every
