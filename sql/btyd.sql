@@ -144,3 +144,11 @@ WITH d AS (SELECT 1 + g % 5 AS x, 10 + (g * 7919 % 97) / 3.0 AS m FROM generate_
 SELECT f.converged,
        abs(f.loglik - (SELECT sum(loyalty.gamma_gamma_loglik(x, m, f.p, f.q, f.gamma)) FROM d)) < 1e-6 AS gg_loglik_consistent
 FROM f;
+
+-- x in the hundreds and thousands, and t = 0: the log-likelihood (FHL eq. 6)
+-- is finite and equals an independent mpmath evaluation (40 digits) of
+-- ln[Gamma(r+x) alpha^r / Gamma(r)] + ln[B(a,b+x)/B(a,b) (alpha+t)^-(r+x)
+-- + B(a+1,b+x-1)/B(a,b) (alpha+t_x)^-(r+x)]; "< 1e6" alone also passed -Infinity
+SELECT abs(loyalty.bgnbd_loglik(500, 30, 31, :r, :alpha, :a, :b) - 824.866570297532) < 1e-8 AS x500_loglik_ok,
+       abs(loyalty.bgnbd_loglik(5000, 30, 31, :r, :alpha, :a, :b) / 19875.7281229799 - 1) < 1e-12 AS x5000_loglik_ok,
+       abs(loyalty.bgnbd_loglik(3, 0, 0, :r, :alpha, :a, :b) - (-5.33472736611366)) < 1e-10 AS t_zero_loglik_ok;

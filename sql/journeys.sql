@@ -126,12 +126,20 @@ SELECT has_function_privilege('loyalty_app', 'loyalty.upsert_customer(text, text
        has_table_privilege('loyalty_reader', 'loyalty.contact_quality', 'select') AS reader_quality,
        has_function_privilege('public', 'loyalty.enqueue_due(timestamptz)', 'execute') AS public_enqueue;
 -- the reader role reads the journey views without rights on the tables behind them
--- (pseudonymous ones: contact data is loyalty_support's, see sql/security.sql)
+-- (pseudonymous ones: contact data is loyalty_support's, see sql/security.sql),
+-- and each sees every row the owner sees: an order makes each view non-empty
+SELECT loyalty.record_order('a1', 'a1-1', 20, now() - interval '8 days') > 0 AS ordered;
+UPDATE loyalty.campaigns SET activated_at = now() - interval '30 days' WHERE name = 'pp';
+SELECT (SELECT count(*) FROM loyalty.due_messages) AS n_due, (SELECT count(*) FROM loyalty.due_decisions) AS n_decisions,
+       (SELECT count(*) FROM loyalty.contact_quality) AS n_quality,
+       (SELECT count(*) FROM loyalty.journey_context) AS n_context \gset
+SELECT :n_due > 0 AS some_due, :n_decisions = :n_due AS decisions_as_due, :n_quality > 0 AS some_quality,
+       :n_context > 0 AS some_context;
 SET ROLE loyalty_reader;
-SELECT count(*) >= 0 AS reader_reads_due, (SELECT count(*) >= 0 FROM loyalty.contact_quality) AS reader_reads_quality
+SELECT count(*) = :n_decisions AS reader_reads_due, (SELECT count(*) FROM loyalty.contact_quality) = :n_quality AS reader_reads_quality
   FROM loyalty.due_decisions;
 RESET ROLE;
 SET ROLE loyalty_support;
-SELECT count(*) >= 0 AS support_reads_due, (SELECT count(*) >= 0 FROM loyalty.journey_context) AS support_reads_context
+SELECT count(*) = :n_due AS support_reads_due, (SELECT count(*) FROM loyalty.journey_context) = :n_context AS support_reads_context
   FROM loyalty.due_messages;
 RESET ROLE;

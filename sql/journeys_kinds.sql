@@ -222,7 +222,7 @@ SELECT * FROM pg_temp.due('2026-06-22 12:00');
 UPDATE loyalty.customer_rfm SET scored_at = '2026-06-20' WHERE customer_id = 'l3';
 UPDATE loyalty.campaigns SET active = true;
 UPDATE loyalty.campaigns SET activated_at = active_from;
-SELECT pg_temp.enqueue('2026-06-24 12:00') IS NOT NULL AS ran;
+SELECT pg_temp.enqueue('2026-06-24 12:00') AS ran;
 SELECT count(*) AS rows_before FROM loyalty.outbox \gset
 SELECT pg_temp.enqueue('2026-06-24 12:00') AS rerun;
 SELECT count(*) = :rows_before AS no_new_rows, count(DISTINCT dedupe_key) = count(*) AS keys_unique FROM loyalty.outbox;

@@ -151,3 +151,44 @@ SELECT count(*) FILTER (WHERE q.message_id IS NOT NULL) AS cancelled_still_queue
 SELECT loyalty.set_consent('h1', 'email', true, 'signed up again') > 0 AS h1_back;
 SELECT decision, reason FROM loyalty.due_messages_at('2026-06-15 14:00') WHERE customer_id = 'h1';
 SELECT name, pending, cancelled FROM loyalty.campaign_performance WHERE name = 'welcome';
+
+-- ---- quiet hours within one day (12:00-14:00 local): the same-day branch
+SELECT loyalty._after_quiet_hours('2026-06-10 11:59:59+00', 'UTC', '12:00', '14:00') AS before_start,
+       loyalty._after_quiet_hours('2026-06-10 12:00+00', 'UTC', '12:00', '14:00') AS at_start,
+       loyalty._after_quiet_hours('2026-06-10 13:59:59+00', 'UTC', '12:00', '14:00') AS just_before_end,
+       loyalty._after_quiet_hours('2026-06-10 14:00+00', 'UTC', '12:00', '14:00') AS at_end,
+       loyalty._after_quiet_hours('2026-06-10 23:30+00', 'UTC', '12:00', '14:00') AS late_evening,
+       loyalty._after_quiet_hours('2026-06-10 10:30+00', 'Europe/Berlin', '12:00', '14:00') AS berlin_1230_local;
+-- the same through the policy, on campaigns of their own; then the frequency
+-- cap (1 per 7 days) counting a pending (leased) and a dead message written
+-- by real runs, not rows inserted by hand (valid for 50 years: a sender
+-- claims them on the real clock)
+UPDATE loyalty.campaigns SET active = false;
+DELETE FROM loyalty.outbox;
+SELECT quiet_start, quiet_end, cap_messages, cap_window
+  FROM loyalty.configure_journeys(quiet_start => '12:00', quiet_end => '14:00', cap_messages => 1, cap_window => '7 days');
+INSERT INTO loyalty.campaigns (name, kind, channel, template, priority, active, active_from, params, cooldown, holdout_share, valid_for)
+VALUES ('noon welcome', 'welcome', 'email', 'w', 10, true, '2026-07-01', '{"delay_hours": 1}', '0', 0, '50 years'),
+       ('noon second order', 'milestone', 'email', 'm2', 20, true, '2026-07-01', '{"orders": 2}', '0', 0, '50 years');
+SELECT count(loyalty.record_order(c, c || '-1', 30, '2026-07-01 10:00')) AS orders,
+       count(loyalty.upsert_customer(c, NULL, c || '@example.com', NULL, NULL, 'UTC')) AS profiles,
+       count(loyalty.set_consent(c, 'email', true)) AS consents
+  FROM unnest(ARRAY['k1', 'k2', 'k3']) c;
+SELECT customer_id, campaign, decision, due_at FROM pg_temp.due('2026-07-01 12:30') WHERE customer_id LIKE 'k%';
+SELECT campaign, pending, delayed FROM loyalty.enqueue_due('2026-07-01 12:30') WHERE pending > 0;
+SELECT customer_id, status, due_at FROM loyalty.outbox WHERE customer_id LIKE 'k%' ORDER BY 1;
+-- a sender claims all three (due at 14:00 on 1 July): k1's stays leased (pending),
+-- k2's fails for good (dead), k3's is delivered
+SELECT max_attempts FROM loyalty.configure_outbox(max_attempts => 1);
+CREATE TEMP TABLE k_claims AS SELECT * FROM loyalty.claim_messages(10, '1 hour');
+SELECT customer_id, CASE customer_id WHEN 'k2' THEN loyalty.fail_message(message_id, claim_token, 'mailbox gone')
+                                     WHEN 'k3' THEN loyalty.ack_message(message_id, claim_token)::text END AS result
+  FROM k_claims ORDER BY 1;
+SELECT customer_id, status FROM loyalty.outbox WHERE customer_id LIKE 'k%' ORDER BY 1;
+-- second orders the next day: every milestone is capped (pending, dead and sent all count)
+SELECT count(loyalty.record_order(c, c || '-2', 30, '2026-07-02 09:00')) AS orders FROM unnest(ARRAY['k1', 'k2', 'k3']) c;
+SELECT customer_id, campaign, decision, reason FROM pg_temp.due('2026-07-02 10:00') WHERE customer_id LIKE 'k%';
+-- a week after the first messages they no longer count
+SELECT customer_id, campaign, decision FROM pg_temp.due('2026-07-08 15:00') WHERE customer_id LIKE 'k%';
+SELECT max_attempts FROM loyalty.configure_outbox(max_attempts => 5);
+UPDATE loyalty.campaigns SET active = false;

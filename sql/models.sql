@@ -107,3 +107,36 @@ SELECT count(*) AS undocumented_columns
   FROM pg_attribute a
  WHERE a.attrelid IN ('loyalty.customer_scores'::regclass, 'loyalty.model_validation'::regclass)
    AND a.attnum > 0 AND col_description(a.attrelid, a.attnum) IS NULL;
+
+-- The simulated shop's fits and holdout check against an independent
+-- implementation: test/offline/models_reference.py (plain-Python likelihoods
+-- of FHL 2005 eq. 6 and the Gamma-Gamma model, Nelder-Mead on log-parameters,
+-- mpmath's 2F1 for eq. 10) run on loyalty.model_inputs and loyalty.orders
+-- exported from this test's database. The data are fixed by setseed and day
+-- offsets from today, so the values hold on any day.
+SELECT model,
+       CASE model WHEN 'bgnbd'
+            THEN abs((params->>'r')::float8 / 1.04001450 - 1) < 1e-6 AND abs((params->>'alpha')::float8 / 28.8362564 - 1) < 1e-6
+                 AND abs((params->>'a')::float8 / 1.10031714 - 1) < 1e-6 AND abs((params->>'b')::float8 / 2.81962420 - 1) < 1e-6
+                 AND abs(loglik - (-6585.93637637240)) < 1e-6
+            ELSE abs((params->>'p')::float8 / 11.7504290 - 1) < 1e-6 AND abs((params->>'q')::float8 / 7.26080221 - 1) < 1e-6
+                 AND abs((params->>'gamma')::float8 / 26.6725432 - 1) < 1e-6
+                 AND abs(loglik - (-1548.61945230317)) < 1e-6 END AS matches_reference
+  FROM loyalty.model_fits WHERE status = 'fitted' ORDER BY fit_id;
+-- holdout (90 days): customers and actual averages counted from the orders,
+-- predicted averages from the reference fit on the calibration period
+SELECT v.calibration_repeats, v.customers = r.customers AS customers_ok,
+       abs(v.actual_avg - r.actual) < 1e-12 AS actual_ok, abs(v.predicted_avg / r.predicted - 1) < 1e-6 AS predicted_ok
+  FROM loyalty.model_validation v
+  JOIN (VALUES ('0', 73, 50 / 73.0, 0.889594667), ('1', 115, 41 / 115.0, 0.294427583), ('2', 51, 23 / 51.0, 0.409142924),
+               ('3', 39, 15 / 39.0, 0.575823778), ('4', 25, 20 / 25.0, 0.561155592), ('5', 21, 9 / 21.0, 0.978392719),
+               ('6', 10, 11 / 10.0, 0.969942364), ('7+', 38, 96 / 38.0, 2.22263271)) r (bin, customers, actual, predicted)
+    ON r.bin = v.calibration_repeats
+ ORDER BY v.calibration_repeats;
+-- public functions take the argument names a caller writes (no p_ prefix)
+SELECT holdout_days, count(*) AS bins, sum(customers) > 0 AS some_customers
+  FROM loyalty.validate_models(holdout_days => 60) GROUP BY 1;
+SELECT p.oid::regprocedure AS p_parameters
+  FROM pg_proc p
+ WHERE p.pronamespace = 'loyalty'::regnamespace AND p.proname !~ '^_'
+   AND EXISTS (SELECT FROM unnest(p.proargnames) a WHERE a ~ '^p_');

@@ -256,3 +256,32 @@ SELECT pg_temp.err($$INSERT INTO loyalty.ledger (customer_id, kind, points, idem
 SELECT pg_temp.err($$SELECT loyalty.adjust_points('uma', 1000, 'x', 'uma:2')$$);
 RESET ROLE;
 DROP TABLE rw_orders;
+
+-- ---------------------------------------------------------------- expiry boundaries
+-- A lot is spendable while expires_at > now and expired from expires_at on
+-- (redeem's C path and its SQL fallback, and expire_points, agree on "<=").
+-- vic has a lot expiring at a fixed instant and one that never expires
+SELECT loyalty.earn('vic', 30, 'dated', 'vic:dated', expires_at => '2099-01-01 00:00+00') > 0,
+       loyalty.earn('vic', 5, 'forever', 'vic:forever') > 0;
+-- one microsecond before the expiry nothing is due; at the expiry the lot is
+SELECT lots > 0 AS expired_other_lots FROM loyalty.expire_points('2098-12-31 23:59:59.999999+00');
+SELECT l.points, l.remaining, l.expires_at FROM loyalty.point_lots l WHERE l.customer_id = 'vic' ORDER BY l.lot_id;
+BEGIN;
+SELECT * FROM loyalty.expire_points('2099-01-01 00:00+00');
+SELECT kind, points FROM loyalty.ledger WHERE customer_id = 'vic' ORDER BY entry_id;
+ROLLBACK;
+-- a lot whose expiry equals the redeeming transaction's now() is not spendable
+-- (moved there behind the ledger's back: earn refuses an expiry <= now)
+BEGIN;
+UPDATE loyalty.point_lots SET expires_at = now() WHERE customer_id = 'vic' AND points = 30;
+SELECT pg_temp.err($$SELECT loyalty.redeem('vic', 6, 'more than the unexpired lot', 'vic:r1')$$);
+SELECT loyalty.redeem('vic', 5, 'the unexpired lot only', 'vic:r2') > 0 AS redeemed;
+SELECT l.points, l.remaining FROM loyalty.point_lots l WHERE l.customer_id = 'vic' ORDER BY l.lot_id;
+ROLLBACK;
+
+-- the ledger's tables altered by hand: a clear error naming the column, nothing written
+BEGIN;
+ALTER TABLE loyalty.point_lots RENAME COLUMN remaining TO remaining_moved;
+SELECT pg_temp.err($$SELECT loyalty.redeem('vic', 1, 'x', 'vic:r3')$$);
+ROLLBACK;
+SELECT count(*) AS vic_entries FROM loyalty.ledger WHERE customer_id = 'vic';

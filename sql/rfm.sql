@@ -195,3 +195,61 @@ SELECT count(*) AS undocumented_columns
   FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
  WHERE c.oid IN ('loyalty.customer_segments'::regclass, 'loyalty.segment_summary'::regclass)
    AND a.attnum > 0 AND col_description(c.oid, a.attnum) IS NULL AND a.attname <> 'segment' AND a.attname <> 'customers';
+
+-- Quantile bounds where N is not a multiple of the bins (where ceil and floor
+-- differ), with every expectation computed by hand: 23 customers, customer ni
+-- has i orders of 10 * i each, the last exactly i days before as_of. With 5
+-- bins, bound k is the value at sorted position ceil(23k/5) = 5, 10, 14, 19:
+-- recency and frequency {5,10,14,19}, monetary 10 i^2 = {250,1000,1960,3610}.
+-- Score = 1 + bounds strictly below (recency: 5 - that), so i = 1..5, 6..10,
+-- 11..14, 15..19, 20..23 get f = 1..5 and r = 5..1; m as f.
+TRUNCATE loyalty.orders, loyalty.refunds, loyalty.customer_state, loyalty.score_queue, loyalty.customer_rfm,
+         loyalty.events, loyalty.rfm_bounds, loyalty.model_fits;
+SELECT count(*) AS recorded FROM (
+    SELECT loyalty.record_order('n' || i, 'n' || i || '-' || k, 10 * i,
+                                timestamptz '2026-04-15 00:00+00' - i * interval '1 day' - k * interval '1 minute')
+      FROM generate_series(1, 23) i, generate_series(0, i - 1) k) s;
+CREATE FUNCTION pg_temp.rfm_by_hand() RETURNS TABLE (wrong_bounds boolean, wrong_scores bigint, scored bigint)
+LANGUAGE sql AS $$
+    SELECT (SELECT (recency_bounds, frequency_bounds, monetary_bounds)
+                   IS DISTINCT FROM ('{5,10,14,19}'::float8[], '{5,10,14,19}'::float8[], '{250,1000,1960,3610}'::float8[])
+              FROM loyalty.rfm_bounds),
+           count(*) FILTER (WHERE (r.r_score, r.f_score, r.m_score) IS DISTINCT FROM (6 - e.s, e.s, e.s)),
+           count(*)
+      FROM loyalty.customer_rfm r
+      CROSS JOIN LATERAL (SELECT substr(r.customer_id, 2)::int AS i) c
+      CROSS JOIN LATERAL (SELECT CASE WHEN c.i <= 5 THEN 1 WHEN c.i <= 10 THEN 2 WHEN c.i <= 14 THEN 3
+                                      WHEN c.i <= 19 THEN 4 ELSE 5 END AS s) e
+$$;
+-- the direct pass (READ COMMITTED) and the SQL pass (REPEATABLE READ) each
+-- against the hand-computed bounds and scores
+SELECT customers FROM loyalty.refresh(as_of => '2026-04-15 00:00+00');
+SELECT bins, recency_bounds, frequency_bounds, monetary_bounds, customers FROM loyalty.rfm_bounds;
+SELECT * FROM pg_temp.rfm_by_hand();
+TRUNCATE loyalty.customer_rfm, loyalty.rfm_bounds;
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT rescored FROM loyalty.refresh(as_of => '2026-04-15 00:00+00');
+COMMIT;
+SELECT * FROM pg_temp.rfm_by_hand();
+
+-- customer_state's columns are found by name: net_spend moved to the end of
+-- the table (renamed away and added again) still gets the direct pass (no
+-- DEBUG line) and the scores worked out by hand
+BEGIN;
+ALTER TABLE loyalty.customer_state RENAME COLUMN net_spend TO net_spend_moved;
+ALTER TABLE loyalty.customer_state ADD COLUMN net_spend numeric;
+UPDATE loyalty.customer_state SET net_spend = net_spend_moved, net_spend_moved = 0;
+TRUNCATE loyalty.customer_rfm, loyalty.rfm_bounds;
+SET LOCAL client_min_messages = debug1;
+SELECT rescored FROM loyalty.refresh(as_of => '2026-04-15 00:00+00');
+SET LOCAL client_min_messages = warning;
+SELECT * FROM pg_temp.rfm_by_hand();
+ROLLBACK;
+
+-- a deleted settings row: a clear error with a hint, nothing scored
+\set VERBOSITY default
+BEGIN;
+DELETE FROM loyalty.rfm_config;
+SELECT rescored FROM loyalty.refresh(as_of => '2026-04-15 00:00+00');
+ROLLBACK;
+\set VERBOSITY terse

@@ -60,6 +60,6 @@ SELECT pg_temp.err($$SELECT * FROM loyalty.unschedule()$$);
 CREATE EXTENSION pg_cron;
 
 -- only loyalty_admin may schedule
-SELECT has_function_privilege('loyalty_admin', 'loyalty.schedule(text, text, text, text, text, text, boolean)', 'EXECUTE') AS admin,
-       has_function_privilege('loyalty_app', 'loyalty.schedule(text, text, text, text, text, text, boolean)', 'EXECUTE') AS app,
+SELECT has_function_privilege('loyalty_admin', 'loyalty.schedule(text, text, text, text, text, text, boolean, text)', 'EXECUTE') AS admin,
+       has_function_privilege('loyalty_app', 'loyalty.schedule(text, text, text, text, text, text, boolean, text)', 'EXECUTE') AS app,
        has_function_privilege('loyalty_sender', 'loyalty.unschedule(text, boolean)', 'EXECUTE') AS sender;

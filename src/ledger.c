@@ -83,7 +83,10 @@ LedgerRelid(Oid nsp, const char *name)
 	Oid			relid = get_relname_relid(name, nsp);
 
 	if (!OidIsValid(relid))
-		elog(ERROR, "loyalty: relation loyalty.%s is missing", name);
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation \"loyalty.%s\" does not exist", name),
+				 errhint("A table of the extension was dropped or renamed by hand: restore it from a backup (pg_dump keeps loyalty's tables).")));
 	return relid;
 }
 
@@ -93,7 +96,10 @@ LedgerAtt(Relation rel, const char *name)
 	int			attnum = attnameAttNum(rel, name, false);
 
 	if (attnum == InvalidAttrNumber)
-		elog(ERROR, "loyalty: column %s of %s is missing", name, RelationGetRelationName(rel));
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_COLUMN),
+				 errmsg("column \"%s\" of relation \"loyalty.%s\" does not exist", name, RelationGetRelationName(rel)),
+				 errhint("A table of the extension was altered by hand: rename or restore the column.")));
 	return (AttrNumber) attnum;
 }
 
@@ -373,7 +379,7 @@ LedgerFallback(const char *fn, FunctionCallInfo fcinfo)
 	SetUserIdAndSecContext(owner, save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
 	SPI_connect();
 	if (SPI_execute_with_args(sql.data, nargs, argtypes, values, nulls, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "loyalty: %s failed", fn);
+		elog(ERROR, "%s failed", fn);
 	result = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	id = isnull ? 0 : DatumGetInt64(result);
 	SPI_finish();

@@ -26,6 +26,7 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
+#include "parser/parse_relation.h"
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -223,7 +224,7 @@ RfmLoadSegments(RfmSegments *segs, int bins)
 	ret = SPI_execute("SELECT segment, r_min, r_max, f_min, f_max, m_min, m_max "
 					  "FROM loyalty.segment_rules ORDER BY position", true, 0);
 	if (ret != SPI_OK_SELECT)
-		elog(ERROR, "loyalty: reading segment rules failed: %s", SPI_result_code_string(ret));
+		elog(ERROR, "reading segment rules failed: %s", SPI_result_code_string(ret));
 
 	segs->nsegments = (int) SPI_processed;
 	segs->names = palloc(sizeof(char *) * (segs->nsegments + 1));
@@ -321,7 +322,7 @@ RfmLoadRows(TimestampTz as_of, RfmSegments *segs, int64 *nrows)
 					   "LEFT JOIN loyalty.customer_rfm r ON r.customer_id = s.customer_id "
 					   "ORDER BY s.customer_id", 0, NULL);
 	if (plan == NULL)
-		elog(ERROR, "loyalty: SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
 	portal = SPI_cursor_open(NULL, plan, NULL, NULL, true);
 	for (;;)
 	{
@@ -409,7 +410,7 @@ RfmStoreBounds(RfmBounds *b, const char *mode, int64 customers, TimestampTz as_o
 								"customers = excluded.customers, computed_at = excluded.computed_at",
 								7, types, values, NULL, false, 0);
 	if (ret != SPI_OK_INSERT)
-		elog(ERROR, "loyalty: storing RFM bounds failed: %s", SPI_result_code_string(ret));
+		elog(ERROR, "storing RFM bounds failed: %s", SPI_result_code_string(ret));
 }
 
 /* Load the bounds in force; false if there are none (or for another bin count) */
@@ -423,7 +424,7 @@ RfmLoadBounds(RfmBounds *b)
 
 	ret = SPI_execute("SELECT bins, recency_bounds, frequency_bounds, monetary_bounds FROM loyalty.rfm_bounds", true, 0);
 	if (ret != SPI_OK_SELECT)
-		elog(ERROR, "loyalty: reading RFM bounds failed: %s", SPI_result_code_string(ret));
+		elog(ERROR, "reading RFM bounds failed: %s", SPI_result_code_string(ret));
 	if (SPI_processed == 0)
 		return false;
 	td = SPI_tuptable->tupdesc;
@@ -467,7 +468,7 @@ RfmFlush(RfmBatch *batch, bool insert, TimestampTz as_of)
 									"FROM unnest($1, $2, $3, $4, $5) AS u(id, r, f, m, seg) WHERE c.customer_id = u.id",
 									6, types, values, NULL, false, 0);
 	if (ret != (insert ? SPI_OK_INSERT : SPI_OK_UPDATE))
-		elog(ERROR, "loyalty: writing RFM scores failed: %s", SPI_result_code_string(ret));
+		elog(ERROR, "writing RFM scores failed: %s", SPI_result_code_string(ret));
 	batch->n = 0;
 }
 
@@ -484,7 +485,7 @@ RfmDeleteSeqs(RfmSeqs *q)
 	values[0] = PointerGetDatum(construct_array(q->seqs, (int) q->n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	ret = SPI_execute_with_args("DELETE FROM loyalty.score_queue WHERE seq = ANY ($1)", 1, types, values, NULL, false, 0);
 	if (ret != SPI_OK_DELETE)
-		elog(ERROR, "loyalty: clearing the score queue failed: %s", SPI_result_code_string(ret));
+		elog(ERROR, "clearing the score queue failed: %s", SPI_result_code_string(ret));
 }
 
 /*
@@ -514,6 +515,12 @@ typedef struct RfmDirect
 {
 	Relation	state;			/* loyalty.customer_state, AccessShareLock */
 	Relation	state_pk;
+	/* customer_state's columns, looked up by name (the table may be altered) */
+	AttrNumber	state_id;
+	AttrNumber	state_last;
+	AttrNumber	state_orders;
+	AttrNumber	state_spend;
+	AttrNumber	state_natts;	/* the highest of the four */
 	Relation	rfm;			/* loyalty.customer_rfm, RowExclusiveLock */
 	Relation	rfm_pk;
 	Snapshot	snapshot;
@@ -544,9 +551,20 @@ RfmHasColumn(Relation rel, int attnum, const char *name, Oid typid)
 	return !att->attisdropped && att->atttypid == typid && strcmp(NameStr(att->attname), name) == 0;
 }
 
-/* The primary key of rel: a btree on column 1 alone; NULL if not so */
+/* Attribute number of column name of rel if it has type typid, else InvalidAttrNumber */
+static AttrNumber
+RfmColumn(Relation rel, const char *name, Oid typid)
+{
+	AttrNumber	attnum = (AttrNumber) attnameAttNum(rel, name, false);
+
+	if (attnum == InvalidAttrNumber || TupleDescAttr(RelationGetDescr(rel), attnum - 1)->atttypid != typid)
+		return InvalidAttrNumber;
+	return attnum;
+}
+
+/* The primary key of rel: a btree on column keyatt alone; NULL if not so */
 static Relation
-RfmOpenPrimaryKey(Relation rel)
+RfmOpenPrimaryKey(Relation rel, AttrNumber keyatt)
 {
 	Oid			pk = RelationGetPrimaryKeyIndex(rel);
 	Relation	idx;
@@ -555,7 +573,7 @@ RfmOpenPrimaryKey(Relation rel)
 		return NULL;
 	idx = index_open(pk, AccessShareLock);
 	if (idx->rd_rel->relam != BTREE_AM_OID || idx->rd_index->indnkeyatts != 1 ||
-		idx->rd_index->indnatts != 1 || idx->rd_index->indkey.values[0] != 1)
+		idx->rd_index->indnatts != 1 || idx->rd_index->indkey.values[0] != keyatt)
 	{
 		index_close(idx, AccessShareLock);
 		return NULL;
@@ -587,9 +605,9 @@ RfmDirectBlocker(RfmDirect *d)
 		!RfmHasColumn(d->rfm, 3, "f_score", INT2OID) || !RfmHasColumn(d->rfm, 4, "m_score", INT2OID) ||
 		!RfmHasColumn(d->rfm, 5, "segment", TEXTOID) || !RfmHasColumn(d->rfm, 6, "scored_at", TIMESTAMPTZOID))
 		return "loyalty.customer_rfm has other columns";
-	if (!RfmHasColumn(d->state, 1, "customer_id", TEXTOID) || !RfmHasColumn(d->state, 3, "last_order_at", TIMESTAMPTZOID) ||
-		!RfmHasColumn(d->state, 4, "orders", INT4OID) || !RfmHasColumn(d->state, 9, "net_spend", NUMERICOID))
-		return "loyalty.customer_state has other columns";
+	if (d->state_id == InvalidAttrNumber || d->state_last == InvalidAttrNumber ||
+		d->state_orders == InvalidAttrNumber || d->state_spend == InvalidAttrNumber)
+		return "loyalty.customer_state lacks customer_id, last_order_at, orders or net_spend of the expected types";
 	if (d->state_pk == NULL || d->rfm_pk == NULL ||
 		d->state_pk->rd_opfamily[0] != d->rfm_pk->rd_opfamily[0] ||
 		d->state_pk->rd_indcollation[0] != d->rfm_pk->rd_indcollation[0])
@@ -608,15 +626,23 @@ RfmDirectOpen(RfmDirect *d)
 
 	memset(d, 0, sizeof(*d));
 	if (!OidIsValid(state_id) || !OidIsValid(rfm_id))
-		elog(ERROR, "loyalty: loyalty.customer_state or loyalty.customer_rfm is missing");
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation \"loyalty.%s\" does not exist", OidIsValid(state_id) ? "customer_rfm" : "customer_state"),
+				 errhint("A table of the extension was dropped or renamed by hand: restore it from a backup (pg_dump keeps loyalty's tables).")));
 	d->state = table_open(state_id, AccessShareLock);
 	d->rfm = table_open(rfm_id, RowExclusiveLock);
-	d->state_pk = RfmOpenPrimaryKey(d->state);
-	d->rfm_pk = RfmOpenPrimaryKey(d->rfm);
+	d->state_id = RfmColumn(d->state, "customer_id", TEXTOID);
+	d->state_last = RfmColumn(d->state, "last_order_at", TIMESTAMPTZOID);
+	d->state_orders = RfmColumn(d->state, "orders", INT4OID);
+	d->state_spend = RfmColumn(d->state, "net_spend", NUMERICOID);
+	d->state_natts = Max(Max(d->state_id, d->state_last), Max(d->state_orders, d->state_spend));
+	d->state_pk = d->state_id == InvalidAttrNumber ? NULL : RfmOpenPrimaryKey(d->state, d->state_id);
+	d->rfm_pk = RfmOpenPrimaryKey(d->rfm, 1);
 	blocker = RfmDirectBlocker(d);
 	if (blocker != NULL)
 	{
-		elog(DEBUG1, "loyalty: RFM scores written through SQL: %s", blocker);
+		elog(DEBUG1, "RFM scores written through SQL: %s", blocker);
 		if (d->state_pk)
 			index_close(d->state_pk, NoLock);
 		if (d->rfm_pk)
@@ -728,14 +754,14 @@ RfmDirectLoadRows(RfmDirect *d, TimestampTz as_of, RfmSegments *segs, int64 *nro
 			rows = repalloc_huge(rows, sizeof(RfmRow) * cap);
 		}
 		row = &rows[n++];
-		slot_getsomeattrs(sslot, 9);
-		id = sslot->tts_values[0];
+		slot_getsomeattrs(sslot, d->state_natts);
+		id = sslot->tts_values[d->state_id - 1];
 		row->id = RfmArenaCopyText(&arena, id);
-		row->rv = RfmDays(as_of, DatumGetTimestampTz(sslot->tts_values[2]));
-		row->fv = (double) DatumGetInt32(sslot->tts_values[3]);
+		row->rv = RfmDays(as_of, DatumGetTimestampTz(sslot->tts_values[d->state_last - 1]));
+		row->fv = (double) DatumGetInt32(sslot->tts_values[d->state_orders - 1]);
 		/* the numeric -> float8 cast of the SQL pass, so both give equal values */
 		oldctx = MemoryContextSwitchTo(tmpctx);
-		row->mv = DatumGetFloat8(DirectFunctionCall1(numeric_float8, sslot->tts_values[8]));
+		row->mv = DatumGetFloat8(DirectFunctionCall1(numeric_float8, sslot->tts_values[d->state_spend - 1]));
 		MemoryContextSwitchTo(oldctx);
 		if ((n & 1023) == 0)
 			MemoryContextReset(tmpctx);
@@ -885,7 +911,7 @@ RfmDirectUpdate(RfmDirect *d, ItemPointer tid, Datum id, int r, int f, int m, Da
 					 errhint("Score through loyalty.refresh(), which takes the refresh lock.")));
 			break;
 		default:
-			elog(ERROR, "loyalty: unexpected result %d updating loyalty.customer_rfm", (int) res);
+			elog(ERROR, "unexpected result %d updating loyalty.customer_rfm", (int) res);
 	}
 	return false;
 }
@@ -914,58 +940,33 @@ RfmDirectClose(RfmDirect *d)
 	table_close(d->state, NoLock);
 }
 
-PG_FUNCTION_INFO_V1(rfm_score);
-
 /*
- * loyalty._rfm_score(full, as_of, limit): score customers; returns how many
- * customers' scores changed. Callers hold the refresh lock (74200, 2).
+ * The settings in force: bin count and mode into b (with the thresholds in
+ * fixed mode); returns the mode, allocated in ctx.
  */
-Datum
-rfm_score(PG_FUNCTION_ARGS)
+static char *
+RfmLoadConfig(RfmBounds *b, MemoryContext ctx)
 {
-	bool		full = PG_ARGISNULL(0) ? true : PG_GETARG_BOOL(0);
-	TimestampTz as_of = PG_ARGISNULL(1) ? GetCurrentTransactionStartTimestamp() : PG_GETARG_TIMESTAMPTZ(1);
-	int32		limit = PG_ARGISNULL(2) ? 10000 : PG_GETARG_INT32(2);
-	MemoryContext fnctx = CurrentMemoryContext;
-	MemoryContext batchctx;
-	RfmBounds	bounds;
-	RfmSegments segs;
-	RfmBatch   *inserts;
-	RfmBatch   *updates;
-	RfmSeqs		queue;
-	Datum	   *segtext;
+	TupleDesc	td;
+	HeapTuple	tup;
+	bool		isnull;
 	char	   *mode;
 	int			ret;
-	int64		changed = 0;
-	SPIPlanPtr	plan;
-	Portal		portal;
-	bool		isnull;
-	Oid			limtype[1] = {INT4OID};
-	Datum		limval[1];
-
-	if (TIMESTAMP_NOT_FINITE(as_of))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("as_of must be a finite time"),
-				 errhint("Omit it to score as of now().")));
-	if (limit < 1)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("limit must be at least 1"),
-				 errhint("It is the largest number of queued customers to score.")));
-
-	SPI_connect();
 
 	ret = SPI_execute("SELECT bins, mode, recency_bounds, frequency_bounds, monetary_bounds FROM loyalty.rfm_config", true, 0);
-	if (ret != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "loyalty: loyalty.rfm_config must hold exactly one row");
-	bounds.bins = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	mode = MemoryContextStrdup(fnctx, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2));
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "reading loyalty.rfm_config failed: %s", SPI_result_code_string(ret));
+	if (SPI_processed != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("loyalty.rfm_config must hold exactly one row, it holds " UINT64_FORMAT, SPI_processed),
+				 errhint("Restore the default settings with INSERT INTO loyalty.rfm_config DEFAULT VALUES, then change them with loyalty.configure_rfm().")));
+	td = SPI_tuptable->tupdesc;
+	tup = SPI_tuptable->vals[0];
+	b->bins = DatumGetInt32(SPI_getbinval(tup, td, 1, &isnull));
+	mode = MemoryContextStrdup(ctx, SPI_getvalue(tup, td, 2));
 	if (strcmp(mode, "fixed") == 0)
 	{
-		TupleDesc	td = SPI_tuptable->tupdesc;
-		HeapTuple	tup = SPI_tuptable->vals[0];
-
 		for (int c = 3; c <= 5; c++)
 		{
 			Datum		d = SPI_getbinval(tup, td, c, &isnull);
@@ -975,103 +976,137 @@ rfm_score(PG_FUNCTION_ARGS)
 						(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 						 errmsg("fixed RFM mode needs thresholds for recency, frequency and monetary"),
 						 errhint("Set them with loyalty.configure_rfm(mode => 'fixed', ...).")));
-			RfmArrayToDoubles(d, c == 3 ? bounds.r : c == 4 ? bounds.f : bounds.m, bounds.bins - 1,
+			RfmArrayToDoubles(d, c == 3 ? b->r : c == 4 ? b->f : b->m, b->bins - 1,
 							  c == 3 ? "recency_bounds" : c == 4 ? "frequency_bounds" : "monetary_bounds");
 		}
 	}
+	return mode;
+}
 
-	if (!full && !RfmLoadBounds(&bounds))
-		full = true;			/* nothing to score against yet */
+/*
+ * Every queue entry seen now: a full pass covers them, since its rows are
+ * read afterwards, with the same snapshot or a newer one (an entry commits
+ * with its customer's state change).
+ */
+static void
+RfmReadQueue(RfmSeqs *queue)
+{
+	bool		isnull;
+	int			ret;
 
-	/* segment names depend on the bin count only, not on the bounds */
-	RfmLoadSegments(&segs, bounds.bins);
-	queue.n = queue.cap = 0;
-	queue.seqs = NULL;
+	ret = SPI_execute("SELECT seq FROM loyalty.score_queue", true, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "reading the score queue failed: %s", SPI_result_code_string(ret));
+	for (uint64 i = 0; i < SPI_processed; i++)
+		RfmAddSeq(queue, SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+	SPI_freetuptable(SPI_tuptable);
+}
 
-	if (full)
+/* Add one changed score to its batch (insert or update), flushing a full batch */
+static void
+RfmBatchAdd(RfmBatch *batch, bool insert, Datum id, int r, int f, int m, Datum seg, TimestampTz as_of)
+{
+	batch->ids[batch->n] = id;
+	batch->r[batch->n] = Int16GetDatum(r);
+	batch->f[batch->n] = Int16GetDatum(f);
+	batch->m[batch->n] = Int16GetDatum(m);
+	batch->seg[batch->n++] = seg;
+	if (batch->n == RFM_BATCH)
+		RfmFlush(batch, insert, as_of);
+}
+
+/*
+ * Write the rows whose scores changed, through the direct pass when d is
+ * open (direct) or in SPI batches; returns how many changed.
+ */
+static int64
+RfmWriteScores(RfmRow *rows, int64 n, const RfmBounds *bounds, RfmSegments *segs,
+			   RfmDirect *d, bool direct, TimestampTz as_of)
+{
+	RfmBatch   *inserts = palloc(sizeof(RfmBatch));
+	RfmBatch   *updates = palloc(sizeof(RfmBatch));
+	Datum	   *segtext = palloc(sizeof(Datum) * (segs->nsegments + 1));
+	int64		changed = 0;
+
+	inserts->n = updates->n = 0;
+	for (int i = 0; i <= segs->nsegments; i++)
+		segtext[i] = CStringGetTextDatum(segs->names[i]);
+	if (direct)
+		RfmDirectBeginWrite(d);
+	for (int64 i = 0; i < n; i++)
 	{
-		RfmRow	   *rows;
-		int64		n;
-		RfmDirect	d;
-		bool		direct;
+		RfmRow	   *row = &rows[i];
+		int			r,
+					f,
+					m,
+					segi;
 
-		/*
-		 * Queue entries seen now are covered by this pass: the rows are read
-		 * afterwards, with the same snapshot or a newer one (an entry commits
-		 * with its customer's state change).
-		 */
-		ret = SPI_execute("SELECT seq FROM loyalty.score_queue", true, 0);
-		if (ret != SPI_OK_SELECT)
-			elog(ERROR, "loyalty: reading the score queue failed: %s", SPI_result_code_string(ret));
-		for (uint64 i = 0; i < SPI_processed; i++)
-			RfmAddSeq(&queue, SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
-		SPI_freetuptable(SPI_tuptable);
-
-		direct = RfmDirectOpen(&d);
-		rows = direct ? RfmDirectLoadRows(&d, as_of, &segs, &n) : RfmLoadRows(as_of, &segs, &n);
-		if (n == 0)
-		{
-			if (direct)
-				RfmDirectClose(&d);
-			SPI_execute("DELETE FROM loyalty.rfm_bounds", false, 0);
-			RfmDeleteSeqs(&queue);
-			SPI_finish();
-			PG_RETURN_INT64(0);
-		}
-		if (strcmp(mode, "quantile") == 0)
-			RfmComputeBounds(&bounds, rows, n);
-		RfmStoreBounds(&bounds, mode, n, as_of);
-
-		inserts = palloc(sizeof(RfmBatch));
-		updates = palloc(sizeof(RfmBatch));
-		inserts->n = updates->n = 0;
-		segtext = palloc(sizeof(Datum) * (segs.nsegments + 1));
-		for (int i = 0; i <= segs.nsegments; i++)
-			segtext[i] = CStringGetTextDatum(segs.names[i]);
-		if (direct)
-			RfmDirectBeginWrite(&d);
-		for (int64 i = 0; i < n; i++)
-		{
-			RfmRow	   *row = &rows[i];
-			int			r,
-						f,
-						m,
-						segi;
-
-			RfmScore(&bounds, &segs, row->rv, row->fv, row->mv, &r, &f, &m, &segi);
-
-			if (row->old_r != r || row->old_f != f || row->old_m != m || row->old_seg != segi)
-			{
-				RfmBatch   *batch = row->old_r == 0 ? inserts : updates;
-
-				if (direct)
-				{
-					if (!ItemPointerIsValid(&row->old_tid))
-						RfmDirectInsert(&d, row->id, r, f, m, segtext[segi], as_of);
-					else if (!RfmDirectUpdate(&d, &row->old_tid, row->id, r, f, m, segtext[segi], as_of))
-						continue;
-					changed++;
-					continue;
-				}
-
-				batch->ids[batch->n] = row->id;
-				batch->r[batch->n] = Int16GetDatum(r);
-				batch->f[batch->n] = Int16GetDatum(f);
-				batch->m[batch->n] = Int16GetDatum(m);
-				batch->seg[batch->n++] = segtext[segi];
-				changed++;
-				if (batch->n == RFM_BATCH)
-					RfmFlush(batch, batch == inserts, as_of);
-			}
-		}
-		if (direct)
-			RfmDirectClose(&d);
-		RfmFlush(inserts, true, as_of);
-		RfmFlush(updates, false, as_of);
-		RfmDeleteSeqs(&queue);
-		SPI_finish();
-		PG_RETURN_INT64(changed);
+		RfmScore(bounds, segs, row->rv, row->fv, row->mv, &r, &f, &m, &segi);
+		if (row->old_r == r && row->old_f == f && row->old_m == m && row->old_seg == segi)
+			continue;
+		if (!direct)
+			RfmBatchAdd(row->old_r == 0 ? inserts : updates, row->old_r == 0, row->id, r, f, m, segtext[segi], as_of);
+		else if (!ItemPointerIsValid(&row->old_tid))
+			RfmDirectInsert(d, row->id, r, f, m, segtext[segi], as_of);
+		else if (!RfmDirectUpdate(d, &row->old_tid, row->id, r, f, m, segtext[segi], as_of))
+			continue;			/* deleted since by the intake: skipped, as UPDATE does */
+		changed++;
 	}
+	RfmFlush(inserts, true, as_of);
+	RfmFlush(updates, false, as_of);
+	return changed;
+}
+
+/*
+ * Full pass: new bounds from every customer (quantile mode), then every
+ * customer's scores; the whole queue is consumed.
+ */
+static int64
+RfmFullPass(RfmBounds *bounds, RfmSegments *segs, const char *mode, TimestampTz as_of)
+{
+	RfmSeqs		queue = {0, 0, NULL};
+	RfmRow	   *rows;
+	int64		n;
+	int64		changed = 0;
+	RfmDirect	d;
+	bool		direct;
+
+	RfmReadQueue(&queue);
+	direct = RfmDirectOpen(&d);
+	rows = direct ? RfmDirectLoadRows(&d, as_of, segs, &n) : RfmLoadRows(as_of, segs, &n);
+	if (n == 0)
+		SPI_execute("DELETE FROM loyalty.rfm_bounds", false, 0);
+	else
+	{
+		if (strcmp(mode, "quantile") == 0)
+			RfmComputeBounds(bounds, rows, n);
+		RfmStoreBounds(bounds, mode, n, as_of);
+		changed = RfmWriteScores(rows, n, bounds, segs, &d, direct, as_of);
+	}
+	if (direct)
+		RfmDirectClose(&d);
+	RfmDeleteSeqs(&queue);
+	return changed;
+}
+
+/*
+ * Queue pass: the customers of the first limit queue entries, against the
+ * stored bounds; only the entries read are consumed.
+ */
+static int64
+RfmQueuePass(const RfmBounds *bounds, RfmSegments *segs, TimestampTz as_of, int32 limit)
+{
+	MemoryContext fnctx = CurrentMemoryContext;
+	MemoryContext batchctx;
+	RfmSeqs		queue = {0, 0, NULL};
+	RfmBatch   *inserts = palloc(sizeof(RfmBatch));
+	RfmBatch   *updates = palloc(sizeof(RfmBatch));
+	int64		changed = 0;
+	SPIPlanPtr	plan;
+	Portal		portal;
+	bool		isnull;
+	Oid			limtype[1] = {INT4OID};
+	Datum		limval[1];
 
 	plan = SPI_prepare("SELECT q.customer_id, s.last_order_at, s.orders::float8, s.net_spend::float8, "
 					   "r.r_score, r.f_score, r.m_score, r.segment, q.seqs "
@@ -1082,15 +1117,12 @@ rfm_score(PG_FUNCTION_ARGS)
 					   "LEFT JOIN loyalty.customer_rfm r ON r.customer_id = q.customer_id "
 					   "ORDER BY q.customer_id", 1, limtype);
 	if (plan == NULL)
-		elog(ERROR, "loyalty: SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
 	limval[0] = Int32GetDatum(limit);
 	portal = SPI_cursor_open(NULL, plan, limval, NULL, false);
 
-	inserts = palloc(sizeof(RfmBatch));
-	updates = palloc(sizeof(RfmBatch));
 	inserts->n = updates->n = 0;
 	batchctx = AllocSetContextCreate(CurrentMemoryContext, "loyalty rfm batch", ALLOCSET_DEFAULT_SIZES);
-
 	for (;;)
 	{
 		MemoryContext oldctx;
@@ -1133,7 +1165,7 @@ rfm_score(PG_FUNCTION_ARGS)
 							segi;
 				bool		same = false;
 
-				RfmScore(&bounds, &segs,
+				RfmScore(bounds, segs,
 						 RfmDays(as_of, DatumGetTimestampTz(SPI_getbinval(tup, td, 2, &isnull))),
 						 DatumGetFloat8(SPI_getbinval(tup, td, 3, &isnull)),
 						 DatumGetFloat8(SPI_getbinval(tup, td, 4, &isnull)),
@@ -1147,17 +1179,18 @@ rfm_score(PG_FUNCTION_ARGS)
 					same = DatumGetInt16(SPI_getbinval(tup, td, 5, &isnull)) == r &&
 						DatumGetInt16(SPI_getbinval(tup, td, 6, &isnull)) == f &&
 						DatumGetInt16(SPI_getbinval(tup, td, 7, &isnull)) == m &&
-						strcmp(oldseg, segs.names[segi]) == 0;
+						strcmp(oldseg, segs->names[segi]) == 0;
 				}
 				if (!same)
 				{
+					/* at most RFM_BATCH rows per fetch: the batches never fill here */
 					RfmBatch   *batch = norfm ? inserts : updates;
 
 					batch->ids[batch->n] = id;
 					batch->r[batch->n] = Int16GetDatum(r);
 					batch->f[batch->n] = Int16GetDatum(f);
 					batch->m[batch->n] = Int16GetDatum(m);
-					batch->seg[batch->n++] = CStringGetTextDatum(segs.names[segi]);
+					batch->seg[batch->n++] = CStringGetTextDatum(segs->names[segi]);
 					changed++;
 				}
 			}
@@ -1171,6 +1204,44 @@ rfm_score(PG_FUNCTION_ARGS)
 	SPI_cursor_close(portal);
 	MemoryContextDelete(batchctx);
 	RfmDeleteSeqs(&queue);
+	return changed;
+}
+
+PG_FUNCTION_INFO_V1(rfm_score);
+
+/*
+ * loyalty._rfm_score(full, as_of, limit): score customers; returns how many
+ * customers' scores changed. Callers hold the refresh lock (74200, 2).
+ */
+Datum
+rfm_score(PG_FUNCTION_ARGS)
+{
+	bool		full = PG_ARGISNULL(0) ? true : PG_GETARG_BOOL(0);
+	TimestampTz as_of = PG_ARGISNULL(1) ? GetCurrentTransactionStartTimestamp() : PG_GETARG_TIMESTAMPTZ(1);
+	int32		limit = PG_ARGISNULL(2) ? 10000 : PG_GETARG_INT32(2);
+	RfmBounds	bounds;
+	RfmSegments segs;
+	char	   *mode;
+	int64		changed;
+
+	if (TIMESTAMP_NOT_FINITE(as_of))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("as_of must be a finite time"),
+				 errhint("Omit it to score as of now().")));
+	if (limit < 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("limit must be at least 1"),
+				 errhint("It is the largest number of queued customers to score.")));
+
+	SPI_connect();
+	mode = RfmLoadConfig(&bounds, CurrentMemoryContext);
+	if (!full && !RfmLoadBounds(&bounds))
+		full = true;			/* nothing to score against yet */
+	/* segment names depend on the bin count only, not on the bounds */
+	RfmLoadSegments(&segs, bounds.bins);
+	changed = full ? RfmFullPass(&bounds, &segs, mode, as_of) : RfmQueuePass(&bounds, &segs, as_of, limit);
 	SPI_finish();
 	PG_RETURN_INT64(changed);
 }

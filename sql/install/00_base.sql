@@ -28,11 +28,19 @@ COMMENT ON SCHEMA loyalty IS 'Customer loyalty system: intake, customer state, R
 --   (74200, 2) refresh: one scoring run at a time
 --   (74200, 5) enqueue_due: one journeys run at a time, so cap and cooldown counts include what earlier runs wrote;
 --              an opt-out (set_consent(..., false)) takes it shared, so it never misses a run's pending rows
+--   (74200, 14) scan_operations: one scan at a time; configure_operations waits for a running scan
 
 
--- Is this statement a restore's COPY? pg_dump's scripts (and pg_restore) run
--- with check_function_bodies off and load table data with COPY; see
--- loyalty._restore_replaces (90_grants.sql).
+-- Is this session running a pg_dump script or pg_restore? Both start every
+-- session with the same fixed settings (pg_backup_archiver.c,
+-- _doSetFixedOutputState), three of them away from their defaults:
+-- check_function_bodies off, client_min_messages warning, row_security off.
+-- A COPY or INSERT run by hand, also with check_function_bodies off, is not
+-- a restore. (search_path, set to '' there too, cannot be read: callers run
+-- with their own search_path. The statement text is not read either: COPY,
+-- pg_dump --inserts and a psql script look alike there.) Callers that
+-- destroy rows also check that the table is as CREATE EXTENSION left it
+-- (loyalty._restore_replaces, 90_grants.sql).
 CREATE FUNCTION loyalty._restoring()
 RETURNS boolean
 LANGUAGE sql
@@ -40,5 +48,6 @@ STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT pg_catalog.current_setting('check_function_bodies') OPERATOR(pg_catalog.=) 'off'
-       AND pg_catalog.current_query() OPERATOR(pg_catalog.~*) '^\s*copy\s'
+       AND pg_catalog.current_setting('client_min_messages') OPERATOR(pg_catalog.=) 'warning'
+       AND pg_catalog.current_setting('row_security') OPERATOR(pg_catalog.=) 'off'
 $$;

@@ -234,17 +234,21 @@ COMMENT ON COLUMN loyalty.customer_scores.model IS 'bgnbd, or heuristic while th
 COMMENT ON COLUMN loyalty.customer_scores.bgnbd_fit_id IS 'the loyalty.model_fits row used';
 COMMENT ON COLUMN loyalty.customer_scores.gamma_gamma_fit_id IS 'the loyalty.model_fits row used for order value';
 
--- Calibration/holdout check: refit BG/NBD on the data up to p_holdout_days ago,
+-- Calibration/holdout check: refit BG/NBD on the data up to holdout_days ago,
 -- predict each customer's repeat purchase days in the holdout window and
--- compare with what happened, per calibration frequency (0..6, 7+).
-CREATE FUNCTION loyalty.validate_models(p_holdout_days integer DEFAULT NULL)
-RETURNS TABLE (calibration_repeats text, customers bigint, predicted_avg float8, actual_avg float8,
-               predicted_total float8, actual_total bigint, holdout_days integer, fit_converged boolean)
+-- compare with what happened, per calibration frequency (0..6, 7+). The
+-- result is a row type of its own, so that the argument a caller names,
+-- holdout_days, can also be a column of the result.
+CREATE TYPE loyalty.holdout_check AS (
+    calibration_repeats text, customers bigint, predicted_avg float8, actual_avg float8,
+    predicted_total float8, actual_total bigint, holdout_days integer, fit_converged boolean);
+CREATE FUNCTION loyalty.validate_models(holdout_days integer DEFAULT NULL)
+RETURNS SETOF loyalty.holdout_check
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    h integer := coalesce(p_holdout_days, (SELECT s.holdout_days FROM loyalty.model_settings s));
+    h integer := coalesce(validate_models.holdout_days, (SELECT s.holdout_days FROM loyalty.model_settings s));
     cal_end date;
     f record;
 BEGIN

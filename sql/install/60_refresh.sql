@@ -38,11 +38,11 @@ COMMENT ON FUNCTION loyalty.refresh(timestamptz, boolean) IS
 'Apply captured changes, recompute RFM bounds and every customer''s scores, refit the churn/CLV models; returns counts and fit status';
 
 -- One worker round: apply changes, rescore queued customers, and run a full
--- refresh when the last one is older than p_refresh_interval seconds. Under a
+-- refresh when the last one is older than refresh_interval seconds. Under a
 -- burst of orders a round keeps applying and rescoring batches for up to
--- p_budget_ms, so the queue drains as fast as it fills (one transaction; the
+-- budget_ms, so the queue drains as fast as it fills (one transaction; the
 -- changes become visible when the round commits).
-CREATE FUNCTION loyalty.worker_tick(p_refresh_interval integer DEFAULT 3600, p_budget_ms integer DEFAULT 2000)
+CREATE FUNCTION loyalty.worker_tick(refresh_interval integer DEFAULT 3600, budget_ms integer DEFAULT 2000)
 RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -53,7 +53,7 @@ DECLARE
     got bigint;
     msg text;
     st text;
-    deadline timestamptz := clock_timestamp() + make_interval(secs => p_budget_ms / 1000.0);
+    deadline timestamptz := clock_timestamp() + make_interval(secs => worker_tick.budget_ms / 1000.0);
 BEGIN
     IF NOT pg_try_advisory_xact_lock(74200, 2) THEN
         RETURN 0;   -- a refresh is running; it does this round's work
@@ -65,7 +65,7 @@ BEGIN
     -- Applying changes never waits for scoring: scoring runs in a
     -- subtransaction, and when it fails (logged each round) the changes
     -- applied in this round still commit, so the queue drains.
-    IF last IS NULL OR last < now() - make_interval(secs => p_refresh_interval) THEN
+    IF last IS NULL OR last < now() - make_interval(secs => worker_tick.refresh_interval) THEN
         LOOP
             got := loyalty.apply_events(50000);
             n := n + got;

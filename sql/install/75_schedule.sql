@@ -49,7 +49,7 @@ END
 $$;
 
 -- The jobs: name, schedule (NULL: not wanted), command.
-CREATE FUNCTION loyalty._cron_jobs(enqueue text, notify text, expire text, tiers text, refresh text)
+CREATE FUNCTION loyalty._cron_jobs(enqueue text, notify text, expire text, tiers text, refresh text, operations text)
 RETURNS TABLE (job text, schedule text, command text)
 LANGUAGE sql
 IMMUTABLE
@@ -59,7 +59,8 @@ AS $$
            ('loyalty-notify',  notify,  'SELECT loyalty.notify_due()'),
            ('loyalty-expire',  expire,  'SELECT loyalty.expire_points()'),
            ('loyalty-tiers',   tiers,   'SELECT loyalty.recompute_tiers()'),
-           ('loyalty-refresh', refresh, 'SELECT loyalty.refresh()')
+           ('loyalty-refresh', refresh, 'SELECT loyalty.refresh()'),
+           ('loyalty-operations', operations, 'SELECT loyalty.scan_operations()')
 $$;
 
 -- Run one statement returning a bigint in pg_cron's database: here, or through dblink.
@@ -118,7 +119,8 @@ CREATE FUNCTION loyalty.schedule(
     tiers   text DEFAULT '30 3 * * *',
     refresh text DEFAULT '5 * * * *',
     cron_connection text DEFAULT NULL,
-    dry_run boolean DEFAULT false)
+    dry_run boolean DEFAULT false,
+    operations text DEFAULT '*/5 * * * *')
 RETURNS TABLE (job_name text, schedule text, command text, jobid bigint, action text, statement text)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -130,7 +132,7 @@ DECLARE
     in_cron_db boolean := cron_db OPERATOR(pg_catalog.=) here;
     j record;
 BEGIN
-    FOR j IN SELECT * FROM loyalty._cron_jobs(enqueue, notify, expire, tiers, refresh) LOOP
+    FOR j IN SELECT * FROM loyalty._cron_jobs(enqueue, notify, expire, tiers, refresh, operations) LOOP
         IF j.schedule IS NOT NULL AND pg_catalog.btrim(j.schedule) OPERATOR(pg_catalog.=) '' THEN
             RAISE EXCEPTION 'the schedule of % must not be empty', j.job
                   USING ERRCODE = 'invalid_parameter_value',
@@ -163,8 +165,8 @@ BEGIN
     END LOOP;
 END
 $$;
-COMMENT ON FUNCTION loyalty.schedule(text, text, text, text, text, text, boolean) IS
-'Install or update the pg_cron jobs (enqueue, notify, expire, tiers, refresh; a NULL schedule leaves a job out), in this database or in pg_cron''s through dblink; dry_run => true only returns the statements';
+COMMENT ON FUNCTION loyalty.schedule(text, text, text, text, text, text, boolean, text) IS
+'Install or update the pg_cron jobs (enqueue, notify, expire, tiers, refresh, operations; a NULL schedule leaves a job out), in this database or in pg_cron''s through dblink; dry_run => true only returns the statements';
 
 CREATE FUNCTION loyalty.unschedule(cron_connection text DEFAULT NULL, dry_run boolean DEFAULT false)
 RETURNS TABLE (job_name text, action text, statement text)
@@ -175,7 +177,7 @@ AS $$
 BEGIN
     RETURN QUERY
     SELECT s.job_name, CASE s.action WHEN 'unschedule' THEN 'planned' ELSE s.action END, s.statement
-      FROM loyalty.schedule(NULL, NULL, NULL, NULL, NULL, cron_connection, dry_run) s;
+      FROM loyalty.schedule(NULL, NULL, NULL, NULL, NULL, cron_connection, dry_run, NULL) s;
 END
 $$;
 COMMENT ON FUNCTION loyalty.unschedule(text, boolean) IS

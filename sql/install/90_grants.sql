@@ -74,17 +74,35 @@ SELECT pg_catalog.pg_extension_config_dump('loyalty.rfm_bounds', '');
 -- Restore. pg_dump keeps the settings tables above whole, but by the time
 -- pg_restore copies their rows back, CREATE EXTENSION has already installed
 -- the defaults (one settings row, the example campaigns, the default rules)
--- and the copy would fail on their keys, losing the shop's settings. So a
--- COPY into one of these tables made by a restore (pg_dump's scripts run with
--- check_function_bodies off) first empties it: the dump holds the whole table.
+-- and the copy would fail on their keys, losing the shop's settings. So the
+-- first write into one of these tables in a restore first empties it: the
+-- dump holds the whole table, including defaults the shop deleted.
+-- Two conditions, both needed, so that nothing else can empty a table:
+--  * the session is a pg_dump script or pg_restore (loyalty._restoring());
+--  * the table is exactly as the install left it: no row was written after
+--    the transaction that created or last updated the extension (each row's
+--    xmin is the pg_extension row's xmin). In a restore that is always so,
+--    since CREATE EXTENSION just ran; in a database in use it stops being so
+--    at the first change (and after ALTER EXTENSION UPDATE for rows it kept),
+--    and a COPY there fails on the keys as any duplicate would. The second
+--    INSERT of a pg_dump --inserts restore finds the first row written, so
+--    one restore empties a table once.
 CREATE FUNCTION loyalty._restore_replaces()
 RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    untouched boolean;
 BEGIN
     IF loyalty._restoring() THEN
-        EXECUTE pg_catalog.format('DELETE FROM %I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME);
+        EXECUTE pg_catalog.format(
+            'SELECT NOT EXISTS (SELECT FROM %I.%I t, pg_catalog.pg_extension e '
+            'WHERE e.extname OPERATOR(pg_catalog.=) ''loyalty'' AND NOT t.xmin OPERATOR(pg_catalog.=) e.xmin)',
+            TG_TABLE_SCHEMA, TG_TABLE_NAME) INTO untouched;
+        IF untouched THEN
+            EXECUTE pg_catalog.format('DELETE FROM %I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME);
+        END IF;
     END IF;
     RETURN NULL;
 END

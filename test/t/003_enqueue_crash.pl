@@ -49,6 +49,29 @@ UPDATE loyalty.campaigns SET active = true,
        active_from = CASE WHEN kind = 'win_back' THEN timestamptz '$as_of' - interval '1 day' ELSE '2025-01-01' END;
 });
 
+# Two customers whose messages are worked out by hand (the crash-vs-reference
+# comparison cannot see a rule both runs get wrong). hand1 ordered 2 hours
+# before as_of: the welcome (1 hour after the first order) is due now.
+# hand2 ordered 7 days and 1 hour before: its welcome, valid for 3 days,
+# lapsed before this first run (an occasion is recorded expired only when it
+# falls after the last run's as_of), so only the order follow-up (7 days
+# after the order) is due now. Both keys fall outside the 10% holdout of
+# these campaigns (loyalty._holdout_draw 0.30/0.71 and 0.25/0.84); UTC, so
+# no quiet hours at 12:00.
+$node->safe_psql('shop', qq{
+SELECT loyalty.record_order('hand1', 'hand1-1', 50, timestamptz '$as_of' - interval '2 hours'),
+       loyalty.record_order('hand2', 'hand2-1', 50, timestamptz '$as_of' - interval '7 days 1 hour');
+SELECT loyalty.upsert_customer(c, 'Hand', c || '\@example.com', NULL, NULL, 'UTC'), loyalty.set_consent(c, 'email', true, 'signup')
+  FROM unnest(ARRAY['hand1', 'hand2']) c;
+SELECT customers FROM loyalty.refresh(as_of => '$as_of');
+});
+my $hand_sql = q{SELECT string_agg(format('%s %s %s %s occasion %s', c.name, o.dedupe_key, o.status, o.due_at AT TIME ZONE 'UTC',
+                                          o.payload #>> '{why,occasion_at}'), E'\n'
+                                   ORDER BY o.dedupe_key)
+                   FROM loyalty.outbox o JOIN loyalty.campaigns c USING (campaign_id) WHERE o.customer_id LIKE 'hand_'};
+my $hand_expected = "welcome 1:hand1:first pending 2026-06-15 12:00:00 occasion 2026-06-15T11:00:00+00:00\n"
+  . "order follow-up 2:hand2:order:hand2-1 pending 2026-06-15 12:00:00 occasion 2026-06-15T11:00:00+00:00";
+
 # an identical copy, for the reference run
 $node->safe_psql('postgres', 'CREATE DATABASE reference TEMPLATE shop');
 
@@ -111,6 +134,10 @@ is($node->safe_psql('shop', 'SELECT count(*) FROM loyalty.outbox'), $expected_ro
 	'the rerun after recovery writes as many rows as the uninterrupted run');
 ok($node->safe_psql('shop', $listing) eq $expected,
 	'and exactly the same messages (key, campaign, customer, channel, recipient, status, due and expiry times, payload)');
+
+# the hand-computed messages, in the reference run and after the crashes
+is($node->safe_psql('reference', $hand_sql), $hand_expected, 'reference run: the messages worked out by hand');
+is($node->safe_psql('shop', $hand_sql), $hand_expected, 'run after recovery: the messages worked out by hand');
 
 # 4. running it again changes nothing
 $node->safe_psql('shop', "SELECT count(*) FROM loyalty.enqueue_due('$as_of')");
