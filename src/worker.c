@@ -37,18 +37,17 @@ bool		loyalty_worker_enabled = true;
 
 PGDLLEXPORT void LoyaltyWorkerMain(Datum main_arg);
 
-/* Define GUCs; register the worker when loaded via shared_preload_libraries */
+/* Define the worker's GUCs (the launcher, launcher.c, starts the workers) */
 void
 LoyaltyWorkerInit(void)
 {
-	BackgroundWorker worker;
-
 	DefineCustomStringVariable("loyalty.database",
-							   "Database in which the loyalty worker runs.",
-							   NULL, &loyalty_database, "postgres",
-							   PGC_POSTMASTER, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
+							   "Databases the loyalty workers serve (comma-separated; empty: every database with the extension).",
+							   NULL, &loyalty_database, "",
+							   PGC_SIGHUP, GUC_SUPERUSER_ONLY | GUC_LIST_INPUT,
+							   LoyaltyCheckDatabaseList, NULL, NULL);
 	DefineCustomBoolVariable("loyalty.worker_enabled",
-							 "Start the loyalty background worker.",
+							 "Start the loyalty launcher and workers.",
 							 NULL, &loyalty_worker_enabled, true,
 							 PGC_POSTMASTER, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("loyalty.naptime",
@@ -59,19 +58,6 @@ LoyaltyWorkerInit(void)
 							"Time between full refreshes (RFM bounds, all scores) by the worker.",
 							NULL, &loyalty_refresh_interval, 3600, 1, 7 * 24 * 3600,
 							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
-
-	if (!process_shared_preload_libraries_in_progress || !loyalty_worker_enabled)
-		return;
-
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = 5;
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "loyalty");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "LoyaltyWorkerMain");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "loyalty worker");
-	snprintf(worker.bgw_type, BGW_MAXLEN, "loyalty worker");
-	RegisterBackgroundWorker(&worker);
 }
 
 /* Is the extension installed (and not being created) in this database? */
@@ -87,19 +73,24 @@ LoyaltyInstalled(void)
 		OidIsValid(get_relname_relid("customer_state", get_namespace_oid("loyalty", true)));
 }
 
-/* One round: one transaction that calls loyalty.worker_tick() */
-static void
+/*
+ * One round: one transaction that calls loyalty.worker_tick(). Returns false
+ * when the extension is not (or no longer) installed here.
+ */
+static bool
 LoyaltyWorkerRound(void)
 {
 	int			ret;
 	char		sql[128];
+	bool		installed;
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
 
-	if (!RecoveryInProgress() && LoyaltyInstalled())
+	installed = LoyaltyInstalled();
+	if (installed && !RecoveryInProgress())
 	{
 		pgstat_report_activity(STATE_RUNNING, "loyalty.worker_tick");
 		snprintf(sql, sizeof(sql), "SELECT loyalty.worker_tick(%d)", loyalty_refresh_interval);
@@ -113,27 +104,33 @@ LoyaltyWorkerRound(void)
 	CommitTransactionCommand();
 	pgstat_report_stat(true);
 	pgstat_report_activity(STATE_IDLE, NULL);
+	return installed;
 }
 
-/* Worker entry point */
+/*
+ * Worker entry point; main_arg is the database's oid. The worker exits
+ * quietly (code 0) when another worker serves the database, a command needs
+ * the database alone, or the extension is absent; the launcher decides when
+ * to try again.
+ */
 void
 LoyaltyWorkerMain(Datum main_arg)
 {
+	Oid			dboid = DatumGetObjectId(main_arg);
+	bool		announced = false;
+
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 
-	BackgroundWorkerInitializeConnection(loyalty_database, NULL, 0);
+	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
 	pgstat_report_appname("loyalty worker");
-	elog(LOG, "loyalty worker started in database \"%s\"", loyalty_database);
+	if (!LoyaltyWorkerClaim(dboid))
+		proc_exit(0);
 
 	for (;;)
 	{
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 loyalty_naptime, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
-
 		if (ConfigReloadPending)
 		{
 			ConfigReloadPending = false;
@@ -142,9 +139,24 @@ LoyaltyWorkerMain(Datum main_arg)
 
 		/*
 		 * An error aborts the round and ends the process (exit code 1), and
-		 * the postmaster restarts it after bgw_restart_time: a failing round
-		 * is logged every time, never silently skipped.
+		 * the launcher starts it again after a delay: a failing round is
+		 * logged every time, never silently skipped.
 		 */
-		LoyaltyWorkerRound();
+		if (!LoyaltyWorkerRound())
+		{
+			LoyaltyWorkerReportAbsent(dboid);
+			if (announced)
+				elog(LOG, "loyalty worker: the extension is gone from database %u, exiting", dboid);
+			proc_exit(0);
+		}
+		if (!announced)
+		{
+			elog(LOG, "loyalty worker started in database %u", dboid);
+			announced = true;
+		}
+
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 loyalty_naptime, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
 	}
 }
