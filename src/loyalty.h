@@ -12,6 +12,7 @@ extern int	loyalty_naptime;
 extern int	loyalty_refresh_interval;
 extern bool loyalty_worker_enabled;
 extern int	loyalty_launcher_naptime;
+extern int	loyalty_health_interval;
 
 /* Module initialisation, called from _PG_init */
 extern void LoyaltyWorkerInit(void);

@@ -3,7 +3,8 @@
  *
  * Every loyalty.naptime ms it applies captured order changes and rescores the
  * customers they touched; every loyalty.refresh_interval seconds it runs a full
- * loyalty.refresh(). All the work is SQL-callable (loyalty.worker_tick), so a
+ * loyalty.refresh(); every loyalty.health_interval seconds it runs
+ * loyalty.check_health(). All the work is SQL-callable (loyalty.worker_tick), so a
  * shop without the worker gets the same results by calling loyalty.refresh().
  */
 #include "postgres.h"
@@ -27,6 +28,7 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
+#include "utils/timestamp.h"
 
 #include "loyalty.h"
 
@@ -34,6 +36,7 @@ char	   *loyalty_database = NULL;
 int			loyalty_naptime = 1000;
 int			loyalty_refresh_interval = 3600;
 bool		loyalty_worker_enabled = true;
+int			loyalty_health_interval = 300;
 
 PGDLLEXPORT void LoyaltyWorkerMain(Datum main_arg);
 
@@ -57,6 +60,10 @@ LoyaltyWorkerInit(void)
 	DefineCustomIntVariable("loyalty.refresh_interval",
 							"Time between full refreshes (RFM bounds, all scores) by the worker.",
 							NULL, &loyalty_refresh_interval, 3600, 1, 7 * 24 * 3600,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("loyalty.health_interval",
+							"Time between the worker's runs of loyalty.check_health() (0: never).",
+							NULL, &loyalty_health_interval, 300, 0, 24 * 3600,
 							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
 }
 
@@ -108,6 +115,44 @@ LoyaltyWorkerRound(void)
 }
 
 /*
+ * Evaluate the health checks (when the installed version has them). An error
+ * is logged and the worker carries on: the watchdog must not stop the work
+ * it watches.
+ */
+static void
+LoyaltyWorkerHealth(void)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PG_TRY();
+	{
+		SPI_connect();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		if (SPI_execute("SELECT 1 WHERE pg_catalog.to_regprocedure('loyalty.check_health()') IS NOT NULL",
+						true, 0) == SPI_OK_SELECT && SPI_processed == 1)
+		{
+			pgstat_report_activity(STATE_RUNNING, "loyalty.check_health");
+			if (SPI_execute("SELECT count(*) FROM loyalty.check_health()", false, 0) != SPI_OK_SELECT)
+				elog(ERROR, "loyalty worker: check_health failed");
+		}
+		SPI_finish();
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		EmitErrorReport();
+		FlushErrorState();
+		AbortCurrentTransaction();
+	}
+	PG_END_TRY();
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+/*
  * Worker entry point; main_arg is the database's oid. The worker exits
  * quietly (code 0) when another worker serves the database, a command needs
  * the database alone, or the extension is absent; the launcher decides when
@@ -118,6 +163,7 @@ LoyaltyWorkerMain(Datum main_arg)
 {
 	Oid			dboid = DatumGetObjectId(main_arg);
 	bool		announced = false;
+	TimestampTz next_health = 0;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
@@ -153,6 +199,11 @@ LoyaltyWorkerMain(Datum main_arg)
 		{
 			elog(LOG, "loyalty worker started in database %u", dboid);
 			announced = true;
+		}
+		if (loyalty_health_interval > 0 && GetCurrentTimestamp() >= next_health)
+		{
+			LoyaltyWorkerHealth();
+			next_health = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), loyalty_health_interval * 1000L);
 		}
 
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,

@@ -61,6 +61,12 @@ cmp_ok(time - $t0, '<', 20, 'the workers came within seconds of CREATE EXTENSION
 ok(served('shop1', 1, 101), 'orders in shop1 are applied without loyalty.database');
 ok(served('shop2', 1, 201), 'orders in shop2 are applied without loyalty.database');
 
+# the watchdog sees the worker, and the worker runs the watchdog
+is($node->safe_psql('shop1', "SELECT status FROM loyalty.health WHERE \"check\" = 'apply_backlog'"),
+	'ok', 'health: a worker serves shop1 (no pg_cron job needed)');
+ok($node->poll_query_until('shop1', "SELECT count(*) > 0 FROM loyalty.health_history"),
+	'the worker ran loyalty.check_health()');
+
 # SIGTERM of one worker: it comes back, the other is untouched
 my $p1 = worker_pid('shop1');
 my $p2 = worker_pid('shop2');
@@ -143,6 +149,8 @@ $node->reload;
 ok($node->poll_query_until('postgres',
 	"SELECT array_agg(datname) = '{shop3}' FROM pg_stat_activity WHERE backend_type = 'loyalty worker'"),
 	'loyalty.database = shop3 serves only shop3');
+like($node->safe_psql('shop1b', "SELECT status || ': ' || detail FROM loyalty.health WHERE \"check\" = 'apply_backlog'"),
+	qr/^warning: no loyalty worker serves database shop1b/, 'health: shop1b left unserved is seen');
 ($ret, $out, $err) = $node->psql('postgres', "ALTER SYSTEM SET loyalty.database = 'a,,b'");
 isnt($ret, 0, 'a malformed list is refused');
 
