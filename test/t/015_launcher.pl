@@ -66,6 +66,12 @@ is($node->safe_psql('shop1', "SELECT status FROM loyalty.health WHERE \"check\" 
 	'ok', 'health: a worker serves shop1 (no pg_cron job needed)');
 ok($node->poll_query_until('shop1', "SELECT count(*) > 0 FROM loyalty.health_history"),
 	'the worker ran loyalty.check_health()');
+my ($nr, $nout, $nerr) = $node->psql('shop1', q{LISTEN loyalty_health;
+INSERT INTO loyalty.rejected_rows (source_id, order_ref, reason) VALUES (1, 'x', 'test');
+SELECT count(*) FROM loyalty.check_health();
+SELECT 1;});
+like($nout, qr/Asynchronous notification "loyalty_health" with payload "\{"check": "rejected_rows", "status": "warning", "previous_status": "ok"\}"/,
+	'check_health() NOTIFYs loyalty_health on a change');
 
 # SIGTERM of one worker: it comes back, the other is untouched
 my $p1 = worker_pid('shop1');
