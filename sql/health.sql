@@ -178,6 +178,11 @@ UPDATE loyalty.model_fits SET fitted_at = now() - interval '8 days';
 SELECT count(*) FROM loyalty.check_health();
 SELECT * FROM pg_temp.alerts() WHERE chk = 'models';
 UPDATE loyalty.model_fits SET fitted_at = now();
+-- a check that no longer applies is forgotten, its open alert closed
+INSERT INTO loyalty.health_state VALUES ('old check', 'critical', 'x', NULL, now(), now(), 'critical', now(), now() - interval '1 hour');
+SELECT count(*) FROM loyalty.check_health();
+SELECT count(*) AS forgotten FROM loyalty.health_state WHERE "check" = 'old check';
+SELECT * FROM pg_temp.alerts() WHERE chk = 'old check';
 -- the heartbeat: one per heartbeat_every
 SELECT (loyalty.configure_health(heartbeat_recipient => 'https://hc-ping.example/abc')).heartbeat_channel;
 SELECT count(*) FROM loyalty.check_health();

@@ -143,6 +143,7 @@ LANGUAGE plpgsql
 STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET jit = off   -- small index reads whose estimates look large: JIT would cost more than the reads
 AS $$
 #variable_conflict use_variable
 DECLARE
@@ -534,6 +535,18 @@ BEGIN
                alerted_at = EXCLUDED.alerted_at, evaluated_at = EXCLUDED.evaluated_at;
         "check" := c."check"; status := c.status; detail := c.detail; since := h.since; hint := c.hint;
         RETURN NEXT;
+    END LOOP;
+
+    -- a check that no longer applies (pg_cron moved, a job renamed): forget it,
+    -- closing an open alert with a recovery message
+    FOR h IN DELETE FROM loyalty.health_state x WHERE x.evaluated_at < ts RETURNING * LOOP
+        INSERT INTO loyalty.health_history ("check", status, previous_status, detail)
+        VALUES (h."check", 'ok', h.status, 'the check no longer applies');
+        IF h.alerted_status IS NOT NULL AND s.ops_recipient IS NOT NULL THEN
+            PERFORM loyalty._health_message(s.ops_channel, s.ops_recipient, 'loyalty_health_recovered', h."check" || ':' || stamp,
+                                            pg_catalog.jsonb_build_object('check', h."check", 'status', 'ok', 'detail', 'the check no longer applies',
+                                                                          'database', pg_catalog.current_database()));
+        END IF;
     END LOOP;
 
     -- the heartbeat for an external dead man's switch
