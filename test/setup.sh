@@ -9,7 +9,7 @@ PG_BINDIR=${PG_BINDIR:-/usr/lib/postgresql/15/bin}
 export PG_BINDIR
 
 LOYALTY_PACKAGES=(make gcc postgresql-15 postgresql-server-dev-15 postgresql-15-cron
-                  postgresql-contrib libipc-run-perl perl valgrind)
+                  postgresql-contrib libipc-run-perl perl valgrind libxml2-utils)
 
 loyalty_setup() {
     if [ "$(id -u)" -ne 0 ]; then

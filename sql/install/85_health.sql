@@ -33,6 +33,9 @@ CREATE TABLE loyalty.health_settings (
     retain_history       interval NOT NULL DEFAULT '90 days' CHECK (retain_history >= '1 day'),
     retain_rejected      interval NOT NULL DEFAULT '90 days' CHECK (retain_rejected >= '1 day'),
     retain_cron_runs     interval NOT NULL DEFAULT '7 days' CHECK (retain_cron_runs >= '1 hour'),
+    owner_recipient      text,
+    owner_channel        text NOT NULL DEFAULT 'email' CHECK (btrim(owner_channel) <> ''),
+    digest_hour          integer NOT NULL DEFAULT 8 CHECK (digest_hour BETWEEN 0 AND 23),
     heartbeat_sent_at    timestamptz,
     updated_at           timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
@@ -42,6 +45,7 @@ COMMENT ON COLUMN loyalty.health_settings.ops_recipient IS 'who gets alerts (the
 COMMENT ON COLUMN loyalty.health_settings.alert_after IS 'a check must stay warning or critical this long before it alerts (''0'': at once)';
 COMMENT ON COLUMN loyalty.health_settings.remind_every IS 'while a check stays in trouble, one reminder per this interval';
 COMMENT ON COLUMN loyalty.health_settings.heartbeat_recipient IS 'a dead man''s switch ping URL; NULL: no heartbeat';
+COMMENT ON COLUMN loyalty.health_settings.owner_recipient IS 'who gets the weekly digest (Monday from digest_hour, journey_settings.default_time_zone); NULL: no digest';
 
 -- The last evaluated status of each check and its alerting state.
 CREATE TABLE loyalty.health_state (
@@ -557,6 +561,8 @@ BEGIN
                                                        ORDER BY pg_catalog.array_position(ARRAY['ok', 'warning', 'critical'], x.status) DESC LIMIT 1)));
         UPDATE loyalty.health_settings SET heartbeat_sent_at = ts;
     END IF;
+
+    PERFORM loyalty.send_digest(ts);
 END
 $$;
 COMMENT ON FUNCTION loyalty.check_health() IS
@@ -586,7 +592,10 @@ CREATE FUNCTION loyalty.configure_health(
     retain_sent          interval DEFAULT NULL,
     retain_history       interval DEFAULT NULL,
     retain_rejected      interval DEFAULT NULL,
-    retain_cron_runs     interval DEFAULT NULL)
+    retain_cron_runs     interval DEFAULT NULL,
+    owner_recipient      text DEFAULT NULL,
+    owner_channel        text DEFAULT NULL,
+    digest_hour          integer DEFAULT NULL)
 RETURNS loyalty.health_settings
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -622,6 +631,10 @@ BEGIN
            retain_history = coalesce(configure_health.retain_history, x.retain_history),
            retain_rejected = coalesce(configure_health.retain_rejected, x.retain_rejected),
            retain_cron_runs = coalesce(configure_health.retain_cron_runs, x.retain_cron_runs),
+           owner_recipient = CASE WHEN configure_health.owner_recipient IS NULL THEN x.owner_recipient
+                                  ELSE NULLIF(pg_catalog.btrim(configure_health.owner_recipient), '') END,
+           owner_channel = coalesce(configure_health.owner_channel, x.owner_channel),
+           digest_hour = coalesce(configure_health.digest_hour, x.digest_hour),
            updated_at = pg_catalog.now()
     RETURNING * INTO st;
     RETURN st;
@@ -631,8 +644,8 @@ EXCEPTION WHEN check_violation THEN
                 HINT = 'Warning thresholds must not exceed critical ones, rates lie in (0, 1], retain_sent is at least 90 days; see docs/watchdog.md.';
 END
 $$;
-COMMENT ON FUNCTION loyalty.configure_health(text, text, interval, interval, text, text, interval, interval, interval, interval, interval, interval, numeric, numeric, numeric, interval, interval, integer, integer, bigint, interval, interval, interval, interval) IS
-'Change where alerts go and the health checks'' thresholds and retention (NULL keeps a setting, '''' clears a recipient); returns the settings in force';
+COMMENT ON FUNCTION loyalty.configure_health(text, text, interval, interval, text, text, interval, interval, interval, interval, interval, interval, numeric, numeric, numeric, interval, interval, integer, integer, bigint, interval, interval, interval, interval, text, text, integer) IS
+'Change where alerts and the weekly digest go, the health checks'' thresholds and retention (NULL keeps a setting, '''' clears a recipient); returns the settings in force';
 
 -- Purge loyalty's own history past the retention settings: finished outbox
 -- messages (never pending ones; retain_sent is at least 90 days, longer than
@@ -673,17 +686,250 @@ $$;
 COMMENT ON FUNCTION loyalty.purge_history() IS
 'Delete loyalty''s own history past the retention settings of loyalty.configure_health(): finished outbox messages, health history, long-resolved rejected rows, run details of loyalty''s pg_cron jobs; returns the counts';
 
+-- ---------------------------------------------------------------- weekly digest
+
+-- text made safe inside XML/HTML (element content and attribute values)
+CREATE FUNCTION loyalty._xml_text(v text)
+RETURNS text
+LANGUAGE sql
+IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT pg_catalog.replace(pg_catalog.replace(pg_catalog.replace(pg_catalog.replace(pg_catalog.replace(
+           coalesce(v, ''), '&', '&amp;'), '<', '&lt;'), '>', '&gt;'), '"', '&quot;'), '''', '&#39;')
+$$;
+
+-- The week's figures, [p_from, p_to). Buyers: customers with a counted order
+-- in the period; returning: buyers whose first order was before p_from;
+-- repeat_rate = returning / buyers. Revenue is order amounts less refunds,
+-- by the customer's current segment. Campaign uplift is
+-- loyalty.campaign_performance (all time: the attribution window).
+CREATE FUNCTION loyalty.report_figures(p_from timestamptz, p_to timestamptz)
+RETURNS jsonb
+LANGUAGE plpgsql
+STABLE
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+AS $$
+DECLARE
+    r jsonb;
+BEGIN
+    IF p_from IS NULL OR p_to IS NULL OR p_from >= p_to OR NOT isfinite(p_from) OR NOT isfinite(p_to) THEN
+        RAISE EXCEPTION 'the report period must be two finite times, from before to'
+              USING ERRCODE = 'invalid_parameter_value', HINT = 'For example loyalty.report_html(now() - interval ''7 days'', now()).';
+    END IF;
+    WITH buys AS (
+        SELECT o.customer_id, pg_catalog.sum(o.amount - o.refunded) AS revenue, pg_catalog.count(*) AS orders
+          FROM loyalty.orders o
+         WHERE o.counts AND o.ordered_at >= p_from AND o.ordered_at < p_to
+         GROUP BY o.customer_id
+    ), b AS (
+        SELECT x.*, cs.first_order_at < p_from AS returning, coalesce(rf.segment, 'Other') AS segment
+          FROM buys x
+          LEFT JOIN loyalty.customer_state cs ON cs.customer_id = x.customer_id
+          LEFT JOIN loyalty.customer_rfm rf ON rf.customer_id = x.customer_id
+    ), weeks AS (
+        SELECT w.i, p_to - (w.i + 1) * interval '7 days' AS wf, p_to - w.i * interval '7 days' AS wt
+          FROM pg_catalog.generate_series(7, 0, -1) w(i)
+    )
+    SELECT pg_catalog.jsonb_build_object(
+        'from', p_from, 'to', p_to,
+        'new_customers', (SELECT pg_catalog.count(*) FROM loyalty.customer_state cs WHERE cs.first_order_at >= p_from AND cs.first_order_at < p_to),
+        'buyers', (SELECT pg_catalog.count(*) FROM b),
+        'returning_customers', (SELECT pg_catalog.count(*) FROM b WHERE b.returning),
+        'repeat_rate', (SELECT pg_catalog.round(pg_catalog.count(*) FILTER (WHERE b.returning)::numeric / NULLIF(pg_catalog.count(*), 0), 4) FROM b),
+        'orders', (SELECT coalesce(pg_catalog.sum(b.orders), 0) FROM b),
+        'revenue', (SELECT coalesce(pg_catalog.sum(b.revenue), 0) FROM b),
+        'revenue_by_segment', (SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object('segment', g.segment, 'revenue', g.revenue, 'customers', g.customers)
+                                                                   ORDER BY g.revenue DESC, g.segment), '[]')
+                                 FROM (SELECT b.segment, pg_catalog.sum(b.revenue) AS revenue, pg_catalog.count(*) AS customers FROM b GROUP BY b.segment) g),
+        'weekly_repeat_rate', (SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object('week_from', w.wf, 'repeat_rate', w.rate) ORDER BY w.wf)
+                                 FROM (SELECT weeks.wf,
+                                              (SELECT pg_catalog.round(pg_catalog.count(*) FILTER (WHERE cs.first_order_at < weeks.wf)::numeric / NULLIF(pg_catalog.count(*), 0), 4)
+                                                 FROM (SELECT DISTINCT o.customer_id FROM loyalty.orders o
+                                                        WHERE o.counts AND o.ordered_at >= weeks.wf AND o.ordered_at < weeks.wt) c
+                                                 JOIN loyalty.customer_state cs ON cs.customer_id = c.customer_id) AS rate
+                                         FROM weeks) w),
+        'campaigns', (SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+                                 'campaign', cp.name, 'sent_in_period', coalesce(m.sent, 0),
+                                 'uplift', cp.ordered_share_uplift, 'uplift_low', cp.ordered_share_uplift_low,
+                                 'uplift_high', cp.ordered_share_uplift_high, 'verdict', cp.verdict) ORDER BY cp.campaign_id), '[]')
+                        FROM loyalty.campaign_performance cp
+                        LEFT JOIN LATERAL (SELECT pg_catalog.count(*) AS sent FROM loyalty.outbox o
+                                            WHERE o.campaign_id = cp.campaign_id AND o.status = 'sent'
+                                              AND o.sent_at >= p_from AND o.sent_at < p_to) m ON true
+                       WHERE cp.messages > 0 OR EXISTS (SELECT 1 FROM loyalty.campaigns c WHERE c.campaign_id = cp.campaign_id AND c.active)),
+        'points_issued', (SELECT coalesce(pg_catalog.sum(l.points), 0) FROM loyalty.ledger l WHERE l.kind = 'earn' AND l.created_at >= p_from AND l.created_at < p_to),
+        'points_redeemed', (SELECT coalesce(-pg_catalog.sum(l.points), 0) FROM loyalty.ledger l WHERE l.kind = 'redeem' AND l.created_at >= p_from AND l.created_at < p_to),
+        'outstanding_points', (SELECT coalesce(lb.outstanding_points, 0) FROM loyalty.liability lb),
+        'outstanding_value', (SELECT coalesce(lb.outstanding_value, 0) FROM loyalty.liability lb),
+        'health', (SELECT pg_catalog.jsonb_build_object(
+                       'ok', pg_catalog.count(*) FILTER (WHERE h.status = 'ok'),
+                       'warning', pg_catalog.count(*) FILTER (WHERE h.status = 'warning'),
+                       'critical', pg_catalog.count(*) FILTER (WHERE h.status = 'critical'),
+                       'problems', coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object('check', h."check", 'status', h.status, 'detail', h.detail)
+                                                                 ORDER BY h."check") FILTER (WHERE h.status <> 'ok'), '[]'))
+                     FROM loyalty.health h))
+      INTO r;
+    RETURN r;
+END
+$$;
+COMMENT ON FUNCTION loyalty.report_figures(timestamptz, timestamptz) IS
+'The figures of the weekly digest for [from, to): new and returning customers, repeat rate, revenue by segment, weekly repeat rate, messages and uplift per campaign, points issued/redeemed, liability, health summary';
+
+-- A horizontal bar chart as inline SVG: labels and values from a jsonb array.
+CREATE FUNCTION loyalty._svg_bars(items jsonb, label_key text, value_key text, unit text, title text)
+RETURNS text
+LANGUAGE sql
+IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH it AS (
+        SELECT e.ord, e.v ->> label_key AS label, coalesce((e.v ->> value_key)::numeric, 0) AS value
+          FROM pg_catalog.jsonb_array_elements(coalesce(items, '[]')) WITH ORDINALITY e(v, ord)
+    ), mx AS (SELECT GREATEST(pg_catalog.max(pg_catalog.abs(it.value)), 0.000001) AS m, pg_catalog.count(*) AS n FROM it)
+    SELECT pg_catalog.format('<svg xmlns="http://www.w3.org/2000/svg" width="460" height="%s" role="img" aria-label="%s">',
+                             30 + 24 * mx.n, loyalty._xml_text(title))
+        || pg_catalog.format('<text x="0" y="16" font-size="13" font-weight="bold">%s</text>', loyalty._xml_text(title))
+        || coalesce((SELECT pg_catalog.string_agg(
+               pg_catalog.format('<text x="0" y="%s" font-size="12">%s</text><rect x="150" y="%s" width="%s" height="16" fill="#4a7bb7"/><text x="%s" y="%s" font-size="12">%s%s</text>',
+                                 12 + 24 * it.ord + 8, loyalty._xml_text(pg_catalog.left(it.label, 22)),
+                                 24 * it.ord + 6, pg_catalog.round(220 * pg_catalog.abs(it.value) / mx.m, 1),
+                                 156 + pg_catalog.round(220 * pg_catalog.abs(it.value) / mx.m, 1), 12 + 24 * it.ord + 8,
+                                 it.value, loyalty._xml_text(unit)), '' ORDER BY it.ord) FROM it), '')
+        || '</svg>'
+      FROM mx
+$$;
+
+-- Campaign uplift (ordered share, treated minus holdout) with its 95% interval, as inline SVG.
+CREATE FUNCTION loyalty._svg_uplift(items jsonb)
+RETURNS text
+LANGUAGE sql
+IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH it AS (
+        SELECT e.ord, e.v ->> 'campaign' AS label, (e.v ->> 'uplift')::numeric AS u,
+               (e.v ->> 'uplift_low')::numeric AS lo, (e.v ->> 'uplift_high')::numeric AS hi
+          FROM pg_catalog.jsonb_array_elements(coalesce(items, '[]')) WITH ORDINALITY e(v, ord)
+    ), mx AS (SELECT GREATEST(coalesce(pg_catalog.max(GREATEST(pg_catalog.abs(it.lo), pg_catalog.abs(it.hi))), 0), 0.01) AS m,
+                     pg_catalog.count(*) AS n FROM it)
+    SELECT pg_catalog.format('<svg xmlns="http://www.w3.org/2000/svg" width="460" height="%s" role="img" aria-label="Campaign uplift">', 30 + 24 * mx.n)
+        || '<text x="0" y="16" font-size="13" font-weight="bold">Uplift in share of customers who ordered (95% interval)</text>'
+        || pg_catalog.format('<line x1="300" y1="22" x2="300" y2="%s" stroke="#999"/>', 30 + 24 * mx.n)
+        || coalesce((SELECT pg_catalog.string_agg(
+               pg_catalog.format('<text x="0" y="%s" font-size="12">%s</text>', 12 + 24 * it.ord + 8, loyalty._xml_text(pg_catalog.left(it.label, 22)))
+               || CASE WHEN it.u IS NULL THEN pg_catalog.format('<text x="160" y="%s" font-size="12" fill="#777">no holdout result yet</text>', 12 + 24 * it.ord + 8)
+                       ELSE pg_catalog.format('<line x1="%s" y1="%s" x2="%s" y2="%s" stroke="#333" stroke-width="2"/><circle cx="%s" cy="%s" r="4" fill="#c0392b"/>',
+                                              300 + pg_catalog.round(140 * it.lo / mx.m, 1), 12 + 24 * it.ord + 4,
+                                              300 + pg_catalog.round(140 * it.hi / mx.m, 1), 12 + 24 * it.ord + 4,
+                                              300 + pg_catalog.round(140 * it.u / mx.m, 1), 12 + 24 * it.ord + 4) END,
+               '' ORDER BY it.ord) FROM it), '')
+        || '</svg>'
+      FROM mx
+$$;
+
+-- The digest as a self-contained XHTML page (inline CSS, inline SVG charts)
+-- that renders in a mail client.
+CREATE FUNCTION loyalty.report_html(p_from timestamptz, p_to timestamptz)
+RETURNS text
+LANGUAGE plpgsql
+STABLE
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+AS $$
+DECLARE
+    f jsonb := loyalty.report_figures(p_from, p_to);
+    rows_html text;
+BEGIN
+    SELECT coalesce(pg_catalog.string_agg(pg_catalog.format('<tr><td>%s</td><td class="v">%s</td></tr>', loyalty._xml_text(t.k), loyalty._xml_text(t.v)), '' ORDER BY t.o), '')
+      INTO rows_html
+      FROM (VALUES (1, 'New customers', f ->> 'new_customers'), (2, 'Returning customers', f ->> 'returning_customers'),
+                   (3, 'Repeat rate', coalesce(pg_catalog.round(100 * (f ->> 'repeat_rate')::numeric, 1) || ' %', '-')),
+                   (4, 'Orders', f ->> 'orders'), (5, 'Revenue', f ->> 'revenue'),
+                   (6, 'Points issued', f ->> 'points_issued'), (7, 'Points redeemed', f ->> 'points_redeemed'),
+                   (8, 'Points outstanding', f ->> 'outstanding_points'), (9, 'Liability', f ->> 'outstanding_value'),
+                   (10, 'Health', pg_catalog.format('%s ok, %s warning, %s critical', f -> 'health' ->> 'ok', f -> 'health' ->> 'warning', f -> 'health' ->> 'critical'))) t(o, k, v);
+    RETURN '<!DOCTYPE html>' || E'\n'
+        || '<html xmlns="http://www.w3.org/1999/xhtml"><head><meta charset="utf-8"/><title>Loyalty: the week in numbers</title></head>'
+        || '<body style="font-family: Arial, Helvetica, sans-serif; color: #222; max-width: 480px; margin: 0 auto;">'
+        || pg_catalog.format('<h1 style="font-size: 20px;">The week in numbers</h1><p style="color: #555;">%s to %s, database %s</p>',
+                             loyalty._xml_text(pg_catalog.to_char(p_from, 'YYYY-MM-DD HH24:MI')), loyalty._xml_text(pg_catalog.to_char(p_to, 'YYYY-MM-DD HH24:MI')),
+                             loyalty._xml_text(pg_catalog.current_database()))
+        || '<table id="figures" style="border-collapse: collapse; width: 100%;">' || rows_html || '</table>'
+        || '<h2 style="font-size: 16px;">Revenue by segment</h2>'
+        || loyalty._svg_bars(f -> 'revenue_by_segment', 'segment', 'revenue', '', 'Revenue by segment')
+        || '<h2 style="font-size: 16px;">Repeat rate, week by week</h2>'
+        || loyalty._svg_bars((SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object('week', pg_catalog.to_char((x.w ->> 'week_from')::timestamptz, 'MM-DD'),
+                                                                                        'pct', pg_catalog.round(100 * coalesce((x.w ->> 'repeat_rate')::numeric, 0), 1)) ORDER BY x.o)
+                                FROM pg_catalog.jsonb_array_elements(f -> 'weekly_repeat_rate') WITH ORDINALITY x(w, o)),
+                             'week', 'pct', ' %', 'Repeat rate per week')
+        || '<h2 style="font-size: 16px;">Campaigns</h2>'
+        || loyalty._svg_bars(f -> 'campaigns', 'campaign', 'sent_in_period', ' sent', 'Messages sent this period')
+        || loyalty._svg_uplift(f -> 'campaigns')
+        || CASE WHEN pg_catalog.jsonb_array_length(f -> 'health' -> 'problems') > 0
+                THEN '<h2 style="font-size: 16px;">Needs attention</h2><ul>'
+                     || (SELECT pg_catalog.string_agg(pg_catalog.format('<li><b>%s</b> (%s): %s</li>', loyalty._xml_text(p ->> 'check'),
+                                                                        loyalty._xml_text(p ->> 'status'), loyalty._xml_text(p ->> 'detail')), '')
+                           FROM pg_catalog.jsonb_array_elements(f -> 'health' -> 'problems') p)
+                     || '</ul>'
+                ELSE '<p>Every health check is ok.</p>' END
+        || '</body></html>';
+END
+$$;
+COMMENT ON FUNCTION loyalty.report_html(timestamptz, timestamptz) IS
+'The weekly digest for [from, to) as a self-contained XHTML page (inline CSS, SVG charts), the same page the owner gets on Mondays';
+
+-- On Monday from digest_hour (shop time: journey_settings.default_time_zone),
+-- one digest of the past Monday-to-Monday week to owner_recipient; the
+-- dedupe key (the week) keeps it to one however often this runs.
+CREATE FUNCTION loyalty.send_digest(as_of timestamptz DEFAULT now())
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s loyalty.health_settings;
+    zone text := coalesce((SELECT j.default_time_zone FROM loyalty.journey_settings j), 'UTC');
+    local_now timestamp := as_of AT TIME ZONE zone;
+    week_end timestamptz;
+    key text := 'health:digest:' || pg_catalog.to_char(as_of AT TIME ZONE zone, 'YYYY-MM-DD');
+    n bigint;
+BEGIN
+    SELECT * INTO s FROM loyalty.health_settings;
+    IF s.owner_recipient IS NULL OR pg_catalog.date_part('isodow', local_now) <> 1
+       OR pg_catalog.date_part('hour', local_now) < s.digest_hour
+       OR EXISTS (SELECT 1 FROM loyalty.outbox o WHERE o.dedupe_key = key) THEN
+        RETURN false;
+    END IF;
+    week_end := pg_catalog.date_trunc('day', local_now) AT TIME ZONE zone;
+    INSERT INTO loyalty.outbox (dedupe_key, campaign_id, customer_id, channel, recipient, template, payload)
+    VALUES (key, NULL, 'loyalty:owner', s.owner_channel, s.owner_recipient, 'loyalty_weekly_digest',
+            loyalty.report_figures(week_end - interval '7 days', week_end)
+              || pg_catalog.jsonb_build_object('html', loyalty.report_html(week_end - interval '7 days', week_end)))
+    ON CONFLICT (dedupe_key) DO NOTHING;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n > 0;
+END
+$$;
+COMMENT ON FUNCTION loyalty.send_digest(timestamptz) IS
+'On Monday from digest_hour (shop time), write the weekly digest for owner_recipient into the outbox once per week (check_health() calls it); returns whether it wrote one';
+
 REVOKE ALL ON TABLE loyalty.health_settings, loyalty.health_state, loyalty.health_history, loyalty.health FROM PUBLIC;
 REVOKE ALL ON FUNCTION loyalty._cron_period(text), loyalty._health_age(interval), loyalty._health_checks(),
                        loyalty._health_message(text, text, text, text, jsonb), loyalty.check_health(),
-                       loyalty.configure_health(text, text, interval, interval, text, text, interval, interval, interval, interval, interval, interval, numeric, numeric, numeric, interval, interval, integer, integer, bigint, interval, interval, interval, interval),
-                       loyalty.purge_history() FROM PUBLIC;
+                       loyalty.configure_health(text, text, interval, interval, text, text, interval, interval, interval, interval, interval, interval, numeric, numeric, numeric, interval, interval, integer, integer, bigint, interval, interval, interval, interval, text, text, integer),
+                       loyalty.purge_history(), loyalty._xml_text(text), loyalty.report_figures(timestamptz, timestamptz),
+                       loyalty._svg_bars(jsonb, text, text, text, text), loyalty._svg_uplift(jsonb),
+                       loyalty.report_html(timestamptz, timestamptz), loyalty.send_digest(timestamptz) FROM PUBLIC;
 GRANT ALL ON TABLE loyalty.health_settings, loyalty.health_state, loyalty.health_history, loyalty.health TO loyalty_admin;
 GRANT ALL ON SEQUENCE loyalty.health_history_history_id_seq TO loyalty_admin;
 GRANT EXECUTE ON FUNCTION loyalty._cron_period(text), loyalty._health_age(interval), loyalty._health_checks(),
                           loyalty._health_message(text, text, text, text, jsonb), loyalty.check_health(),
-                          loyalty.configure_health(text, text, interval, interval, text, text, interval, interval, interval, interval, interval, interval, numeric, numeric, numeric, interval, interval, integer, integer, bigint, interval, interval, interval, interval),
-                          loyalty.purge_history() TO loyalty_admin;
+                          loyalty.configure_health(text, text, interval, interval, text, text, interval, interval, interval, interval, interval, interval, numeric, numeric, numeric, interval, interval, integer, integer, bigint, interval, interval, interval, interval, text, text, integer),
+                          loyalty.purge_history(), loyalty._xml_text(text), loyalty.report_figures(timestamptz, timestamptz),
+                          loyalty._svg_bars(jsonb, text, text, text, text), loyalty._svg_uplift(jsonb),
+                          loyalty.report_html(timestamptz, timestamptz), loyalty.send_digest(timestamptz) TO loyalty_admin;
 -- monitoring reads the view (Prometheus exporters, check_postgres-style scripts)
 GRANT SELECT ON loyalty.health, loyalty.health_history TO loyalty_reader;
 GRANT EXECUTE ON FUNCTION loyalty._health_checks() TO loyalty_reader;
