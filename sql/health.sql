@@ -21,9 +21,9 @@ SELECT "check", status, detail IS NOT NULL AS has_detail, (hint IS NOT NULL) = (
 -- ---------------------------------------------------------------- apply_backlog
 -- no worker, no job: warning with an empty queue, critical with a change waiting
 SELECT pg_temp.st('apply_backlog') AS no_worker_no_job;
-CREATE TABLE public.shop_orders (id bigint PRIMARY KEY, customer_id bigint, total numeric, created_at timestamptz DEFAULT now());
-SELECT loyalty.track_orders('public.shop_orders', 'customer_id', 'total', 'created_at', 'id') IS NOT NULL AS tracked;
-INSERT INTO public.shop_orders VALUES (1, 1, 10, now() - interval '3 days');
+CREATE TABLE public.health_orders (id bigint PRIMARY KEY, customer_id bigint, total numeric, created_at timestamptz DEFAULT now());
+SELECT loyalty.track_orders('public.health_orders', 'customer_id', 'total', 'created_at', 'id') IS NOT NULL AS tracked;
+INSERT INTO public.health_orders VALUES (1, 1, 10, now() - interval '3 days');
 SELECT pg_temp.st('apply_backlog') AS no_worker_change_waiting;
 SELECT count(*) AS jobs FROM loyalty.schedule();
 SELECT pg_temp.st('apply_backlog') AS job_installed_fresh_change;
@@ -211,4 +211,4 @@ SELECT count(*) AS old_runs_kept_of_other_jobs FROM cron.job_run_details d JOIN 
 SELECT * FROM loyalty.purge_history();
 SELECT cron.unschedule('not-loyalty');
 SELECT count(*) FROM loyalty.unschedule();
-DROP TABLE public.shop_orders;
+DROP TABLE public.health_orders;
