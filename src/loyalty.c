@@ -12,11 +12,12 @@ PG_MODULE_MAGIC;
 
 void		_PG_init(void);
 
-/* Define settings and, when preloaded, register the background worker */
+/* Define settings and, when preloaded, register the launcher and its hooks */
 void
 _PG_init(void)
 {
 	LoyaltyWorkerInit();
 	LoyaltyLedgerInit();
+	LoyaltyLauncherInit();
 	MarkGUCPrefixReserved("loyalty");
 }
