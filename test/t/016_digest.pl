@@ -20,6 +20,10 @@ CREATE EXTENSION loyalty;
 SELECT count(loyalty.record_order('c' || i % 40, 'o' || i, 10 + i % 7, now() - make_interval(days => i % 60))) FROM generate_series(1, 300) i;
 SELECT count(*) FROM loyalty.refresh(fit_models => false);
 UPDATE loyalty.campaigns SET active = true, name = name || ' & <friends>' WHERE campaign_id = (SELECT min(campaign_id) FROM loyalty.campaigns);
+-- one message of it sent this week, so the page lists the campaign
+INSERT INTO loyalty.outbox (dedupe_key, campaign_id, customer_id, channel, recipient, template)
+SELECT 'digest-test:c1', min(campaign_id), 'c1', 'email', 'c1@example.com', 'tpl' FROM loyalty.campaigns;
+UPDATE loyalty.outbox SET status = 'sent', sent_at = now(), attempts = 1 WHERE dedupe_key = 'digest-test:c1';
 });
 my $from = "now() - interval '7 days'";
 my $html = $node->safe_psql('postgres', "SELECT loyalty.report_html($from, now())");
