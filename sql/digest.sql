@@ -125,19 +125,27 @@ SET ROLE loyalty_reader;
 SELECT (loyalty.digest_figures('2026-06-01', '2026-06-08'))->>'orders' AS reader_sees_orders;
 RESET ROLE;
 
--- the weekly send: Monday 15 June 2026 in Berlin; not before 07:00 there,
--- then once (the rerun and a later catch-up write nothing), covering 8-15 June
-SELECT loyalty.send_digest('owner@shop.example', '2026-06-15 04:59+00', time_zone => 'Europe/Berlin') AS too_early;
-SELECT loyalty.send_digest('owner@shop.example', '2026-06-15 05:00+00', time_zone => 'Europe/Berlin') > 0 AS sent;
-SELECT loyalty.send_digest('owner@shop.example', '2026-06-15 06:00+00', time_zone => 'Europe/Berlin') AS rerun,
-       loyalty.send_digest('owner@shop.example', '2026-06-18 12:00+00', time_zone => 'Europe/Berlin') AS catch_up;
+-- the weekly send: nothing without an owner; then Monday 15 June 2026 in
+-- Berlin, not before digest_hour (07:00) there, then once (the rerun and a
+-- later catch-up write nothing), covering 8-15 June
+SELECT loyalty.send_digest('2026-06-15 06:00+00') AS no_owner_yet;
+SELECT owner_recipient, digest_hour FROM loyalty.configure_health(owner_recipient => 'owner@shop.example', digest_hour => 7);
+SELECT default_time_zone FROM loyalty.configure_journeys(default_time_zone => 'Europe/Berlin');
+SELECT loyalty.send_digest('2026-06-15 04:59+00') AS too_early;
+SELECT loyalty.send_digest('2026-06-15 05:00+00') > 0 AS sent;
+SELECT loyalty.send_digest('2026-06-15 06:00+00') AS rerun, loyalty.send_digest('2026-06-18 12:00+00') AS catch_up;
 SELECT dedupe_key, customer_id, recipient, template, status,
        payload->'figures'->>'from' AS from_at, payload->'figures'->>'to' AS to_at,
        payload->'figures'->>'orders' AS orders, payload->>'html' LIKE '<!DOCTYPE html>%' AS has_html
-  FROM loyalty.outbox WHERE template = 'weekly_digest';
+  FROM loyalty.outbox WHERE template = 'loyalty_weekly_digest';
 SELECT count(*) AS snapshots FROM loyalty.segment_snapshots WHERE taken_at = '2026-06-14 22:00+00';
-SELECT pg_temp.err($$SELECT loyalty.send_digest(NULL)$$);
-SELECT pg_temp.err($$SELECT loyalty.send_digest('owner@shop.example', time_zone => 'Mars/Base')$$);
+SELECT pg_temp.err($$SELECT loyalty.send_digest('infinity')$$);
+-- the health of the system is in the figures and on the page: one row per check
+SELECT (f->'health'->>'ok')::int + (f->'health'->>'warning')::int + (f->'health'->>'critical')::int
+         = (SELECT count(*) FROM loyalty.health) AS every_check_counted,
+       jsonb_array_length(f->'health'->'problems') = (SELECT count(*) FROM loyalty.health WHERE status <> 'ok') AS problems_listed
+  FROM loyalty.digest_figures('2026-06-01', '2026-06-08') f;
+SELECT h LIKE '%<h2>Health of the system</h2>%' AS health_shown FROM loyalty.report_html('2026-06-01', '2026-06-08') h;
 
 -- the uplift chart: a campaign whose attribution windows have passed, two
 -- customers messaged (u1 orders within 30 days) and two held out (no order):

@@ -12,12 +12,13 @@ PG_MODULE_MAGIC;
 
 void		_PG_init(void);
 
-/* Define settings and, when preloaded, register the background worker */
+/* Define settings and, when preloaded, register the launcher and its hooks */
 void
 _PG_init(void)
 {
 	LoyaltyWorkerInit();
 	LoyaltyCaptureInit();
 	LoyaltyLedgerInit();
+	LoyaltyLauncherInit();
 	MarkGUCPrefixReserved("loyalty");
 }

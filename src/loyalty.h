@@ -4,6 +4,7 @@
 #ifndef LOYALTY_H
 #define LOYALTY_H
 
+#include "utils/guc.h"
 #include "utils/numeric.h"
 #include "utils/timestamp.h"
 
@@ -12,6 +13,8 @@ extern char *loyalty_database;
 extern int	loyalty_naptime;
 extern int	loyalty_refresh_interval;
 extern bool loyalty_worker_enabled;
+extern int	loyalty_launcher_naptime;
+extern int	loyalty_health_interval;
 
 /* GUCs (capture.c) */
 extern int	loyalty_future_tolerance;
@@ -33,5 +36,11 @@ extern const char *LoyaltyTimeProblem(TimestampTz t, TimestampTz reference, bool
 extern void LoyaltyWorkerInit(void);
 extern void LoyaltyCaptureInit(void);
 extern void LoyaltyLedgerInit(void);
+extern void LoyaltyLauncherInit(void);
+
+/* Launcher and workers (launcher.c) */
+extern bool LoyaltyWorkerClaim(Oid dboid);
+extern void LoyaltyWorkerReportAbsent(Oid dboid);
+extern bool LoyaltyCheckDatabaseList(char **newval, void **extra, GucSource source);
 
 #endif							/* LOYALTY_H */

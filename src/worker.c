@@ -3,7 +3,8 @@
  *
  * Every loyalty.naptime ms it applies captured order changes and rescores the
  * customers they touched; every loyalty.refresh_interval seconds it runs a full
- * loyalty.refresh(). All the work is SQL-callable (loyalty.worker_tick), so a
+ * loyalty.refresh(); every loyalty.health_interval seconds it runs
+ * loyalty.check_health(). All the work is SQL-callable (loyalty.worker_tick), so a
  * shop without the worker gets the same results by calling loyalty.refresh().
  */
 #include "postgres.h"
@@ -27,6 +28,7 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
+#include "utils/timestamp.h"
 
 #include "loyalty.h"
 
@@ -34,21 +36,21 @@ char	   *loyalty_database = NULL;
 int			loyalty_naptime = 1000;
 int			loyalty_refresh_interval = 3600;
 bool		loyalty_worker_enabled = true;
+int			loyalty_health_interval = 300;
 
 PGDLLEXPORT void LoyaltyWorkerMain(Datum main_arg);
 
-/* Define GUCs; register the worker when loaded via shared_preload_libraries */
+/* Define the worker's GUCs (the launcher, launcher.c, starts the workers) */
 void
 LoyaltyWorkerInit(void)
 {
-	BackgroundWorker worker;
-
 	DefineCustomStringVariable("loyalty.database",
-							   "Database in which the loyalty worker runs.",
-							   NULL, &loyalty_database, "postgres",
-							   PGC_POSTMASTER, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
+							   "Databases the loyalty workers serve (comma-separated; empty: every database with the extension).",
+							   NULL, &loyalty_database, "",
+							   PGC_SIGHUP, GUC_SUPERUSER_ONLY | GUC_LIST_INPUT,
+							   LoyaltyCheckDatabaseList, NULL, NULL);
 	DefineCustomBoolVariable("loyalty.worker_enabled",
-							 "Start the loyalty background worker.",
+							 "Start the loyalty launcher and workers.",
 							 NULL, &loyalty_worker_enabled, true,
 							 PGC_POSTMASTER, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("loyalty.naptime",
@@ -59,19 +61,10 @@ LoyaltyWorkerInit(void)
 							"Time between full refreshes (RFM bounds, all scores) by the worker.",
 							NULL, &loyalty_refresh_interval, 3600, 1, 7 * 24 * 3600,
 							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
-
-	if (!process_shared_preload_libraries_in_progress || !loyalty_worker_enabled)
-		return;
-
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = 5;
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "loyalty");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "LoyaltyWorkerMain");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "loyalty worker");
-	snprintf(worker.bgw_type, BGW_MAXLEN, "loyalty worker");
-	RegisterBackgroundWorker(&worker);
+	DefineCustomIntVariable("loyalty.health_interval",
+							"Time between the worker's runs of loyalty.check_health() (0: never).",
+							NULL, &loyalty_health_interval, 300, 0, 24 * 3600,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
 }
 
 /* Is the extension installed (and not being created) in this database? */
@@ -87,19 +80,24 @@ LoyaltyInstalled(void)
 		OidIsValid(get_relname_relid("customer_state", get_namespace_oid("loyalty", true)));
 }
 
-/* One round: one transaction that calls loyalty.worker_tick() */
-static void
+/*
+ * One round: one transaction that calls loyalty.worker_tick(). Returns false
+ * when the extension is not (or no longer) installed here.
+ */
+static bool
 LoyaltyWorkerRound(void)
 {
 	int			ret;
 	char		sql[128];
+	bool		installed;
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
 
-	if (!RecoveryInProgress() && LoyaltyInstalled())
+	installed = LoyaltyInstalled();
+	if (installed && !RecoveryInProgress())
 	{
 		pgstat_report_activity(STATE_RUNNING, "loyalty.worker_tick");
 		snprintf(sql, sizeof(sql), "SELECT loyalty.worker_tick(%d)", loyalty_refresh_interval);
@@ -113,27 +111,72 @@ LoyaltyWorkerRound(void)
 	CommitTransactionCommand();
 	pgstat_report_stat(true);
 	pgstat_report_activity(STATE_IDLE, NULL);
+	return installed;
 }
 
-/* Worker entry point */
+/*
+ * Evaluate the health checks (when the installed version has them). An error
+ * is logged and the worker carries on: the watchdog must not stop the work
+ * it watches.
+ */
+static void
+LoyaltyWorkerHealth(void)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PG_TRY();
+	{
+		SPI_connect();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		if (SPI_execute("SELECT 1 WHERE pg_catalog.to_regprocedure('loyalty.check_health()') IS NOT NULL",
+						true, 0) == SPI_OK_SELECT && SPI_processed == 1)
+		{
+			pgstat_report_activity(STATE_RUNNING, "loyalty.check_health");
+			if (SPI_execute("SELECT count(*) FROM loyalty.check_health()", false, 0) != SPI_OK_SELECT)
+				elog(ERROR, "loyalty worker: check_health failed");
+		}
+		SPI_finish();
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		EmitErrorReport();
+		FlushErrorState();
+		AbortCurrentTransaction();
+	}
+	PG_END_TRY();
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+/*
+ * Worker entry point; main_arg is the database's oid. The worker exits
+ * quietly (code 0) when another worker serves the database, a command needs
+ * the database alone, or the extension is absent; the launcher decides when
+ * to try again.
+ */
 void
 LoyaltyWorkerMain(Datum main_arg)
 {
+	Oid			dboid = DatumGetObjectId(main_arg);
+	bool		announced = false;
+	TimestampTz next_health = 0;
+
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 
-	BackgroundWorkerInitializeConnection(loyalty_database, NULL, 0);
+	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
 	pgstat_report_appname("loyalty worker");
-	elog(LOG, "loyalty worker started in database \"%s\"", loyalty_database);
+	if (!LoyaltyWorkerClaim(dboid))
+		proc_exit(0);
 
 	for (;;)
 	{
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 loyalty_naptime, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
-
 		if (ConfigReloadPending)
 		{
 			ConfigReloadPending = false;
@@ -142,9 +185,29 @@ LoyaltyWorkerMain(Datum main_arg)
 
 		/*
 		 * An error aborts the round and ends the process (exit code 1), and
-		 * the postmaster restarts it after bgw_restart_time: a failing round
-		 * is logged every time, never silently skipped.
+		 * the launcher starts it again after a delay: a failing round is
+		 * logged every time, never silently skipped.
 		 */
-		LoyaltyWorkerRound();
+		if (!LoyaltyWorkerRound())
+		{
+			LoyaltyWorkerReportAbsent(dboid);
+			if (announced)
+				elog(LOG, "loyalty worker: the extension is gone from database %u, exiting", dboid);
+			proc_exit(0);
+		}
+		if (!announced)
+		{
+			elog(LOG, "loyalty worker started in database %u", dboid);
+			announced = true;
+		}
+		if (loyalty_health_interval > 0 && GetCurrentTimestamp() >= next_health)
+		{
+			LoyaltyWorkerHealth();
+			next_health = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), loyalty_health_interval * 1000L);
+		}
+
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 loyalty_naptime, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
 	}
 }

@@ -48,8 +48,13 @@ BEGIN
 END
 $$;
 
--- The jobs: name, schedule (NULL: not wanted), command.
-CREATE FUNCTION loyalty._cron_jobs(enqueue text, notify text, expire text, tiers text, refresh text, operations text)
+-- The jobs: name, schedule (NULL: not wanted), command. The refresh job and
+-- the worker share the work through worker_tick's staleness test: whichever
+-- comes first after refresh_interval does the full refresh, the other only
+-- applies changes. check_health runs from the worker and from the health job
+-- on purpose (each watches the other; an advisory lock serialises them).
+CREATE FUNCTION loyalty._cron_jobs(enqueue text, notify text, expire text, tiers text, refresh text,
+                                   operations text, health text, purge text)
 RETURNS TABLE (job text, schedule text, command text)
 LANGUAGE sql
 IMMUTABLE
@@ -59,8 +64,10 @@ AS $$
            ('loyalty-notify',  notify,  'SELECT loyalty.notify_due()'),
            ('loyalty-expire',  expire,  'SELECT loyalty.expire_points()'),
            ('loyalty-tiers',   tiers,   'SELECT loyalty.recompute_tiers()'),
-           ('loyalty-refresh', refresh, 'SELECT loyalty.refresh()'),
-           ('loyalty-operations', operations, 'SELECT loyalty.scan_operations()')
+           ('loyalty-refresh', refresh, 'SELECT loyalty.worker_tick(3000)'),
+           ('loyalty-operations', operations, 'SELECT loyalty.scan_operations()'),
+           ('loyalty-health',  health,  'SELECT count(*) FROM loyalty.check_health()'),
+           ('loyalty-purge',   purge,   'SELECT loyalty.purge_history()')
 $$;
 
 -- Run one statement returning a bigint in pg_cron's database: here, or through dblink.
@@ -120,7 +127,9 @@ CREATE FUNCTION loyalty.schedule(
     refresh text DEFAULT '5 * * * *',
     cron_connection text DEFAULT NULL,
     dry_run boolean DEFAULT false,
-    operations text DEFAULT '*/5 * * * *')
+    operations text DEFAULT '*/5 * * * *',
+    health  text DEFAULT '*/5 * * * *',
+    purge   text DEFAULT '40 4 * * *')
 RETURNS TABLE (job_name text, schedule text, command text, jobid bigint, action text, statement text)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -132,7 +141,7 @@ DECLARE
     in_cron_db boolean := cron_db OPERATOR(pg_catalog.=) here;
     j record;
 BEGIN
-    FOR j IN SELECT * FROM loyalty._cron_jobs(enqueue, notify, expire, tiers, refresh, operations) LOOP
+    FOR j IN SELECT * FROM loyalty._cron_jobs(enqueue, notify, expire, tiers, refresh, operations, health, purge) LOOP
         IF j.schedule IS NOT NULL AND pg_catalog.btrim(j.schedule) OPERATOR(pg_catalog.=) '' THEN
             RAISE EXCEPTION 'the schedule of % must not be empty', j.job
                   USING ERRCODE = 'invalid_parameter_value',
@@ -165,8 +174,8 @@ BEGIN
     END LOOP;
 END
 $$;
-COMMENT ON FUNCTION loyalty.schedule(text, text, text, text, text, text, boolean, text) IS
-'Install or update the pg_cron jobs (enqueue, notify, expire, tiers, refresh, operations; a NULL schedule leaves a job out), in this database or in pg_cron''s through dblink; dry_run => true only returns the statements';
+COMMENT ON FUNCTION loyalty.schedule(text, text, text, text, text, text, boolean, text, text, text) IS
+'Install or update the pg_cron jobs (enqueue, notify, expire, tiers, refresh, operations, health, purge; a NULL schedule leaves a job out), in this database or in pg_cron''s through dblink; dry_run => true only returns the statements';
 
 CREATE FUNCTION loyalty.unschedule(cron_connection text DEFAULT NULL, dry_run boolean DEFAULT false)
 RETURNS TABLE (job_name text, action text, statement text)
@@ -177,7 +186,7 @@ AS $$
 BEGIN
     RETURN QUERY
     SELECT s.job_name, CASE s.action WHEN 'unschedule' THEN 'planned' ELSE s.action END, s.statement
-      FROM loyalty.schedule(NULL, NULL, NULL, NULL, NULL, cron_connection, dry_run, NULL) s;
+      FROM loyalty.schedule(NULL, NULL, NULL, NULL, NULL, cron_connection, dry_run, NULL, NULL, NULL) s;
 END
 $$;
 COMMENT ON FUNCTION loyalty.unschedule(text, boolean) IS

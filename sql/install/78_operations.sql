@@ -1034,7 +1034,7 @@ COMMENT ON FUNCTION loyalty.issues_as_of(timestamptz) IS
 
 -- ---------------------------------------------------------------- views
 
-CREATE FUNCTION loyalty.order_stages_at(p_orders text[] DEFAULT NULL)
+CREATE FUNCTION loyalty.order_stages_at(order_refs text[] DEFAULT NULL)
 RETURNS TABLE (order_ref text, customer_id text, ordered_at timestamptz, counted boolean, paid_at timestamptz,
                dispatched_at timestamptz, delivered_at timestamptz, dispatch_due timestamptz, delivery_due timestamptz,
                first_promise timestamptz, promise_revisions integer, last_event_at timestamptz, last_status text,
@@ -1048,7 +1048,7 @@ AS $$
            coalesce(s.promised_at, (s.promised_on + 1)::timestamp AT TIME ZONE st.time_zone),
            coalesce(s.promise_revisions, 0), s.last_event_at, s.last_status,
            s.return_requested_at, s.return_received_at, s.refunded_at
-      FROM loyalty._order_stages(p_orders) s
+      FROM loyalty._order_stages(order_stages_at.order_refs) s
      CROSS JOIN loyalty._operations_settings() st
       LEFT JOIN loyalty.order_deadlines dd ON dd.order_ref = s.order_ref AND dd.kind = 'late_dispatch'
       LEFT JOIN loyalty.order_deadlines dl ON dl.order_ref = s.order_ref AND dl.kind = 'late_delivery'

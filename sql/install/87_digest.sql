@@ -29,6 +29,7 @@ LANGUAGE plpgsql
 STABLE
 SECURITY DEFINER    -- aggregates only: the BI role may read them without the tables behind
 SET search_path = pg_catalog, pg_temp
+SET jit = off       -- small aggregates over indexed ranges: compiling costs a second and saves nothing
 AS $$
 DECLARE
     result jsonb;
@@ -124,6 +125,16 @@ BEGIN
                                   ORDER BY p.campaign_id)
                                  FROM loyalty.campaign_performance p LEFT JOIN sent s USING (campaign_id)
                                 WHERE p.messages > 0), '[]'),
+        -- the system's own health now: every check not ok (loyalty.health)
+        'health', (SELECT jsonb_build_object(
+                              'ok', count(*) FILTER (WHERE h.status = 'ok'),
+                              'warning', count(*) FILTER (WHERE h.status = 'warning'),
+                              'critical', count(*) FILTER (WHERE h.status = 'critical'),
+                              'problems', coalesce(jsonb_agg(jsonb_build_object('check', h."check", 'status', h.status,
+                                                                                'detail', h.detail, 'hint', h.hint)
+                                                             ORDER BY h.status DESC, h."check")
+                                                   FILTER (WHERE h.status <> 'ok'), '[]'))
+                     FROM loyalty.health h),
         'points', (SELECT jsonb_build_object('issued', pt.issued, 'redeemed', pt.redeemed, 'expired', pt.expired,
                                              'outstanding', l.outstanding_points, 'outstanding_value', l.outstanding_value)
                      FROM points pt, loyalty.liability l))
@@ -132,7 +143,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION loyalty.digest_figures(timestamptz, timestamptz) IS
-'The shop''s figures for a period: orders, revenue, new and returning customers, repeat rate, revenue by segment, eight weeks of repeat rate, segment moves since the last digest, messages and uplift per campaign, points issued, redeemed and outstanding';
+'The shop''s figures for a period: orders, revenue, new and returning customers, repeat rate, revenue by segment, eight weeks of repeat rate, segment moves since the last digest, messages and uplift per campaign, points issued, redeemed and outstanding, and the system''s health now';
 
 -- horizontal bars: one row per label, value scaled to the largest
 CREATE FUNCTION loyalty._svg_bars(labels text[], vals numeric[], unit text)
@@ -226,7 +237,13 @@ DECLARE
     p jsonb := f -> 'points';
     segs text;
     camps text;
+    health text;
 BEGIN
+    SELECT '<table><tr><th>check</th><th>status</th><th>detail</th></tr>'
+           || string_agg(format('<tr><td>%s</td><td>%s</td><td>%s</td></tr>', loyalty._html(e ->> 'check'),
+                                loyalty._html(e ->> 'status'), loyalty._html(e ->> 'detail')), '' ORDER BY o)
+           || '</table>'
+      INTO health FROM jsonb_array_elements(f -> 'health' -> 'problems') WITH ORDINALITY a(e, o);
     SELECT string_agg(format('<tr><td>%s</td><td class="n">%s</td><td class="n">%s</td></tr>',
                              loyalty._html(e ->> 'segment'), e ->> 'customers',
                              coalesce(CASE WHEN (e ->> 'change')::bigint > 0 THEN '+' ELSE '' END || (e ->> 'change'), '')),
@@ -279,7 +296,12 @@ BEGIN
         || format('<tr><td>Expired</td><td class="n">%s</td></tr>', p ->> 'expired')
         || format('<tr><td>Outstanding (value)</td><td class="n">%s (%s)</td></tr>',
                   coalesce(p ->> 'outstanding', '0'), coalesce(p ->> 'outstanding_value', '0'))
-        || '</table></body></html>' || E'\n';
+        || '</table>'
+        || '<h2>Health of the system</h2>'
+        || format('<p>%s checks ok, %s warning, %s critical.</p>', f -> 'health' ->> 'ok',
+                  f -> 'health' ->> 'warning', f -> 'health' ->> 'critical')
+        || coalesce(health, '')
+        || '</body></html>' || E'\n';
 END
 $$;
 COMMENT ON FUNCTION loyalty.report_html(timestamptz, timestamptz) IS
@@ -300,43 +322,41 @@ $$;
 COMMENT ON FUNCTION loyalty.snapshot_segments(timestamptz) IS
 'Record customers per segment now; the next digest shows the change since';
 
--- The weekly digest into the outbox: the week (Monday to Monday, shop time)
--- before as_of, once per week (dedupe key), from Monday 07:00 shop time on,
--- so an hourly job sends it on Monday morning and catches up after downtime.
-CREATE FUNCTION loyalty.send_digest(recipient text, as_of timestamptz DEFAULT now(),
-                                    channel text DEFAULT 'email', time_zone text DEFAULT 'UTC')
+-- The weekly digest into the outbox for owner_recipient (configure_health):
+-- the week (Monday to Monday, shop time: journey_settings.default_time_zone)
+-- before as_of, once per week (dedupe key), from digest_hour on Monday, so
+-- check_health() (every few minutes) sends it on Monday morning and catches up
+-- after downtime later in the week.
+CREATE FUNCTION loyalty.send_digest(as_of timestamptz DEFAULT now())
 RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+    s loyalty.health_settings;
+    zone text := coalesce((SELECT j.default_time_zone FROM loyalty.journey_settings j), 'UTC');
     week_end timestamptz;
+    key text;
     figures jsonb;
     id bigint;
 BEGIN
-    IF recipient IS NULL OR btrim(recipient) = '' OR channel IS NULL OR btrim(channel) = '' THEN
-        RAISE EXCEPTION 'the digest needs a recipient and a channel'
-              USING ERRCODE = 'invalid_parameter_value', HINT = 'The shop owner''s address, e.g. send_digest(''owner@shop.example'').';
-    END IF;
     IF as_of IS NULL OR NOT isfinite(as_of) THEN
         RAISE EXCEPTION 'as_of must be a finite time' USING ERRCODE = 'invalid_parameter_value', HINT = 'Omit it for now().';
     END IF;
-    IF time_zone IS NULL OR NOT EXISTS (SELECT 1 FROM pg_timezone_names WHERE name = time_zone) THEN
-        RAISE EXCEPTION 'unknown time zone: %', time_zone
-              USING ERRCODE = 'invalid_parameter_value', HINT = 'A name from pg_timezone_names, e.g. Europe/Berlin.';
+    SELECT * INTO s FROM loyalty.health_settings;
+    IF s.owner_recipient IS NULL THEN
+        RETURN NULL;    -- no owner to write to (configure_health(owner_recipient => ...))
     END IF;
     -- Monday 00:00 of as_of's week, shop time
-    week_end := date_trunc('week', as_of AT TIME ZONE time_zone) AT TIME ZONE time_zone;
-    IF as_of < (week_end AT TIME ZONE time_zone + interval '7 hours') AT TIME ZONE time_zone THEN
-        RETURN NULL;    -- too early on Monday
+    week_end := date_trunc('week', as_of AT TIME ZONE zone) AT TIME ZONE zone;
+    key := 'loyalty:digest:' || to_char(week_end AT TIME ZONE zone, 'YYYY-MM-DD');
+    IF as_of < (week_end AT TIME ZONE zone + make_interval(hours => s.digest_hour)) AT TIME ZONE zone
+       OR EXISTS (SELECT 1 FROM loyalty.outbox o WHERE o.dedupe_key = key) THEN
+        RETURN NULL;    -- too early on Monday, or this week's digest is written
     END IF;
-    IF EXISTS (SELECT 1 FROM loyalty.outbox WHERE dedupe_key = 'loyalty:digest:' || to_char(week_end AT TIME ZONE time_zone, 'YYYY-MM-DD')) THEN
-        RETURN NULL;    -- this week's digest is written already
-    END IF;
-    figures := loyalty.digest_figures((week_end AT TIME ZONE time_zone - interval '7 days') AT TIME ZONE time_zone, week_end);
+    figures := loyalty.digest_figures((week_end AT TIME ZONE zone - interval '7 days') AT TIME ZONE zone, week_end);
     INSERT INTO loyalty.outbox (dedupe_key, customer_id, channel, recipient, template, payload, due_at)
-    VALUES ('loyalty:digest:' || to_char(week_end AT TIME ZONE time_zone, 'YYYY-MM-DD'), 'loyalty:owner', channel, recipient,
-            'weekly_digest',
+    VALUES (key, 'loyalty:owner', s.owner_channel, s.owner_recipient, 'loyalty_weekly_digest',
             jsonb_build_object('figures', figures,
                                'html', loyalty.report_html((figures ->> 'from')::timestamptz, week_end)),
             as_of)
@@ -348,8 +368,8 @@ BEGIN
     RETURN id;
 END
 $$;
-COMMENT ON FUNCTION loyalty.send_digest(text, timestamptz, text, text) IS
-'Write last week''s digest (figures and HTML page, template weekly_digest) into the outbox for the shop owner, once per week, from Monday 07:00 shop time; returns the message id, or NULL when not due or already written';
+COMMENT ON FUNCTION loyalty.send_digest(timestamptz) IS
+'Write last week''s digest (figures and HTML page, template loyalty_weekly_digest) into the outbox for configure_health''s owner_recipient, once per week, from digest_hour on Monday shop time (check_health() calls it); returns the message id, or NULL when not due, already written or no owner is set';
 
 -- aggregates only, no personal data: BI tools may read the digest too
 GRANT EXECUTE ON FUNCTION loyalty.digest_figures(timestamptz, timestamptz),

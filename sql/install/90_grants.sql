@@ -114,7 +114,7 @@ DECLARE
 BEGIN
     FOREACH t IN ARRAY ARRAY['rfm_config', 'segment_rules', 'model_settings', 'rewards_settings', 'earn_rules',
                              'outbox_settings', 'journey_settings', 'journey_report_settings', 'campaigns',
-                             'privacy_settings']
+                             'privacy_settings', 'health_settings']
     LOOP
         EXECUTE pg_catalog.format('CREATE TRIGGER restore_replaces BEFORE INSERT ON loyalty.%I '
                                   'FOR EACH STATEMENT EXECUTE FUNCTION loyalty._restore_replaces()', t);

@@ -104,16 +104,18 @@ $h3->kill_kill;
 # 3. schedule() from shop into pg_cron's database (postgres) through dblink
 $node->safe_psql('shop', 'CREATE EXTENSION dblink');
 is($node->safe_psql('shop', "SELECT string_agg(job_name || ' ' || action, ',') FROM loyalty.schedule()"),
-	'loyalty-enqueue@shop scheduled,loyalty-notify@shop scheduled,loyalty-expire@shop scheduled,loyalty-tiers@shop scheduled,loyalty-refresh@shop scheduled,loyalty-operations@shop scheduled',
+	'loyalty-enqueue@shop scheduled,loyalty-notify@shop scheduled,loyalty-expire@shop scheduled,loyalty-tiers@shop scheduled,loyalty-refresh@shop scheduled,loyalty-operations@shop scheduled,loyalty-health@shop scheduled,loyalty-purge@shop scheduled',
 	'schedule() through dblink');
 my $jobs_sql = "SELECT string_agg(jobname || ' ' || schedule || ' ' || database || ' ' || command, E'\\n' ORDER BY jobname) FROM cron.job";
 my $ids_sql = "SELECT string_agg(jobid::text, ',' ORDER BY jobname) FROM cron.job";
 is($node->safe_psql('postgres', $jobs_sql),
 	"loyalty-enqueue\@shop * * * * * shop SELECT loyalty.enqueue_due()\n"
 	. "loyalty-expire\@shop 15 3 * * * shop SELECT loyalty.expire_points()\n"
+	. "loyalty-health\@shop */5 * * * * shop SELECT count(*) FROM loyalty.check_health()\n"
 	. "loyalty-notify\@shop * * * * * shop SELECT loyalty.notify_due()\n"
 	. "loyalty-operations\@shop */5 * * * * shop SELECT loyalty.scan_operations()\n"
-	. "loyalty-refresh\@shop 5 * * * * shop SELECT loyalty.refresh()\n"
+	. "loyalty-purge\@shop 40 4 * * * shop SELECT loyalty.purge_history()\n"
+	. "loyalty-refresh\@shop 5 * * * * shop SELECT loyalty.worker_tick(3000)\n"
 	. "loyalty-tiers\@shop 30 3 * * * shop SELECT loyalty.recompute_tiers()",
 	'jobs stored in postgres, to run in shop');
 my $ids = $node->safe_psql('postgres', $ids_sql);
@@ -121,7 +123,7 @@ $node->safe_psql('shop', "SELECT * FROM loyalty.schedule(refresh => '*/15 * * * 
 is($node->safe_psql('postgres', $ids_sql), $ids, 'rerun: same jobs');
 is($node->safe_psql('postgres', "SELECT schedule FROM cron.job WHERE jobname = 'loyalty-refresh\@shop'"), '*/15 * * * *', 'rerun: schedule updated');
 is($node->safe_psql('shop', "SELECT string_agg(action, ',') FROM loyalty.unschedule()"),
-	'unscheduled,unscheduled,unscheduled,unscheduled,unscheduled,unscheduled', 'unschedule() through dblink');
+	'unscheduled,unscheduled,unscheduled,unscheduled,unscheduled,unscheduled,unscheduled,unscheduled', 'unschedule() through dblink');
 is($node->safe_psql('postgres', 'SELECT count(*) FROM cron.job'), '0', 'no job left');
 
 # a database without dblink: a clear error, and dry_run gives the statements to run in postgres
@@ -134,7 +136,7 @@ my $stmts = $node->safe_psql('shop2', 'SELECT string_agg(statement, E\';\n\') FR
 like($stmts, qr/^SELECT cron\.schedule_in_database\('loyalty-enqueue\@shop2', '\* \* \* \* \*', 'SELECT loyalty\.enqueue_due\(\)', 'shop2'\)/,
 	'dry_run: statements for the cron database');
 $node->safe_psql('postgres', $stmts);
-is($node->safe_psql('postgres', "SELECT count(*) FROM cron.job WHERE database = 'shop2'"), '6', 'those statements, run in postgres, make the jobs');
+is($node->safe_psql('postgres', "SELECT count(*) FROM cron.job WHERE database = 'shop2'"), '8', 'those statements, run in postgres, make the jobs');
 
 # a server without pg_cron
 my $bare = PostgreSQL::Test::Cluster->new('bare');

@@ -3,12 +3,12 @@ REVOKE ALL ON FUNCTION loyalty._html(text), loyalty.digest_figures(timestamptz, 
                        loyalty._svg_bars(text[], numeric[], text), loyalty._svg_rates(text[], numeric[]),
                        loyalty._svg_uplift(text[], numeric[], numeric[], numeric[]),
                        loyalty.report_html(timestamptz, timestamptz), loyalty.snapshot_segments(timestamptz),
-                       loyalty.send_digest(text, timestamptz, text, text)
+                       loyalty.send_digest(timestamptz)
   FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION loyalty._html(text), loyalty.digest_figures(timestamptz, timestamptz),
                           loyalty._svg_bars(text[], numeric[], text), loyalty._svg_rates(text[], numeric[]),
                           loyalty._svg_uplift(text[], numeric[], numeric[], numeric[]),
                           loyalty.report_html(timestamptz, timestamptz), loyalty.snapshot_segments(timestamptz),
-                          loyalty.send_digest(text, timestamptz, text, text)
+                          loyalty.send_digest(timestamptz)
    TO loyalty_admin;
 GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE loyalty.segment_snapshots TO loyalty_admin;

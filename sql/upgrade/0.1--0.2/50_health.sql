@@ -1,0 +1,1 @@
+../../install/85_health.sql
