@@ -42,6 +42,8 @@
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 
+#include "btyd.h"
+
 /* Optimiser settings (objective = mean negative log-likelihood per row) */
 #define BTYD_MAX_ITER		500
 #define BTYD_GTOL			1e-9	/* max |gradient| on log-parameters */
@@ -55,60 +57,12 @@
 #define BTYD_EXACT_TERMS	200000
 #define BTYD_MAX_BLOCKS		10000000	/* hard stop, never reached in tests */
 
-/* One aggregated BG/NBD input row */
-typedef struct BgnbdRow
-{
-	double		tx;
-	double		T;
-	int32		x;
-} BgnbdRow;
-
 /* One aggregated Gamma-Gamma input row */
 typedef struct GgRow
 {
 	double		m;
 	int32		x;
 } GgRow;
-
-/* Aggregate transition state shared by both fitting aggregates */
-typedef struct BtydState
-{
-	int64		n;				/* rows used */
-	int64		cap;			/* allocated rows */
-	Size		rowsize;		/* sizeof(BgnbdRow) or sizeof(GgRow) */
-	char	   *rows;
-} BtydState;
-
-/* A merged BG/NBD cell: w customers share (x, T, t_x) */
-typedef struct BgnbdCell
-{
-	double		w;
-	int32		x;
-	int32		iT;				/* index into distinct time values */
-	int32		itx;
-} BgnbdCell;
-
-/* A run of cells with the same x */
-typedef struct BtydGroup
-{
-	int32		x;
-	int64		start;
-	int64		end;
-} BtydGroup;
-
-/* Compressed BG/NBD data and per-evaluation scratch space */
-typedef struct BgnbdData
-{
-	BgnbdCell  *cells;
-	int64		ncells;
-	BtydGroup  *groups;
-	int64		ngroups;
-	double	   *tv;				/* distinct time values */
-	int64		ntv;
-	double	   *l1;				/* scratch: log1p(tv / alpha) */
-	double	   *qv;				/* scratch: alpha / (alpha + tv) */
-	double		wsum;
-} BgnbdData;
 
 /* Compressed Gamma-Gamma data */
 typedef struct GgData
@@ -123,8 +77,6 @@ typedef struct GgData
 	double		wsum;
 } GgData;
 
-/* Objective: returns mean negative log-likelihood, fills its gradient */
-typedef double (*BtydObjective) (const double *theta, double *grad, void *arg);
 
 /* ------------------------------------------------------------------------
  * Special functions
@@ -182,7 +134,7 @@ BtydLgammaDiff(double x, double u, double v)
 }
 
 /* log Gamma(a + d) - log Gamma(a) for a > 0, d >= 0 */
-static double
+double
 BtydLogPoch(double a, double d)
 {
 	double		s = 0.0;
@@ -197,7 +149,7 @@ BtydLogPoch(double a, double d)
 }
 
 /* psi(a + d) - psi(a) for a > 0, d >= 0, differenced like BtydLgammaDiff */
-static double
+double
 BtydDigammaDiff(double a, double d)
 {
 	double		s = 0.0;
@@ -233,7 +185,7 @@ BtydLogBeta(double u, double v)
 }
 
 /* log(1 + v/alpha) for v >= 0, alpha > 0, also when v/alpha overflows */
-static double
+double
 BtydLog1pRatio(double v, double alpha)
 {
 	if (v <= alpha * 1e15)
@@ -242,7 +194,7 @@ BtydLog1pRatio(double v, double alpha)
 }
 
 /* Stable softplus log(1 + e^d), also returning the logistic 1/(1+e^-d) */
-static double
+double
 BtydSoftplus(double d, double *sigmoid)
 {
 	double		e = exp(-fabs(d));
@@ -262,7 +214,7 @@ BtydSoftplus(double d, double *sigmoid)
  */
 
 /* Reject a model parameter that is not a positive finite number */
-static void
+void
 BtydCheckParam(const char *name, double v)
 {
 	if (!(v > 0.0) || isinf(v))
@@ -283,7 +235,7 @@ BgnbdCheckParams(double r, double alpha, double a, double b)
 }
 
 /* Reject an impossible customer history (x, t_x, T) */
-static void
+void
 BgnbdCheckCustomer(int32 x, double tx, double T)
 {
 	if (x < 0)
@@ -498,7 +450,7 @@ BgnbdTailGap(double k, double r, double z, double omz)
  * Horizons beyond r t/alpha = 1e300 are cut there (for a > 1 the limit
  * (a+b-1)/(a-1) is reached long before).
  */
-static double
+double
 BgnbdExpectedNew(double t, double r, double alpha, double a, double b)
 {
 	double		lz,
@@ -894,7 +846,7 @@ BtydFindValue(const double *tv, int64 n, double v)
  * cells grouped by x, with times replaced by indexes into the sorted
  * distinct time values.  t_x is set to 0 when x = 0 (it is unused there).
  */
-static void
+void
 BgnbdCompress(const BtydState *st, BgnbdData *d)
 {
 	BgnbdRow   *rows = MemoryContextAllocHuge(CurrentMemoryContext,
@@ -1082,7 +1034,7 @@ BgnbdObjective(const double *theta, double *grad, void *arg)
 }
 
 /* Append one row to the aggregate state, growing it geometrically */
-static BtydState *
+BtydState *
 BtydStateAppend(FunctionCallInfo fcinfo, BtydState *st, Size rowsize,
 				const void *row)
 {
@@ -1160,7 +1112,7 @@ bgnbd_fit_trans(PG_FUNCTION_ARGS)
  * and return parameters, log-likelihood and diagnostics. fitcxt holds the
  * compressed data and is deleted here.
  */
-static Datum
+Datum
 BtydFinishFit(FunctionCallInfo fcinfo, int np, BtydObjective objective, void *data,
 			  double wsum, MemoryContext fitcxt)
 {
@@ -1241,7 +1193,7 @@ bgnbd_p_alive(PG_FUNCTION_ARGS)
 }
 
 /* Reject a negative, infinite or NaN forecast horizon */
-static void
+void
 BtydCheckHorizon(double h)
 {
 	if (!(h >= 0.0) || isinf(h))
