@@ -140,3 +140,31 @@ SELECT (f).converged AS mbg_converged, ((f).loglik)::text <> 'NaN' AS loglik_not
 FROM (SELECT loyalty.mbgnbd_fit(0, 0, t) AS f FROM generate_series(1, 100) t) s;
 SELECT (f).converged AS pnbd_converged, ((f).loglik)::text <> 'NaN' AS loglik_not_nan
 FROM (SELECT loyalty.pareto_nbd_fit(0, 0, t) AS f FROM generate_series(1, 100) t) s;
+
+-- parallel aggregation (src/btyd_agg.c): each process collects and sorts its
+-- rows, the leader merges them; every fit equals the serial one exactly.
+-- (a regular table: temporary ones are never scanned in parallel)
+CREATE TABLE btyd_par AS SELECT x, tx, t, (id % 50 + 1) * 1.5 AS m FROM btyd_toy WHERE x IS NOT NULL AND tx IS NOT NULL AND t IS NOT NULL;
+INSERT INTO btyd_par SELECT * FROM btyd_par;
+ANALYZE btyd_par;
+SET parallel_setup_cost = 0;
+SET parallel_tuple_cost = 0;
+SET min_parallel_table_scan_size = 0;
+SET max_parallel_workers_per_gather = 2;
+EXPLAIN (COSTS OFF) SELECT loyalty.bgnbd_fit(x, tx, t) FROM btyd_par;
+CREATE TEMP TABLE par AS
+SELECT loyalty.bgnbd_fit(x, tx, t) AS bg, loyalty.mbgnbd_fit(x, tx, t) AS mbg,
+       loyalty.pareto_nbd_fit(x, tx, t) AS pnbd, loyalty.gamma_gamma_fit(x, m) AS gg
+FROM btyd_par;
+SET max_parallel_workers_per_gather = 0;
+SELECT p.bg = s.bg AS bgnbd_same, p.mbg = s.mbg AS mbgnbd_same, p.pnbd = s.pnbd AS pareto_nbd_same,
+       p.gg = s.gg AS gamma_gamma_same, (p.bg).converged AS converged
+FROM par p,
+     (SELECT loyalty.bgnbd_fit(x, tx, t) AS bg, loyalty.mbgnbd_fit(x, tx, t) AS mbg,
+             loyalty.pareto_nbd_fit(x, tx, t) AS pnbd, loyalty.gamma_gamma_fit(x, m) AS gg
+      FROM btyd_par) s;
+RESET parallel_setup_cost;
+RESET parallel_tuple_cost;
+RESET min_parallel_table_scan_size;
+RESET max_parallel_workers_per_gather;
+DROP TABLE btyd_par;

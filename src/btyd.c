@@ -57,13 +57,6 @@
 #define BTYD_EXACT_TERMS	200000
 #define BTYD_MAX_BLOCKS		10000000	/* hard stop, never reached in tests */
 
-/* One aggregated Gamma-Gamma input row */
-typedef struct GgRow
-{
-	double		m;
-	int32		x;
-} GgRow;
-
 /* Compressed Gamma-Gamma data */
 typedef struct GgData
 {
@@ -797,7 +790,7 @@ BtydWellDetermined(int n, BtydObjective fn, void *arg, const double *theta,
  */
 
 /* qsort order of rows: x, then T, then t_x */
-static int
+int
 BgnbdRowCmp(const void *pa, const void *pb)
 {
 	const BgnbdRow *ra = (const BgnbdRow *) pa;
@@ -862,7 +855,8 @@ BgnbdCompress(const BtydState *st, BgnbdData *d)
 	for (int64 i = 0; i < st->n; i++)
 		if (rows[i].x == 0)
 			rows[i].tx = 0.0;
-	qsort(rows, st->n, sizeof(BgnbdRow), BgnbdRowCmp);
+	if (!st->sorted)
+		qsort(rows, st->n, sizeof(BgnbdRow), BgnbdRowCmp);
 	for (int64 i = 0; i < st->n; i++)
 	{
 		if (nc > 0 && BgnbdRowCmp(&rows[nc - 1], &rows[i]) == 0)
@@ -1044,7 +1038,7 @@ BtydStateAppend(FunctionCallInfo fcinfo, BtydState *st, Size rowsize,
 		elog(ERROR, "btyd fitting transition function called in non-aggregate context");
 	if (st == NULL)
 	{
-		st = MemoryContextAlloc(aggcontext, sizeof(BtydState));
+		st = MemoryContextAllocZero(aggcontext, sizeof(BtydState));
 		st->n = 0;
 		st->cap = 1024;
 		st->rowsize = rowsize;
@@ -1057,6 +1051,7 @@ BtydStateAppend(FunctionCallInfo fcinfo, BtydState *st, Size rowsize,
 	}
 	memcpy(st->rows + st->n * rowsize, row, rowsize);
 	st->n++;
+	st->sorted = false;
 	return st;
 }
 
@@ -1090,7 +1085,7 @@ Datum
 bgnbd_fit_trans(PG_FUNCTION_ARGS)
 {
 	BtydState  *st = PG_ARGISNULL(0) ? NULL : (BtydState *) PG_GETARG_POINTER(0);
-	BgnbdRow	row;
+	BgnbdRow	row = {0};
 
 	if (PG_ARGISNULL(1) || PG_ARGISNULL(2) || PG_ARGISNULL(3))
 	{
@@ -1273,7 +1268,7 @@ GgCheckParams(double p, double q, double gamma)
 }
 
 /* qsort order of Gamma-Gamma rows: x, then m */
-static int
+int
 GgRowCmp(const void *pa, const void *pb)
 {
 	const GgRow *ra = (const GgRow *) pa;
@@ -1296,7 +1291,8 @@ GgCompress(const BtydState *st, GgData *d)
 				ng = 0;
 
 	memcpy(rows, st->rows, st->n * sizeof(GgRow));
-	qsort(rows, st->n, sizeof(GgRow), GgRowCmp);
+	if (!st->sorted)
+		qsort(rows, st->n, sizeof(GgRow), GgRowCmp);
 	d->w = MemoryContextAllocHuge(CurrentMemoryContext, st->n * sizeof(double));
 	for (int64 i = 0; i < st->n; i++)
 	{
@@ -1410,7 +1406,7 @@ Datum
 gamma_gamma_fit_trans(PG_FUNCTION_ARGS)
 {
 	BtydState  *st = PG_ARGISNULL(0) ? NULL : (BtydState *) PG_GETARG_POINTER(0);
-	GgRow		row;
+	GgRow		row = {0};
 
 	if (!PG_ARGISNULL(1) && !PG_ARGISNULL(2))
 	{

@@ -17,6 +17,13 @@ typedef struct BgnbdRow
 	int32		x;
 } BgnbdRow;
 
+/* One aggregated Gamma-Gamma input row */
+typedef struct GgRow
+{
+	double		m;
+	int32		x;
+} GgRow;
+
 /* Aggregate transition state shared by both fitting aggregates */
 typedef struct BtydState
 {
@@ -24,6 +31,7 @@ typedef struct BtydState
 	int64		cap;			/* allocated rows */
 	Size		rowsize;		/* sizeof(BgnbdRow) or sizeof(GgRow) */
 	char	   *rows;
+	bool		sorted;			/* rows in BgnbdRowCmp / GgRowCmp order */
 } BtydState;
 
 /* A merged BG/NBD cell: w customers share (x, T, t_x) */
@@ -77,6 +85,8 @@ extern double BgnbdExpectedNew(double t, double r, double alpha, double a, doubl
 /* Fitting: collect rows, compress (x, T, t_x) cells, run the optimiser */
 extern BtydState *BtydStateAppend(FunctionCallInfo fcinfo, BtydState *st,
 								  Size rowsize, const void *row);
+extern int	BgnbdRowCmp(const void *pa, const void *pb);
+extern int	GgRowCmp(const void *pa, const void *pb);
 extern void BgnbdCompress(const BtydState *st, BgnbdData *d);
 extern Datum BtydFinishFit(FunctionCallInfo fcinfo, int np, BtydObjective objective,
 						   void *data, double wsum, MemoryContext fitcxt);

@@ -1,7 +1,8 @@
 -- 41_btyd_models.sql — scoring: MBG/NBD (src/mbgnbd.c) and Pareto/NBD
 -- (src/pareto_nbd.c), the same contract as BG/NBD in 40_btyd.sql. Pure math:
 -- no table access, no search_path dependence, so no SET clause.
--- The fitting aggregates collect rows with loyalty.bgnbd_fit_trans.
+-- The fitting aggregates collect rows with loyalty.bgnbd_fit_trans and
+-- aggregate in parallel with loyalty.btyd_fit_combine/_serial/_deserial.
 
 CREATE TYPE loyalty.mbgnbd_fit_result AS (
     r double precision,
@@ -99,7 +100,11 @@ COMMENT ON FUNCTION loyalty.mbgnbd_fit_final(internal) IS
 CREATE AGGREGATE loyalty.mbgnbd_fit(x integer, t_x double precision, t double precision) (
     SFUNC = loyalty.bgnbd_fit_trans,
     STYPE = internal,
-    FINALFUNC = loyalty.mbgnbd_fit_final
+    FINALFUNC = loyalty.mbgnbd_fit_final,
+    COMBINEFUNC = loyalty.btyd_fit_combine,
+    SERIALFUNC = loyalty.btyd_fit_serial,
+    DESERIALFUNC = loyalty.btyd_fit_deserial,
+    PARALLEL = SAFE
 );
 COMMENT ON AGGREGATE loyalty.mbgnbd_fit(integer, double precision, double precision) IS
     'maximum-likelihood MBG/NBD fit over customers (x repeat purchases, last at t_x, observed for t); rows with a NULL are skipped; NULL for no rows';
@@ -114,7 +119,11 @@ COMMENT ON FUNCTION loyalty.pareto_nbd_fit_final(internal) IS
 CREATE AGGREGATE loyalty.pareto_nbd_fit(x integer, t_x double precision, t double precision) (
     SFUNC = loyalty.bgnbd_fit_trans,
     STYPE = internal,
-    FINALFUNC = loyalty.pareto_nbd_fit_final
+    FINALFUNC = loyalty.pareto_nbd_fit_final,
+    COMBINEFUNC = loyalty.btyd_fit_combine,
+    SERIALFUNC = loyalty.btyd_fit_serial,
+    DESERIALFUNC = loyalty.btyd_fit_deserial,
+    PARALLEL = SAFE
 );
 COMMENT ON AGGREGATE loyalty.pareto_nbd_fit(integer, double precision, double precision) IS
     'maximum-likelihood Pareto/NBD fit over customers (x repeat purchases, last at t_x, observed for t); rows with a NULL are skipped; NULL for no rows';

@@ -1,4 +1,4 @@
--- 30_btyd_models.sql — MBG/NBD and Pareto/NBD (sql/install/41_btyd_models.sql);
+-- 31_btyd_models.sql — MBG/NBD and Pareto/NBD (sql/install/41_btyd_models.sql);
 -- the install's blanket REVOKE (90_grants.sql) is repeated here for the new functions.
 
 CREATE TYPE loyalty.mbgnbd_fit_result AS (
@@ -97,7 +97,11 @@ COMMENT ON FUNCTION loyalty.mbgnbd_fit_final(internal) IS
 CREATE AGGREGATE loyalty.mbgnbd_fit(x integer, t_x double precision, t double precision) (
     SFUNC = loyalty.bgnbd_fit_trans,
     STYPE = internal,
-    FINALFUNC = loyalty.mbgnbd_fit_final
+    FINALFUNC = loyalty.mbgnbd_fit_final,
+    COMBINEFUNC = loyalty.btyd_fit_combine,
+    SERIALFUNC = loyalty.btyd_fit_serial,
+    DESERIALFUNC = loyalty.btyd_fit_deserial,
+    PARALLEL = SAFE
 );
 COMMENT ON AGGREGATE loyalty.mbgnbd_fit(integer, double precision, double precision) IS
     'maximum-likelihood MBG/NBD fit over customers (x repeat purchases, last at t_x, observed for t); rows with a NULL are skipped; NULL for no rows';
@@ -112,7 +116,11 @@ COMMENT ON FUNCTION loyalty.pareto_nbd_fit_final(internal) IS
 CREATE AGGREGATE loyalty.pareto_nbd_fit(x integer, t_x double precision, t double precision) (
     SFUNC = loyalty.bgnbd_fit_trans,
     STYPE = internal,
-    FINALFUNC = loyalty.pareto_nbd_fit_final
+    FINALFUNC = loyalty.pareto_nbd_fit_final,
+    COMBINEFUNC = loyalty.btyd_fit_combine,
+    SERIALFUNC = loyalty.btyd_fit_serial,
+    DESERIALFUNC = loyalty.btyd_fit_deserial,
+    PARALLEL = SAFE
 );
 COMMENT ON AGGREGATE loyalty.pareto_nbd_fit(integer, double precision, double precision) IS
     'maximum-likelihood Pareto/NBD fit over customers (x repeat purchases, last at t_x, observed for t); rows with a NULL are skipped; NULL for no rows';
