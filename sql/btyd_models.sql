@@ -141,6 +141,26 @@ FROM (SELECT loyalty.mbgnbd_fit(0, 0, t) AS f FROM generate_series(1, 100) t) s;
 SELECT (f).converged AS pnbd_converged, ((f).loglik)::text <> 'NaN' AS loglik_not_nan
 FROM (SELECT loyalty.pareto_nbd_fit(0, 0, t) AS f FROM generate_series(1, 100) t) s;
 
+-- fits of 200,000 rows and more start from the optimum on a subsample of
+-- about 50,000 rows: the maximum is the same (here: every customer 100
+-- times, whose maximum is exactly the one of the customers once)
+SELECT abs(big.r / one.r - 1) < 1e-6 AND abs(big.alpha / one.alpha - 1) < 1e-6
+       AND abs(big.a / one.a - 1) < 1e-6 AND abs(big.b / one.b - 1) < 1e-6 AS mbg_same_maximum,
+       abs(big.loglik - 100 * one.loglik) < 1e-4 * abs(big.loglik) AS mbg_loglik_scaled,
+       big.converged
+FROM (SELECT (loyalty.mbgnbd_fit(x, tx, t)).* FROM btyd_toy, generate_series(1, 100) k) big,
+     (SELECT (loyalty.mbgnbd_fit(x, tx, t)).* FROM btyd_toy) one;
+SELECT abs(big.r / one.r - 1) < 1e-6 AND abs(big.alpha / one.alpha - 1) < 1e-6
+       AND abs(big.s / one.s - 1) < 1e-6 AND abs(big.beta / one.beta - 1) < 1e-6 AS pnbd_same_maximum,
+       big.converged
+FROM (SELECT (loyalty.pareto_nbd_fit(x, tx, t)).* FROM btyd_toy, generate_series(1, 100) k) big,
+     (SELECT (loyalty.pareto_nbd_fit(x, tx, t)).* FROM btyd_toy) one;
+SELECT abs(big.r / one.r - 1) < 1e-6 AND abs(big.alpha / one.alpha - 1) < 1e-6
+       AND abs(big.a / one.a - 1) < 1e-6 AND abs(big.b / one.b - 1) < 1e-6 AS bgnbd_same_maximum,
+       big.converged
+FROM (SELECT (loyalty.bgnbd_fit(x, tx, t)).* FROM btyd_toy, generate_series(1, 100) k) big,
+     (SELECT (loyalty.bgnbd_fit(x, tx, t)).* FROM btyd_toy) one;
+
 -- parallel aggregation (src/btyd_agg.c): each process collects and sorts its
 -- rows, the leader merges them; every fit equals the serial one exactly.
 -- (a regular table: temporary ones are never scanned in parallel)

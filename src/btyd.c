@@ -571,7 +571,7 @@ BgnbdExpected(double t, int32 x, double tx, double T,
  * or <= BTYD_GTOL_STALL when descent steps stop changing f (the rounding
  * floor of the objective).
  */
-static void
+void
 BtydMinimize(int n, BtydObjective fn, void *arg, double *theta,
 			 double *fmin, bool *converged, int *iterations)
 {
@@ -805,35 +805,6 @@ BgnbdRowCmp(const void *pa, const void *pb)
 	return 0;
 }
 
-/* qsort order of doubles */
-static int
-BtydDoubleCmp(const void *pa, const void *pb)
-{
-	double		a = *(const double *) pa;
-	double		b = *(const double *) pb;
-
-	return (a < b) ? -1 : (a > b) ? 1 : 0;
-}
-
-/* Index of v in the sorted distinct values tv[0..n-1] */
-static int32
-BtydFindValue(const double *tv, int64 n, double v)
-{
-	int64		lo = 0,
-				hi = n - 1;
-
-	while (lo < hi)
-	{
-		int64		mid = (lo + hi) / 2;
-
-		if (tv[mid] < v)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return (int32) lo;
-}
-
 /*
  * Sort a copy of the rows and merge identical (x, T, t_x) into weighted
  * cells grouped by x, with times replaced by indexes into the sorted
@@ -847,6 +818,8 @@ BgnbdCompress(const BtydState *st, BgnbdData *d)
 	double	   *w = MemoryContextAllocHuge(CurrentMemoryContext,
 										   st->n * sizeof(double));
 	double	   *tv;
+	int32	   *iT,
+			   *itx;
 	int64		nc = 0,
 				ng = 0,
 				nt = 0;
@@ -856,7 +829,7 @@ BgnbdCompress(const BtydState *st, BgnbdData *d)
 		if (rows[i].x == 0)
 			rows[i].tx = 0.0;
 	if (!st->sorted)
-		qsort(rows, st->n, sizeof(BgnbdRow), BgnbdRowCmp);
+		BtydSortRows(rows, st->n);
 	for (int64 i = 0; i < st->n; i++)
 	{
 		if (nc > 0 && BgnbdRowCmp(&rows[nc - 1], &rows[i]) == 0)
@@ -869,16 +842,9 @@ BgnbdCompress(const BtydState *st, BgnbdData *d)
 	}
 
 	/* distinct time values */
-	tv = MemoryContextAllocHuge(CurrentMemoryContext, 2 * nc * sizeof(double));
-	for (int64 i = 0; i < nc; i++)
-	{
-		tv[2 * i] = rows[i].T;
-		tv[2 * i + 1] = rows[i].tx;
-	}
-	qsort(tv, 2 * nc, sizeof(double), BtydDoubleCmp);
-	for (int64 i = 0; i < 2 * nc; i++)
-		if (nt == 0 || tv[nt - 1] != tv[i])
-			tv[nt++] = tv[i];
+	iT = MemoryContextAllocHuge(CurrentMemoryContext, nc * sizeof(int32));
+	itx = MemoryContextAllocHuge(CurrentMemoryContext, nc * sizeof(int32));
+	BtydIndexTimes(rows, nc, &tv, &nt, iT, itx);
 	d->tv = tv;
 	d->ntv = nt;
 	d->l1 = MemoryContextAllocHuge(CurrentMemoryContext, nt * sizeof(double));
@@ -891,14 +857,16 @@ BgnbdCompress(const BtydState *st, BgnbdData *d)
 	{
 		d->cells[i].w = w[i];
 		d->cells[i].x = rows[i].x;
-		d->cells[i].iT = BtydFindValue(tv, nt, rows[i].T);
-		d->cells[i].itx = BtydFindValue(tv, nt, rows[i].tx);
+		d->cells[i].iT = iT[i];
+		d->cells[i].itx = itx[i];
 		d->wsum += w[i];
 		if (i == 0 || rows[i].x != rows[i - 1].x)
 			ng++;
 	}
 	pfree(rows);
 	pfree(w);
+	pfree(iT);
+	pfree(itx);
 
 	d->groups = MemoryContextAllocHuge(CurrentMemoryContext, ng * sizeof(BtydGroup));
 	d->ngroups = ng;
@@ -1111,6 +1079,14 @@ Datum
 BtydFinishFit(FunctionCallInfo fcinfo, int np, BtydObjective objective, void *data,
 			  double wsum, MemoryContext fitcxt)
 {
+	return BtydFinishFitFrom(fcinfo, np, objective, data, wsum, fitcxt, NULL);
+}
+
+/* BtydFinishFit from log-parameters start[] (NULL: all 0) */
+Datum
+BtydFinishFitFrom(FunctionCallInfo fcinfo, int np, BtydObjective objective, void *data,
+				  double wsum, MemoryContext fitcxt, const double *start)
+{
 	MemoryContext oldcxt = MemoryContextSwitchTo(fitcxt);
 	double		theta[4] = {0.0, 0.0, 0.0, 0.0};
 	double		vals[5];
@@ -1119,6 +1095,8 @@ BtydFinishFit(FunctionCallInfo fcinfo, int np, BtydObjective objective, void *da
 	int			iterations;
 
 	Assert(np <= 4);
+	for (int i = 0; start != NULL && i < np; i++)
+		theta[i] = start[i];
 	BtydMinimize(np, objective, data, theta, &fmin, &converged, &iterations);
 	if (converged)
 		converged = BtydWellDetermined(np, objective, data, theta, wsum);
@@ -1139,16 +1117,19 @@ bgnbd_fit_final(PG_FUNCTION_ARGS)
 	MemoryContext fitcxt,
 				oldcxt;
 	BgnbdData	d;
+	double		start[4],
+			   *startp;
 
 	if (st == NULL || st->n == 0)
 		PG_RETURN_NULL();
 
 	fitcxt = AllocSetContextCreate(CurrentMemoryContext, "bgnbd_fit",
 								   ALLOCSET_DEFAULT_SIZES);
+	startp = BtydSubsampleStart(st, BgnbdObjective, fitcxt, start);
 	oldcxt = MemoryContextSwitchTo(fitcxt);
 	BgnbdCompress(st, &d);
 	MemoryContextSwitchTo(oldcxt);
-	return BtydFinishFit(fcinfo, 4, BgnbdObjective, &d, d.wsum, fitcxt);
+	return BtydFinishFitFrom(fcinfo, 4, BgnbdObjective, &d, d.wsum, fitcxt, startp);
 }
 
 /* loyalty.bgnbd_loglik(x, t_x, t, r, alpha, a, b) */

@@ -90,5 +90,18 @@ extern int	GgRowCmp(const void *pa, const void *pb);
 extern void BgnbdCompress(const BtydState *st, BgnbdData *d);
 extern Datum BtydFinishFit(FunctionCallInfo fcinfo, int np, BtydObjective objective,
 						   void *data, double wsum, MemoryContext fitcxt);
+extern Datum BtydFinishFitFrom(FunctionCallInfo fcinfo, int np, BtydObjective objective,
+							   void *data, double wsum, MemoryContext fitcxt,
+							   const double *start);
+extern void BtydMinimize(int n, BtydObjective fn, void *arg, double *theta,
+						 double *fmin, bool *converged, int *iterations);
+
+/* Parallel aggregation and large fits (btyd_agg.c) */
+extern void BtydStateSort(BtydState *st);
+extern void BtydSortRows(BgnbdRow *rows, int64 n);
+extern void BtydIndexTimes(const BgnbdRow *rows, int64 n, double **tvp, int64 *ntp,
+						   int32 *iT, int32 *itx);
+extern double *BtydSubsampleStart(BtydState *st, BtydObjective objective,
+								  MemoryContext fitcxt, double *start);
 
 #endif							/* BTYD_H */

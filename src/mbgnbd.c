@@ -205,16 +205,19 @@ mbgnbd_fit_final(PG_FUNCTION_ARGS)
 	MemoryContext fitcxt,
 				oldcxt;
 	BgnbdData	d;
+	double		start[4],
+			   *startp;
 
 	if (st == NULL || st->n == 0)
 		PG_RETURN_NULL();
 
 	fitcxt = AllocSetContextCreate(CurrentMemoryContext, "mbgnbd_fit",
 								   ALLOCSET_DEFAULT_SIZES);
+	startp = BtydSubsampleStart(st, MbgnbdObjective, fitcxt, start);
 	oldcxt = MemoryContextSwitchTo(fitcxt);
 	BgnbdCompress(st, &d);
 	MemoryContextSwitchTo(oldcxt);
-	return BtydFinishFit(fcinfo, 4, MbgnbdObjective, &d, d.wsum, fitcxt);
+	return BtydFinishFitFrom(fcinfo, 4, MbgnbdObjective, &d, d.wsum, fitcxt, startp);
 }
 
 /* loyalty.mbgnbd_loglik(x, t_x, t, r, alpha, a, b) */

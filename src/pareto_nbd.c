@@ -413,16 +413,19 @@ pareto_nbd_fit_final(PG_FUNCTION_ARGS)
 	MemoryContext fitcxt,
 				oldcxt;
 	BgnbdData	d;
+	double		start[4],
+			   *startp;
 
 	if (st == NULL || st->n == 0)
 		PG_RETURN_NULL();
 
 	fitcxt = AllocSetContextCreate(CurrentMemoryContext, "pareto_nbd_fit",
 								   ALLOCSET_DEFAULT_SIZES);
+	startp = BtydSubsampleStart(st, PnbdObjective, fitcxt, start);
 	oldcxt = MemoryContextSwitchTo(fitcxt);
 	BgnbdCompress(st, &d);
 	MemoryContextSwitchTo(oldcxt);
-	return BtydFinishFit(fcinfo, 4, PnbdObjective, &d, d.wsum, fitcxt);
+	return BtydFinishFitFrom(fcinfo, 4, PnbdObjective, &d, d.wsum, fitcxt, startp);
 }
 
 /* loyalty.pareto_nbd_loglik(x, t_x, t, r, alpha, s, beta) */

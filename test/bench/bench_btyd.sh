@@ -136,7 +136,7 @@ chmod 755 "$tmp"
 echo "== simulating $CUSTOMERS BG/NBD customers, fractional days (numpy, seeded)"
 "$PYTHON" "$BENCH_SRC/btyd_simulate.py" "$CUSTOMERS" "$tmp/frac.csv"
 chmod 644 "$tmp/frac.csv"
-psql_db -c "DROP TABLE IF EXISTS bench_btyd_frac" \
+psql_db -c "SET client_min_messages = warning" -c "DROP TABLE IF EXISTS bench_btyd_frac" \
         -c "CREATE TABLE bench_btyd_frac (x int, t_x float8, t float8)" \
         -c "\\copy bench_btyd_frac FROM '$tmp/frac.csv' WITH (FORMAT csv)" \
         -c "VACUUM ANALYZE bench_btyd_frac"
