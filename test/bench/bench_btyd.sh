@@ -146,6 +146,7 @@ time_par() {
             -c "SELECT extract(epoch FROM clock_timestamp())" \
         | awk 'NR==1{s=$1} {e=$1} END{printf "%.3f", e-s}'
 }
+echo "load average before: $(cut -d" " -f1-3 /proc/loadavg) ($(nproc) cores; a shared machine makes both sides slower)"
 for m in "bgnbd BetaGeoFitter" "mbgnbd ModifiedBetaGeoFitter"; do
     set -- $m
     sqlt=$(for i in 1 2 3; do time_par "SELECT loyalty.${1}_fit(x, t_x, t) FROM bench_btyd_frac"; echo; done | median)
@@ -155,4 +156,5 @@ for m in "bgnbd BetaGeoFitter" "mbgnbd ModifiedBetaGeoFitter"; do
     echo "lifetimes $2.fit: ${lt%% *}s (median of 3; ${lt#* })"
     awk -v f="$sqlt" -v l="${lt%% *}" -v n="$1" 'BEGIN { r = f / l; printf "ratio %s_fit / lifetimes: %.3f (target <= 0.25): %s\n", n, r, (r <= 0.25 ? "ok" : "FAIL") }'
 done
+echo "load average after: $(cut -d" " -f1-3 /proc/loadavg)"
 rm -rf "$tmp"
