@@ -153,6 +153,43 @@ PnbdLogG(double x, double t, double r, double alpha, double s, double beta,
 	return true;
 }
 
+/* The last log G(t) computed for one x, reused by the next cell with the same (x, t) */
+typedef struct PnbdGCache
+{
+	bool		valid;
+	bool		ok;
+	double		x;
+	double		t;
+	double		lg;
+	double		g[4];
+} PnbdGCache;
+
+/* PnbdLogG through a one-entry cache c (may be NULL), valid for one parameter point */
+static bool
+PnbdLogGCached(PnbdGCache *c, double x, double t, double r, double alpha,
+			   double s, double beta, double *lg, double *g)
+{
+	bool		ok;
+
+	if (c != NULL && c->valid && c->x == x && c->t == t)
+	{
+		*lg = c->lg;
+		memcpy(g, c->g, sizeof(c->g));
+		return c->ok;
+	}
+	ok = PnbdLogG(x, t, r, alpha, s, beta, lg, g);
+	if (c != NULL)
+	{
+		c->valid = true;
+		c->ok = ok;
+		c->x = x;
+		c->t = t;
+		c->lg = *lg;
+		memcpy(c->g, g, sizeof(c->g));
+	}
+	return ok;
+}
+
 /*
  * log I by Gauss-Legendre (see the header) and its gradient g[] in
  * (r, alpha, s, beta), differentiated under the integral:
@@ -248,11 +285,12 @@ PnbdLogIQuad(double x, double tx, double T, double r, double alpha,
 
 /*
  * log I of the header and its gradient g[] in (r, alpha, s, beta);
- * -inf (and a zero gradient) when t_x = T.
+ * -inf (and a zero gradient) when t_x = T.  ctx and cT (may be NULL) cache
+ * G(t_x) and G(T) across the cells of one evaluation.
  */
 static double
 PnbdLogI(double x, double tx, double T, double r, double alpha,
-		 double s, double beta, double *g)
+		 double s, double beta, double *g, PnbdGCache *ctx, PnbdGCache *cT)
 {
 	double		lg1,
 				lg2,
@@ -266,8 +304,8 @@ PnbdLogI(double x, double tx, double T, double r, double alpha,
 		return -INFINITY;
 	}
 	if (fabs(alpha - beta) <= PNBD_SERIES_ZMAX * (Max(alpha, beta) + tx) &&
-		PnbdLogG(x, tx, r, alpha, s, beta, &lg1, g1) &&
-		PnbdLogG(x, T, r, alpha, s, beta, &lg2, g2) &&
+		PnbdLogGCached(ctx, x, tx, r, alpha, s, beta, &lg1, g1) &&
+		PnbdLogGCached(cT, x, T, r, alpha, s, beta, &lg2, g2) &&
 		lg2 - lg1 <= log(PNBD_SERIES_QMAX))
 	{
 		double		q = exp(lg2 - lg1);
@@ -287,7 +325,8 @@ PnbdLogI(double x, double tx, double T, double r, double alpha,
  */
 static double
 PnbdLoglikRow(int32 x, double tx, double T, double r, double alpha,
-			  double s, double beta, double *grad, double *dout)
+			  double s, double beta, double *grad, double *dout,
+			  PnbdGCache *ctx, PnbdGCache *cT)
 {
 	double		l1Ta = BtydLog1pRatio(T, alpha),
 				l1Tb = BtydLog1pRatio(T, beta),
@@ -301,7 +340,7 @@ PnbdLoglikRow(int32 x, double tx, double T, double r, double alpha,
 
 	if (x == 0)
 		tx = 0.0;
-	lI = PnbdLogI(x, tx, T, r, alpha, s, beta, gI);
+	lI = PnbdLogI(x, tx, T, r, alpha, s, beta, gI, ctx, cT);
 	d = log(s) + lI + (r + x) * laT + s * lbT;
 	ll = BtydLogPoch(r, x) - r * l1Ta - x * laT - s * l1Tb + BtydSoftplus(d, &sig);
 	if (dout)
@@ -329,7 +368,7 @@ PnbdPAlive(int32 x, double tx, double T, double r, double alpha,
 	double		d,
 				p;
 
-	(void) PnbdLoglikRow(x, tx, T, r, alpha, s, beta, NULL, &d);
+	(void) PnbdLoglikRow(x, tx, T, r, alpha, s, beta, NULL, &d, NULL, NULL);
 	(void) BtydSoftplus(-d, &p);
 	return p;
 }
@@ -383,14 +422,17 @@ PnbdObjective(const double *theta, double *grad, void *arg)
 				beta = exp(theta[3]);
 	double		ll = 0.0,
 				g[4] = {0.0, 0.0, 0.0, 0.0};
+	PnbdGCache	ctx = {0},
+				cT = {0};
 
+	/* cells are sorted by (x, T, t_x): one-time buyers share G(0), runs share G(T) */
 	for (int64 i = 0; i < d->ncells; i++)
 	{
 		const BgnbdCell *c = &d->cells[i];
 		double		gi[4];
 
 		ll += c->w * PnbdLoglikRow(c->x, d->tv[c->itx], d->tv[c->iT],
-								   r, alpha, s, beta, gi, NULL);
+								   r, alpha, s, beta, gi, NULL, &ctx, &cT);
 		for (int j = 0; j < 4; j++)
 			g[j] += c->w * gi[j];
 		if ((i & 65535) == 65535)
@@ -443,7 +485,7 @@ pareto_nbd_loglik(PG_FUNCTION_ARGS)
 
 	BgnbdCheckCustomer(x, tx, T);
 	PnbdCheckParams(r, alpha, s, beta);
-	PG_RETURN_FLOAT8(PnbdLoglikRow(x, tx, T, r, alpha, s, beta, NULL, NULL));
+	PG_RETURN_FLOAT8(PnbdLoglikRow(x, tx, T, r, alpha, s, beta, NULL, NULL, NULL, NULL));
 }
 
 /* loyalty.pareto_nbd_p_alive(x, t_x, t, r, alpha, s, beta) */
