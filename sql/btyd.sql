@@ -101,7 +101,7 @@ FROM (VALUES (1, 1::float8, 2::float8)) v(x, tx, t) WHERE false;
 SELECT loyalty.bgnbd_fit(x, tx, t) FROM (VALUES (1, 3::float8, 2::float8)) v(x, tx, t);
 -- (data: the published CDNOW summary, weeks rounded to 2 decimals)
 CREATE TEMP TABLE btyd_toy (id int, x int, tx float8, t float8);
-\copy btyd_toy FROM '../shared/data/cdnow/cdnow_customers_summary.csv' WITH (FORMAT csv, HEADER true)
+\copy btyd_toy FROM 'test/data/cdnow/cdnow_customers_summary.csv' WITH (FORMAT csv, HEADER true)
 INSERT INTO btyd_toy VALUES (0, NULL, 1, 2), (0, 1, NULL, 2), (0, 1, 1, NULL);
 WITH f AS (SELECT (loyalty.bgnbd_fit(x, tx, t)).* FROM btyd_toy)
 SELECT f.converged, f.iterations > 0 AS iterated,

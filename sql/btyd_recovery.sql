@@ -152,3 +152,81 @@ FROM gg,
      LATERAL (VALUES (1, 'p', gg.p, 6.0), (2, 'q', gg.q, 4.0), (3, 'gamma', gg.gamma, 15.0)) k(i, name, est, truth);
 SELECT converged FROM gg;
 SELECT name, abs(z) < 2 AS within_2_se FROM gg_z ORDER BY name;
+
+-- MBG/NBD: as BG/NBD, but the dropout coin is also flipped at the first
+-- purchase (time 0), so some customers never come back
+CREATE FUNCTION pg_temp.simulate_mbg(n int, r float8, alpha float8, a float8, b float8)
+RETURNS TABLE (x int, t_x float8, t float8)
+LANGUAGE plpgsql AS $$
+DECLARE
+    lam float8; p float8; ga float8; now_t float8;
+BEGIN
+    FOR i IN 1..n LOOP
+        lam := pg_temp.rgamma(r, alpha);
+        ga := pg_temp.rgamma(a, 1);
+        p := ga / (ga + pg_temp.rgamma(b, 1));
+        t := 52 - 12 * random();
+        x := 0; t_x := 0; now_t := 0;
+        IF random() >= p THEN
+            LOOP
+                now_t := now_t - ln(1 - random()) / lam;
+                EXIT WHEN now_t > t;
+                x := x + 1;
+                t_x := now_t;
+                EXIT WHEN random() < p;
+            END LOOP;
+        END IF;
+        RETURN NEXT;
+    END LOOP;
+END $$;
+SELECT setseed(0.3131);
+CREATE TEMP TABLE sim_mbg AS SELECT * FROM pg_temp.simulate_mbg(20000, 0.5, 6.0, 0.7, 2.5);
+CREATE FUNCTION pg_temp.mbg_ll(th float8[]) RETURNS float8 LANGUAGE sql AS
+$$ SELECT sum(loyalty.mbgnbd_loglik(x, t_x, t, exp(th[1]), exp(th[2]), exp(th[3]), exp(th[4]))) FROM sim_mbg $$;
+CREATE TEMP TABLE mbg AS SELECT (loyalty.mbgnbd_fit(x, t_x, t)).* FROM sim_mbg;
+CREATE TEMP TABLE mbg_z AS
+SELECT k.name, (ln(k.est) - ln(k.truth)) / se.v[k.i] AS z
+FROM mbg,
+     LATERAL (SELECT pg_temp.std_errors('pg_temp.mbg_ll',
+                     ARRAY[ln(mbg.r), ln(mbg.alpha), ln(mbg.a), ln(mbg.b)]) AS v) se,
+     LATERAL (VALUES (1, 'r', mbg.r, 0.5), (2, 'alpha', mbg.alpha, 6.0),
+                     (3, 'a', mbg.a, 0.7), (4, 'b', mbg.b, 2.5)) k(i, name, est, truth);
+SELECT converged FROM mbg;
+SELECT name, abs(z) < 2 AS within_2_se FROM mbg_z ORDER BY name;
+
+-- Pareto/NBD: lambda ~ Gamma(r, alpha), lifetime ~ Exponential(mu),
+-- mu ~ Gamma(s, beta); Poisson purchases while alive
+CREATE FUNCTION pg_temp.simulate_pnbd(n int, r float8, alpha float8, s float8, beta float8)
+RETURNS TABLE (x int, t_x float8, t float8)
+LANGUAGE plpgsql AS $$
+DECLARE
+    lam float8; life float8; now_t float8;
+BEGIN
+    FOR i IN 1..n LOOP
+        lam := pg_temp.rgamma(r, alpha);
+        life := -ln(1 - random()) / pg_temp.rgamma(s, beta);
+        t := 52 - 12 * random();
+        x := 0; t_x := 0; now_t := 0;
+        LOOP
+            now_t := now_t - ln(1 - random()) / lam;
+            EXIT WHEN now_t > least(t, life);
+            x := x + 1;
+            t_x := now_t;
+        END LOOP;
+        RETURN NEXT;
+    END LOOP;
+END $$;
+SELECT setseed(0.2727);
+CREATE TEMP TABLE sim_pnbd AS SELECT * FROM pg_temp.simulate_pnbd(20000, 0.5, 8.0, 0.6, 10.0);
+CREATE FUNCTION pg_temp.pnbd_ll(th float8[]) RETURNS float8 LANGUAGE sql AS
+$$ SELECT sum(loyalty.pareto_nbd_loglik(x, t_x, t, exp(th[1]), exp(th[2]), exp(th[3]), exp(th[4]))) FROM sim_pnbd $$;
+CREATE TEMP TABLE pnbd AS SELECT (loyalty.pareto_nbd_fit(x, t_x, t)).* FROM sim_pnbd;
+CREATE TEMP TABLE pnbd_z AS
+SELECT k.name, (ln(k.est) - ln(k.truth)) / se.v[k.i] AS z
+FROM pnbd,
+     LATERAL (SELECT pg_temp.std_errors('pg_temp.pnbd_ll',
+                     ARRAY[ln(pnbd.r), ln(pnbd.alpha), ln(pnbd.s), ln(pnbd.beta)]) AS v) se,
+     LATERAL (VALUES (1, 'r', pnbd.r, 0.5), (2, 'alpha', pnbd.alpha, 8.0),
+                     (3, 's', pnbd.s, 0.6), (4, 'beta', pnbd.beta, 10.0)) k(i, name, est, truth);
+SELECT converged FROM pnbd;
+SELECT name, abs(z) < 2 AS within_2_se FROM pnbd_z ORDER BY name;

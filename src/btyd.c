@@ -42,6 +42,8 @@
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 
+#include "btyd.h"
+
 /* Optimiser settings (objective = mean negative log-likelihood per row) */
 #define BTYD_MAX_ITER		500
 #define BTYD_GTOL			1e-9	/* max |gradient| on log-parameters */
@@ -54,61 +56,6 @@
 /* Expected-purchases series: exact terms before block summation */
 #define BTYD_EXACT_TERMS	200000
 #define BTYD_MAX_BLOCKS		10000000	/* hard stop, never reached in tests */
-
-/* One aggregated BG/NBD input row */
-typedef struct BgnbdRow
-{
-	double		tx;
-	double		T;
-	int32		x;
-} BgnbdRow;
-
-/* One aggregated Gamma-Gamma input row */
-typedef struct GgRow
-{
-	double		m;
-	int32		x;
-} GgRow;
-
-/* Aggregate transition state shared by both fitting aggregates */
-typedef struct BtydState
-{
-	int64		n;				/* rows used */
-	int64		cap;			/* allocated rows */
-	Size		rowsize;		/* sizeof(BgnbdRow) or sizeof(GgRow) */
-	char	   *rows;
-} BtydState;
-
-/* A merged BG/NBD cell: w customers share (x, T, t_x) */
-typedef struct BgnbdCell
-{
-	double		w;
-	int32		x;
-	int32		iT;				/* index into distinct time values */
-	int32		itx;
-} BgnbdCell;
-
-/* A run of cells with the same x */
-typedef struct BtydGroup
-{
-	int32		x;
-	int64		start;
-	int64		end;
-} BtydGroup;
-
-/* Compressed BG/NBD data and per-evaluation scratch space */
-typedef struct BgnbdData
-{
-	BgnbdCell  *cells;
-	int64		ncells;
-	BtydGroup  *groups;
-	int64		ngroups;
-	double	   *tv;				/* distinct time values */
-	int64		ntv;
-	double	   *l1;				/* scratch: log1p(tv / alpha) */
-	double	   *qv;				/* scratch: alpha / (alpha + tv) */
-	double		wsum;
-} BgnbdData;
 
 /* Compressed Gamma-Gamma data */
 typedef struct GgData
@@ -123,8 +70,6 @@ typedef struct GgData
 	double		wsum;
 } GgData;
 
-/* Objective: returns mean negative log-likelihood, fills its gradient */
-typedef double (*BtydObjective) (const double *theta, double *grad, void *arg);
 
 /* ------------------------------------------------------------------------
  * Special functions
@@ -182,7 +127,7 @@ BtydLgammaDiff(double x, double u, double v)
 }
 
 /* log Gamma(a + d) - log Gamma(a) for a > 0, d >= 0 */
-static double
+double
 BtydLogPoch(double a, double d)
 {
 	double		s = 0.0;
@@ -197,7 +142,7 @@ BtydLogPoch(double a, double d)
 }
 
 /* psi(a + d) - psi(a) for a > 0, d >= 0, differenced like BtydLgammaDiff */
-static double
+double
 BtydDigammaDiff(double a, double d)
 {
 	double		s = 0.0;
@@ -233,7 +178,7 @@ BtydLogBeta(double u, double v)
 }
 
 /* log(1 + v/alpha) for v >= 0, alpha > 0, also when v/alpha overflows */
-static double
+double
 BtydLog1pRatio(double v, double alpha)
 {
 	if (v <= alpha * 1e15)
@@ -242,7 +187,7 @@ BtydLog1pRatio(double v, double alpha)
 }
 
 /* Stable softplus log(1 + e^d), also returning the logistic 1/(1+e^-d) */
-static double
+double
 BtydSoftplus(double d, double *sigmoid)
 {
 	double		e = exp(-fabs(d));
@@ -262,7 +207,7 @@ BtydSoftplus(double d, double *sigmoid)
  */
 
 /* Reject a model parameter that is not a positive finite number */
-static void
+void
 BtydCheckParam(const char *name, double v)
 {
 	if (!(v > 0.0) || isinf(v))
@@ -283,7 +228,7 @@ BgnbdCheckParams(double r, double alpha, double a, double b)
 }
 
 /* Reject an impossible customer history (x, t_x, T) */
-static void
+void
 BgnbdCheckCustomer(int32 x, double tx, double T)
 {
 	if (x < 0)
@@ -498,7 +443,7 @@ BgnbdTailGap(double k, double r, double z, double omz)
  * Horizons beyond r t/alpha = 1e300 are cut there (for a > 1 the limit
  * (a+b-1)/(a-1) is reached long before).
  */
-static double
+double
 BgnbdExpectedNew(double t, double r, double alpha, double a, double b)
 {
 	double		lz,
@@ -626,7 +571,7 @@ BgnbdExpected(double t, int32 x, double tx, double T,
  * or <= BTYD_GTOL_STALL when descent steps stop changing f (the rounding
  * floor of the objective).
  */
-static void
+void
 BtydMinimize(int n, BtydObjective fn, void *arg, double *theta,
 			 double *fmin, bool *converged, int *iterations)
 {
@@ -845,7 +790,7 @@ BtydWellDetermined(int n, BtydObjective fn, void *arg, const double *theta,
  */
 
 /* qsort order of rows: x, then T, then t_x */
-static int
+int
 BgnbdRowCmp(const void *pa, const void *pb)
 {
 	const BgnbdRow *ra = (const BgnbdRow *) pa;
@@ -860,41 +805,12 @@ BgnbdRowCmp(const void *pa, const void *pb)
 	return 0;
 }
 
-/* qsort order of doubles */
-static int
-BtydDoubleCmp(const void *pa, const void *pb)
-{
-	double		a = *(const double *) pa;
-	double		b = *(const double *) pb;
-
-	return (a < b) ? -1 : (a > b) ? 1 : 0;
-}
-
-/* Index of v in the sorted distinct values tv[0..n-1] */
-static int32
-BtydFindValue(const double *tv, int64 n, double v)
-{
-	int64		lo = 0,
-				hi = n - 1;
-
-	while (lo < hi)
-	{
-		int64		mid = (lo + hi) / 2;
-
-		if (tv[mid] < v)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return (int32) lo;
-}
-
 /*
  * Sort a copy of the rows and merge identical (x, T, t_x) into weighted
  * cells grouped by x, with times replaced by indexes into the sorted
  * distinct time values.  t_x is set to 0 when x = 0 (it is unused there).
  */
-static void
+void
 BgnbdCompress(const BtydState *st, BgnbdData *d)
 {
 	BgnbdRow   *rows = MemoryContextAllocHuge(CurrentMemoryContext,
@@ -902,6 +818,8 @@ BgnbdCompress(const BtydState *st, BgnbdData *d)
 	double	   *w = MemoryContextAllocHuge(CurrentMemoryContext,
 										   st->n * sizeof(double));
 	double	   *tv;
+	int32	   *iT,
+			   *itx;
 	int64		nc = 0,
 				ng = 0,
 				nt = 0;
@@ -910,7 +828,8 @@ BgnbdCompress(const BtydState *st, BgnbdData *d)
 	for (int64 i = 0; i < st->n; i++)
 		if (rows[i].x == 0)
 			rows[i].tx = 0.0;
-	qsort(rows, st->n, sizeof(BgnbdRow), BgnbdRowCmp);
+	if (!st->sorted)
+		BtydSortRows(rows, st->n);
 	for (int64 i = 0; i < st->n; i++)
 	{
 		if (nc > 0 && BgnbdRowCmp(&rows[nc - 1], &rows[i]) == 0)
@@ -923,16 +842,9 @@ BgnbdCompress(const BtydState *st, BgnbdData *d)
 	}
 
 	/* distinct time values */
-	tv = MemoryContextAllocHuge(CurrentMemoryContext, 2 * nc * sizeof(double));
-	for (int64 i = 0; i < nc; i++)
-	{
-		tv[2 * i] = rows[i].T;
-		tv[2 * i + 1] = rows[i].tx;
-	}
-	qsort(tv, 2 * nc, sizeof(double), BtydDoubleCmp);
-	for (int64 i = 0; i < 2 * nc; i++)
-		if (nt == 0 || tv[nt - 1] != tv[i])
-			tv[nt++] = tv[i];
+	iT = MemoryContextAllocHuge(CurrentMemoryContext, nc * sizeof(int32));
+	itx = MemoryContextAllocHuge(CurrentMemoryContext, nc * sizeof(int32));
+	BtydIndexTimes(rows, nc, &tv, &nt, iT, itx);
 	d->tv = tv;
 	d->ntv = nt;
 	d->l1 = MemoryContextAllocHuge(CurrentMemoryContext, nt * sizeof(double));
@@ -945,14 +857,16 @@ BgnbdCompress(const BtydState *st, BgnbdData *d)
 	{
 		d->cells[i].w = w[i];
 		d->cells[i].x = rows[i].x;
-		d->cells[i].iT = BtydFindValue(tv, nt, rows[i].T);
-		d->cells[i].itx = BtydFindValue(tv, nt, rows[i].tx);
+		d->cells[i].iT = iT[i];
+		d->cells[i].itx = itx[i];
 		d->wsum += w[i];
 		if (i == 0 || rows[i].x != rows[i - 1].x)
 			ng++;
 	}
 	pfree(rows);
 	pfree(w);
+	pfree(iT);
+	pfree(itx);
 
 	d->groups = MemoryContextAllocHuge(CurrentMemoryContext, ng * sizeof(BtydGroup));
 	d->ngroups = ng;
@@ -1082,7 +996,7 @@ BgnbdObjective(const double *theta, double *grad, void *arg)
 }
 
 /* Append one row to the aggregate state, growing it geometrically */
-static BtydState *
+BtydState *
 BtydStateAppend(FunctionCallInfo fcinfo, BtydState *st, Size rowsize,
 				const void *row)
 {
@@ -1092,7 +1006,7 @@ BtydStateAppend(FunctionCallInfo fcinfo, BtydState *st, Size rowsize,
 		elog(ERROR, "btyd fitting transition function called in non-aggregate context");
 	if (st == NULL)
 	{
-		st = MemoryContextAlloc(aggcontext, sizeof(BtydState));
+		st = MemoryContextAllocZero(aggcontext, sizeof(BtydState));
 		st->n = 0;
 		st->cap = 1024;
 		st->rowsize = rowsize;
@@ -1105,6 +1019,7 @@ BtydStateAppend(FunctionCallInfo fcinfo, BtydState *st, Size rowsize,
 	}
 	memcpy(st->rows + st->n * rowsize, row, rowsize);
 	st->n++;
+	st->sorted = false;
 	return st;
 }
 
@@ -1138,7 +1053,7 @@ Datum
 bgnbd_fit_trans(PG_FUNCTION_ARGS)
 {
 	BtydState  *st = PG_ARGISNULL(0) ? NULL : (BtydState *) PG_GETARG_POINTER(0);
-	BgnbdRow	row;
+	BgnbdRow	row = {0};
 
 	if (PG_ARGISNULL(1) || PG_ARGISNULL(2) || PG_ARGISNULL(3))
 	{
@@ -1160,9 +1075,17 @@ bgnbd_fit_trans(PG_FUNCTION_ARGS)
  * and return parameters, log-likelihood and diagnostics. fitcxt holds the
  * compressed data and is deleted here.
  */
-static Datum
+Datum
 BtydFinishFit(FunctionCallInfo fcinfo, int np, BtydObjective objective, void *data,
 			  double wsum, MemoryContext fitcxt)
+{
+	return BtydFinishFitFrom(fcinfo, np, objective, data, wsum, fitcxt, NULL);
+}
+
+/* BtydFinishFit from log-parameters start[] (NULL: all 0) */
+Datum
+BtydFinishFitFrom(FunctionCallInfo fcinfo, int np, BtydObjective objective, void *data,
+				  double wsum, MemoryContext fitcxt, const double *start)
 {
 	MemoryContext oldcxt = MemoryContextSwitchTo(fitcxt);
 	double		theta[4] = {0.0, 0.0, 0.0, 0.0};
@@ -1172,6 +1095,8 @@ BtydFinishFit(FunctionCallInfo fcinfo, int np, BtydObjective objective, void *da
 	int			iterations;
 
 	Assert(np <= 4);
+	for (int i = 0; start != NULL && i < np; i++)
+		theta[i] = start[i];
 	BtydMinimize(np, objective, data, theta, &fmin, &converged, &iterations);
 	if (converged)
 		converged = BtydWellDetermined(np, objective, data, theta, wsum);
@@ -1192,16 +1117,19 @@ bgnbd_fit_final(PG_FUNCTION_ARGS)
 	MemoryContext fitcxt,
 				oldcxt;
 	BgnbdData	d;
+	double		start[4],
+			   *startp;
 
 	if (st == NULL || st->n == 0)
 		PG_RETURN_NULL();
 
 	fitcxt = AllocSetContextCreate(CurrentMemoryContext, "bgnbd_fit",
 								   ALLOCSET_DEFAULT_SIZES);
+	startp = BtydSubsampleStart(st, BgnbdObjective, fitcxt, start);
 	oldcxt = MemoryContextSwitchTo(fitcxt);
 	BgnbdCompress(st, &d);
 	MemoryContextSwitchTo(oldcxt);
-	return BtydFinishFit(fcinfo, 4, BgnbdObjective, &d, d.wsum, fitcxt);
+	return BtydFinishFitFrom(fcinfo, 4, BgnbdObjective, &d, d.wsum, fitcxt, startp);
 }
 
 /* loyalty.bgnbd_loglik(x, t_x, t, r, alpha, a, b) */
@@ -1241,7 +1169,7 @@ bgnbd_p_alive(PG_FUNCTION_ARGS)
 }
 
 /* Reject a negative, infinite or NaN forecast horizon */
-static void
+void
 BtydCheckHorizon(double h)
 {
 	if (!(h >= 0.0) || isinf(h))
@@ -1321,7 +1249,7 @@ GgCheckParams(double p, double q, double gamma)
 }
 
 /* qsort order of Gamma-Gamma rows: x, then m */
-static int
+int
 GgRowCmp(const void *pa, const void *pb)
 {
 	const GgRow *ra = (const GgRow *) pa;
@@ -1344,7 +1272,8 @@ GgCompress(const BtydState *st, GgData *d)
 				ng = 0;
 
 	memcpy(rows, st->rows, st->n * sizeof(GgRow));
-	qsort(rows, st->n, sizeof(GgRow), GgRowCmp);
+	if (!st->sorted)
+		qsort(rows, st->n, sizeof(GgRow), GgRowCmp);
 	d->w = MemoryContextAllocHuge(CurrentMemoryContext, st->n * sizeof(double));
 	for (int64 i = 0; i < st->n; i++)
 	{
@@ -1458,7 +1387,7 @@ Datum
 gamma_gamma_fit_trans(PG_FUNCTION_ARGS)
 {
 	BtydState  *st = PG_ARGISNULL(0) ? NULL : (BtydState *) PG_GETARG_POINTER(0);
-	GgRow		row;
+	GgRow		row = {0};
 
 	if (!PG_ARGISNULL(1) && !PG_ARGISNULL(2))
 	{

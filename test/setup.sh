@@ -42,10 +42,7 @@ loyalty_work_copy() {
     dest="$top/main"
     mkdir "$dest"
     tar -C "$LOYALTY_SRC" --exclude=.git --exclude='tmp_check*' --exclude=results --exclude=output_iso -cf - . | tar -C "$dest" -xf -
-    # tests read the shared data (../shared/data) beside the checkout, as in CI
-    if [ -d "$LOYALTY_SRC/../shared" ]; then
-        ln -s "$(cd "$LOYALTY_SRC/../shared" && pwd)" "$top/shared"
-    fi
+    # the tests' data travels with the tree (test/data/): nothing outside it is read
     chown -R postgres:postgres "$top"
     chmod 755 "$top"
     echo "$dest"

@@ -64,6 +64,30 @@ LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 COMMENT ON FUNCTION loyalty.bgnbd_expected_new(double precision, double precision, double precision, double precision, double precision) IS
     'BG/NBD expected number of repeat purchases in the first horizon after a customer''s first purchase (Fader, Hardie & Lee 2005, eq. 9)';
 
+-- parallel aggregation (src/btyd_agg.c): workers collect and sort their rows,
+-- the leader merges them; shared by every BTYD fitting aggregate
+
+CREATE FUNCTION loyalty.btyd_fit_combine(internal, internal)
+RETURNS internal
+AS 'MODULE_PATHNAME', 'btyd_fit_combine'
+LANGUAGE C IMMUTABLE PARALLEL SAFE;
+COMMENT ON FUNCTION loyalty.btyd_fit_combine(internal, internal) IS
+    'combine function of the BTYD fitting aggregates: merges the collected rows of two partial states';
+
+CREATE FUNCTION loyalty.btyd_fit_serial(internal)
+RETURNS bytea
+AS 'MODULE_PATHNAME', 'btyd_fit_serial'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION loyalty.btyd_fit_serial(internal) IS
+    'serialisation function of the BTYD fitting aggregates: a partial state''s rows, sorted';
+
+CREATE FUNCTION loyalty.btyd_fit_deserial(bytea, internal)
+RETURNS internal
+AS 'MODULE_PATHNAME', 'btyd_fit_deserial'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION loyalty.btyd_fit_deserial(bytea, internal) IS
+    'deserialisation function of the BTYD fitting aggregates';
+
 -- BG/NBD fitting aggregate
 
 CREATE FUNCTION loyalty.bgnbd_fit_trans(internal, integer, double precision, double precision)
@@ -83,7 +107,11 @@ COMMENT ON FUNCTION loyalty.bgnbd_fit_final(internal) IS
 CREATE AGGREGATE loyalty.bgnbd_fit(x integer, t_x double precision, t double precision) (
     SFUNC = loyalty.bgnbd_fit_trans,
     STYPE = internal,
-    FINALFUNC = loyalty.bgnbd_fit_final
+    FINALFUNC = loyalty.bgnbd_fit_final,
+    COMBINEFUNC = loyalty.btyd_fit_combine,
+    SERIALFUNC = loyalty.btyd_fit_serial,
+    DESERIALFUNC = loyalty.btyd_fit_deserial,
+    PARALLEL = SAFE
 );
 COMMENT ON AGGREGATE loyalty.bgnbd_fit(integer, double precision, double precision) IS
     'maximum-likelihood BG/NBD fit over customers (x repeat purchases, last at t_x, observed for t); rows with a NULL are skipped; NULL for no rows';
@@ -125,7 +153,11 @@ COMMENT ON FUNCTION loyalty.gamma_gamma_fit_final(internal) IS
 CREATE AGGREGATE loyalty.gamma_gamma_fit(x integer, mean_value double precision) (
     SFUNC = loyalty.gamma_gamma_fit_trans,
     STYPE = internal,
-    FINALFUNC = loyalty.gamma_gamma_fit_final
+    FINALFUNC = loyalty.gamma_gamma_fit_final,
+    COMBINEFUNC = loyalty.btyd_fit_combine,
+    SERIALFUNC = loyalty.btyd_fit_serial,
+    DESERIALFUNC = loyalty.btyd_fit_deserial,
+    PARALLEL = SAFE
 );
 COMMENT ON AGGREGATE loyalty.gamma_gamma_fit(integer, double precision) IS
     'maximum-likelihood Gamma-Gamma fit of spend per transaction over repeat buyers (x > 0, mean_value > 0); rows with x = 0 or a NULL are skipped; NULL for no rows';
@@ -144,5 +176,8 @@ GRANT EXECUTE ON FUNCTION
     loyalty.gamma_gamma_mean(integer, double precision, double precision, double precision, double precision),
     loyalty.gamma_gamma_fit(integer, double precision),
     loyalty.gamma_gamma_fit_trans(internal, integer, double precision),
-    loyalty.gamma_gamma_fit_final(internal)
+    loyalty.gamma_gamma_fit_final(internal),
+    loyalty.btyd_fit_combine(internal, internal),
+    loyalty.btyd_fit_serial(internal),
+    loyalty.btyd_fit_deserial(bytea, internal)
     TO loyalty_admin, loyalty_app, loyalty_reader;

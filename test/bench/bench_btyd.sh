@@ -13,6 +13,10 @@
 # as single-process queries (max_parallel_workers_per_gather = 0), so the
 # ratio compares the work done, not the number of cores.
 # The simulated table (bench_btyd_customers) is kept for the next run.
+# Then, with LIFETIMES_SRC and AUTOGRAD_SRC set (see the second part),
+# times loyalty.bgnbd_fit and loyalty.mbgnbd_fit against Python lifetimes'
+# BetaGeoFitter / ModifiedBetaGeoFitter on the same 1,000,000 rows with
+# fractional-day inputs, median of 3 each (target ratio <= 0.25).
 set -euo pipefail
 DB=${1:?usage: bench_btyd.sh DBNAME [customers]}
 CUSTOMERS=${2:-1000000}
@@ -108,3 +112,49 @@ psql_db -c "SELECT 'fit: r = ' || round(r::numeric, 4) || ', alpha = ' || round(
                    || ', converged = ' || converged || ', iterations = ' || iterations
             FROM (SELECT (loyalty.bgnbd_fit(x, t_x, t)).* FROM bench_btyd_customers) f"
 awk -v f="$fit" -v l="$loglik" 'BEGIN { r = f / l; printf "ratio fit / loglik pass: %.1f (target <= 25): %s\n", r, (r <= 25 ? "ok" : "FAIL") }'
+
+# ---------------------------------------------------------------------------
+# bgnbd_fit / mbgnbd_fit against Python lifetimes on the same 1,000,000 rows
+# with fractional-day inputs (nothing to compress): target ratio <= 0.25.
+# The fits run as the server plans them (parallel workers allowed).
+# lifetimes needs autograd, which Debian does not package. Get both sources
+# outside this repository (never commit them), e.g.
+#   git clone https://github.com/CamDavidsonPilon/lifetimes /work/ext/lifetimes
+#   git clone https://github.com/HIPS/autograd /work/ext/autograd
+#   apt-get install python3-numpy python3-scipy python3-pandas python3-dill
+# and point LIFETIMES_SRC and AUTOGRAD_SRC at them. Skipped when unset.
+# PYTHON defaults to Debian's /usr/bin/python3.
+if [ -z "${LIFETIMES_SRC:-}" ] || [ -z "${AUTOGRAD_SRC:-}" ]; then
+    echo "== lifetimes comparison skipped: set LIFETIMES_SRC and AUTOGRAD_SRC (see the comment above)"
+    exit 0
+fi
+PYTHON=${PYTHON:-/usr/bin/python3}
+BENCH_SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+median() { sort -n | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
+tmp=$(mktemp -d /tmp/bench_btyd.XXXXXX)
+chmod 755 "$tmp"
+echo "== simulating $CUSTOMERS BG/NBD customers, fractional days (numpy, seeded)"
+"$PYTHON" "$BENCH_SRC/btyd_simulate.py" "$CUSTOMERS" "$tmp/frac.csv"
+chmod 644 "$tmp/frac.csv"
+psql_db -c "SET client_min_messages = warning" -c "DROP TABLE IF EXISTS bench_btyd_frac" \
+        -c "CREATE TABLE bench_btyd_frac (x int, t_x float8, t float8)" \
+        -c "\\copy bench_btyd_frac FROM '$tmp/frac.csv' WITH (FORMAT csv)" \
+        -c "VACUUM ANALYZE bench_btyd_frac"
+psql_db -c "SELECT 'rows: ' || count(*) || ', distinct (x, t_x, t): ' || count(DISTINCT (x, t_x, t)) FROM bench_btyd_frac"
+time_par() {
+    psql_db -c "SELECT extract(epoch FROM clock_timestamp())" -c "$1" \
+            -c "SELECT extract(epoch FROM clock_timestamp())" \
+        | awk 'NR==1{s=$1} {e=$1} END{printf "%.3f", e-s}'
+}
+echo "load average before: $(cut -d" " -f1-3 /proc/loadavg) ($(nproc) cores; a shared machine makes both sides slower)"
+for m in "bgnbd BetaGeoFitter" "mbgnbd ModifiedBetaGeoFitter"; do
+    set -- $m
+    sqlt=$(for i in 1 2 3; do time_par "SELECT loyalty.${1}_fit(x, t_x, t) FROM bench_btyd_frac"; echo; done | median)
+    fit=$(psql_db -c "SELECT round(r::numeric, 4) || ' ' || round(alpha::numeric, 4) || ' ' || round(a::numeric, 4) || ' ' || round(b::numeric, 4) || ' converged=' || converged FROM (SELECT (loyalty.${1}_fit(x, t_x, t)).* FROM bench_btyd_frac) f")
+    lt=$(PYTHONPATH="$LIFETIMES_SRC:$AUTOGRAD_SRC" "$PYTHON" "$BENCH_SRC/btyd_lifetimes.py" "$tmp/frac.csv" "$2" 3)
+    echo "loyalty.${1}_fit: ${sqlt}s (median of 3; r alpha a b = $fit)"
+    echo "lifetimes $2.fit: ${lt%% *}s (median of 3; ${lt#* })"
+    awk -v f="$sqlt" -v l="${lt%% *}" -v n="$1" 'BEGIN { r = f / l; printf "ratio %s_fit / lifetimes: %.3f (target <= 0.25): %s\n", n, r, (r <= 0.25 ? "ok" : "FAIL") }'
+done
+echo "load average after: $(cut -d" " -f1-3 /proc/loadavg)"
+rm -rf "$tmp"

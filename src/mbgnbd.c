@@ -1,0 +1,277 @@
+/*
+ * mbgnbd.c — the MBG/NBD model for the scoring component: BG/NBD with a
+ * dropout opportunity right after the first purchase too, so that a
+ * customer who never came back can be gone (P(alive) < 1 at x = 0).
+ * Per-customer likelihood, P(alive) and conditional expectation, and the
+ * fitting aggregate loyalty.mbgnbd_fit (rows collected and compressed as
+ * for loyalty.bgnbd_fit, optimiser of btyd.c).
+ *
+ * Reference
+ *   [BDF07] Batislam, Denizel & Filiztekin (2007), "Empirical validation
+ *           and comparison of models for customer base analysis",
+ *           International Journal of Research in Marketing 24(3), 201-209.
+ *   [FHL05] as in btyd.c (the BG/NBD expressions MBG/NBD modifies).
+ *
+ * Model.  Purchases while alive are Poisson(lambda), lambda ~ Gamma(r,
+ * alpha); at the first purchase and after every repeat purchase the
+ * customer drops out with probability p, p ~ Beta(a, b).  A customer with
+ * x repeat purchases has survived x + 1 such coin flips, where BG/NBD
+ * counts x.
+ */
+#include "postgres.h"
+
+#include <math.h>
+
+#include "fmgr.h"
+#include "utils/memutils.h"
+
+#include "btyd.h"
+
+/* Check the four MBG/NBD parameters */
+static void
+MbgnbdCheckParams(double r, double alpha, double a, double b)
+{
+	BtydCheckParam("r", r);
+	BtydCheckParam("alpha", alpha);
+	BtydCheckParam("a", a);
+	BtydCheckParam("b", b);
+}
+
+/*
+ * log odds of "dropped out at the last purchase" against "alive" at T,
+ *   log[a/(b+x)] + (r+x) [log1p(T/alpha) - log1p(t_x/alpha)],
+ * the second term of the likelihood over the first ([BDF07] eq. 4).
+ * t_x is 0 when x = 0 (the last purchase is the first one).
+ */
+static double
+MbgnbdDeadLogOdds(int32 x, double tx, double T,
+				  double r, double alpha, double a, double b)
+{
+	if (x == 0)
+		tx = 0.0;
+	return log(a) - log(b + x)
+		+ (r + x) * (BtydLog1pRatio(T, alpha) - BtydLog1pRatio(tx, alpha));
+}
+
+/*
+ * One customer's log-likelihood, [BDF07] eq. (4):
+ *
+ *   L = B(a, b+x+1)/B(a, b) G(r+x) alpha^r / (G(r) (alpha+T)^(r+x))
+ *     + B(a+1, b+x)/B(a, b) G(r+x) alpha^r / (G(r) (alpha+t_x)^(r+x))
+ *
+ * for every x >= 0 (BG/NBD drops the second term at x = 0), written as
+ *   log L = lpoch(r,x) + lpoch(b,x+1) - lpoch(a+b,x+1)
+ *         - r log1p(T/alpha) - x log(alpha+T) + log(1 + e^d)
+ * with d = MbgnbdDeadLogOdds, since B(a+1, b+x)/B(a, b+x+1) = a/(b+x) and
+ * B(a, b+x+1)/B(a, b) = (b)_(x+1)/(a+b)_(x+1).
+ */
+static double
+MbgnbdLoglikRow(int32 x, double tx, double T,
+				double r, double alpha, double a, double b)
+{
+	double		l1T = BtydLog1pRatio(T, alpha);
+	double		s;
+
+	return BtydLogPoch(r, x) + BtydLogPoch(b, x + 1.0) - BtydLogPoch(a + b, x + 1.0)
+		- r * l1T - x * (log(alpha) + l1T)
+		+ BtydSoftplus(MbgnbdDeadLogOdds(x, tx, T, r, alpha, a, b), &s);
+}
+
+/*
+ * P(alive at T | x, t_x, T) = 1 / (1 + a/(b+x) ((alpha+T)/(alpha+t_x))^(r+x)),
+ * [BDF07] eq. (6); below 1 also at x = 0.
+ */
+static double
+MbgnbdPAlive(int32 x, double tx, double T,
+			 double r, double alpha, double a, double b)
+{
+	double		s;
+
+	(void) BtydSoftplus(-MbgnbdDeadLogOdds(x, tx, T, r, alpha, a, b), &s);
+	return s;
+}
+
+/*
+ * Expected purchases in (T, T+t], [BDF07] eq. (5):
+ *
+ *   E[Y(t)] = P(alive) (a+b+x)/(a-1)
+ *             [1 - ((alpha+T)/(alpha+T+t))^(r+x) 2F1(r+x, b+x+1; a+b+x; t/(alpha+T+t))]
+ *
+ * which is P(alive) times the BG/NBD expectation of a new customer, [FHL05]
+ * eq. (9), at the posterior parameters (r+x, alpha+T, a, b+x+1): alive at
+ * T after x+1 survived coin flips.  BgnbdExpectedNew sums it as a
+ * positive series (no 2F1, exact at a = 1).
+ */
+static double
+MbgnbdExpected(double t, int32 x, double tx, double T,
+			   double r, double alpha, double a, double b)
+{
+	if (t <= 0.0)
+		return 0.0;
+	return MbgnbdPAlive(x, tx, T, r, alpha, a, b)
+		* BgnbdExpectedNew(t, r + x, alpha + T, a, b + x + 1.0);
+}
+
+/*
+ * Mean negative MBG/NBD log-likelihood over the compressed cells and its
+ * gradient in theta = log(r, alpha, a, b).  With s = 1/(1+e^-d) and
+ * qv = alpha/(alpha+v):
+ *   r dl/dr     = r [psi(r+x) - psi(r) - log1p(T/alpha) + s (log1p(T/alpha) - log1p(t_x/alpha))]
+ *   alpha dl/da = r (1 - qT) - x qT - s (r+x) (qtx - qT)
+ *   a dl/da     = a [psi(a+b) - psi(a+b+x+1)] + s
+ *   b dl/db     = b [psi(b+x+1) - psi(b) - psi(a+b+x+1) + psi(a+b)] - s b/(b+x)
+ * BgnbdCompress has set t_x = 0 for x = 0.
+ */
+static double
+MbgnbdObjective(const double *theta, double *grad, void *arg)
+{
+	BgnbdData  *d = (BgnbdData *) arg;
+	double		r = exp(theta[0]),
+				alpha = exp(theta[1]),
+				a = exp(theta[2]),
+				b = exp(theta[3]),
+				lalpha = log(alpha),
+				loga = log(a);
+	double		ll = 0.0,
+				gr = 0.0,
+				gal = 0.0,
+				ga = 0.0,
+				gb = 0.0;
+
+	for (int64 i = 0; i < d->ntv; i++)
+	{
+		d->l1[i] = BtydLog1pRatio(d->tv[i], alpha);
+		d->qv[i] = alpha / (alpha + d->tv[i]);
+	}
+
+	for (int64 gi = 0; gi < d->ngroups; gi++)
+	{
+		const BtydGroup *g = &d->groups[gi];
+		int32		x = g->x;
+		double		cconst = BtydLogPoch(r, x) + BtydLogPoch(b, x + 1.0)
+			- BtydLogPoch(a + b, x + 1.0);
+		double		dr = BtydDigammaDiff(r, x);
+		double		da = -BtydDigammaDiff(a + b, x + 1.0);
+		double		db = BtydDigammaDiff(b, x + 1.0) - BtydDigammaDiff(a + b, x + 1.0);
+		double		dconst = loga - log(b + x);
+		double		rx = r + x;
+		double		sw = 0.0,	/* sum of weights */
+					sl1 = 0.0,	/* sum w log1p(T/alpha) */
+					sq = 0.0,	/* sum w qT */
+					ssp = 0.0,	/* sum w softplus(d) */
+					ss = 0.0,	/* sum w s */
+					ssl = 0.0,	/* sum w s (l1T - l1tx) */
+					ssq = 0.0;	/* sum w s (qtx - qT) */
+
+		for (int64 i = g->start; i < g->end; i++)
+		{
+			const BgnbdCell *c = &d->cells[i];
+			double		l1T = d->l1[c->iT];
+			double		dl = l1T - d->l1[c->itx];
+			double		dd = dconst + rx * dl;
+			double		s;
+			double		sp = BtydSoftplus(dd, &s);
+
+			sw += c->w;
+			sl1 += c->w * l1T;
+			sq += c->w * d->qv[c->iT];
+			ssp += c->w * sp;
+			ss += c->w * s;
+			ssl += c->w * s * dl;
+			ssq += c->w * s * (d->qv[c->itx] - d->qv[c->iT]);
+		}
+		ll += sw * (cconst - x * lalpha) - rx * sl1 + ssp;
+		gr += r * (sw * dr - sl1 + ssl);
+		gal += r * (sw - sq) - x * sq - rx * ssq;
+		ga += a * sw * da + ss;
+		gb += b * sw * db - ss * b / (b + x);
+	}
+	grad[0] = -gr / d->wsum;
+	grad[1] = -gal / d->wsum;
+	grad[2] = -ga / d->wsum;
+	grad[3] = -gb / d->wsum;
+	return -ll / d->wsum;
+}
+
+/*
+ * mbgnbd_fit final: compress, maximise the likelihood, return the row.
+ * The transition function is bgnbd_fit_trans (same rows, same checks).
+ */
+PG_FUNCTION_INFO_V1(mbgnbd_fit_final);
+Datum
+mbgnbd_fit_final(PG_FUNCTION_ARGS)
+{
+	BtydState  *st = PG_ARGISNULL(0) ? NULL : (BtydState *) PG_GETARG_POINTER(0);
+	MemoryContext fitcxt,
+				oldcxt;
+	BgnbdData	d;
+	double		start[4],
+			   *startp;
+
+	if (st == NULL || st->n == 0)
+		PG_RETURN_NULL();
+
+	fitcxt = AllocSetContextCreate(CurrentMemoryContext, "mbgnbd_fit",
+								   ALLOCSET_DEFAULT_SIZES);
+	startp = BtydSubsampleStart(st, MbgnbdObjective, fitcxt, start);
+	oldcxt = MemoryContextSwitchTo(fitcxt);
+	BgnbdCompress(st, &d);
+	MemoryContextSwitchTo(oldcxt);
+	return BtydFinishFitFrom(fcinfo, 4, MbgnbdObjective, &d, d.wsum, fitcxt, startp);
+}
+
+/* loyalty.mbgnbd_loglik(x, t_x, t, r, alpha, a, b) */
+PG_FUNCTION_INFO_V1(mbgnbd_loglik);
+Datum
+mbgnbd_loglik(PG_FUNCTION_ARGS)
+{
+	int32		x = PG_GETARG_INT32(0);
+	double		tx = PG_GETARG_FLOAT8(1);
+	double		T = PG_GETARG_FLOAT8(2);
+	double		r = PG_GETARG_FLOAT8(3);
+	double		alpha = PG_GETARG_FLOAT8(4);
+	double		a = PG_GETARG_FLOAT8(5);
+	double		b = PG_GETARG_FLOAT8(6);
+
+	BgnbdCheckCustomer(x, tx, T);
+	MbgnbdCheckParams(r, alpha, a, b);
+	PG_RETURN_FLOAT8(MbgnbdLoglikRow(x, tx, T, r, alpha, a, b));
+}
+
+/* loyalty.mbgnbd_p_alive(x, t_x, t, r, alpha, a, b) */
+PG_FUNCTION_INFO_V1(mbgnbd_p_alive);
+Datum
+mbgnbd_p_alive(PG_FUNCTION_ARGS)
+{
+	int32		x = PG_GETARG_INT32(0);
+	double		tx = PG_GETARG_FLOAT8(1);
+	double		T = PG_GETARG_FLOAT8(2);
+	double		r = PG_GETARG_FLOAT8(3);
+	double		alpha = PG_GETARG_FLOAT8(4);
+	double		a = PG_GETARG_FLOAT8(5);
+	double		b = PG_GETARG_FLOAT8(6);
+
+	BgnbdCheckCustomer(x, tx, T);
+	MbgnbdCheckParams(r, alpha, a, b);
+	PG_RETURN_FLOAT8(MbgnbdPAlive(x, tx, T, r, alpha, a, b));
+}
+
+/* loyalty.mbgnbd_expected(horizon, x, t_x, t, r, alpha, a, b) */
+PG_FUNCTION_INFO_V1(mbgnbd_expected);
+Datum
+mbgnbd_expected(PG_FUNCTION_ARGS)
+{
+	double		h = PG_GETARG_FLOAT8(0);
+	int32		x = PG_GETARG_INT32(1);
+	double		tx = PG_GETARG_FLOAT8(2);
+	double		T = PG_GETARG_FLOAT8(3);
+	double		r = PG_GETARG_FLOAT8(4);
+	double		alpha = PG_GETARG_FLOAT8(5);
+	double		a = PG_GETARG_FLOAT8(6);
+	double		b = PG_GETARG_FLOAT8(7);
+
+	BtydCheckHorizon(h);
+	BgnbdCheckCustomer(x, tx, T);
+	MbgnbdCheckParams(r, alpha, a, b);
+	PG_RETURN_FLOAT8(MbgnbdExpected(h, x, tx, T, r, alpha, a, b));
+}
