@@ -25,6 +25,9 @@ SELECT count(loyalty.record_order('c' || i, 'o' || i, 10 * i, timestamptz '2026-
   FROM generate_series(1, 40) i;
 SELECT loyalty.record_refund('o3');
 SELECT * FROM loyalty.refresh(as_of => '2026-03-01', fit_models => false);
+-- 4 bins need segment rules for scores 1 to 4 (configure_rfm refuses otherwise)
+UPDATE loyalty.segment_rules SET r_min = least(r_min, 4), r_max = least(r_max, 4), f_min = least(f_min, 4),
+       f_max = least(f_max, 4), m_min = least(m_min, 4), m_max = least(m_max, 4);
 SELECT loyalty.configure_rfm(bins => 4);
 SELECT loyalty.configure_rewards(points_expire_after => '1 year');
 SELECT loyalty.configure_outbox(max_attempts => 7);
