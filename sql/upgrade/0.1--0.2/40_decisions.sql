@@ -315,7 +315,16 @@ SET jit = off   -- per-row model expressions: compiling them costs seconds, runn
 AS $$
 DECLARE
     n bigint;
+    m record;
+    g record;
+    st loyalty.model_settings;
 BEGIN
+    -- the model, read once: constants in the per-row expressions below, so the
+    -- planner inlines the model functions into them (an argument that is a
+    -- per-row expression used more than once would keep them calls)
+    SELECT * INTO m FROM loyalty.current_model;
+    SELECT cf.gamma_gamma_fit_id, cf.p, cf.q, cf.gamma INTO g FROM loyalty.current_fits cf;
+    SELECT * INTO st FROM loyalty.model_settings;
     IF p_customers IS NULL THEN
         DELETE FROM loyalty.stored_scores sc
          WHERE NOT EXISTS (SELECT 1 FROM loyalty.customer_state s WHERE s.customer_id = sc.customer_id);
@@ -324,9 +333,6 @@ BEGIN
          WHERE sc.customer_id = ANY (p_customers)
            AND NOT EXISTS (SELECT 1 FROM loyalty.customer_state s WHERE s.customer_id = sc.customer_id);
     END IF;
-    WITH st AS (SELECT * FROM loyalty.model_settings),
-         m AS (SELECT * FROM loyalty.current_model),
-         g AS (SELECT cf.gamma_gamma_fit_id, cf.p, cf.q, cf.gamma FROM loyalty.current_fits cf)
     INSERT INTO loyalty.stored_scores AS sc (customer_id, model, p_alive, expected_purchases_90d, expected_order_value,
                                               predicted_clv, horizon_days, fit_id, gamma_gamma_fit_id, as_of)
     SELECT i.customer_id, v.model, v.p_alive, v.e90, v.eov,
@@ -335,8 +341,9 @@ BEGIN
            st.horizon_days,
            CASE WHEN v.model = 'heuristic' THEN m.heuristic_fit_id ELSE m.fit_id END,
            g.gamma_gamma_fit_id, p_as_of
-      FROM loyalty.model_inputs_at(p_as_of) i
-     CROSS JOIN st CROSS JOIN m CROSS JOIN g
+      -- inputs as columns of a subquery (OFFSET 0): plain values, not expressions
+      FROM (SELECT * FROM loyalty.model_inputs_at(p_as_of) mi
+             WHERE p_customers IS NULL OR mi.customer_id = ANY (p_customers) OFFSET 0) i
      CROSS JOIN LATERAL (
         SELECT loyalty._p_alive_model(m.model, i.x) AS model,
                loyalty._p_alive_days(m.model, i.x, i.t_x, i.t, i.days_since_last, m.r, m.alpha, m.a, m.b, m.shop_gap) AS p_alive,
@@ -349,11 +356,8 @@ BEGIN
                     THEN g.p * g.gamma / (g.q - 1)
                     ELSE i.avg_spend::float8 END AS eov
      ) v
-     WHERE p_customers IS NULL OR i.customer_id = ANY (p_customers)
-     -- rows are locked in key order, by every caller: a full pass (refresh)
-     -- and a batch of changed customers (_recompute_customers, which locks
-     -- their state rows first, also in key order) never wait on each other
-     -- in a cycle
+     -- rows are locked in key order by every caller (refresh, the worker's
+     -- round, configure_models), so no two ever wait on each other in a cycle
      ORDER BY i.customer_id
     ON CONFLICT (customer_id) DO UPDATE
        SET model = excluded.model, p_alive = excluded.p_alive, expected_purchases_90d = excluded.expected_purchases_90d,
