@@ -148,6 +148,28 @@ psql_shop -c "SELECT campaign, decision, count(*) FROM loyalty.due_messages GROU
 echo "enqueue_due() writes them into the outbox (a rerun writes nothing):"
 psql_shop -c "SELECT * FROM loyalty.enqueue_due()" \
           -c "SELECT sum(pending + held_out + expired + suppressed) AS written_by_rerun FROM loyalty.enqueue_due()"
+echo "every win-back agrees with its reason (P(alive) at the decision below the threshold, the model named);"
+echo "one-time buyers gone far longer than the shop's typical gap are won back, those of last week are not:"
+psql_shop <<'SQL'
+SELECT count(*) AS win_backs,
+       count(*) FILTER (WHERE (o.payload #>> '{occasion,p_alive}')::float8 < (o.payload #>> '{why,rule,p_alive_below}')::float8
+                          AND o.payload #>> '{occasion,model}' IS NOT NULL) AS agreeing,
+       count(*) FILTER (WHERE o.payload #>> '{occasion,model}' = 'heuristic') AS judged_by_heuristic
+  FROM loyalty.outbox o JOIN loyalty.campaigns c USING (campaign_id)
+ WHERE c.kind = 'win_back' AND o.payload ? 'why';
+SELECT CASE WHEN s.last_order_at < now() - 3 * m.shop_gap * interval '1 day' THEN 'gone > 3x shop gap'
+            ELSE 'bought last week' END AS one_time_buyers,
+       count(*) AS customers,
+       count(o.message_id) AS won_back
+  FROM loyalty.customer_state s
+ CROSS JOIN loyalty.current_model m
+  LEFT JOIN loyalty.outbox o ON o.customer_id = s.customer_id
+        AND o.campaign_id = (SELECT campaign_id FROM loyalty.campaigns WHERE name = 'we miss you')
+ WHERE s.purchase_days = 1
+   AND (s.last_order_at > now() - interval '7 days'
+        OR s.last_order_at BETWEEN now() - interval '365 days' AND now() - 3 * m.shop_gap * interval '1 day')
+ GROUP BY 1 ORDER BY 1;
+SQL
 psql_shop -c "SELECT max_attempts FROM loyalty.configure_outbox(max_attempts => 2, backoff_base => '1 second')" \
           -c "SELECT status, channel, messages, due_now FROM loyalty.outbox_summary ORDER BY status, channel"
 echo "two senders (bash + psql), delivering by appending to a file; 'bounce-*' recipients fail:"
