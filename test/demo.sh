@@ -77,7 +77,8 @@ psql_shop -c "SELECT model, status, customers, round(loglik::numeric, 1) AS logl
 echo "valuable customers slipping away (high predicted value, churn risk over 50%):"
 psql_shop -c "SELECT s.customer_id, c.segment, s.model, round(s.p_alive::numeric, 2) AS p_alive, round(s.expected_purchases_90d::numeric, 2) AS purchases_next_90d, round(s.expected_order_value::numeric, 2) AS order_value, s.predicted_clv FROM loyalty.customer_scores s JOIN loyalty.customer_segments c USING (customer_id) WHERE s.churn_risk > 0.5 ORDER BY c.monetary DESC LIMIT 5"
 echo "can the model be trusted here? predicted vs actual purchase days in the last 90 days:"
-psql_shop -c "SELECT calibration_repeats, customers, round(predicted_avg::numeric, 3) AS predicted_avg, round(actual_avg::numeric, 3) AS actual_avg FROM loyalty.model_validation"
+psql_shop -c "SELECT model, calibration_repeats, customers, round(predicted_avg::numeric, 3) AS predicted_avg, round(actual_avg::numeric, 3) AS actual_avg, round(mae::numeric, 3) AS mae FROM loyalty.model_validation" \
+          -c "SELECT model, reason FROM loyalty.current_model"
 
 echo "== live: a lapsed customer orders again; the worker rescores within a second"
 lapsed=$(psql_shop -At -c "SELECT customer_id FROM loyalty.customer_segments WHERE segment IN ('At Risk', 'Lost', 'About To Sleep') ORDER BY monetary DESC LIMIT 1")
