@@ -364,11 +364,13 @@ BEGIN
            expected_order_value = excluded.expected_order_value, predicted_clv = excluded.predicted_clv,
            horizon_days = excluded.horizon_days, fit_id = excluded.fit_id, gamma_gamma_fit_id = excluded.gamma_gamma_fit_id,
            as_of = excluded.as_of
-     WHERE (sc.model, sc.p_alive, sc.expected_purchases_90d, sc.expected_order_value, sc.predicted_clv, sc.horizon_days,
-            sc.fit_id, sc.gamma_gamma_fit_id)
+     -- only values that changed are written: a refit to the same parameters
+     -- (nothing new since the last refresh) rewrites nothing, and the row
+     -- keeps the id of the earlier, equal fit
+     WHERE (sc.model, sc.p_alive, sc.expected_purchases_90d, sc.expected_order_value, sc.predicted_clv, sc.horizon_days)
            IS DISTINCT FROM
            (excluded.model, excluded.p_alive, excluded.expected_purchases_90d, excluded.expected_order_value,
-            excluded.predicted_clv, excluded.horizon_days, excluded.fit_id, excluded.gamma_gamma_fit_id);
+            excluded.predicted_clv, excluded.horizon_days);
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
 END
@@ -399,7 +401,7 @@ COMMENT ON COLUMN loyalty.customer_scores.horizon_days IS 'the horizon used';
 COMMENT ON COLUMN loyalty.customer_scores.model IS 'the model that decided this customer''s scores: bgnbd, bgnbd_limit (BG/NBD on its boundary), or heuristic (too little data, the heuristic was chosen, or a one-time buyer under BG/NBD)';
 COMMENT ON COLUMN loyalty.customer_scores.bgnbd_fit_id IS 'the loyalty.model_fits row used, when a BG/NBD model decided';
 COMMENT ON COLUMN loyalty.customer_scores.gamma_gamma_fit_id IS 'the loyalty.model_fits row used for order value';
-COMMENT ON COLUMN loyalty.customer_scores.fit_id IS 'the loyalty.model_fits row of the model that decided (heuristic: its shop gap)';
+COMMENT ON COLUMN loyalty.customer_scores.fit_id IS 'the loyalty.model_fits row of the model that decided (heuristic: its shop gap); a later fit with the same parameters leaves it';
 COMMENT ON COLUMN loyalty.customer_scores.scored_as_of IS 'the time these values were computed for (a row is rewritten only when a value changes)';
 
 DROP VIEW loyalty.model_validation;
