@@ -17,10 +17,14 @@ UPDATE loyalty.campaigns SET active = kind IN ('welcome', 'post_purchase', 'repu
        active_from = '2026-01-01', holdout_share = 0.2, valid_for = '4 days';
 UPDATE loyalty.campaigns SET params = '{"orders": 3}' WHERE kind = 'milestone';
 UPDATE loyalty.campaigns SET params = '{"days": 2}' WHERE kind = 'post_purchase';
+-- no minimum quiet time: lapses of this test's short history are due at once
+UPDATE loyalty.campaigns SET params = params || '{"min_days_since_last": 0}' WHERE kind = 'win_back';
 UPDATE loyalty.campaigns SET activated_at = active_from WHERE active;   -- switched on by this test's clock
--- a BG/NBD fit in days (CDNOW's weekly fit rescaled): win-back dates lapses by it
+-- a BG/NBD fit in days (CDNOW's weekly fit rescaled): win-back dates lapses
+-- by it (one-time buyers by the heuristic, with the fitted shop gap)
 INSERT INTO loyalty.model_fits (model, status, as_of, customers, params)
-VALUES ('bgnbd', 'fitted', '2026-01-01', 2357, '{"r": 0.2426, "alpha": 30.9, "a": 0.7929, "b": 2.4259}');
+VALUES ('bgnbd', 'fitted', '2026-01-01', 2357, '{"r": 0.2426, "alpha": 30.9, "a": 0.7929, "b": 2.4259}'),
+       ('heuristic', 'fitted', '2026-01-01', 2357, '{"shop_gap": 20}');
 
 -- 80 customers with 1 to 5 orders between March and May, every few days;
 -- profiles for all, email consent for most

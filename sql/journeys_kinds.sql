@@ -110,7 +110,7 @@ SELECT * FROM pg_temp.due('2026-06-24 12:00') WHERE customer_id LIKE 'r%';
 SELECT pg_temp.orders('l1', '2025-10-01 10:00', '2025-11-01 10:00');   -- lapsed 9 December: before the start
 SELECT pg_temp.orders('l2', '2024-01-01 10:00', '2024-02-01 10:00');   -- lapsed beyond max_days_since_last
 SELECT pg_temp.orders('l3', '2026-05-01 10:00', '2026-06-01 10:00');   -- active
-SELECT pg_temp.orders('l4', '2026-04-03 10:00', '2026-05-03 10:00');   -- gap 30 days: lapses 9 June (37 quiet days)
+SELECT pg_temp.orders('l4', '2026-04-03 10:00', '2026-05-03 10:00');   -- gap 30 days, shrunk towards the shop's: lapses 8 June (36 quiet days)
 SELECT pg_temp.only('we miss you');
 UPDATE loyalty.campaigns SET active_from = '2026-06-12', activated_at = '2026-06-12' WHERE name = 'we miss you';
 SELECT d.customer_id, d.occasion, d.occasion_at, d.decision, d.payload #>> '{occasion,lapsed_at}' AS lapsed_at,
@@ -120,17 +120,17 @@ SELECT d.customer_id, d.occasion, d.occasion_at, d.decision, d.payload #>> '{occ
 -- lapses earlier: they are due when the campaign was switched on
 UPDATE loyalty.campaigns SET active_from = '2026-01-01' WHERE name = 'we miss you';
 SELECT * FROM pg_temp.due('2026-06-15 12:00') WHERE customer_id LIKE 'l%';
--- l4 crosses 0.3 at midnight UTC of 9 June: not due the second before
+-- l4 crosses 0.3 at midnight UTC of 8 June: not due the second before
 UPDATE loyalty.campaigns SET activated_at = '2026-01-01' WHERE name = 'we miss you';
-SELECT * FROM pg_temp.due('2026-06-08 23:59:59') WHERE customer_id LIKE 'l%';
-SELECT * FROM pg_temp.due('2026-06-09 00:00') WHERE customer_id LIKE 'l%';
-SELECT loyalty._p_alive(2, '2026-04-03 10:00', '2026-05-03 10:00', t, NULL, NULL, NULL, NULL, NULL) < 0.3 AS below
-  FROM unnest(ARRAY[timestamptz '2026-06-08 23:59:59', '2026-06-09 00:00']) t;
-UPDATE loyalty.campaigns SET params = '{"segments": ["At Risk", "Can''t Lose Them", "Hibernating"]}' WHERE name = 'we miss you';
+SELECT * FROM pg_temp.due('2026-06-07 23:59:59') WHERE customer_id LIKE 'l%';
+SELECT * FROM pg_temp.due('2026-06-08 00:00') WHERE customer_id LIKE 'l%';
+SELECT loyalty._p_alive('heuristic', 2, '2026-04-03 10:00', '2026-05-03 10:00', t, NULL, NULL, NULL, NULL, m.shop_gap) < 0.3 AS below
+  FROM unnest(ARRAY[timestamptz '2026-06-07 23:59:59', '2026-06-08 00:00']) t CROSS JOIN loyalty.current_model m;
+UPDATE loyalty.campaigns SET params = '{"segments": ["At Risk", "Can''t Lose Them", "Hibernating"], "min_days_since_last": 0}' WHERE name = 'we miss you';
 INSERT INTO loyalty.customer_rfm VALUES ('l3', 1, 3, 3, 'At Risk', '2026-06-10'), ('l1', 5, 3, 3, 'Champions', '2026-06-10');
 SELECT * FROM pg_temp.due('2026-06-15 12:00') WHERE customer_id LIKE 'l%';
 -- the lapse day in closed form agrees with P(alive) day by day: below the
--- threshold on that day, not on the day before; x = 0 never lapses under BG/NBD.
+-- threshold on that day, not on the day before; x = 0 under BG/NBD lapses by the heuristic.
 -- Over histories of 1..30 purchase days, four thresholds, a BG/NBD fit in days
 -- (CDNOW's weekly fit rescaled) and the heuristic.
 WITH h AS (
@@ -147,15 +147,15 @@ WITH h AS (
 )
 SELECT fit, count(*) AS histories,
        count(*) FILTER (WHERE lapse IS NULL) AS never,
-       count(*) FILTER (WHERE lapse IS NULL AND NOT (fit = 'bgnbd' AND pd = 1)) AS never_wrongly,
+       count(*) FILTER (WHERE lapse IS NULL) AS never_wrongly,
        count(*) FILTER (WHERE lapse IS NOT NULL
-                          AND NOT (loyalty._p_alive(pd, first_at, last_at, lapse, p[1], p[2], p[3], p[4], 60) < th
+                          AND NOT (loyalty._p_alive(fit, pd, first_at, last_at, lapse, p[1], p[2], p[3], p[4], 60) < th
                                    AND (lapse - interval '1 microsecond' < last_at
-                                        OR loyalty._p_alive(pd, first_at, last_at, lapse - interval '1 microsecond',
+                                        OR loyalty._p_alive(fit, pd, first_at, last_at, lapse - interval '1 microsecond',
                                                             p[1], p[2], p[3], p[4], 60) >= th))) AS disagree
   FROM l GROUP BY fit ORDER BY fit;
--- edges: days are UTC days also before 2000 (gap half a day: lapsed the next
--- day); no usable history gives NULL; an overflowing power is capped 10,000
+-- edges: days are UTC days also before 2000 (gap (1 + 90) / 3 days: lapsed
+-- 37 days after 31 December 1999); no usable history gives NULL; an overflowing power is capped 10,000
 -- years on; a threshold outside (0, 1) is refused
 SELECT loyalty._lapse_at(3, '1999-12-30 10:00', '1999-12-31 23:00', 0.3, NULL, NULL, NULL, NULL, NULL) AS before_2000,
        loyalty._lapse_at(2, '-infinity', '2026-01-01', 0.3, NULL, NULL, NULL, NULL, NULL) AS infinite_first,

@@ -313,3 +313,16 @@ SELECT has_function_privilege('loyalty_app', 'loyalty.record_fulfilment(text, ti
        has_function_privilege('loyalty_reader', 'loyalty.scan_operations(timestamptz)', 'EXECUTE') AS reader_scans,
        has_table_privilege('loyalty_reader', 'loyalty.open_issues', 'SELECT') AS reader_dashboard,
        has_function_privilege('public', 'loyalty.record_return(text, timestamptz, timestamptz, timestamptz, text)', 'EXECUTE') AS public_returns;
+
+-- ---- bounds on what the API takes (a far-future promise broke every later
+-- scan for everyone; free text is bounded), and order_timeline is for staff
+SELECT loyalty.record_order('bnd', 'bnd-1', 10, '2026-03-01') > 0 AS ordered;
+SELECT pg_temp.err($$SELECT loyalty.record_fulfilment('bnd-1', promised_on => '5874897-12-31')$$);
+SELECT pg_temp.err($$SELECT loyalty.record_fulfilment('bnd-1', delivered_at => '294275-01-01')$$);
+SELECT pg_temp.err($$SELECT loyalty.record_fulfilment('bnd-1', paid_at => '4713-01-01 BC')$$);
+SELECT pg_temp.err($$SELECT loyalty.record_return('bnd-1', '2026-03-05', reason => repeat('x', 1001))$$);
+SELECT pg_temp.err($$SELECT loyalty.record_shipment_event('bnd-1', 'in_transit', '2026-03-02', detail => jsonb_build_object('x', repeat('y', 9000)))$$);
+SELECT pg_temp.err($$SELECT loyalty.record_contact('bnd', repeat('r', 1001))$$);
+SELECT count(*) AS nothing_stored FROM loyalty.order_promises WHERE order_ref = 'bnd-1';
+SELECT has_function_privilege('loyalty_reader', 'loyalty.order_timeline(text)', 'execute') AS reader_timeline,
+       has_function_privilege('loyalty_support', 'loyalty.order_timeline(text)', 'execute') AS support_timeline;

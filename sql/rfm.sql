@@ -97,7 +97,13 @@ SELECT count(*) FILTER (WHERE segment = 'Best') > 0 AS has_best, count(*) FILTER
        count(*) FILTER (WHERE segment = 'Lost') AS lost, count(*) FILTER (WHERE segment = 'Other') > 0 AS has_other
   FROM loyalty.customer_segments;
 
--- fixed thresholds, 3 bins
+-- fixed thresholds, 3 bins: refused while the segment rules are written for
+-- scores 1 to 5 (they would match no Champions), accepted once rewritten
+SELECT loyalty.configure_rfm(bins => 3, mode => 'fixed', recency_bounds => '{30,60}', frequency_bounds => '{1,10}', monetary_bounds => '{100,1000}');
+SELECT bins FROM loyalty.rfm_config;
+CREATE TEMP TABLE rules_for_5 AS SELECT * FROM loyalty.segment_rules;
+UPDATE loyalty.segment_rules SET r_min = least(r_min, 3), r_max = least(r_max, 3), f_min = least(f_min, 3), f_max = least(f_max, 3),
+                                 m_min = least(m_min, 3), m_max = least(m_max, 3);
 SELECT loyalty.configure_rfm(bins => 3, mode => 'fixed', recency_bounds => '{30,60}', frequency_bounds => '{1,10}', monetary_bounds => '{100,1000}');
 SELECT events_applied, customers FROM loyalty.refresh(as_of => '2026-04-15 00:00+00');
 SELECT bins, mode, recency_bounds, frequency_bounds, monetary_bounds FROM loyalty.rfm_bounds;
@@ -118,7 +124,9 @@ SELECT loyalty.refresh(as_of => 'infinity');
 \set VERBOSITY terse
 SELECT bins, mode FROM loyalty.rfm_config;
 
--- back to the default quantile mode
+-- back to the default quantile mode (and the rules for 5 scores)
+DELETE FROM loyalty.segment_rules;
+INSERT INTO loyalty.segment_rules SELECT * FROM rules_for_5;
 SELECT loyalty.configure_rfm();
 SELECT customers FROM loyalty.refresh(as_of => '2026-04-15 00:00+00');
 SELECT bins, mode, customers FROM loyalty.rfm_bounds;

@@ -331,6 +331,33 @@ SELECT (SELECT count(*) FROM loyalty.ledger) - b.ledger AS ledger_rows, (SELECT 
        (SELECT count(*) FROM loyalty.earn_rules) - b.rules AS rules
   FROM fuzz_before b;
 
+-- ---- the database's own search_path does not decide what a job calls: the
+-- jobs (and the worker, which runs the same commands as the bootstrap
+-- superuser) schema-qualify everything. A database owner who plants an
+-- aggregate named count ahead of pg_catalog sees it never called.
+CREATE SCHEMA sec_dbevil;
+CREATE TABLE sec_dbevil.calls (n int);
+CREATE FUNCTION sec_dbevil.cnt(int8) RETURNS int8 LANGUAGE plpgsql AS $$
+BEGIN INSERT INTO sec_dbevil.calls VALUES (1); RETURN $1 + 1; END $$;
+CREATE AGGREGATE sec_dbevil.count(*) (sfunc = sec_dbevil.cnt, stype = int8, initcond = '0');
+SELECT format('ALTER DATABASE %I SET search_path = sec_dbevil, pg_catalog', current_database()) \gexec
+\c -
+SELECT count(*) AS plain_sql_count FROM (VALUES (1), (2)) v;   -- plain SQL finds the plant: 2 calls
+-- every job's command, run as pg_cron runs it: in a session with the database's search_path
+DO $$
+DECLARE c text;
+BEGIN
+    FOR c IN SELECT j.command FROM loyalty._cron_jobs('x', 'x', 'x', 'x', 'x', 'x', 'x', 'x') j
+              WHERE j.command LIKE '%count%' LOOP
+        EXECUTE c;
+    END LOOP;
+END $$;
+SELECT pg_catalog.count(*) AS planted_calls FROM sec_dbevil.calls;   -- still 2: no job called it
+SELECT format('ALTER DATABASE %I RESET search_path', current_database()) \gexec
+\c -
+SET client_min_messages = warning;
+DROP SCHEMA sec_dbevil CASCADE;
+
 -- ---- clean up the cluster-wide role
 DROP TABLE sec_customers;
 DROP SCHEMA sec_evil CASCADE;

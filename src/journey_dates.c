@@ -17,10 +17,17 @@
  *     P(alive) = 1 / (1 + a/(b+x-1) * ((alpha+T)/(alpha+t_x))^(r+x)) < theta
  *     <=>  T > T* = (alpha+t_x) * ((1/theta - 1)(b+x-1)/a)^(1/(r+x)) - alpha
  *   so the first such day is T = floor(T*) + 1, and never before the last
- *   purchase day (T >= t_x).  x = 0: P(alive) = 1, the customer never lapses.
+ *   purchase day (T >= t_x).  A fit on the boundary (a, b -> infinity, the
+ *   dropout probability p = a/(a+b) the same for everyone) is the same
+ *   formula with a/(b+x-1) -> p/(1-p): the large a and b give it to 1e-9.
+ *   x = 0: BG/NBD puts P(alive) = 1 by construction (it cannot see
+ *   one-time buyers), so they are judged by the heuristic below, as
+ *   loyalty._p_alive() does.
  *
- *   Heuristic (no fit): exp(-d/gap) < theta  <=>  d > -ln(theta) * gap, gap
- *   the customer's mean gap between purchase days (else the shop's, else 90):
+ *   Heuristic: exp(-d/gap) < theta  <=>  d > -ln(theta) * gap, with
+ *   gap = (t_x + G) / (x + 1): the customer's own gaps shrunk towards the
+ *   shop's mean gap G by one pseudo-gap (G alone for one-time buyers), so
+ *   two orders a few days apart do not make a customer lapse in a fortnight:
  *   first day d = floor(-ln(theta) * gap) + 1 after the last purchase day.
  *
  * The result is that day's UTC midnight, or the last purchase itself when
@@ -63,8 +70,9 @@ LapseClampDays(double v)
 
 /*
  * loyalty._lapse_at(purchase_days, first_order_at, last_order_at, below,
- *                   r, alpha, a, b, shop_gap): BG/NBD when r is not NULL,
- * else the heuristic (shop_gap NULL: 90 days).
+ *                   r, alpha, a, b, shop_gap): BG/NBD when r is not NULL and
+ * the customer bought on two days or more, else the heuristic (shop_gap
+ * NULL: 90 days).
  */
 PG_FUNCTION_INFO_V1(lapse_at);
 Datum
@@ -98,7 +106,7 @@ lapse_at(PG_FUNCTION_ARGS)
 	last_day = LapseUtcDay(last);
 	tx = last_day - first_day;
 
-	if (!PG_ARGISNULL(4))
+	if (!PG_ARGISNULL(4) && pd >= 2)
 	{
 		double		r = PG_GETARG_FLOAT8(4);
 		double		alpha;
@@ -113,20 +121,19 @@ lapse_at(PG_FUNCTION_ARGS)
 		alpha = PG_GETARG_FLOAT8(5);
 		a = PG_GETARG_FLOAT8(6);
 		b = PG_GETARG_FLOAT8(7);
-		if (pd < 2)
-			PG_RETURN_NULL();	/* x = 0: P(alive) = 1 */
 		tstar = (alpha + (double) tx) * pow((1.0 / below - 1.0) * (b + x - 1.0) / a, 1.0 / (r + x)) - alpha;
 		t = (int64) LapseClampDays(tstar) + 1;
 		day = first_day + Max(t, tx);
 	}
 	else
 	{
+		double		shop_gap = PG_ARGISNULL(8) ? 90.0 : PG_GETARG_FLOAT8(8);
 		double		gap;
 
-		if (pd > 1 && last_day > first_day)
-			gap = (double) tx / (pd - 1);
-		else
-			gap = PG_ARGISNULL(8) ? 90.0 : PG_GETARG_FLOAT8(8);
+		if (!(shop_gap > 0.0))
+			shop_gap = 90.0;
+		gap = ((double) tx + shop_gap) / pd;
+
 		day = last_day + (int64) LapseClampDays(-log(below) * gap) + 1;
 	}
 

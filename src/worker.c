@@ -134,7 +134,7 @@ LoyaltyWorkerHealth(void)
 						true, 0) == SPI_OK_SELECT && SPI_processed == 1)
 		{
 			pgstat_report_activity(STATE_RUNNING, "loyalty.check_health");
-			if (SPI_execute("SELECT count(*) FROM loyalty.check_health()", false, 0) != SPI_OK_SELECT)
+			if (SPI_execute("SELECT pg_catalog.count(*) FROM loyalty.check_health()", false, 0) != SPI_OK_SELECT)
 				elog(ERROR, "loyalty worker: check_health failed");
 		}
 		SPI_finish();
@@ -170,6 +170,12 @@ LoyaltyWorkerMain(Datum main_arg)
 	BackgroundWorkerUnblockSignals();
 
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
+
+	/*
+	 * The worker runs as the bootstrap superuser: a search_path set on the
+	 * database (by its owner) must not decide what its queries call.
+	 */
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
 	pgstat_report_appname("loyalty worker");
 	if (!LoyaltyWorkerClaim(dboid))
 		proc_exit(0);

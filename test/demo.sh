@@ -77,7 +77,8 @@ psql_shop -c "SELECT model, status, customers, round(loglik::numeric, 1) AS logl
 echo "valuable customers slipping away (high predicted value, churn risk over 50%):"
 psql_shop -c "SELECT s.customer_id, c.segment, s.model, round(s.p_alive::numeric, 2) AS p_alive, round(s.expected_purchases_90d::numeric, 2) AS purchases_next_90d, round(s.expected_order_value::numeric, 2) AS order_value, s.predicted_clv FROM loyalty.customer_scores s JOIN loyalty.customer_segments c USING (customer_id) WHERE s.churn_risk > 0.5 ORDER BY c.monetary DESC LIMIT 5"
 echo "can the model be trusted here? predicted vs actual purchase days in the last 90 days:"
-psql_shop -c "SELECT calibration_repeats, customers, round(predicted_avg::numeric, 3) AS predicted_avg, round(actual_avg::numeric, 3) AS actual_avg FROM loyalty.model_validation"
+psql_shop -c "SELECT model, calibration_repeats, customers, round(predicted_avg::numeric, 3) AS predicted_avg, round(actual_avg::numeric, 3) AS actual_avg, round(mae::numeric, 3) AS mae FROM loyalty.model_validation" \
+          -c "SELECT model, reason FROM loyalty.current_model"
 
 echo "== live: a lapsed customer orders again; the worker rescores within a second"
 lapsed=$(psql_shop -At -c "SELECT customer_id FROM loyalty.customer_segments WHERE segment IN ('At Risk', 'Lost', 'About To Sleep') ORDER BY monetary DESC LIMIT 1")
@@ -148,6 +149,28 @@ psql_shop -c "SELECT campaign, decision, count(*) FROM loyalty.due_messages GROU
 echo "enqueue_due() writes them into the outbox (a rerun writes nothing):"
 psql_shop -c "SELECT * FROM loyalty.enqueue_due()" \
           -c "SELECT sum(pending + held_out + expired + suppressed) AS written_by_rerun FROM loyalty.enqueue_due()"
+echo "every win-back agrees with its reason (P(alive) at the decision below the threshold, the model named);"
+echo "one-time buyers gone far longer than the shop's typical gap are won back, those of last week are not:"
+psql_shop <<'SQL'
+SELECT count(*) AS win_backs,
+       count(*) FILTER (WHERE (o.payload #>> '{occasion,p_alive}')::float8 < (o.payload #>> '{why,rule,p_alive_below}')::float8
+                          AND o.payload #>> '{occasion,model}' IS NOT NULL) AS agreeing,
+       count(*) FILTER (WHERE o.payload #>> '{occasion,model}' = 'heuristic') AS judged_by_heuristic
+  FROM loyalty.outbox o JOIN loyalty.campaigns c USING (campaign_id)
+ WHERE c.kind = 'win_back' AND o.payload ? 'why';
+SELECT CASE WHEN s.last_order_at < now() - 3 * m.shop_gap * interval '1 day' THEN 'gone > 3x shop gap'
+            ELSE 'bought last week' END AS one_time_buyers,
+       count(*) AS customers,
+       count(o.message_id) AS won_back
+  FROM loyalty.customer_state s
+ CROSS JOIN loyalty.current_model m
+  LEFT JOIN loyalty.outbox o ON o.customer_id = s.customer_id
+        AND o.campaign_id = (SELECT campaign_id FROM loyalty.campaigns WHERE name = 'we miss you')
+ WHERE s.purchase_days = 1
+   AND (s.last_order_at > now() - interval '7 days'
+        OR s.last_order_at BETWEEN now() - interval '365 days' AND now() - 3 * m.shop_gap * interval '1 day')
+ GROUP BY 1 ORDER BY 1;
+SQL
 psql_shop -c "SELECT max_attempts FROM loyalty.configure_outbox(max_attempts => 2, backoff_base => '1 second')" \
           -c "SELECT status, channel, messages, due_now FROM loyalty.outbox_summary ORDER BY status, channel"
 echo "two senders (bash + psql), delivering by appending to a file; 'bounce-*' recipients fail:"

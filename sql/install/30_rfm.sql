@@ -90,6 +90,7 @@ AS $$
 DECLARE
     b float8[];
     nm text;
+    top integer;
 BEGIN
     IF bins IS NULL OR bins < 2 OR bins > 10 THEN
         RAISE EXCEPTION 'bins must be between 2 and 10, not %', coalesce(bins::text, 'NULL')
@@ -114,6 +115,16 @@ BEGIN
         RAISE EXCEPTION 'thresholds are only used in fixed mode'
               USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass mode => ''fixed'' with the thresholds.';
     END IF;
+    -- The segment rules name score ranges (the defaults 1 to 5): with another
+    -- number of bins they would silently match other customers or none (no
+    -- Champions with 3 bins). Refused rather than rescaled: a rescaled rule is
+    -- not the rule the shop wrote.
+    SELECT max(greatest(r.r_max, r.f_max, r.m_max)) INTO top FROM loyalty.segment_rules r;
+    IF top IS NOT NULL AND top <> bins THEN
+        RAISE EXCEPTION 'the segment rules are written for scores 1 to %, not 1 to %', top, bins
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = format('Rewrite loyalty.segment_rules for scores 1 to %s first (UPDATE their r/f/m ranges), then change bins; or keep %s bins.', bins, top);
+    END IF;
     UPDATE loyalty.rfm_config c
        SET bins = configure_rfm.bins, mode = configure_rfm.mode, recency_bounds = configure_rfm.recency_bounds,
            frequency_bounds = configure_rfm.frequency_bounds, monetary_bounds = configure_rfm.monetary_bounds;
@@ -122,7 +133,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION loyalty.configure_rfm(integer, text, float8[], float8[], float8[]) IS
-'Set RFM bins and mode (quantile, or fixed thresholds); takes effect at the next loyalty.refresh()';
+'Set RFM bins and mode (quantile, or fixed thresholds); refused when the segment rules are written for another number of bins; takes effect at the next loyalty.refresh()';
 
 CREATE VIEW loyalty.customer_segments AS
 SELECT s.customer_id,

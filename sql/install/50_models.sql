@@ -9,7 +9,9 @@ CREATE TABLE loyalty.model_settings (
     annual_discount_rate numeric NOT NULL DEFAULT 0 CHECK (annual_discount_rate >= 0 AND annual_discount_rate < 1),
     min_customers        integer NOT NULL DEFAULT 200 CHECK (min_customers >= 10),
     min_repeat_customers integer NOT NULL DEFAULT 30 CHECK (min_repeat_customers >= 5),
-    holdout_days         integer NOT NULL DEFAULT 90 CHECK (holdout_days BETWEEN 7 AND 3650)
+    holdout_days         integer NOT NULL DEFAULT 90 CHECK (holdout_days BETWEEN 7 AND 3650),
+    models               text[] NOT NULL DEFAULT '{bgnbd,heuristic}'
+                         CHECK (models <@ '{bgnbd,mbgnbd,pareto_nbd,heuristic}' AND 'heuristic' = ANY (models))
 );
 INSERT INTO loyalty.model_settings DEFAULT VALUES;
 COMMENT ON TABLE loyalty.model_settings IS 'Settings of the churn and lifetime value models';
@@ -19,17 +21,20 @@ COMMENT ON COLUMN loyalty.model_settings.annual_discount_rate IS 'yearly discoun
 COMMENT ON COLUMN loyalty.model_settings.min_customers IS 'fewer customers than this: no fit, heuristic scores';
 COMMENT ON COLUMN loyalty.model_settings.min_repeat_customers IS 'fewer repeat buyers than this: no fit, heuristic scores';
 COMMENT ON COLUMN loyalty.model_settings.holdout_days IS 'holdout window of loyalty.model_validation';
+COMMENT ON COLUMN loyalty.model_settings.models IS 'models refresh() fits and validate_models() compares on the holdout window; the best decides (heuristic is always one)';
 
 -- Change model settings (NULL keeps a setting); bad values get a clear error.
 CREATE FUNCTION loyalty.configure_models(horizon_days integer DEFAULT NULL, margin numeric DEFAULT NULL,
                                          annual_discount_rate numeric DEFAULT NULL, min_customers integer DEFAULT NULL,
-                                         min_repeat_customers integer DEFAULT NULL, holdout_days integer DEFAULT NULL)
+                                         min_repeat_customers integer DEFAULT NULL, holdout_days integer DEFAULT NULL,
+                                         models text[] DEFAULT NULL)
 RETURNS loyalty.model_settings
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     st loyalty.model_settings;
+    m text;
 BEGIN
     IF horizon_days IS NOT NULL AND (horizon_days < 1 OR horizon_days > 3650) THEN
         RAISE EXCEPTION 'horizon_days must be between 1 and 3650, not %', horizon_days
@@ -55,23 +60,47 @@ BEGIN
         RAISE EXCEPTION 'holdout_days must be between 7 and 3650, not %', holdout_days
               USING ERRCODE = 'invalid_parameter_value', HINT = 'Pick a window the shop can wait for, e.g. 90 days.';
     END IF;
+    IF models IS NOT NULL THEN
+        IF cardinality(models) IS NULL OR array_position(models, NULL) IS NOT NULL THEN
+            RAISE EXCEPTION 'models must be a non-empty list of model names'
+                  USING ERRCODE = 'invalid_parameter_value', HINT = 'Models: bgnbd, mbgnbd, pareto_nbd, heuristic.';
+        END IF;
+        FOREACH m IN ARRAY models LOOP
+            IF m NOT IN ('bgnbd', 'mbgnbd', 'pareto_nbd', 'heuristic') THEN
+                RAISE EXCEPTION 'unknown model %', quote_literal(m)
+                      USING ERRCODE = 'invalid_parameter_value', HINT = 'Models: bgnbd, mbgnbd, pareto_nbd, heuristic.';
+            END IF;
+            IF NOT loyalty._model_available(m) THEN
+                RAISE EXCEPTION 'model % is not available in this version of loyalty', m
+                      USING ERRCODE = 'feature_not_supported', HINT = 'Enable bgnbd and heuristic.';
+            END IF;
+        END LOOP;
+        -- the heuristic is the fallback of every other model: always enabled
+        models := ARRAY(SELECT DISTINCT u FROM unnest(models || '{heuristic}'::text[]) u ORDER BY 1);
+    END IF;
     UPDATE loyalty.model_settings s
-       SET horizon_days = coalesce(configure_models.horizon_days, s.horizon_days),
+       SET models = coalesce(configure_models.models, s.models),
+           horizon_days = coalesce(configure_models.horizon_days, s.horizon_days),
            margin = coalesce(configure_models.margin, s.margin),
            annual_discount_rate = coalesce(configure_models.annual_discount_rate, s.annual_discount_rate),
            min_customers = coalesce(configure_models.min_customers, s.min_customers),
            min_repeat_customers = coalesce(configure_models.min_repeat_customers, s.min_repeat_customers),
            holdout_days = coalesce(configure_models.holdout_days, s.holdout_days)
     RETURNING * INTO st;
+    -- stored scores follow the settings they are computed with
+    IF configure_models.horizon_days IS NOT NULL OR configure_models.margin IS NOT NULL
+       OR configure_models.annual_discount_rate IS NOT NULL OR configure_models.models IS NOT NULL THEN
+        PERFORM loyalty._store_scores(now(), NULL);
+    END IF;
     RETURN st;
 END
 $$;
-COMMENT ON FUNCTION loyalty.configure_models(integer, numeric, numeric, integer, integer, integer) IS
-'Change churn/CLV settings (NULL keeps a setting); returns the settings in force';
+COMMENT ON FUNCTION loyalty.configure_models(integer, numeric, numeric, integer, integer, integer, text[]) IS
+'Change churn/CLV settings (NULL keeps a setting), including the models to fit and compare; returns the settings in force';
 
 CREATE TABLE loyalty.model_fits (
     fit_id     bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    model      text NOT NULL CHECK (model IN ('bgnbd', 'gamma_gamma')),
+    model      text NOT NULL CHECK (model IN ('bgnbd', 'gamma_gamma', 'heuristic', 'mbgnbd', 'pareto_nbd')),
     status     text NOT NULL CHECK (status IN ('fitted', 'not_converged', 'too_little_data')),
     fitted_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
     as_of      timestamptz NOT NULL,
@@ -86,17 +115,34 @@ COMMENT ON TABLE loyalty.model_fits IS 'Every model fit with its diagnostics; sc
 
 -- Per-customer model inputs in days (BTYD convention: one transaction per
 -- purchase day; x = repeat purchase days, t_x = first to last purchase day,
--- t = first purchase day to as_of).
-CREATE VIEW loyalty.model_inputs AS
-SELECT s.customer_id,
-       s.purchase_days - 1 AS x,
-       ((s.last_order_at AT TIME ZONE 'UTC')::date - (s.first_order_at AT TIME ZONE 'UTC')::date)::float8 AS t_x,
-       greatest((now() AT TIME ZONE 'UTC')::date - (s.first_order_at AT TIME ZONE 'UTC')::date,
-                (s.last_order_at AT TIME ZONE 'UTC')::date - (s.first_order_at AT TIME ZONE 'UTC')::date)::float8 AS t,
-       CASE WHEN s.purchase_days > 1 THEN (s.net_spend - s.first_day_spend) / (s.purchase_days - 1) END AS repeat_value,
-       s.avg_spend,
-       (now() AT TIME ZONE 'UTC')::date - (s.last_order_at AT TIME ZONE 'UTC')::date AS days_since_last
-  FROM loyalty.customer_state s;
+-- t = first purchase day to as_of). The one definition: customer scores,
+-- fits and the journeys' P(alive) and lapse days all derive them from these
+-- helpers. An order dated after as_of (within the intake's clock-skew
+-- tolerance) is clamped: t never below t_x, days since the last purchase
+-- never negative, so P(alive) never rises above the value at that order.
+CREATE FUNCTION loyalty._utc_days(p_from timestamptz, p_to timestamptz)
+RETURNS integer
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN greatest((p_to AT TIME ZONE 'UTC')::date - (p_from AT TIME ZONE 'UTC')::date, 0);
+
+CREATE FUNCTION loyalty.model_inputs_at(as_of timestamptz)
+RETURNS TABLE (customer_id text, x integer, t_x float8, t float8, repeat_value numeric, avg_spend numeric,
+               days_since_last integer)
+LANGUAGE sql STABLE PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT s.customer_id,
+           s.purchase_days - 1,
+           loyalty._utc_days(s.first_order_at, s.last_order_at)::float8,
+           loyalty._utc_days(s.first_order_at, greatest(as_of, s.last_order_at))::float8,
+           CASE WHEN s.purchase_days > 1 THEN (s.net_spend - s.first_day_spend) / (s.purchase_days - 1) END,
+           s.avg_spend,
+           loyalty._utc_days(s.last_order_at, as_of)
+      FROM loyalty.customer_state s;
+END;
+COMMENT ON FUNCTION loyalty.model_inputs_at(timestamptz) IS
+'Per-customer BG/NBD and Gamma-Gamma inputs in whole UTC days as of a time (future-dated orders clamped: t >= t_x, days_since_last >= 0)';
+
+CREATE VIEW loyalty.model_inputs AS SELECT * FROM loyalty.model_inputs_at(pg_catalog.now());
 COMMENT ON VIEW loyalty.model_inputs IS 'Per-customer BG/NBD and Gamma-Gamma inputs, in days, as of now';
 COMMENT ON COLUMN loyalty.model_inputs.x IS 'repeat purchase days';
 COMMENT ON COLUMN loyalty.model_inputs.t_x IS 'days from first to last purchase day';
@@ -105,60 +151,77 @@ COMMENT ON COLUMN loyalty.model_inputs.repeat_value IS 'mean net spend per repea
 COMMENT ON COLUMN loyalty.model_inputs.avg_spend IS 'mean net spend per order';
 COMMENT ON COLUMN loyalty.model_inputs.days_since_last IS 'days since the last purchase day';
 
--- Fit both models on the shop's customers (days); never raises for the data.
-CREATE FUNCTION loyalty.fit_models(OUT bgnbd_status text, OUT gamma_gamma_status text)
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    st loyalty.model_settings;
-    n bigint;
-    n_rep bigint;
-    f record;
-    g record;
-    n_gg bigint;
-BEGIN
-    SELECT * INTO st FROM loyalty.model_settings;
-    SELECT count(*), count(*) FILTER (WHERE x > 0) INTO n, n_rep FROM loyalty.model_inputs;
-    IF n < st.min_customers OR n_rep < st.min_repeat_customers THEN
-        INSERT INTO loyalty.model_fits (model, status, as_of, customers, note)
-        VALUES ('bgnbd', 'too_little_data', now(), n,
-                format('%s customers, %s repeat buyers: need %s and %s', n, n_rep, st.min_customers, st.min_repeat_customers)),
-               ('gamma_gamma', 'too_little_data', now(), n_rep,
-                format('%s repeat buyers: need %s', n_rep, st.min_repeat_customers));
-        bgnbd_status := 'too_little_data';
-        gamma_gamma_status := 'too_little_data';
-        RETURN;
-    END IF;
+-- ------------------------------------------------------------ the models
+--
+-- Which model decides a customer's P(alive), and its value, from the inputs
+-- above. p_model is the shop's model (loyalty.current_model.model); the four
+-- parameters are the model's own in the order of its fit (r, alpha, a, b for
+-- BG/NBD; r, alpha, s, beta for Pareto/NBD).
+--   bgnbd        BG/NBD [FHL05 eq. 13] for customers with repeat purchases.
+--   bgnbd_limit  a fit on the boundary a, b -> infinity with p = a/(a+b)
+--                fixed: every customer drops out with the same probability p
+--                after each purchase (no heterogeneity in dropout). The limit
+--                of eq. 13 is 1 / (1 + p/(1-p) ((alpha+T)/(alpha+t_x))^(r+x)).
+--   heuristic    exp(-d / gap), d days since the last purchase day, gap =
+--                (t_x + G) / (x + 1): the customer's own gaps shrunk towards
+--                the shop's mean gap G (loyalty.current_model.shop_gap) by one
+--                pseudo-gap, the exponent floored at -700.
+-- BG/NBD puts P(alive) = 1 for a one-time buyer by construction (it cannot
+-- see them): under bgnbd and bgnbd_limit, one-time buyers get the heuristic,
+-- and the model column says so.
+-- REGISTER (MBG/NBD, Pareto/NBD): one line each in _p_alive_model,
+-- _p_alive_days, _expected_days and _model_registered below.
+CREATE FUNCTION loyalty._model_registered()
+RETURNS text[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN '{bgnbd,heuristic}'::text[];   -- REGISTER: || '{mbgnbd,pareto_nbd}'
 
-    SELECT (loyalty.bgnbd_fit(x, t_x, t)).* INTO f FROM loyalty.model_inputs;
-    bgnbd_status := CASE WHEN f.converged THEN 'fitted' ELSE 'not_converged' END;
-    INSERT INTO loyalty.model_fits (model, status, as_of, customers, params, loglik, iterations, note)
-    VALUES ('bgnbd', bgnbd_status, now(), n,
-            jsonb_build_object('r', f.r, 'alpha', f.alpha, 'a', f.a, 'b', f.b), f.loglik, f.iterations,
-            CASE WHEN NOT f.converged THEN 'optimiser did not converge; scores keep the last fitted parameters or the heuristic' END);
-    IF f.converged THEN
-        PERFORM loyalty._journeys_refitted();   -- win-back lapse days moved (71_journeys_due.sql)
-    END IF;
+-- Whether a model can be enabled: registered, and its C functions installed.
+CREATE FUNCTION loyalty._model_available(p_model text)
+RETURNS boolean
+LANGUAGE sql STABLE
+RETURN p_model = ANY (loyalty._model_registered())
+       AND (p_model IN ('bgnbd', 'heuristic')
+            OR to_regprocedure('loyalty.' || p_model || '_p_alive(integer,float8,float8,float8,float8,float8,float8)') IS NOT NULL);
 
-    SELECT count(*) INTO n_gg FROM loyalty.model_inputs WHERE x > 0 AND repeat_value > 0;
-    IF n_gg < st.min_repeat_customers THEN
-        gamma_gamma_status := 'too_little_data';
-        INSERT INTO loyalty.model_fits (model, status, as_of, customers, note)
-        VALUES ('gamma_gamma', gamma_gamma_status, now(), n_gg,
-                format('%s repeat buyers with positive spend: need %s', n_gg, st.min_repeat_customers));
-        RETURN;
-    END IF;
-    SELECT (loyalty.gamma_gamma_fit(x, repeat_value::float8)).* INTO g
-      FROM loyalty.model_inputs WHERE x > 0 AND repeat_value > 0;
-    gamma_gamma_status := CASE WHEN g.converged THEN 'fitted' ELSE 'not_converged' END;
-    INSERT INTO loyalty.model_fits (model, status, as_of, customers, params, loglik, iterations, note)
-    VALUES ('gamma_gamma', gamma_gamma_status, now(), n_gg,
-            jsonb_build_object('p', g.p, 'q', g.q, 'gamma', g.gamma), g.loglik, g.iterations,
-            CASE WHEN NOT g.converged THEN 'optimiser did not converge; scores keep the last fitted parameters or the heuristic' END);
-END
-$$;
-COMMENT ON FUNCTION loyalty.fit_models() IS 'Fit BG/NBD and Gamma-Gamma on the shop''s customers (days) into loyalty.model_fits';
+CREATE FUNCTION loyalty._p_alive_model(p_model text, p_x integer)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN CASE WHEN p_model IN ('bgnbd', 'bgnbd_limit') AND p_x > 0 THEN p_model
+            -- REGISTER: WHEN p_model IN ('mbgnbd', 'pareto_nbd') THEN p_model
+            ELSE 'heuristic' END;
+
+CREATE FUNCTION loyalty._p_alive_days(p_model text, p_x integer, p_t_x float8, p_t float8, p_days_since float8,
+                                      r float8, alpha float8, a float8, b float8, p_shop_gap float8)
+RETURNS float8
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN CASE loyalty._p_alive_model(p_model, p_x)
+            WHEN 'bgnbd' THEN least(loyalty.bgnbd_p_alive(p_x, p_t_x, p_t, r, alpha, a, b), 1)
+            WHEN 'bgnbd_limit' THEN 1 / (1 + a / b * power((alpha + p_t) / (alpha + p_t_x), r + p_x))
+            -- REGISTER: WHEN 'mbgnbd' THEN loyalty.mbgnbd_p_alive(p_x, p_t_x, p_t, r, alpha, a, b)
+            -- REGISTER: WHEN 'pareto_nbd' THEN loyalty.pareto_nbd_p_alive(p_x, p_t_x, p_t, r, alpha, a, b)
+            ELSE exp(greatest(-700, -p_days_since * (p_x + 1) / (p_t_x + coalesce(p_shop_gap, 90)))) END;
+
+-- Expected purchase days in the next p_horizon days, by the same model.
+--   bgnbd_limit: alive, with rate lambda ~ Gamma(r+x, alpha+T), a customer
+--   buys at rate lambda until a purchase ends it (probability p): expected
+--   (1 - e^(-lambda p h))/p, over lambda (1/p)(1 - ((alpha+T)/(alpha+T+p h))^(r+x)),
+--   times P(alive); the limit of [FHL05 eq. 10] as a, b -> infinity.
+--   heuristic: P(alive) * horizon / gap.
+CREATE FUNCTION loyalty._expected_days(p_model text, p_horizon float8, p_x integer, p_t_x float8, p_t float8,
+                                       p_days_since float8, r float8, alpha float8, a float8, b float8, p_shop_gap float8)
+RETURNS float8
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN CASE loyalty._p_alive_model(p_model, p_x)
+            WHEN 'bgnbd' THEN loyalty.bgnbd_expected(p_horizon, p_x, p_t_x, p_t, r, alpha, a, b)
+            WHEN 'bgnbd_limit'
+                 THEN loyalty._p_alive_days(p_model, p_x, p_t_x, p_t, p_days_since, r, alpha, a, b, p_shop_gap)
+                      * (a + b) / a * (1 - power((alpha + p_t) / (alpha + p_t + a / (a + b) * p_horizon), r + p_x))
+            -- REGISTER: WHEN 'mbgnbd' THEN loyalty.mbgnbd_expected(p_horizon, p_x, p_t_x, p_t, r, alpha, a, b)
+            -- REGISTER: WHEN 'pareto_nbd' THEN loyalty.pareto_nbd_expected(p_horizon, p_x, p_t_x, p_t, r, alpha, a, b)
+            ELSE loyalty._p_alive_days(p_model, p_x, p_t_x, p_t, p_days_since, r, alpha, a, b, p_shop_gap)
+                 * p_horizon * (p_x + 1) / (p_t_x + coalesce(p_shop_gap, 90)) END;
+
 
 -- The newest successful fit of each model, as one row (NULLs when none).
 CREATE VIEW loyalty.current_fits AS
@@ -181,48 +244,254 @@ AS $$
     SELECT coalesce(avg(t_x / x) FILTER (WHERE x > 0 AND t_x > 0), 90) FROM loyalty.model_inputs
 $$;
 
--- Scores, computed when read from the current state and fits.
--- Heuristic (no BG/NBD fit yet): the customer's typical gap between purchase
--- days (their own mean gap, else the shop's mean gap of repeat buyers, else
--- 90 days); p_alive = exp(-days since last purchase / gap), the exponent
--- floored at -700 so that it never underflows; expected purchases
--- = p_alive * horizon / gap. Without a Gamma-Gamma fit the expected order
--- value is the customer's mean order value.
+-- Fit the enabled models on the shop's customers (days) into
+-- loyalty.model_fits; never raises for the data. The heuristic's one
+-- parameter is the shop's mean gap between purchase days of repeat buyers
+-- (90 without any). A BG/NBD maximum on the boundary (a and b beyond 1e6
+-- with a/(a+b) settled: dropout without heterogeneity) is a fit of the limit
+-- model, kept as fitted with params.limit = true (see _p_alive_days).
+-- Then the holdout comparison picks the model that decides, when stale.
+CREATE FUNCTION loyalty.fit_models(OUT bgnbd_status text, OUT gamma_gamma_status text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET jit = off   -- per-row model expressions: compiling them costs seconds, running them milliseconds
+AS $$
+DECLARE
+    st loyalty.model_settings;
+    n bigint;
+    n_rep bigint;
+    gap float8;
+    f record;
+    g record;
+    n_gg bigint;
+    m text;
+    lim boolean;
+    mst text;
+BEGIN
+    SELECT * INTO st FROM loyalty.model_settings;
+    SELECT count(*), count(*) FILTER (WHERE x > 0), avg(t_x / x) FILTER (WHERE x > 0 AND t_x > 0)
+      INTO n, n_rep, gap FROM loyalty.model_inputs;
+    INSERT INTO loyalty.model_fits (model, status, as_of, customers, params, note)
+    VALUES ('heuristic', 'fitted', now(), n, jsonb_build_object('shop_gap', coalesce(gap, 90)),
+            CASE WHEN gap IS NULL THEN 'no repeat buyers yet: a gap of 90 days' END);
+    bgnbd_status := CASE WHEN 'bgnbd' = ANY (st.models) THEN NULL ELSE 'not_enabled' END;
+    IF n < st.min_customers OR n_rep < st.min_repeat_customers THEN
+        INSERT INTO loyalty.model_fits (model, status, as_of, customers, note)
+        SELECT u.m, 'too_little_data', now(), n,
+               format('%s customers, %s repeat buyers: need %s and %s', n, n_rep, st.min_customers, st.min_repeat_customers)
+          FROM unnest(st.models) u(m) WHERE u.m <> 'heuristic'
+        UNION ALL
+        SELECT 'gamma_gamma', 'too_little_data', now(), n_rep, format('%s repeat buyers: need %s', n_rep, st.min_repeat_customers);
+        bgnbd_status := coalesce(bgnbd_status, 'too_little_data');
+        gamma_gamma_status := 'too_little_data';
+        PERFORM loyalty._choose_model(false);
+        PERFORM loyalty._journeys_refitted();   -- the shop gap moved lapse days (71_journeys_due.sql)
+        RETURN;
+    END IF;
+
+    IF 'bgnbd' = ANY (st.models) THEN
+        SELECT (loyalty.bgnbd_fit(x, t_x, t)).* INTO f FROM loyalty.model_inputs;
+        lim := least(f.a, f.b) >= 1e6 AND f.loglik > '-Infinity' AND f.r > 0 AND f.alpha > 0;
+        bgnbd_status := CASE WHEN f.converged OR lim THEN 'fitted' ELSE 'not_converged' END;
+        INSERT INTO loyalty.model_fits (model, status, as_of, customers, params, loglik, iterations, note)
+        VALUES ('bgnbd', bgnbd_status, now(), n,
+                jsonb_build_object('r', f.r, 'alpha', f.alpha, 'a', f.a, 'b', f.b)
+                || CASE WHEN lim THEN jsonb_build_object('limit', true, 'p', f.a / (f.a + f.b)) ELSE '{}' END,
+                f.loglik, f.iterations,
+                CASE WHEN lim THEN format('maximum on the boundary a, b -> infinity: every customer drops out with probability %s after a purchase (BG/NBD without heterogeneity in dropout); scored as that limit',
+                                          round((f.a / (f.a + f.b))::numeric, 4))
+                     WHEN NOT f.converged THEN 'optimiser did not converge; scores keep the last fitted parameters or the heuristic' END);
+    END IF;
+    -- the other BTYD models, when enabled and installed (same shape: x, t_x, t -> 4 parameters)
+    FOREACH m IN ARRAY st.models LOOP
+        CONTINUE WHEN m IN ('bgnbd', 'heuristic') OR NOT loyalty._model_available(m);
+        EXECUTE format('SELECT (loyalty.%s_fit(x, t_x, t)).* FROM loyalty.model_inputs', m) INTO f;
+        mst := CASE WHEN (to_jsonb(f)->>'converged')::boolean THEN 'fitted' ELSE 'not_converged' END;
+        INSERT INTO loyalty.model_fits (model, status, as_of, customers, params, loglik, iterations, note)
+        VALUES (m, mst, now(), n, to_jsonb(f) - 'loglik' - 'converged' - 'iterations', f.loglik, f.iterations,
+                CASE WHEN mst = 'not_converged' THEN 'optimiser did not converge' END);
+    END LOOP;
+    PERFORM loyalty._choose_model(false);
+    PERFORM loyalty._journeys_refitted();   -- win-back lapse days moved (71_journeys_due.sql)
+
+    SELECT count(*) INTO n_gg FROM loyalty.model_inputs WHERE x > 0 AND repeat_value > 0;
+    IF n_gg < st.min_repeat_customers THEN
+        gamma_gamma_status := 'too_little_data';
+        INSERT INTO loyalty.model_fits (model, status, as_of, customers, note)
+        VALUES ('gamma_gamma', gamma_gamma_status, now(), n_gg,
+                format('%s repeat buyers with positive spend: need %s', n_gg, st.min_repeat_customers));
+        RETURN;
+    END IF;
+    SELECT (loyalty.gamma_gamma_fit(x, repeat_value::float8)).* INTO g
+      FROM loyalty.model_inputs WHERE x > 0 AND repeat_value > 0;
+    gamma_gamma_status := CASE WHEN g.converged THEN 'fitted' ELSE 'not_converged' END;
+    INSERT INTO loyalty.model_fits (model, status, as_of, customers, params, loglik, iterations, note)
+    VALUES ('gamma_gamma', gamma_gamma_status, now(), n_gg,
+            jsonb_build_object('p', g.p, 'q', g.q, 'gamma', g.gamma), g.loglik, g.iterations,
+            CASE WHEN NOT g.converged THEN 'optimiser did not converge; scores keep the last fitted parameters or the heuristic' END);
+END
+$$;
+COMMENT ON FUNCTION loyalty.fit_models() IS 'Fit the enabled churn models (heuristic, BG/NBD or its boundary limit, ...) and Gamma-Gamma on the shop''s customers (days) into loyalty.model_fits, then pick the model that decides';
+
+-- The holdout comparison's verdict (loyalty._choose_model), kept until the
+-- next comparison (at most daily, and when the enabled models change).
+CREATE TABLE loyalty.model_choice (
+    singleton    boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    model        text NOT NULL,
+    models       text[] NOT NULL,
+    holdout_days integer NOT NULL,
+    chosen_at    timestamptz NOT NULL,
+    comparison   jsonb NOT NULL,
+    reason       text NOT NULL
+);
+COMMENT ON TABLE loyalty.model_choice IS 'Which enabled model decides P(alive) and expected purchases, and the holdout comparison that chose it';
+COMMENT ON COLUMN loyalty.model_choice.models IS 'the enabled models that were compared';
+COMMENT ON COLUMN loyalty.model_choice.comparison IS 'per model: customers, mean absolute error per customer, predicted and actual purchase days in the holdout window, whether the calibration fit was usable';
+COMMENT ON COLUMN loyalty.model_choice.reason IS 'why this model, in words';
+SELECT pg_catalog.pg_extension_config_dump('loyalty.model_choice', '');
+
+-- The model that decides now, with its parameters, as one row: the chosen
+-- model's newest fit (BG/NBD on the boundary: bgnbd_limit), else the
+-- heuristic. shop_gap is the heuristic's parameter, which one-time buyers
+-- under BG/NBD also use (from the newest heuristic fit; before any fit,
+-- computed from the customers).
+CREATE VIEW loyalty.current_model AS
+SELECT CASE WHEN f.fit_id IS NULL THEN 'heuristic'
+            WHEN f.model = 'bgnbd' AND (f.params->>'limit')::boolean THEN 'bgnbd_limit'
+            ELSE f.model END AS model,
+       f.fit_id,
+       (f.params->>'r')::float8 AS r, (f.params->>'alpha')::float8 AS alpha,
+       coalesce(f.params->>'a', f.params->>'s')::float8 AS a, coalesce(f.params->>'b', f.params->>'beta')::float8 AS b,
+       h.fit_id AS heuristic_fit_id,
+       coalesce((h.params->>'shop_gap')::float8, (SELECT loyalty._shop_gap())) AS shop_gap,
+       w.reason
+  FROM (SELECT coalesce(ch.model, CASE WHEN 'bgnbd' = ANY (st.models) THEN 'bgnbd' ELSE 'heuristic' END) AS model,
+               coalesce(ch.reason, 'no holdout comparison yet: BG/NBD when it is fitted, else the heuristic') AS reason
+          FROM loyalty.model_settings st
+          LEFT JOIN loyalty.model_choice ch ON ch.model = ANY (st.models)) w
+  LEFT JOIN LATERAL (SELECT mf.* FROM loyalty.model_fits mf
+                      WHERE mf.model = w.model AND w.model <> 'heuristic' AND mf.status = 'fitted'
+                      ORDER BY mf.fit_id DESC LIMIT 1) f ON true
+  LEFT JOIN LATERAL (SELECT mf.* FROM loyalty.model_fits mf
+                      WHERE mf.model = 'heuristic' AND mf.status = 'fitted'
+                      ORDER BY mf.fit_id DESC LIMIT 1) h ON true;
+COMMENT ON VIEW loyalty.current_model IS 'The model that decides P(alive), expected purchases and win-back lapse days now, with its parameters (bgnbd, bgnbd_limit, heuristic); one-time buyers under BG/NBD are judged by the heuristic';
+COMMENT ON COLUMN loyalty.current_model.model IS 'bgnbd, bgnbd_limit (BG/NBD fit on its boundary: dropout without heterogeneity), or heuristic';
+COMMENT ON COLUMN loyalty.current_model.fit_id IS 'the loyalty.model_fits row of the model (NULL for the heuristic)';
+COMMENT ON COLUMN loyalty.current_model.a IS 'BG/NBD a (Pareto/NBD s)';
+COMMENT ON COLUMN loyalty.current_model.b IS 'BG/NBD b (Pareto/NBD beta)';
+COMMENT ON COLUMN loyalty.current_model.shop_gap IS 'the heuristic''s mean gap between purchase days of repeat buyers, in days';
+COMMENT ON COLUMN loyalty.current_model.reason IS 'why this model (loyalty.model_choice)';
+
+-- Scores, stored: written for every customer by loyalty.refresh() (after the
+-- fits) and for the customers an order changed (loyalty._recompute_customers),
+-- so reading them is a scan. P(alive) and expected purchases come from
+-- loyalty.current_model per customer (_p_alive_days, _expected_days: the
+-- heuristic for one-time buyers under BG/NBD); without a Gamma-Gamma fit the
+-- expected order value is the customer's mean order value.
+CREATE TABLE loyalty.stored_scores (
+    customer_id            text PRIMARY KEY,
+    model                  text NOT NULL,
+    p_alive                float8 NOT NULL,
+    expected_purchases_90d float8 NOT NULL,
+    expected_order_value   float8,
+    predicted_clv          numeric,
+    horizon_days           integer NOT NULL,
+    fit_id                 bigint,
+    gamma_gamma_fit_id     bigint,
+    as_of                  timestamptz NOT NULL
+);
+COMMENT ON TABLE loyalty.stored_scores IS 'Per-customer scores as last computed (read them through loyalty.customer_scores)';
+-- derived, but dumped, so that a restored database has its scores at once
+SELECT pg_catalog.pg_extension_config_dump('loyalty.stored_scores', '');
+
+-- Compute and store the scores of p_customers (NULL: everyone, and drop the
+-- rows of customers without state) as of p_as_of; a row is rewritten only
+-- when a value changes. Returns the rows written.
+CREATE FUNCTION loyalty._store_scores(p_as_of timestamptz, p_customers text[])
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET jit = off   -- per-row model expressions: compiling them costs seconds, running them milliseconds
+AS $$
+DECLARE
+    n bigint;
+    m record;
+    g record;
+    st loyalty.model_settings;
+BEGIN
+    -- the model, read once: constants in the per-row expressions below, so the
+    -- planner inlines the model functions into them (an argument that is a
+    -- per-row expression used more than once would keep them calls)
+    SELECT * INTO m FROM loyalty.current_model;
+    SELECT cf.gamma_gamma_fit_id, cf.p, cf.q, cf.gamma INTO g FROM loyalty.current_fits cf;
+    SELECT * INTO st FROM loyalty.model_settings;
+    IF p_customers IS NULL THEN
+        DELETE FROM loyalty.stored_scores sc
+         WHERE NOT EXISTS (SELECT 1 FROM loyalty.customer_state s WHERE s.customer_id = sc.customer_id);
+    ELSE
+        DELETE FROM loyalty.stored_scores sc
+         WHERE sc.customer_id = ANY (p_customers)
+           AND NOT EXISTS (SELECT 1 FROM loyalty.customer_state s WHERE s.customer_id = sc.customer_id);
+    END IF;
+    INSERT INTO loyalty.stored_scores AS sc (customer_id, model, p_alive, expected_purchases_90d, expected_order_value,
+                                              predicted_clv, horizon_days, fit_id, gamma_gamma_fit_id, as_of)
+    SELECT i.customer_id, v.model, v.p_alive, v.e90, v.eov,
+           round((st.margin * v.eov::numeric * v.eh::numeric
+                  / power(1 + st.annual_discount_rate, st.horizon_days / 365.0 / 2))::numeric, 2),
+           st.horizon_days,
+           CASE WHEN v.model = 'heuristic' THEN m.heuristic_fit_id ELSE m.fit_id END,
+           g.gamma_gamma_fit_id, p_as_of
+      -- inputs as columns of a subquery (OFFSET 0): plain values, not expressions
+      FROM (SELECT * FROM loyalty.model_inputs_at(p_as_of) mi
+             WHERE p_customers IS NULL OR mi.customer_id = ANY (p_customers) OFFSET 0) i
+     CROSS JOIN LATERAL (
+        SELECT loyalty._p_alive_model(m.model, i.x) AS model,
+               loyalty._p_alive_days(m.model, i.x, i.t_x, i.t, i.days_since_last, m.r, m.alpha, m.a, m.b, m.shop_gap) AS p_alive,
+               loyalty._expected_days(m.model, 90, i.x, i.t_x, i.t, i.days_since_last, m.r, m.alpha, m.a, m.b, m.shop_gap) AS e90,
+               loyalty._expected_days(m.model, st.horizon_days, i.x, i.t_x, i.t, i.days_since_last,
+                                      m.r, m.alpha, m.a, m.b, m.shop_gap) AS eh,
+               CASE WHEN g.gamma_gamma_fit_id IS NOT NULL AND i.x > 0 AND i.repeat_value > 0
+                    THEN loyalty.gamma_gamma_mean(i.x, i.repeat_value::float8, g.p, g.q, g.gamma)
+                    WHEN g.gamma_gamma_fit_id IS NOT NULL AND g.q > 1
+                    THEN g.p * g.gamma / (g.q - 1)
+                    ELSE i.avg_spend::float8 END AS eov
+     ) v
+     -- rows are locked in key order by every caller (refresh, the worker's
+     -- round, configure_models), so no two ever wait on each other in a cycle
+     ORDER BY i.customer_id
+    ON CONFLICT (customer_id) DO UPDATE
+       SET model = excluded.model, p_alive = excluded.p_alive, expected_purchases_90d = excluded.expected_purchases_90d,
+           expected_order_value = excluded.expected_order_value, predicted_clv = excluded.predicted_clv,
+           horizon_days = excluded.horizon_days, fit_id = excluded.fit_id, gamma_gamma_fit_id = excluded.gamma_gamma_fit_id,
+           as_of = excluded.as_of
+     -- only values that changed are written: a refit to the same parameters
+     -- (nothing new since the last refresh) rewrites nothing, and the row
+     -- keeps the id of the earlier, equal fit
+     WHERE (sc.model, sc.p_alive, sc.expected_purchases_90d, sc.expected_order_value, sc.predicted_clv, sc.horizon_days)
+           IS DISTINCT FROM
+           (excluded.model, excluded.p_alive, excluded.expected_purchases_90d, excluded.expected_order_value,
+            excluded.predicted_clv, excluded.horizon_days);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+
 CREATE VIEW loyalty.customer_scores AS
-WITH st AS (SELECT * FROM loyalty.model_settings),
-     f AS (SELECT * FROM loyalty.current_fits),
-     shop_gap AS (SELECT loyalty._shop_gap() AS gap)
-SELECT i.customer_id,
+SELECT sc.customer_id,
        sc.p_alive,
        1 - sc.p_alive AS churn_risk,
-       sc.expected_90d AS expected_purchases_90d,
+       sc.expected_purchases_90d,
        sc.expected_order_value,
-       round((st.margin * sc.expected_order_value::numeric * sc.expected_horizon::numeric
-              / power(1 + st.annual_discount_rate, st.horizon_days / 365.0 / 2))::numeric, 2) AS predicted_clv,
-       st.horizon_days,
-       CASE WHEN f.bgnbd_fit_id IS NOT NULL THEN 'bgnbd' ELSE 'heuristic' END AS model,
-       f.bgnbd_fit_id,
-       f.gamma_gamma_fit_id
-  FROM loyalty.model_inputs i
- CROSS JOIN st CROSS JOIN f CROSS JOIN shop_gap
- CROSS JOIN LATERAL (SELECT CASE WHEN i.x > 0 AND i.t_x > 0 THEN i.t_x / i.x ELSE shop_gap.gap END AS gap) g
- CROSS JOIN LATERAL (
-    SELECT CASE WHEN f.bgnbd_fit_id IS NOT NULL
-                THEN loyalty.bgnbd_p_alive(i.x, i.t_x, i.t, f.r, f.alpha, f.a, f.b)
-                ELSE exp(greatest(-700, -i.days_since_last / g.gap)) END AS p_alive,
-           CASE WHEN f.bgnbd_fit_id IS NOT NULL
-                THEN loyalty.bgnbd_expected(90, i.x, i.t_x, i.t, f.r, f.alpha, f.a, f.b)
-                ELSE exp(greatest(-700, -i.days_since_last / g.gap)) * 90 / g.gap END AS expected_90d,
-           CASE WHEN f.bgnbd_fit_id IS NOT NULL
-                THEN loyalty.bgnbd_expected(st.horizon_days, i.x, i.t_x, i.t, f.r, f.alpha, f.a, f.b)
-                ELSE exp(greatest(-700, -i.days_since_last / g.gap)) * st.horizon_days / g.gap END AS expected_horizon,
-           CASE WHEN f.gamma_gamma_fit_id IS NOT NULL AND i.x > 0 AND i.repeat_value > 0
-                THEN loyalty.gamma_gamma_mean(i.x, i.repeat_value::float8, f.p, f.q, f.gamma)
-                WHEN f.gamma_gamma_fit_id IS NOT NULL AND f.q > 1
-                THEN f.p * f.gamma / (f.q - 1)
-                ELSE i.avg_spend::float8 END AS expected_order_value
- ) sc;
-COMMENT ON VIEW loyalty.customer_scores IS 'Churn risk and lifetime value per customer (BG/NBD + Gamma-Gamma, or a heuristic when there is too little data)';
+       sc.predicted_clv,
+       sc.horizon_days,
+       sc.model,
+       CASE WHEN sc.model IN ('bgnbd', 'bgnbd_limit') THEN sc.fit_id END AS bgnbd_fit_id,
+       sc.gamma_gamma_fit_id,
+       sc.fit_id,
+       sc.as_of AS scored_as_of
+  FROM loyalty.stored_scores sc;
+COMMENT ON VIEW loyalty.customer_scores IS 'Churn risk and lifetime value per customer, as stored by the last refresh or order (the model that decided in model: BG/NBD, its boundary limit, or the heuristic)';
 COMMENT ON COLUMN loyalty.customer_scores.customer_id IS 'the shop''s customer key, as text';
 COMMENT ON COLUMN loyalty.customer_scores.p_alive IS 'probability the customer is still a customer (will buy again at their own rate)';
 COMMENT ON COLUMN loyalty.customer_scores.churn_risk IS '1 - p_alive';
@@ -230,57 +499,102 @@ COMMENT ON COLUMN loyalty.customer_scores.expected_purchases_90d IS 'expected pu
 COMMENT ON COLUMN loyalty.customer_scores.expected_order_value IS 'expected spend per purchase (Gamma-Gamma, shrunk towards the shop mean)';
 COMMENT ON COLUMN loyalty.customer_scores.predicted_clv IS 'margin * expected purchases in horizon_days * expected order value, discounted to mid-horizon';
 COMMENT ON COLUMN loyalty.customer_scores.horizon_days IS 'the horizon used';
-COMMENT ON COLUMN loyalty.customer_scores.model IS 'bgnbd, or heuristic while there is too little data to fit';
-COMMENT ON COLUMN loyalty.customer_scores.bgnbd_fit_id IS 'the loyalty.model_fits row used';
+COMMENT ON COLUMN loyalty.customer_scores.model IS 'the model that decided this customer''s scores: bgnbd, bgnbd_limit (BG/NBD on its boundary), or heuristic (too little data, the heuristic was chosen, or a one-time buyer under BG/NBD)';
+COMMENT ON COLUMN loyalty.customer_scores.bgnbd_fit_id IS 'the loyalty.model_fits row used, when a BG/NBD model decided';
 COMMENT ON COLUMN loyalty.customer_scores.gamma_gamma_fit_id IS 'the loyalty.model_fits row used for order value';
+COMMENT ON COLUMN loyalty.customer_scores.fit_id IS 'the loyalty.model_fits row of the model that decided (heuristic: its shop gap); a later fit with the same parameters leaves it';
+COMMENT ON COLUMN loyalty.customer_scores.scored_as_of IS 'the time these values were computed for (a row is rewritten only when a value changes)';
 
--- Calibration/holdout check: refit BG/NBD on the data up to holdout_days ago,
--- predict each customer's repeat purchase days in the holdout window and
--- compare with what happened, per calibration frequency (0..6, 7+). The
--- result is a row type of its own, so that the argument a caller names,
+-- Calibration/holdout check of every enabled model: refit each on the data up
+-- to holdout_days ago, predict each customer's repeat purchase days in the
+-- holdout window as the model would decide (one-time buyers under BG/NBD by
+-- the heuristic, as in scoring) and compare with what happened, per
+-- calibration frequency (0..6, 7+): mean absolute error per customer (mae)
+-- and the bin's aggregate error (predicted_total - actual_total). The result
+-- is a row type of its own, so that the argument a caller names,
 -- holdout_days, can also be a column of the result.
 CREATE TYPE loyalty.holdout_check AS (
-    calibration_repeats text, customers bigint, predicted_avg float8, actual_avg float8,
-    predicted_total float8, actual_total bigint, holdout_days integer, fit_converged boolean);
+    model text, calibration_repeats text, customers bigint, predicted_avg float8, actual_avg float8,
+    predicted_total float8, actual_total bigint, holdout_days integer, fit_converged boolean, mae float8);
 CREATE FUNCTION loyalty.validate_models(holdout_days integer DEFAULT NULL)
 RETURNS SETOF loyalty.holdout_check
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET jit = off   -- per-row model expressions: compiling them costs seconds, running them milliseconds
 AS $$
 DECLARE
-    h integer := coalesce(validate_models.holdout_days, (SELECT s.holdout_days FROM loyalty.model_settings s));
+    st loyalty.model_settings;
+    h integer;
     cal_end date;
+    m text;
     f record;
+    fj jsonb;
+    ok boolean;
+    nm text;
+    gap float8;
+    cx integer[];
+    ctx float8[];
+    ct float8[];
+    cact bigint[];
 BEGIN
+    SELECT * INTO st FROM loyalty.model_settings;
+    h := coalesce(validate_models.holdout_days, st.holdout_days);
     IF h < 1 THEN
         RAISE EXCEPTION 'holdout_days must be at least 1'
               USING ERRCODE = 'invalid_parameter_value', HINT = 'Pick a window the shop can wait for, e.g. 90 days.';
     END IF;
     cal_end := (now() AT TIME ZONE 'UTC')::date - h;
-    RETURN QUERY
+    -- the calibration inputs, read once (arrays: no temp table, so a reader in
+    -- a read-only transaction can run this too)
     WITH days AS (
         SELECT DISTINCT o.customer_id, (o.ordered_at AT TIME ZONE 'UTC')::date AS d
           FROM loyalty.orders o WHERE o.counts
     ), cal AS (
-        SELECT customer_id, count(*) FILTER (WHERE d < cal_end) - 1 AS x,
+        SELECT count(*) FILTER (WHERE d < cal_end) - 1 AS x,
                (max(d) FILTER (WHERE d < cal_end) - min(d))::float8 AS t_x,
                (cal_end - min(d))::float8 AS t,
                count(*) FILTER (WHERE d >= cal_end) AS actual
           FROM days GROUP BY customer_id HAVING min(d) < cal_end
-    ), fit AS (
-        SELECT (loyalty.bgnbd_fit(x::int, t_x, t)).* FROM cal
     )
-    SELECT CASE WHEN c.x >= 7 THEN '7+' ELSE c.x::text END,
-           count(*), avg(p.pred), avg(c.actual)::float8, sum(p.pred), sum(c.actual)::bigint, h, bool_and(fit.converged)
-      FROM cal c CROSS JOIN fit
-     CROSS JOIN LATERAL (SELECT loyalty.bgnbd_expected(h, c.x::int, c.t_x, c.t, fit.r, fit.alpha, fit.a, fit.b) AS pred) p
-     GROUP BY 1 ORDER BY min(c.x);
+    SELECT array_agg(cal.x::integer), array_agg(cal.t_x), array_agg(cal.t), array_agg(cal.actual),
+           coalesce(avg(cal.t_x / cal.x) FILTER (WHERE cal.x > 0 AND cal.t_x > 0), 90)
+      INTO cx, ctx, ct, cact, gap
+      FROM cal;
+    FOREACH m IN ARRAY st.models LOOP
+        CONTINUE WHEN NOT loyalty._model_available(m);
+        fj := '{}';
+        nm := m;
+        ok := true;
+        IF m <> 'heuristic' THEN
+            EXECUTE format('SELECT (loyalty.%s_fit(c.x, c.t_x, c.t)).* FROM unnest($1, $2, $3) c(x, t_x, t)', m)
+               INTO f USING cx, ctx, ct;
+            fj := to_jsonb(f);
+            IF m = 'bgnbd' AND least(f.a, f.b) >= 1e6 AND f.loglik > '-Infinity' THEN
+                nm := 'bgnbd_limit';
+            ELSE
+                ok := (fj->>'converged')::boolean;
+            END IF;
+        END IF;
+        RETURN QUERY
+        SELECT m, CASE WHEN c.x >= 7 THEN '7+' ELSE c.x::text END,
+               count(*), avg(p.pred), avg(c.actual)::float8, sum(p.pred), sum(c.actual)::bigint, h, coalesce(ok, false),
+               avg(abs(p.pred - c.actual))
+          FROM unnest(cx, ctx, ct, cact) c(x, t_x, t, actual)
+         CROSS JOIN LATERAL (SELECT loyalty._expected_days(nm, h, c.x, c.t_x, c.t, c.t - c.t_x,
+                                                           (fj->>'r')::float8, (fj->>'alpha')::float8,
+                                                           coalesce(fj->>'a', fj->>'s')::float8,
+                                                           coalesce(fj->>'b', fj->>'beta')::float8,
+                                                           gap) AS pred) p
+         GROUP BY 2 ORDER BY min(c.x);
+    END LOOP;
 END
 $$;
-COMMENT ON FUNCTION loyalty.validate_models(integer) IS 'Predicted vs actual repeat purchase days in a holdout window, per calibration frequency';
+COMMENT ON FUNCTION loyalty.validate_models(integer) IS
+'Per enabled model: predicted vs actual repeat purchase days in a holdout window, per calibration frequency, with the mean absolute error per customer';
 
 CREATE VIEW loyalty.model_validation AS SELECT * FROM loyalty.validate_models();
-COMMENT ON VIEW loyalty.model_validation IS 'Is the churn model trustworthy here? Predicted vs actual repeat purchases over the last holdout_days, per frequency bin';
+COMMENT ON VIEW loyalty.model_validation IS 'Is the churn model trustworthy here? Per enabled model, predicted vs actual repeat purchases over the last holdout_days, per frequency bin';
+COMMENT ON COLUMN loyalty.model_validation.model IS 'the model compared (bgnbd also covers its boundary limit)';
 COMMENT ON COLUMN loyalty.model_validation.calibration_repeats IS 'repeat purchase days before the holdout window (bin)';
 COMMENT ON COLUMN loyalty.model_validation.customers IS 'customers in the bin';
 COMMENT ON COLUMN loyalty.model_validation.predicted_avg IS 'mean predicted purchase days in the holdout window';
@@ -288,4 +602,54 @@ COMMENT ON COLUMN loyalty.model_validation.actual_avg IS 'mean actual purchase d
 COMMENT ON COLUMN loyalty.model_validation.predicted_total IS 'predicted purchase days, summed';
 COMMENT ON COLUMN loyalty.model_validation.actual_total IS 'actual purchase days, summed';
 COMMENT ON COLUMN loyalty.model_validation.holdout_days IS 'the holdout window';
-COMMENT ON COLUMN loyalty.model_validation.fit_converged IS 'whether the calibration fit converged';
+COMMENT ON COLUMN loyalty.model_validation.fit_converged IS 'whether the calibration fit is usable (converged, or on the BG/NBD boundary; always true for the heuristic)';
+COMMENT ON COLUMN loyalty.model_validation.mae IS 'mean absolute error per customer of the bin';
+
+-- Pick the model that decides: the lowest mean absolute error per customer
+-- over the holdout window among the enabled models whose calibration fit is
+-- usable (ties: the heuristic, the simpler). p_force: compare now; else only
+-- when the last comparison is a day old or the enabled models changed.
+CREATE FUNCTION loyalty._choose_model(p_force boolean)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET jit = off   -- per-row model expressions: compiling them costs seconds, running them milliseconds
+AS $$
+DECLARE
+    st loyalty.model_settings;
+    ch loyalty.model_choice;
+    cmp jsonb;
+    best text;
+BEGIN
+    SELECT * INTO st FROM loyalty.model_settings;
+    SELECT * INTO ch FROM loyalty.model_choice;
+    IF NOT p_force AND ch.model IS NOT NULL AND ch.models = st.models AND ch.holdout_days = st.holdout_days
+       AND ch.chosen_at > now() - interval '1 day'
+       -- and no model the comparison could not use has been fitted since
+       AND NOT EXISTS (SELECT 1 FROM loyalty.model_fits mf
+                        WHERE mf.model = ANY (st.models) AND mf.status = 'fitted' AND mf.fitted_at > ch.chosen_at
+                          AND NOT coalesce((ch.comparison->mf.model->>'usable')::boolean, false)) THEN
+        RETURN ch.model;
+    END IF;
+    SELECT jsonb_object_agg(v.model, jsonb_build_object('customers', v.n, 'mae', round(v.mae::numeric, 6),
+                                                        'predicted', round(v.pred::numeric, 2), 'actual', v.act,
+                                                        'usable', v.usable)),
+           (array_agg(v.model ORDER BY v.mae, v.model = 'heuristic' DESC) FILTER (WHERE v.usable))[1]
+      INTO cmp, best
+      FROM (SELECT mv.model, sum(mv.customers) AS n, sum(mv.mae * mv.customers) / nullif(sum(mv.customers), 0) AS mae,
+                   sum(mv.predicted_total) AS pred, sum(mv.actual_total) AS act, bool_and(mv.fit_converged) AS usable
+              FROM loyalty.validate_models(st.holdout_days) mv GROUP BY mv.model) v;
+    INSERT INTO loyalty.model_choice AS c (model, models, holdout_days, chosen_at, comparison, reason)
+    VALUES (coalesce(best, CASE WHEN 'bgnbd' = ANY (st.models) THEN 'bgnbd' ELSE 'heuristic' END), st.models, st.holdout_days, now(),
+            coalesce(cmp, '{}'),
+            CASE WHEN best IS NULL THEN format('no customers before the %s-day holdout window: BG/NBD when it is fitted, else the heuristic', st.holdout_days)
+                 ELSE format('lowest mean absolute error per customer over the last %s days: %s', st.holdout_days,
+                             (SELECT string_agg(format('%s %s', e.key, e.value->>'mae'), ', ' ORDER BY (e.value->>'mae')::float8)
+                                FROM jsonb_each(cmp) e)) END)
+    ON CONFLICT (singleton) DO UPDATE
+       SET model = excluded.model, models = excluded.models, holdout_days = excluded.holdout_days,
+           chosen_at = excluded.chosen_at, comparison = excluded.comparison, reason = excluded.reason
+    RETURNING c.model INTO best;
+    RETURN best;
+END
+$$;

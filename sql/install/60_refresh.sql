@@ -32,10 +32,12 @@ BEGIN
     IF fit_models THEN
         SELECT m.bgnbd_status, m.gamma_gamma_status INTO bgnbd, gamma_gamma FROM loyalty.fit_models() m;
     END IF;
+    -- every customer's churn and CLV scores with the fits in force (50_models.sql)
+    PERFORM loyalty._store_scores(as_of, NULL);
 END
 $$;
 COMMENT ON FUNCTION loyalty.refresh(timestamptz, boolean) IS
-'Apply captured changes, recompute RFM bounds and every customer''s scores, refit the churn/CLV models; returns counts and fit status';
+'Apply captured changes, recompute RFM bounds and every customer''s scores, refit the churn/CLV models and store the churn/CLV scores; returns counts and fit status';
 
 -- One worker round: apply changes, rescore queued customers, and run a full
 -- refresh when the last one is older than refresh_interval seconds. Under a
@@ -83,7 +85,18 @@ BEGIN
     LOOP
         got := loyalty.apply_events(10000);
         n := n + got;
+        -- scoring in a subtransaction: when it fails (logged each round) the
+        -- changes applied in this round still commit, so the queue drains
         BEGIN
+            -- the churn/CLV scores of the customers this round rescores (the
+            -- queue's oldest entries, which _rfm_score takes next); an entry
+            -- committed out of order is scored by the next full refresh. Not in
+            -- the order's own transaction: an order never waits for a refresh
+            -- holding the scores' rows.
+            PERFORM loyalty._store_scores(now(), ARRAY(SELECT DISTINCT q.customer_id
+                                                         FROM (SELECT sq.customer_id FROM loyalty.score_queue sq
+                                                                ORDER BY sq.seq LIMIT 10000) q))
+              FROM loyalty.model_fits f WHERE f.model = 'heuristic' AND f.status = 'fitted' LIMIT 1;
             PERFORM loyalty._rfm_score(false, now(), 10000);
         EXCEPTION WHEN OTHERS THEN
             GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT, st = RETURNED_SQLSTATE;

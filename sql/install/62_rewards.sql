@@ -165,7 +165,7 @@ CREATE TABLE loyalty.tier_history (
 );
 CREATE INDEX tier_history_customer_idx ON loyalty.tier_history (customer_id, change_id);
 CREATE INDEX tier_history_changed_idx ON loyalty.tier_history (changed_at);
-COMMENT ON TABLE loyalty.tier_history IS 'Every tier change (upgrade, downgrade after the grace period)';
+COMMENT ON TABLE loyalty.tier_history IS 'Every tier change (assigned: the first evaluation of a customer; upgrade; downgrade after the grace period; tier removed)';
 
 -- Order points that could not be written (the shop's write went through).
 CREATE TABLE loyalty.points_problems (
@@ -1198,9 +1198,11 @@ BEGIN
         IF NOT c.known THEN
             INSERT INTO loyalty.customer_tiers (customer_id, tier, qualifying_spend, since, evaluated_at)
             VALUES (c.customer_id, c.qual, c.spend, p_as_of, p_as_of);
+            -- the first evaluation assigns a tier: not an upgrade (tier_changed
+            -- campaigns do not congratulate it)
             IF c.qual IS NOT NULL THEN
                 INSERT INTO loyalty.tier_history (customer_id, from_tier, to_tier, qualifying_spend, changed_at, reason)
-                VALUES (c.customer_id, NULL, c.qual, c.spend, p_as_of, 'upgrade');
+                VALUES (c.customer_id, NULL, c.qual, c.spend, p_as_of, 'assigned');
                 changes := changes + 1;
             END IF;
         ELSIF c.qual_rank > c.cur_rank OR (c.cur IS NOT NULL AND c.cur_rank = -1) THEN

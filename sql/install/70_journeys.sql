@@ -671,7 +671,7 @@ BEGIN
         WHEN 'welcome' THEN '{"delay_hours": 0}'
         WHEN 'post_purchase' THEN '{"days": 7, "after_delivery": false}'
         WHEN 'repurchase_reminder' THEN '{"factor": 1.0, "min_orders": 2}'
-        WHEN 'win_back' THEN '{"max_days_since_last": 365}'
+        WHEN 'win_back' THEN '{"max_days_since_last": 365, "min_days_since_last": 30}'
         WHEN 'birthday' THEN '{"days_before": 0}'
         WHEN 'points_expiring' THEN '{"days_before": 14, "min_points": 1}'
         WHEN 'tier_changed' THEN '{"direction": "up"}'
@@ -687,7 +687,7 @@ BEGIN
         RAISE EXCEPTION 'params of a % campaign must be a JSON object', p_kind
               USING ERRCODE = 'invalid_parameter_value', HINT = format('For example %s.', defaults);
     END IF;
-    allowed := CASE p_kind WHEN 'win_back' THEN ARRAY['max_days_since_last', 'p_alive_below', 'segments']
+    allowed := CASE p_kind WHEN 'win_back' THEN ARRAY['max_days_since_last', 'min_days_since_last', 'p_alive_below', 'segments']
                            WHEN 'milestone' THEN ARRAY['orders', 'spend']
                            ELSE ARRAY(SELECT jsonb_object_keys(defaults)) END;
     SELECT k2 INTO k FROM jsonb_object_keys(p_params) k2 WHERE k2 <> ALL (allowed) LIMIT 1;
@@ -726,6 +726,8 @@ BEGIN
             msg := 'min_orders must be between 2 and 1000';
         ELSIF p_kind = 'win_back' AND NOT ((p->>'max_days_since_last')::integer BETWEEN 1 AND 3650) THEN
             msg := 'max_days_since_last must be between 1 and 3650';
+        ELSIF p_kind = 'win_back' AND NOT ((p->>'min_days_since_last')::integer BETWEEN 0 AND (p->>'max_days_since_last')::integer) THEN
+            msg := 'min_days_since_last must be between 0 and max_days_since_last';
         ELSIF p_kind = 'win_back' AND p ? 'p_alive_below'
               AND NOT ((p->>'p_alive_below')::float8 > 0 AND (p->>'p_alive_below')::float8 < 1) THEN
             msg := 'p_alive_below must be above 0 and below 1';

@@ -64,24 +64,16 @@ RETURNS float8
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 RETURN (hashtextextended(p_campaign::text || ':' || p_customer, 74200) & 9007199254740991)::float8 / 9007199254740992.0;
 
--- P(alive) as of a time: BG/NBD with the current fit (days; one transaction per
--- purchase day, as loyalty.model_inputs), else the heuristic of
--- loyalty.customer_scores: exp(-days since last purchase / typical gap).
-CREATE FUNCTION loyalty._p_alive(p_purchase_days integer, p_first timestamptz, p_last timestamptz, p_as_of timestamptz,
-                                 r float8, alpha float8, a float8, b float8, p_shop_gap float8)
+-- P(alive) as of a time with the shop's model (loyalty.current_model: model,
+-- its parameters and the heuristic's shop gap), from the model inputs of
+-- 50_models.sql: the same value loyalty.customer_scores stores.
+CREATE FUNCTION loyalty._p_alive(p_model text, p_purchase_days integer, p_first timestamptz, p_last timestamptz,
+                                 p_as_of timestamptz, r float8, alpha float8, a float8, b float8, p_shop_gap float8)
 RETURNS float8
-LANGUAGE sql STABLE
-RETURN CASE WHEN r IS NOT NULL
-            THEN loyalty.bgnbd_p_alive(p_purchase_days - 1,
-                                       ((p_last AT TIME ZONE 'UTC')::date - (p_first AT TIME ZONE 'UTC')::date)::float8,
-                                       greatest((p_as_of AT TIME ZONE 'UTC')::date - (p_first AT TIME ZONE 'UTC')::date,
-                                                (p_last AT TIME ZONE 'UTC')::date - (p_first AT TIME ZONE 'UTC')::date)::float8,
-                                       r, alpha, a, b)
-            ELSE exp(greatest(-700, -greatest((p_as_of AT TIME ZONE 'UTC')::date - (p_last AT TIME ZONE 'UTC')::date, 0)
-                                    / CASE WHEN p_purchase_days > 1 AND (p_last AT TIME ZONE 'UTC')::date > (p_first AT TIME ZONE 'UTC')::date
-                                           THEN ((p_last AT TIME ZONE 'UTC')::date - (p_first AT TIME ZONE 'UTC')::date)::float8
-                                                / (p_purchase_days - 1)
-                                           ELSE coalesce(p_shop_gap, 90) END)) END;
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN loyalty._p_alive_days(p_model, p_purchase_days - 1, loyalty._utc_days(p_first, p_last)::float8,
+                             loyalty._utc_days(p_first, greatest(p_as_of, p_last))::float8,
+                             loyalty._utc_days(p_last, p_as_of)::float8, r, alpha, a, b, p_shop_gap);
 
 -- When a reorder reminder is due: the first UTC midnight at or after the last
 -- order + p_factor * the customer's mean gap between purchase days (NULL
@@ -103,6 +95,76 @@ RETURNS timestamptz
 LANGUAGE c IMMUTABLE PARALLEL SAFE
 AS 'MODULE_PATHNAME', 'lapse_at';
 
+-- The first UTC midnight at which P(alive) under a model without a closed
+-- form for its lapse day is below p_below: bisection over whole days since
+-- the first purchase day (P(alive) only falls while the customer does not
+-- buy, so the days below the threshold are an interval reaching to infinity).
+-- NULL: not within 10,000 years.
+CREATE FUNCTION loyalty._lapse_search(p_model text, p_purchase_days integer, p_first timestamptz, p_last timestamptz,
+                                      p_below float8, r float8, alpha float8, a float8, b float8, p_shop_gap float8)
+RETURNS timestamptz
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    x integer := p_purchase_days - 1;
+    tx integer := loyalty._utc_days(p_first, p_last);
+    lo integer;
+    hi integer;
+    mid integer;
+BEGIN
+    IF p_purchase_days IS NULL OR p_purchase_days < 1 OR NOT isfinite(p_first) OR NOT isfinite(p_last) OR p_last < p_first THEN
+        RETURN NULL;
+    END IF;
+    IF loyalty._p_alive_days(p_model, x, tx, tx, 0, r, alpha, a, b, p_shop_gap) < p_below THEN
+        RETURN p_last;
+    END IF;
+    -- lo: still above; hi: below (doubling the distance until it is)
+    lo := tx;
+    hi := tx + 1;
+    WHILE loyalty._p_alive_days(p_model, x, tx, hi, hi - tx, r, alpha, a, b, p_shop_gap) >= p_below LOOP
+        lo := hi;
+        IF hi - tx > 3652500 THEN
+            RETURN NULL;
+        END IF;
+        hi := tx + 2 * (hi - tx);
+    END LOOP;
+    WHILE hi - lo > 1 LOOP
+        mid := lo + (hi - lo) / 2;
+        IF loyalty._p_alive_days(p_model, x, tx, mid, mid - tx, r, alpha, a, b, p_shop_gap) < p_below THEN
+            hi := mid;
+        ELSE
+            lo := mid;
+        END IF;
+    END LOOP;
+    RETURN greatest((((p_first AT TIME ZONE 'UTC')::date + hi)::timestamp AT TIME ZONE 'UTC'), p_last);
+END
+$$;
+
+-- The lapse day under the shop's model: the closed forms of _lapse_at for
+-- BG/NBD, its boundary limit (the large a, b give p/(1-p) to 1e-9) and the
+-- heuristic (one-time buyers under BG/NBD too), else the search above.
+CREATE FUNCTION loyalty._lapse_day(p_model text, p_purchase_days integer, p_first timestamptz, p_last timestamptz,
+                                   p_below float8, r float8, alpha float8, a float8, b float8, p_shop_gap float8)
+RETURNS timestamptz
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN CASE loyalty._p_alive_model(p_model, p_purchase_days - 1)
+            WHEN 'bgnbd' THEN loyalty._lapse_at(p_purchase_days, p_first, p_last, p_below, r, alpha, a, b, p_shop_gap)
+            WHEN 'bgnbd_limit' THEN loyalty._lapse_at(p_purchase_days, p_first, p_last, p_below, r, alpha, a, b, p_shop_gap)
+            WHEN 'heuristic' THEN loyalty._lapse_at(p_purchase_days, p_first, p_last, p_below, NULL, NULL, NULL, NULL, p_shop_gap)
+            ELSE loyalty._lapse_search(p_model, p_purchase_days, p_first, p_last, p_below, r, alpha, a, b, p_shop_gap) END;
+
+-- When a win-back occasion is dated: when the lapse began (p_lapsed_at: the
+-- lapse day, or the segment change of a campaign with segments), but not
+-- before min_days_since_last days after the last order nor before the
+-- campaign's lapse_from. No lapse (NULL) is no occasion: the NULL must not
+-- be lost in greatest(), which ignores NULLs.
+CREATE FUNCTION loyalty._win_back_at(p_lapsed_at timestamptz, p_last timestamptz, p_min_days integer, p_lapse_from timestamptz)
+RETURNS timestamptz
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN CASE WHEN p_lapsed_at IS NOT NULL
+            THEN greatest(p_lapsed_at, p_last + make_interval(days => p_min_days), p_lapse_from) END;
+
 -- The earliest a win-back occasion is dated as of as_of: customers lapsed
 -- before the campaign was switched on are due when it was (also when
 -- active_from was set back to catch up other occasions); a clock set before
@@ -113,15 +175,17 @@ RETURNS timestamptz
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 RETURN greatest(coalesce(p_active_from, p_activated_at), least(coalesce(p_activated_at, p_active_from), p_as_of));
 
--- A new BG/NBD fit moves lapse days. enqueue_due looks for lapses before a
--- campaign's last as_of among logged customers only (loyalty._occasions), so
--- log those whose lapse under the new fit falls in the stretch each active
--- win-back campaign has passed already: [last as_of - valid_for, last as_of].
--- Called by loyalty.fit_models (the scan costs less than the fit).
+-- A new fit (or model choice) moves lapse days. enqueue_due looks for
+-- lapses before a campaign's last as_of among logged customers only
+-- (loyalty._occasions), so log those whose win-back date under the model now
+-- in force falls in the stretch each active win-back campaign has passed
+-- already: [last as_of - valid_for, last as_of]. Called by loyalty.fit_models
+-- (the scan costs less than the fit).
 CREATE FUNCTION loyalty._journeys_refitted()
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET jit = off
 SET TimeZone = 'UTC'
 AS $$
 DECLARE
@@ -131,13 +195,11 @@ BEGIN
     -- as enqueue_due: no run may search with the old fit after this reads its
     -- last as_of and before the new fit commits (held until then)
     PERFORM pg_advisory_xact_lock(74200, 5);
-    SELECT cf.r, cf.alpha, cf.a, cf.b INTO f FROM loyalty.current_fits cf;
-    IF f.r IS NULL THEN
-        RETURN;
-    END IF;
+    SELECT * INTO f FROM loyalty.current_model;
     FOR c IN
         SELECT r.last_as_of, cp.valid_for, (cp.params->>'p_alive_below')::float8 AS below,
                make_interval(days => (cp.params->>'max_days_since_last')::integer) AS max_quiet,
+               coalesce((cp.params->>'min_days_since_last')::integer, 30) AS min_days,
                loyalty._lapse_from(cp.active_from, cp.activated_at, r.last_as_of) AS lapse_from
           FROM loyalty.campaigns cp JOIN loyalty.journey_runs r ON r.campaign_id = cp.campaign_id
          WHERE cp.active AND cp.kind = 'win_back' AND cp.params ? 'p_alive_below'
@@ -146,8 +208,9 @@ BEGIN
         SELECT s.customer_id
           FROM loyalty.customer_state s
          WHERE s.last_order_at >= c.last_as_of - c.max_quiet AND s.last_order_at <= c.last_as_of
-           AND greatest(loyalty._lapse_at(s.purchase_days, s.first_order_at, s.last_order_at, c.below, f.r, f.alpha, f.a, f.b, NULL),
-                        c.lapse_from)
+           AND loyalty._win_back_at(loyalty._lapse_day(f.model, s.purchase_days, s.first_order_at, s.last_order_at, c.below,
+                                                       f.r, f.alpha, f.a, f.b, f.shop_gap),
+                                    s.last_order_at, c.min_days, c.lapse_from)
                BETWEEN c.last_as_of - c.valid_for AND c.last_as_of;
     END LOOP;
 END
@@ -192,9 +255,11 @@ DECLARE
     among text[];
     lapse_from timestamptz;
     below float8;       -- win_back: p_alive_below and segments, if given
+    min_days integer;
     segs text[];
 BEGIN
-    SELECT cf.r, cf.alpha, cf.a, cf.b INTO f FROM loyalty.current_fits cf;
+    SELECT * INTO f FROM loyalty.current_model;
+    gap := f.shop_gap;
     FOR c IN
         SELECT cp.*, coalesce(cp.active_from, cp.activated_at) AS start, r.last_as_of, r.campaign_updated_at
           FROM loyalty.campaigns cp LEFT JOIN loyalty.journey_runs r ON r.campaign_id = cp.campaign_id
@@ -209,12 +274,10 @@ BEGIN
                 AND c.campaign_updated_at IS NOT DISTINCT FROM c.updated_at
                 AND (c.kind IN ('welcome', 'repurchase_reminder', 'milestone')
                      OR (c.kind = 'post_purchase' AND NOT (c.params->>'after_delivery')::boolean)
-                     -- lapse days move with the fit (logged) and the heuristic's shop gap (not)
-                     OR (c.kind = 'win_back' AND NOT c.params ? 'segments' AND f.r IS NOT NULL));
+                     -- lapse days move with the fits (logged by _journeys_refitted); a
+                     -- shop gap computed from the customers before any fit moves unlogged
+                     OR (c.kind = 'win_back' AND NOT c.params ? 'segments' AND f.heuristic_fit_id IS NOT NULL));
         lo_new := CASE WHEN incr THEN greatest(lo, c.last_as_of) ELSE lo END;
-        IF c.kind = 'win_back' AND f.r IS NULL AND c.params ? 'p_alive_below' THEN
-            gap := loyalty._shop_gap();
-        END IF;
         FOR pass IN 1..2 LOOP
             IF pass = 1 THEN
                 r_lo := lo_new;
@@ -285,32 +348,43 @@ BEGIN
                  WHERE x.due >= r_lo AND x.due <= r_hi;
             WHEN 'win_back' THEN
                 below := (c.params->>'p_alive_below')::float8;
+                min_days := coalesce((c.params->>'min_days_since_last')::integer, 30);
                 segs := ARRAY(SELECT jsonb_array_elements_text(c.params->'segments'));
                 IF cardinality(segs) = 0 THEN
                     segs := NULL;
                 END IF;
                 -- One occasion per lapse (keyed by the last purchase day), dated
-                -- when it began: the day P(alive) fell below p_alive_below
-                -- (_lapse_at), or the last change of the customer's RFM scores when
-                -- the segment is one of segments; never before lapse_from.
+                -- when it began: the day P(alive) under the shop's model fell
+                -- below p_alive_below (_lapse_day), or the last change of the
+                -- customer's RFM scores when the segment is one of segments; never
+                -- before min_days_since_last days after the last order, nor before
+                -- lapse_from (_win_back_at). The detail shows what decided, at
+                -- the decision time p_as_of.
                 RETURN QUERY
                 SELECT c.campaign_id, x.customer_id, 'lapse:' || to_char(x.last_order_at AT TIME ZONE 'UTC', 'YYYYMMDD'),
                        x.at, jsonb_build_object('last_order_at', x.last_order_at, 'lapsed_at', x.lapsed_at, 'segment', x.segment,
-                                                'p_alive', round(loyalty._p_alive(x.purchase_days, x.first_order_at, x.last_order_at, p_as_of,
-                                                                                  f.r, f.alpha, f.a, f.b, gap)::numeric, 4))
+                                                'p_alive', round(x.p_alive::numeric, 4),
+                                                'model', loyalty._p_alive_model(f.model, x.purchase_days - 1),
+                                                'p_alive_below', below,
+                                                'days_since_last_order', loyalty._utc_days(x.last_order_at, p_as_of),
+                                                'min_days_since_last', min_days,
+                                                'decided_by', CASE WHEN x.p_alive < below THEN 'p_alive_below' ELSE 'segments' END)
                   FROM (SELECT s.customer_id, s.purchase_days, s.first_order_at, s.last_order_at, rf.segment,
-                               l.lapsed_at, greatest(l.lapsed_at, lapse_from) AS at
+                               l.lapsed_at, loyalty._win_back_at(l.lapsed_at, s.last_order_at, min_days, lapse_from) AS at,
+                               loyalty._p_alive(f.model, s.purchase_days, s.first_order_at, s.last_order_at, p_as_of,
+                                                f.r, f.alpha, f.a, f.b, gap) AS p_alive
                           FROM loyalty.customer_state s
                           -- read only for a campaign with segments
                           LEFT JOIN LATERAL (SELECT rf.segment, rf.scored_at FROM loyalty.customer_rfm rf
                                               WHERE rf.customer_id = s.customer_id AND segs IS NOT NULL LIMIT 1) rf ON true
                          CROSS JOIN LATERAL (
+                               -- either reason: least() of the two, a missing one ignored
                                SELECT least(CASE WHEN below IS NOT NULL
-                                                 THEN loyalty._lapse_at(s.purchase_days, s.first_order_at, s.last_order_at,
-                                                                        below, f.r, f.alpha, f.a, f.b, gap) END,
+                                                 THEN loyalty._lapse_day(f.model, s.purchase_days, s.first_order_at, s.last_order_at,
+                                                                         below, f.r, f.alpha, f.a, f.b, gap) END,
                                             CASE WHEN rf.segment = ANY (segs) THEN rf.scored_at END) AS lapsed_at) l
                          WHERE s.last_order_at >= p_as_of - make_interval(days => (c.params->>'max_days_since_last')::integer)
-                           AND s.last_order_at <= p_as_of
+                           AND s.last_order_at <= p_as_of - make_interval(days => min_days)
                            AND (among IS NULL OR s.customer_id = ANY (among))) x
                  WHERE x.at >= r_lo AND x.at <= r_hi;
             WHEN 'birthday' THEN
@@ -359,7 +433,8 @@ BEGIN
                    AND CASE c.params->>'direction'
                            WHEN 'up' THEN h.reason = 'upgrade' AND h.to_tier IS NOT NULL
                            WHEN 'down' THEN h.reason = 'downgrade'
-                           ELSE true END;
+                           -- a first assignment is no change to celebrate or regret
+                           ELSE h.reason <> 'assigned' END;
             WHEN 'milestone' THEN
                 IF c.params ? 'orders' THEN
                     RETURN QUERY
@@ -471,7 +546,7 @@ AS $$
 WITH st AS (
     SELECT * FROM loyalty.journey_settings LIMIT 1
 ), f AS (
-    SELECT cf.r, cf.alpha, cf.a, cf.b FROM loyalty.current_fits cf LIMIT 1
+    SELECT * FROM loyalty.current_model LIMIT 1
 ), occ AS (
     SELECT o.*, cp.name AS campaign, cp.kind, cp.channel, cp.template, cp.priority, cp.cooldown, cp.holdout_share,
            cp.valid_for, cp.params, cp.condition,
@@ -496,6 +571,7 @@ WITH st AS (
                 WHEN coalesce(y.ch_granted, y.all_granted) IS NOT true THEN 'no_consent'
                 WHEN y.rcpt IS NULL THEN 'no_contact'
                 WHEN y.occasion_at < as_of - y.valid_for THEN 'expired'
+                WHEN y.superseded THEN 'superseded'
                 WHEN y.draw < y.holdout_share THEN 'held_out'
            END AS early,
            CASE WHEN y.all_granted = false THEN format('unsubscribed from all channels (%s)', coalesce(y.all_source, 'no source'))
@@ -505,6 +581,8 @@ WITH st AS (
                      THEN CASE WHEN y.channel = 'email' THEN 'no usable email address' ELSE 'no usable phone number' END
                 WHEN y.occasion_at < as_of - y.valid_for
                      THEN format('occasion of %s missed for longer than valid_for (%s)', y.occasion_at, y.valid_for)
+                WHEN y.superseded
+                     THEN 'a win-back is due in the same run: "you reached a new tier" would contradict "we miss you"; the win-back goes (its payload carries the tier)'
                 WHEN y.draw < y.holdout_share
                      THEN format('holdout group (%s of customers): recorded, not sent', y.holdout_share)
            END AS early_reason
@@ -513,7 +591,11 @@ WITH st AS (
                    loyalty._recipient(x.channel, x.customer_id, p.email, p.phone) AS rcpt,
                    loyalty._holdout_draw(x.campaign_id, x.customer_id) AS draw,
                    loyalty._after_quiet_hours(as_of, coalesce(p.time_zone, st.default_time_zone), st.quiet_start, st.quiet_end) AS after_quiet,
-                   ga.granted AS all_granted, ga.source AS all_source, gc.granted AS ch_granted, gc.source AS ch_source
+                   ga.granted AS all_granted, ga.source AS all_source, gc.granted AS ch_granted, gc.source AS ch_source,
+                   -- two messages that contradict each other never go out in one run:
+                   -- a tier upgrade gives way to a win-back of the same customer
+                   (x.kind = 'tier_changed' AND x.detail->>'change' = 'upgrade'
+                    AND EXISTS (SELECT 1 FROM fresh w WHERE w.customer_id = x.customer_id AND w.kind = 'win_back')) AS superseded
               FROM fresh x
              CROSS JOIN st
               LEFT JOIN LATERAL (SELECT p.name, p.email, p.phone, p.time_zone FROM loyalty.profiles p
@@ -573,19 +655,23 @@ SELECT d.campaign_id, d.campaign, d.kind, d.channel, d.customer_id, d.occasion, 
        jsonb_build_object(
            'customer_id', d.customer_id,
            'name', d.name,
-           'points', coalesce(ac.balance, 0),
+           -- what the customer can spend now, and what is still pending (return window)
+           'points', coalesce(pt.available, 0),
+           'points_pending', coalesce(pt.pending, 0),
            'tier', ct.tier,
            'occasion', d.detail,
            'why', jsonb_build_object(
                'campaign', d.campaign, 'campaign_id', d.campaign_id, 'kind', d.kind,
                'rule', CASE WHEN d.condition IS NULL THEN d.params ELSE d.params || jsonb_build_object('condition', d.condition) END,
                'occasion', d.occasion, 'occasion_at', d.occasion_at, 'as_of', as_of,
+               -- P(alive) at the decision time (as_of) with the model that
+               -- decides it for this customer (as loyalty.customer_scores)
                'scores', jsonb_build_object(
                    'r', rf.r_score, 'f', rf.f_score, 'm', rf.m_score, 'segment', rf.segment,
                    'p_alive', round(CASE WHEN cs.customer_id IS NOT NULL THEN
-                                    loyalty._p_alive(cs.purchase_days, cs.first_order_at, cs.last_order_at, as_of,
-                                                     f.r, f.alpha, f.a, f.b,
-                                                     CASE WHEN f.r IS NULL THEN (SELECT loyalty._shop_gap()) END) END::numeric, 4))))
+                                    loyalty._p_alive(f.model, cs.purchase_days, cs.first_order_at, cs.last_order_at, as_of,
+                                                     f.r, f.alpha, f.a, f.b, f.shop_gap) END::numeric, 4),
+                   'model', CASE WHEN cs.customer_id IS NOT NULL THEN loyalty._p_alive_model(f.model, cs.purchase_days - 1) END)))
        END
   FROM decided d
  CROSS JOIN st
@@ -600,10 +686,15 @@ SELECT d.campaign_id, d.campaign, d.kind, d.channel, d.customer_id, d.occasion, 
                                 WHEN 'cooldown' THEN NULL
                                 WHEN 'no_consent' THEN NULL
                                 WHEN 'no_contact' THEN NULL
+                                WHEN 'superseded' THEN NULL
                                 ELSE d.after_quiet END AS due_at) w
   -- the payload's tables are read by key for those only
-  LEFT JOIN LATERAL (SELECT a.balance FROM loyalty.accounts a
-                      WHERE a.customer_id = d.customer_id AND wr.message LIMIT 1) ac ON true
+  LEFT JOIN LATERAL (SELECT coalesce(sum(l.remaining) FILTER (WHERE l.available_at <= as_of), 0)::bigint
+                             - coalesce((SELECT a.debt FROM loyalty.accounts a WHERE a.customer_id = d.customer_id), 0) AS available,
+                             sum(l.remaining) FILTER (WHERE l.available_at > as_of)::bigint AS pending
+                        FROM loyalty.point_lots l
+                       WHERE l.customer_id = d.customer_id AND wr.message AND l.remaining > 0
+                         AND (l.expires_at IS NULL OR l.expires_at > as_of)) pt ON true
   LEFT JOIN LATERAL (SELECT t.tier FROM loyalty.customer_tiers t
                       WHERE t.customer_id = d.customer_id AND wr.message LIMIT 1) ct ON true
   LEFT JOIN LATERAL (SELECT r.r_score, r.f_score, r.m_score, r.segment FROM loyalty.customer_rfm r
@@ -627,14 +718,14 @@ COMMENT ON FUNCTION loyalty.due_messages_at(timestamptz) IS
 
 CREATE VIEW loyalty.due_messages AS SELECT * FROM loyalty.due_messages_at(pg_catalog.now());
 COMMENT ON VIEW loyalty.due_messages IS
-'What loyalty.enqueue_due() would do now: each occasion not yet in the outbox with its decision (send and quiet_hours become pending messages; held_out, expired, no_consent, no_contact, cooldown and capped are recorded with that status and never sent) and why';
+'What loyalty.enqueue_due() would do now: each occasion not yet in the outbox with its decision (send and quiet_hours become pending messages; held_out, expired, no_consent, no_contact, cooldown, capped and superseded are recorded with that status and never sent) and why';
 COMMENT ON COLUMN loyalty.due_messages.occasion IS 'the occasion key (first, order:<ref>, birthday:<year>, ...); with campaign and customer it is the dedupe key';
 COMMENT ON COLUMN loyalty.due_messages.occasion_at IS 'when the occasion became due';
-COMMENT ON COLUMN loyalty.due_messages.decision IS 'send, quiet_hours (pending, due at due_at), held_out, expired, capped, cooldown, no_consent, no_contact';
+COMMENT ON COLUMN loyalty.due_messages.decision IS 'send, quiet_hours (pending, due at due_at), held_out, expired, capped, cooldown, no_consent, no_contact, superseded (a tier upgrade when a win-back of the customer is due in the same run)';
 COMMENT ON COLUMN loyalty.due_messages.reason IS 'why, in words';
 COMMENT ON COLUMN loyalty.due_messages.due_at IS 'when the message may go out (after quiet hours); NULL when it will not be sent';
 COMMENT ON COLUMN loyalty.due_messages.recipient IS 'email address or phone number for the channel (the customer key for push and other channels)';
-COMMENT ON COLUMN loyalty.due_messages.payload IS 'what the template needs (name, points, tier, occasion details) and why (campaign, rule, scores); for a suppressed occasion its details and the reason';
+COMMENT ON COLUMN loyalty.due_messages.payload IS 'what the template needs (name, points available now, points pending, tier, occasion details) and why (campaign, rule, the scores with P(alive) at the decision time and the model that decided it); for a suppressed occasion its details and the reason';
 
 -- Write the due occasions into the outbox: send and quiet_hours as pending,
 -- every other decision as a status of its own (never sent). Safe at any frequency and concurrently: runs
@@ -691,7 +782,7 @@ BEGIN
            count(i.status) FILTER (WHERE i.status = 'pending' AND i.later),
            count(i.status) FILTER (WHERE i.status = 'held_out'),
            count(i.status) FILTER (WHERE i.status = 'expired'),
-           count(i.status) FILTER (WHERE i.status IN ('no_consent', 'no_contact', 'cooldown', 'capped'))
+           count(i.status) FILTER (WHERE i.status IN ('no_consent', 'no_contact', 'cooldown', 'capped', 'superseded'))
       FROM loyalty.campaigns cp
       LEFT JOIN ins i ON i.campaign_id = cp.campaign_id
      WHERE cp.active OR i.campaign_id IS NOT NULL
@@ -703,7 +794,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION loyalty.enqueue_due(timestamptz) IS
-'Write what is due as of as_of into loyalty.outbox (each occasion decided once, ever); returns per active campaign: pending (of which delayed by quiet hours), held_out, expired, suppressed (no consent, no contact, cooldown, capped)';
+'Write what is due as of as_of into loyalty.outbox (each occasion decided once, ever); returns per active campaign: pending (of which delayed by quiet hours), held_out, expired, suppressed (no consent, no contact, cooldown, capped, superseded)';
 
 -- Data quality: customers (with orders) a channel cannot reach.
 CREATE VIEW loyalty.contact_quality AS

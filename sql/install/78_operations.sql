@@ -517,6 +517,26 @@ BEGIN
         RAISE EXCEPTION '% must be a finite time, not %', p_what, p_value
               USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass the moment it happened, or NULL to keep what is stored.';
     END IF;
+    -- a time no shop can mean (year 294276, 4713 BC) would break every later
+    -- deadline computation for everyone: refused at the door
+    IF p_value < '1970-01-01 00:00+00' OR p_value >= '2100-01-01 00:00+00' THEN
+        RAISE EXCEPTION '% is out of range: %', p_what, p_value
+              USING ERRCODE = 'datetime_field_overflow', HINT = 'Times from 1970 to 2099 are accepted.';
+    END IF;
+END
+$$;
+
+-- free text the shop passes in (reasons, carrier statuses): bounded
+CREATE FUNCTION loyalty._check_text(p_value text, p_what text, p_max integer)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF length(p_value) > p_max THEN
+        RAISE EXCEPTION '% is too long: % characters', p_what, length(p_value)
+              USING ERRCODE = 'string_data_right_truncation', HINT = format('At most %s characters.', p_max);
+    END IF;
 END
 $$;
 
@@ -553,6 +573,10 @@ BEGIN
     IF promised_on IS NOT NULL AND NOT isfinite(promised_on) THEN
         RAISE EXCEPTION 'promised_on must be a finite date'
               USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass the promised delivery day.';
+    END IF;
+    IF promised_on < '1970-01-01' OR promised_on >= '2100-01-01' THEN
+        RAISE EXCEPTION 'promised_on is out of range: %', promised_on
+              USING ERRCODE = 'datetime_field_overflow', HINT = 'Dates from 1970 to 2099 are accepted.';
     END IF;
 
     -- the lifecycle row lock serialises every writer of this order
@@ -621,6 +645,10 @@ BEGIN
         RAISE EXCEPTION 'detail must be a JSON object'
               USING ERRCODE = 'invalid_parameter_value', HINT = 'E.g. ''{"location": "Leipzig hub"}'', or NULL.';
     END IF;
+    PERFORM loyalty._check_time(at, 'at');
+    PERFORM loyalty._check_text(raw, 'event', 200);
+    PERFORM loyalty._check_text(tracking_code, 'tracking_code', 200);
+    PERFORM loyalty._check_text(detail::text, 'detail', 8000);
     INSERT INTO loyalty.order_lifecycle (order_ref) VALUES (record_shipment_event.order_ref)
     ON CONFLICT ON CONSTRAINT order_lifecycle_pkey DO NOTHING;
     INSERT INTO loyalty.shipment_events AS e (order_ref, status, carrier_status, at, tracking_code, detail)
@@ -662,6 +690,7 @@ BEGIN
     PERFORM loyalty._check_time(requested_at, 'requested_at');
     PERFORM loyalty._check_time(received_at, 'received_at');
     PERFORM loyalty._check_time(refunded_at, 'refunded_at');
+    PERFORM loyalty._check_text(reason, 'reason', 1000);
     IF received_at < requested_at THEN
         RAISE EXCEPTION 'received_at % is before requested_at %', received_at, requested_at
               USING ERRCODE = 'invalid_parameter_value', HINT = 'A return is received after it was requested.';
@@ -707,6 +736,8 @@ BEGIN
         RAISE EXCEPTION 'customer_id must not be null or empty'
               USING ERRCODE = 'null_value_not_allowed', HINT = 'Pass the shop''s own customer key as text, e.g. ''42''.';
     END IF;
+    PERFORM loyalty._check_text(rsn, 'reason', 1000);
+    PERFORM loyalty._check_time(at, 'at');
     IF rsn IS NULL OR rsn = '' THEN
         RAISE EXCEPTION 'reason must not be null or empty'
               USING ERRCODE = 'null_value_not_allowed', HINT = 'E.g. ''wismo'' for "where is my order?", ''damaged'', ''refund''.';
@@ -1251,12 +1282,14 @@ GRANT EXECUTE ON FUNCTION loyalty.record_fulfilment(text, timestamptz, timestamp
                           loyalty.record_contact(text, text, timestamptz),
                           loyalty.issue_notified(bigint, timestamptz),
                           loyalty.order_timeline(text) TO loyalty_app;
+-- one order's carrier details and return reason can name the customer: staff only
+GRANT EXECUTE ON FUNCTION loyalty.order_timeline(text) TO loyalty_support;
 GRANT SELECT ON loyalty.open_issues, loyalty.sla_summary, loyalty.experience_impact, loyalty.order_stages,
                 loyalty.order_issues, loyalty.operations_settings, loyalty.business_holidays,
                 loyalty.recovery_rules, loyalty.recovery_grants TO loyalty_reader;
 GRANT EXECUTE ON FUNCTION loyalty.open_issues_at(timestamptz), loyalty.sla_summary_at(timestamptz),
                           loyalty.experience_impact_at(timestamptz), loyalty.order_stages_at(text[]),
-                          loyalty.order_timeline(text), loyalty.issues_as_of(timestamptz) TO loyalty_reader;
+                          loyalty.issues_as_of(timestamptz) TO loyalty_reader;
 GRANT SELECT ON loyalty.open_issues TO loyalty_app;
 
 SELECT pg_catalog.pg_extension_config_dump('loyalty.operations_settings', '');

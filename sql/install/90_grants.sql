@@ -17,7 +17,8 @@ GRANT SELECT ON loyalty.customer_segments, loyalty.segment_summary TO loyalty_ap
 
 -- BI tools: the documented views (and the functions they call)
 GRANT SELECT ON loyalty.customer_segments, loyalty.segment_summary, loyalty.rejected_summary,
-                loyalty.customer_scores, loyalty.model_validation, loyalty.model_fits, loyalty.current_fits
+                loyalty.customer_scores, loyalty.model_validation, loyalty.model_fits, loyalty.current_fits,
+                loyalty.current_model, loyalty.model_choice
    TO loyalty_reader;
 GRANT EXECUTE ON FUNCTION loyalty.validate_models(integer) TO loyalty_reader;
 GRANT SELECT ON loyalty.customer_scores TO loyalty_app;

@@ -111,7 +111,7 @@ my $ids_sql = "SELECT string_agg(jobid::text, ',' ORDER BY jobname) FROM cron.jo
 is($node->safe_psql('postgres', $jobs_sql),
 	"loyalty-enqueue\@shop * * * * * shop SELECT loyalty.enqueue_due()\n"
 	. "loyalty-expire\@shop 15 3 * * * shop SELECT loyalty.expire_points()\n"
-	. "loyalty-health\@shop */5 * * * * shop SELECT count(*) FROM loyalty.check_health()\n"
+	. "loyalty-health\@shop */5 * * * * shop SELECT pg_catalog.count(*) FROM loyalty.check_health()\n"
 	. "loyalty-notify\@shop * * * * * shop SELECT loyalty.notify_due()\n"
 	. "loyalty-operations\@shop */5 * * * * shop SELECT loyalty.scan_operations()\n"
 	. "loyalty-purge\@shop 40 4 * * * shop SELECT loyalty.purge_history()\n"

@@ -199,6 +199,20 @@ BEGIN
      WHERE l.customer_id = cid;
     GET DIAGNOSTICS n = ROW_COUNT; done := done || jsonb_build_object('ledger', n);
 
+    -- operations data is keyed by order: carrier details and return reasons
+    -- can name the customer (recipient, address), so they go; times stay
+    IF to_regclass('loyalty.shipment_events') IS NOT NULL THEN
+        UPDATE loyalty.shipment_events e SET detail = NULL
+         WHERE e.detail IS NOT NULL
+           AND e.order_ref IN (SELECT o.order_ref FROM loyalty.orders o WHERE o.customer_id = cid);
+        GET DIAGNOSTICS n = ROW_COUNT; done := done || jsonb_build_object('shipment_events', n);
+        UPDATE loyalty.order_returns r SET reason = NULL
+         WHERE r.reason IS NOT NULL
+           AND r.order_ref IN (SELECT o.order_ref FROM loyalty.orders o WHERE o.customer_id = cid);
+        GET DIAGNOSTICS n = ROW_COUNT; done := done || jsonb_build_object('order_returns', n);
+        UPDATE loyalty.support_contacts c SET reason = 'erased' WHERE c.customer_id = cid;
+    END IF;
+
     -- every other table keyed by customer (orders, events, state, scores,
     -- points, tiers, and those other components add): the pseudonym
     FOR t IN
@@ -265,7 +279,18 @@ AS $$
                                                                   'sent_at', o.sent_at, 'why', o.payload)
                                                ORDER BY o.message_id)
                                 FROM loyalty.outbox o LEFT JOIN loyalty.campaigns cp ON cp.campaign_id = o.campaign_id
-                               WHERE o.customer_id = export_customer.customer_id), '[]'))
+                               WHERE o.customer_id = export_customer.customer_id), '[]'),
+        -- operations: what happened to each order after checkout
+        'shipment_events', coalesce((SELECT jsonb_agg(to_jsonb(e) ORDER BY e.at, e.event_id) FROM loyalty.shipment_events e
+                                      WHERE e.order_ref IN (SELECT o.order_ref FROM loyalty.orders o
+                                                             WHERE o.customer_id = export_customer.customer_id)), '[]'),
+        'returns', coalesce((SELECT jsonb_agg(to_jsonb(r) ORDER BY r.requested_at) FROM loyalty.order_returns r
+                              WHERE r.order_ref IN (SELECT o.order_ref FROM loyalty.orders o
+                                                     WHERE o.customer_id = export_customer.customer_id)), '[]'),
+        'order_issues', coalesce((SELECT jsonb_agg(to_jsonb(i) ORDER BY i.issue_id) FROM loyalty.order_issues i
+                                   WHERE i.customer_id = export_customer.customer_id), '[]'),
+        'support_contacts', coalesce((SELECT jsonb_agg(to_jsonb(c) ORDER BY c.contact_id) FROM loyalty.support_contacts c
+                                       WHERE c.customer_id = export_customer.customer_id), '[]'))
 $$;
 COMMENT ON FUNCTION loyalty.export_customer(text) IS
 'Everything loyalty holds about a customer as one JSON document (GDPR art. 15 and 20): profile, consents with history, orders, state and scores, points ledger and lots, tier and its history, messages with why each was sent';

@@ -24,7 +24,7 @@ AS $$
            ('loyalty-tiers',   tiers,   'SELECT loyalty.recompute_tiers()'),
            ('loyalty-refresh', refresh, 'SELECT loyalty.worker_tick(3000)'),
            ('loyalty-operations', operations, 'SELECT loyalty.scan_operations()'),
-           ('loyalty-health',  health,  'SELECT count(*) FROM loyalty.check_health()'),
+           ('loyalty-health',  health,  'SELECT pg_catalog.count(*) FROM loyalty.check_health()'),
            ('loyalty-purge',   purge,   'SELECT loyalty.purge_history()')
 $$;
 

@@ -9,47 +9,87 @@
 DROP VIEW loyalty.model_validation;
 DROP FUNCTION loyalty.validate_models(integer);
 CREATE TYPE loyalty.holdout_check AS (
-    calibration_repeats text, customers bigint, predicted_avg float8, actual_avg float8,
-    predicted_total float8, actual_total bigint, holdout_days integer, fit_converged boolean);
+    model text, calibration_repeats text, customers bigint, predicted_avg float8, actual_avg float8,
+    predicted_total float8, actual_total bigint, holdout_days integer, fit_converged boolean, mae float8);
 CREATE FUNCTION loyalty.validate_models(holdout_days integer DEFAULT NULL)
 RETURNS SETOF loyalty.holdout_check
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET jit = off   -- per-row model expressions: compiling them costs seconds, running them milliseconds
 AS $$
 DECLARE
-    h integer := coalesce(validate_models.holdout_days, (SELECT s.holdout_days FROM loyalty.model_settings s));
+    st loyalty.model_settings;
+    h integer;
     cal_end date;
+    m text;
     f record;
+    fj jsonb;
+    ok boolean;
+    nm text;
+    gap float8;
+    cx integer[];
+    ctx float8[];
+    ct float8[];
+    cact bigint[];
 BEGIN
+    SELECT * INTO st FROM loyalty.model_settings;
+    h := coalesce(validate_models.holdout_days, st.holdout_days);
     IF h < 1 THEN
         RAISE EXCEPTION 'holdout_days must be at least 1'
               USING ERRCODE = 'invalid_parameter_value', HINT = 'Pick a window the shop can wait for, e.g. 90 days.';
     END IF;
     cal_end := (now() AT TIME ZONE 'UTC')::date - h;
-    RETURN QUERY
+    -- the calibration inputs, read once (arrays: no temp table, so a reader in
+    -- a read-only transaction can run this too)
     WITH days AS (
         SELECT DISTINCT o.customer_id, (o.ordered_at AT TIME ZONE 'UTC')::date AS d
           FROM loyalty.orders o WHERE o.counts
     ), cal AS (
-        SELECT customer_id, count(*) FILTER (WHERE d < cal_end) - 1 AS x,
+        SELECT count(*) FILTER (WHERE d < cal_end) - 1 AS x,
                (max(d) FILTER (WHERE d < cal_end) - min(d))::float8 AS t_x,
                (cal_end - min(d))::float8 AS t,
                count(*) FILTER (WHERE d >= cal_end) AS actual
           FROM days GROUP BY customer_id HAVING min(d) < cal_end
-    ), fit AS (
-        SELECT (loyalty.bgnbd_fit(x::int, t_x, t)).* FROM cal
     )
-    SELECT CASE WHEN c.x >= 7 THEN '7+' ELSE c.x::text END,
-           count(*), avg(p.pred), avg(c.actual)::float8, sum(p.pred), sum(c.actual)::bigint, h, bool_and(fit.converged)
-      FROM cal c CROSS JOIN fit
-     CROSS JOIN LATERAL (SELECT loyalty.bgnbd_expected(h, c.x::int, c.t_x, c.t, fit.r, fit.alpha, fit.a, fit.b) AS pred) p
-     GROUP BY 1 ORDER BY min(c.x);
+    SELECT array_agg(cal.x::integer), array_agg(cal.t_x), array_agg(cal.t), array_agg(cal.actual),
+           coalesce(avg(cal.t_x / cal.x) FILTER (WHERE cal.x > 0 AND cal.t_x > 0), 90)
+      INTO cx, ctx, ct, cact, gap
+      FROM cal;
+    FOREACH m IN ARRAY st.models LOOP
+        CONTINUE WHEN NOT loyalty._model_available(m);
+        fj := '{}';
+        nm := m;
+        ok := true;
+        IF m <> 'heuristic' THEN
+            EXECUTE format('SELECT (loyalty.%s_fit(c.x, c.t_x, c.t)).* FROM unnest($1, $2, $3) c(x, t_x, t)', m)
+               INTO f USING cx, ctx, ct;
+            fj := to_jsonb(f);
+            IF m = 'bgnbd' AND least(f.a, f.b) >= 1e6 AND f.loglik > '-Infinity' THEN
+                nm := 'bgnbd_limit';
+            ELSE
+                ok := (fj->>'converged')::boolean;
+            END IF;
+        END IF;
+        RETURN QUERY
+        SELECT m, CASE WHEN c.x >= 7 THEN '7+' ELSE c.x::text END,
+               count(*), avg(p.pred), avg(c.actual)::float8, sum(p.pred), sum(c.actual)::bigint, h, coalesce(ok, false),
+               avg(abs(p.pred - c.actual))
+          FROM unnest(cx, ctx, ct, cact) c(x, t_x, t, actual)
+         CROSS JOIN LATERAL (SELECT loyalty._expected_days(nm, h, c.x, c.t_x, c.t, c.t - c.t_x,
+                                                           (fj->>'r')::float8, (fj->>'alpha')::float8,
+                                                           coalesce(fj->>'a', fj->>'s')::float8,
+                                                           coalesce(fj->>'b', fj->>'beta')::float8,
+                                                           gap) AS pred) p
+         GROUP BY 2 ORDER BY min(c.x);
+    END LOOP;
 END
 $$;
-COMMENT ON FUNCTION loyalty.validate_models(integer) IS 'Predicted vs actual repeat purchase days in a holdout window, per calibration frequency';
+COMMENT ON FUNCTION loyalty.validate_models(integer) IS
+'Per enabled model: predicted vs actual repeat purchase days in a holdout window, per calibration frequency, with the mean absolute error per customer';
 
 CREATE VIEW loyalty.model_validation AS SELECT * FROM loyalty.validate_models();
-COMMENT ON VIEW loyalty.model_validation IS 'Is the churn model trustworthy here? Predicted vs actual repeat purchases over the last holdout_days, per frequency bin';
+COMMENT ON VIEW loyalty.model_validation IS 'Is the churn model trustworthy here? Per enabled model, predicted vs actual repeat purchases over the last holdout_days, per frequency bin';
+COMMENT ON COLUMN loyalty.model_validation.model IS 'the model compared (bgnbd also covers its boundary limit)';
 COMMENT ON COLUMN loyalty.model_validation.calibration_repeats IS 'repeat purchase days before the holdout window (bin)';
 COMMENT ON COLUMN loyalty.model_validation.customers IS 'customers in the bin';
 COMMENT ON COLUMN loyalty.model_validation.predicted_avg IS 'mean predicted purchase days in the holdout window';
@@ -57,7 +97,8 @@ COMMENT ON COLUMN loyalty.model_validation.actual_avg IS 'mean actual purchase d
 COMMENT ON COLUMN loyalty.model_validation.predicted_total IS 'predicted purchase days, summed';
 COMMENT ON COLUMN loyalty.model_validation.actual_total IS 'actual purchase days, summed';
 COMMENT ON COLUMN loyalty.model_validation.holdout_days IS 'the holdout window';
-COMMENT ON COLUMN loyalty.model_validation.fit_converged IS 'whether the calibration fit converged';
+COMMENT ON COLUMN loyalty.model_validation.fit_converged IS 'whether the calibration fit is usable (converged, or on the BG/NBD boundary; always true for the heuristic)';
+COMMENT ON COLUMN loyalty.model_validation.mae IS 'mean absolute error per customer of the bin';
 REVOKE ALL ON FUNCTION loyalty.validate_models(integer) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION loyalty.validate_models(integer) TO loyalty_admin, loyalty_reader;
 GRANT SELECT, INSERT, UPDATE, DELETE ON loyalty.model_validation TO loyalty_admin;
@@ -105,7 +146,18 @@ BEGIN
     LOOP
         got := loyalty.apply_events(10000);
         n := n + got;
+        -- scoring in a subtransaction: when it fails (logged each round) the
+        -- changes applied in this round still commit, so the queue drains
         BEGIN
+            -- the churn/CLV scores of the customers this round rescores (the
+            -- queue's oldest entries, which _rfm_score takes next); an entry
+            -- committed out of order is scored by the next full refresh. Not in
+            -- the order's own transaction: an order never waits for a refresh
+            -- holding the scores' rows.
+            PERFORM loyalty._store_scores(now(), ARRAY(SELECT DISTINCT q.customer_id
+                                                         FROM (SELECT sq.customer_id FROM loyalty.score_queue sq
+                                                                ORDER BY sq.seq LIMIT 10000) q))
+              FROM loyalty.model_fits f WHERE f.model = 'heuristic' AND f.status = 'fitted' LIMIT 1;
             PERFORM loyalty._rfm_score(false, now(), 10000);
         EXCEPTION WHEN OTHERS THEN
             GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT, st = RETURNED_SQLSTATE;
