@@ -225,9 +225,36 @@ SELECT ch.model = (SELECT k FROM jsonb_each(ch.comparison) e(k, v) WHERE (v->>'u
   FROM loyalty.model_choice ch;
 SELECT (SELECT model FROM loyalty.current_model) IN ('bgnbd_limit', 'heuristic') AS current_follows_choice;
 \set VERBOSITY terse
-SELECT loyalty.configure_models(models => '{pareto_nbd}');
+SELECT loyalty.configure_models(models => '{pareto_nbd}');   -- the heuristic is always one of them
 SELECT loyalty.configure_models(models => '{bogus}');
 \set VERBOSITY default
+
+-- ---- all four models fitted and compared on the holdout; the chosen one
+-- decides, and MBG/NBD and Pareto/NBD judge one-time buyers themselves
+SELECT models FROM loyalty.configure_models(models => '{bgnbd,mbgnbd,pareto_nbd,heuristic}');
+SELECT bgnbd_status IS NOT NULL AS fitted FROM loyalty.fit_models();
+SELECT model, string_agg(DISTINCT status, ',') AS statuses, count(*) FILTER (WHERE status = 'fitted') > 0 AS has_fit
+  FROM loyalty.model_fits WHERE model IN ('mbgnbd', 'pareto_nbd') GROUP BY model ORDER BY model;
+SELECT array_agg(DISTINCT model ORDER BY model) AS compared FROM loyalty.model_validation;
+SELECT loyalty._choose_model(true) IS NOT NULL AS chosen;
+SELECT ch.model = (SELECT k FROM jsonb_each(ch.comparison) e(k, v) WHERE (v->>'usable')::boolean
+                    ORDER BY (v->>'mae')::float8, k = 'heuristic' DESC LIMIT 1) AS lowest_mae_chosen,
+       ch.comparison ?& ARRAY['bgnbd', 'mbgnbd', 'pareto_nbd', 'heuristic'] AS all_compared
+  FROM loyalty.model_choice ch;
+-- under each fitted model, P(alive) of a one-time buyer follows that model's own function
+SELECT f.model, round(loyalty._p_alive_days(f.model, 0, 0, 200, 200, (f.params->>'r')::float8, (f.params->>'alpha')::float8,
+                                             coalesce(f.params->>'a', f.params->>'s')::float8,
+                                             coalesce(f.params->>'b', f.params->>'beta')::float8, 30)::numeric, 6)
+     = round(CASE f.model WHEN 'mbgnbd' THEN loyalty.mbgnbd_p_alive(0, 0, 200, (f.params->>'r')::float8, (f.params->>'alpha')::float8,
+                                                                     (f.params->>'a')::float8, (f.params->>'b')::float8)
+                          ELSE loyalty.pareto_nbd_p_alive(0, 0, 200, (f.params->>'r')::float8, (f.params->>'alpha')::float8,
+                                                          (f.params->>'s')::float8, (f.params->>'beta')::float8) END::numeric, 6)
+       AS own_p_alive,
+       loyalty._p_alive_days(f.model, 0, 0, 200, 200, (f.params->>'r')::float8, (f.params->>'alpha')::float8,
+                             coalesce(f.params->>'a', f.params->>'s')::float8,
+                             coalesce(f.params->>'b', f.params->>'beta')::float8, 30) < 1 AS below_one
+  FROM (SELECT DISTINCT ON (model) * FROM loyalty.model_fits WHERE model IN ('mbgnbd', 'pareto_nbd') AND status = 'fitted'
+         ORDER BY model, fit_id DESC) f;
 SELECT models FROM loyalty.configure_models(models => '{bgnbd}');
 
 -- ---- RFM: bins that the segment rules do not use are refused

@@ -169,12 +169,12 @@ COMMENT ON COLUMN loyalty.model_inputs.days_since_last IS 'days since the last p
 -- BG/NBD puts P(alive) = 1 for a one-time buyer by construction (it cannot
 -- see them): under bgnbd and bgnbd_limit, one-time buyers get the heuristic,
 -- and the model column says so.
--- REGISTER (MBG/NBD, Pareto/NBD): one line each in _p_alive_model,
--- _p_alive_days, _expected_days and _model_registered below.
+-- MBG/NBD and Pareto/NBD (src/mbgnbd.c, src/pareto_nbd.c; Pareto/NBD's s and
+-- beta travel in the a and b arguments) see one-time buyers themselves.
 CREATE FUNCTION loyalty._model_registered()
 RETURNS text[]
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-RETURN '{bgnbd,heuristic}'::text[];   -- REGISTER: || '{mbgnbd,pareto_nbd}'
+RETURN '{bgnbd,heuristic,mbgnbd,pareto_nbd}'::text[];
 
 -- Whether a model can be enabled: registered, and its C functions installed.
 CREATE FUNCTION loyalty._model_available(p_model text)
@@ -188,7 +188,7 @@ CREATE FUNCTION loyalty._p_alive_model(p_model text, p_x integer)
 RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 RETURN CASE WHEN p_model IN ('bgnbd', 'bgnbd_limit') AND p_x > 0 THEN p_model
-            -- REGISTER: WHEN p_model IN ('mbgnbd', 'pareto_nbd') THEN p_model
+            WHEN p_model IN ('mbgnbd', 'pareto_nbd') THEN p_model   -- both see one-time buyers
             ELSE 'heuristic' END;
 
 CREATE FUNCTION loyalty._p_alive_days(p_model text, p_x integer, p_t_x float8, p_t float8, p_days_since float8,
@@ -198,8 +198,8 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE
 RETURN CASE loyalty._p_alive_model(p_model, p_x)
             WHEN 'bgnbd' THEN least(loyalty.bgnbd_p_alive(p_x, p_t_x, p_t, r, alpha, a, b), 1)
             WHEN 'bgnbd_limit' THEN 1 / (1 + a / b * power((alpha + p_t) / (alpha + p_t_x), r + p_x))
-            -- REGISTER: WHEN 'mbgnbd' THEN loyalty.mbgnbd_p_alive(p_x, p_t_x, p_t, r, alpha, a, b)
-            -- REGISTER: WHEN 'pareto_nbd' THEN loyalty.pareto_nbd_p_alive(p_x, p_t_x, p_t, r, alpha, a, b)
+            WHEN 'mbgnbd' THEN least(loyalty.mbgnbd_p_alive(p_x, p_t_x, p_t, r, alpha, a, b), 1)
+            WHEN 'pareto_nbd' THEN least(loyalty.pareto_nbd_p_alive(p_x, p_t_x, p_t, r, alpha, a, b), 1)
             ELSE exp(greatest(-700, -p_days_since * (p_x + 1) / (p_t_x + coalesce(p_shop_gap, 90)))) END;
 
 -- Expected purchase days in the next p_horizon days, by the same model.
@@ -217,8 +217,8 @@ RETURN CASE loyalty._p_alive_model(p_model, p_x)
             WHEN 'bgnbd_limit'
                  THEN loyalty._p_alive_days(p_model, p_x, p_t_x, p_t, p_days_since, r, alpha, a, b, p_shop_gap)
                       * (a + b) / a * (1 - power((alpha + p_t) / (alpha + p_t + a / (a + b) * p_horizon), r + p_x))
-            -- REGISTER: WHEN 'mbgnbd' THEN loyalty.mbgnbd_expected(p_horizon, p_x, p_t_x, p_t, r, alpha, a, b)
-            -- REGISTER: WHEN 'pareto_nbd' THEN loyalty.pareto_nbd_expected(p_horizon, p_x, p_t_x, p_t, r, alpha, a, b)
+            WHEN 'mbgnbd' THEN loyalty.mbgnbd_expected(p_horizon, p_x, p_t_x, p_t, r, alpha, a, b)
+            WHEN 'pareto_nbd' THEN loyalty.pareto_nbd_expected(p_horizon, p_x, p_t_x, p_t, r, alpha, a, b)
             ELSE loyalty._p_alive_days(p_model, p_x, p_t_x, p_t, p_days_since, r, alpha, a, b, p_shop_gap)
                  * p_horizon * (p_x + 1) / (p_t_x + coalesce(p_shop_gap, 90)) END;
 

@@ -115,8 +115,9 @@ CREATE OR REPLACE VIEW loyalty.model_inputs AS SELECT * FROM loyalty.model_input
 CREATE FUNCTION loyalty._model_registered()
 RETURNS text[]
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-RETURN '{bgnbd,heuristic}'::text[];   -- REGISTER: || '{mbgnbd,pareto_nbd}'
+RETURN '{bgnbd,heuristic,mbgnbd,pareto_nbd}'::text[];
 
+-- Whether a model can be enabled: registered, and its C functions installed.
 CREATE FUNCTION loyalty._model_available(p_model text)
 RETURNS boolean
 LANGUAGE sql STABLE
@@ -128,7 +129,7 @@ CREATE FUNCTION loyalty._p_alive_model(p_model text, p_x integer)
 RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 RETURN CASE WHEN p_model IN ('bgnbd', 'bgnbd_limit') AND p_x > 0 THEN p_model
-            -- REGISTER: WHEN p_model IN ('mbgnbd', 'pareto_nbd') THEN p_model
+            WHEN p_model IN ('mbgnbd', 'pareto_nbd') THEN p_model   -- both see one-time buyers
             ELSE 'heuristic' END;
 
 CREATE FUNCTION loyalty._p_alive_days(p_model text, p_x integer, p_t_x float8, p_t float8, p_days_since float8,
@@ -138,8 +139,8 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE
 RETURN CASE loyalty._p_alive_model(p_model, p_x)
             WHEN 'bgnbd' THEN least(loyalty.bgnbd_p_alive(p_x, p_t_x, p_t, r, alpha, a, b), 1)
             WHEN 'bgnbd_limit' THEN 1 / (1 + a / b * power((alpha + p_t) / (alpha + p_t_x), r + p_x))
-            -- REGISTER: WHEN 'mbgnbd' THEN loyalty.mbgnbd_p_alive(p_x, p_t_x, p_t, r, alpha, a, b)
-            -- REGISTER: WHEN 'pareto_nbd' THEN loyalty.pareto_nbd_p_alive(p_x, p_t_x, p_t, r, alpha, a, b)
+            WHEN 'mbgnbd' THEN least(loyalty.mbgnbd_p_alive(p_x, p_t_x, p_t, r, alpha, a, b), 1)
+            WHEN 'pareto_nbd' THEN least(loyalty.pareto_nbd_p_alive(p_x, p_t_x, p_t, r, alpha, a, b), 1)
             ELSE exp(greatest(-700, -p_days_since * (p_x + 1) / (p_t_x + coalesce(p_shop_gap, 90)))) END;
 
 CREATE FUNCTION loyalty._expected_days(p_model text, p_horizon float8, p_x integer, p_t_x float8, p_t float8,
@@ -151,8 +152,8 @@ RETURN CASE loyalty._p_alive_model(p_model, p_x)
             WHEN 'bgnbd_limit'
                  THEN loyalty._p_alive_days(p_model, p_x, p_t_x, p_t, p_days_since, r, alpha, a, b, p_shop_gap)
                       * (a + b) / a * (1 - power((alpha + p_t) / (alpha + p_t + a / (a + b) * p_horizon), r + p_x))
-            -- REGISTER: WHEN 'mbgnbd' THEN loyalty.mbgnbd_expected(p_horizon, p_x, p_t_x, p_t, r, alpha, a, b)
-            -- REGISTER: WHEN 'pareto_nbd' THEN loyalty.pareto_nbd_expected(p_horizon, p_x, p_t_x, p_t, r, alpha, a, b)
+            WHEN 'mbgnbd' THEN loyalty.mbgnbd_expected(p_horizon, p_x, p_t_x, p_t, r, alpha, a, b)
+            WHEN 'pareto_nbd' THEN loyalty.pareto_nbd_expected(p_horizon, p_x, p_t_x, p_t, r, alpha, a, b)
             ELSE loyalty._p_alive_days(p_model, p_x, p_t_x, p_t, p_days_since, r, alpha, a, b, p_shop_gap)
                  * p_horizon * (p_x + 1) / (p_t_x + coalesce(p_shop_gap, 90)) END;
 
