@@ -45,6 +45,7 @@ UPDATE jr_customers SET tz = 'Europe/Paris' WHERE id = 2;                -- fixe
 UPDATE jr_customers SET mail = 'bea@new.example' WHERE id = 1;
 UPDATE jr_customers SET tz = 'Bad/Zone' WHERE id = 3;                    -- bad again: listed, zone NULL
 DELETE FROM jr_customers WHERE id = 1;                                   -- profile goes too
+SELECT loyalty.apply_events() AS applied;                                -- profiles follow the captured changes
 SELECT customer_id, name, email, time_zone FROM loyalty.profiles WHERE source_id IS NOT NULL ORDER BY customer_id;
 SELECT order_ref AS customer, reason FROM loyalty.rejected_rows WHERE resolved_at IS NULL ORDER BY 1;
 -- bad input to track_customers: clear errors, nothing attached
@@ -65,10 +66,12 @@ CREATE TABLE jr_people_text (code text UNIQUE, email text, birthday timestamp);
 INSERT INTO jr_people_text VALUES ('T-1', 't1@example.com', '2000-02-29 00:00'), (NULL, 'nobody@example.com', NULL);
 SELECT loyalty.track_customers('jr_people_text', 'code', email_column => 'email', birthday_column => 'birthday') AS rows_read;
 INSERT INTO jr_people_text VALUES (NULL, 'again@example.com', NULL);
+SELECT loyalty.apply_events() AS applied;
 SELECT customer_id, email, birthday, birthday_md FROM loyalty.profiles
  WHERE customer_id IN ('6f1c2d7e-0000-4000-8000-000000000001', 'T-1') ORDER BY 1;
 SELECT reason, count(*) FROM loyalty.rejected_rows WHERE resolved_at IS NULL GROUP BY 1 ORDER BY 1;
 TRUNCATE jr_people_text;
+SELECT loyalty.apply_events() AS applied;
 SELECT count(*) AS text_profiles_after_truncate FROM loyalty.profiles WHERE customer_id = 'T-1';
 
 -- ---- consent: history and current state

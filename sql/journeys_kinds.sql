@@ -75,6 +75,7 @@ SELECT pg_temp.customer('d1');
 UPDATE loyalty.campaigns SET params = '{"days": 7, "after_delivery": true}' WHERE name = 'order follow-up';
 SELECT * FROM pg_temp.due('2026-06-15 12:00') WHERE customer_id LIKE 'd%';
 UPDATE jr_orders SET delivered = '2026-06-09 09:00' WHERE id = 'd-2';              -- captured by the trigger
+SELECT loyalty.apply_events() AS applied;                                          -- applied with the order
 SELECT * FROM pg_temp.due('2026-06-16 12:00') WHERE customer_id LIKE 'd%';
 SELECT payload #>> '{occasion,delivered_at}' AS delivered_at FROM loyalty.due_messages_at('2026-06-16 12:00') WHERE occasion = 'order:d-2';
 UPDATE loyalty.campaigns SET params = '{"days": 7}' WHERE name = 'order follow-up';

@@ -265,6 +265,7 @@ SELECT loyalty.track_customers('sec_customers', 'id', name_column => 'full_name'
 SELECT email FROM loyalty.profiles WHERE customer_id = '4';
 SELECT loyalty.record_order('4', 'o4-x', 10, '2026-05-01') > 0 AS ordered;
 DELETE FROM sec_customers WHERE id = 4;
+SELECT loyalty.apply_events() AS applied;   -- the delete reaches loyalty with the captured change (docs/capture.md)
 SELECT count(*) AS profile_left FROM loyalty.profiles WHERE customer_id = '4';
 SELECT reason FROM loyalty.erasures ORDER BY erasure_id DESC LIMIT 1;
 SELECT count(*) AS orders_under_key FROM loyalty.orders WHERE customer_id = '4';

@@ -170,4 +170,4 @@ SELECT count(*) AS events_after_untrack FROM loyalty.events;
 SELECT count(*) AS k_text_orders FROM loyalty.orders WHERE source_id = (SELECT source_id FROM loyalty.sources WHERE relation_name = 'k_text');
 SELECT loyalty.untrack_orders('v_orders');
 -- the trigger function is not for direct calls
-SELECT loyalty.capture_order();
+SELECT loyalty.capture_row();

@@ -1,20 +1,36 @@
 /*
- * intake.c — row trigger that captures a tracked shop table's changes
+ * intake.c — the one capture trigger of every tracked shop table
  *
- * The trigger turns the shop's row into a loyalty.events row (a snapshot of the
- * order: ref, customer, amount, time, status). It must never make the shop's
- * write fail: a row loyalty cannot use is still captured, with the problem
- * noted, and is rejected later by loyalty.apply_events() into
- * loyalty.rejected_rows. Validation of values (NULL customer, negative amount,
- * ...) happens there, in one place for triggers and backfill alike.
+ * loyalty.capture_row() is attached to the shop's orders table (by
+ * loyalty.track_orders) and customers table (loyalty.track_customers). It
+ * reads only the tracked columns, by attribute number, into typed values and
+ * writes one loyalty.events row per row version: a snapshot of the tracked
+ * values, not a delta, so applying one twice changes nothing. The order's
+ * points, its delivery time and the customer's profile are all derived from
+ * that event when loyalty.apply_events() applies it, so the shop's write pays
+ * for this one trigger.
  *
- * Speed: this runs inside every order insert of the shop, so the event row is
- * written with heap_insert() straight into loyalty.events, which has no index
- * (the drain sorts by event_id), rather than through SPI and the executor.
- * Should the table ever have an index, the SPI path keeps it consistent.
- * The function is neither SECURITY DEFINER nor has a SET clause (each costs a
- * GUC save/restore per row): it looks nothing up through search_path, and
- * heap_insert() needs no privilege.
+ * Safety: the trigger never makes the shop's write fail for a bad value: a row
+ * loyalty cannot use is still captured with the problem noted and quarantined
+ * in loyalty.rejected_rows when applied (value bounds are checked there, in one
+ * place for triggers, backfill and replay; see capture.c). It never evaluates
+ * code the shop's roles wrote: no cast of the shop's types (a cast to json or
+ * text can be replaced by the type's owner), only built-in conversions of
+ * built-in types and the type's output function (only a superuser can create
+ * a base type). Key, amount and time columns must be of a built-in type
+ * (loyalty._capture_type_ok, checked by track_*); a column whose type changed
+ * since is captured with a problem instead.
+ *
+ * Adding a tracked column (issue 14's fulfilment columns): append a field to
+ * OrderFields with its class, and a trigger argument in loyalty._attach_capture.
+ * Triggers created with fewer arguments read the missing fields as untracked.
+ *
+ * Speed: the event row is written with heap_insert() straight into
+ * loyalty.events, which has no index (the drain sorts by event_id), rather
+ * than through SPI and the executor. Should the table ever have an index, the
+ * SPI path keeps it consistent. The function is neither SECURITY DEFINER nor
+ * has a SET clause (each costs a GUC save/restore per row): it looks nothing
+ * up through search_path, and heap_insert() needs no privilege.
  */
 #include "postgres.h"
 
@@ -29,30 +45,88 @@
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/date.h"
+#include "utils/datetime.h"
 #include "utils/datum.h"
+#include "utils/json.h"
+#include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/numeric.h"
 #include "utils/rel.h"
 #include "utils/timestamp.h"
 
-/* trigger arguments, as written by loyalty.track_orders() */
+#include "loyalty.h"
+
+/* How a tracked column is read */
+typedef enum CaptureClass
+{
+	CC_KEY,						/* built-in text, integer or uuid type, as text */
+	CC_AMOUNT,					/* built-in number, as numeric */
+	CC_TIME,					/* timestamptz, timestamp or date, as timestamptz */
+	CC_DATE,					/* date, timestamp or timestamptz, as date */
+	CC_LABEL					/* any type, as text through its output function */
+} CaptureClass;
+
+/* Where a field goes in loyalty.events (EV_FIELDS: the fields jsonb, by name) */
 enum
 {
-	ARG_SOURCE_ID,
-	ARG_CUSTOMER,
-	ARG_AMOUNT,
-	ARG_ORDERED_AT,
-	ARG_ORDER_ID,
-	ARG_STATUS,
-	NUM_ARGS
+	EV_SOURCE_ID,
+	EV_OP,
+	EV_ORDER_REF,
+	EV_CUSTOMER,
+	EV_AMOUNT,
+	EV_ORDERED_AT,
+	EV_STATUS,
+	EV_PROBLEM,
+	EV_FIELDS,
+	NUM_EV
 };
 
-#define NUM_EVENT_PARAMS 8
+typedef struct CaptureField
+{
+	const char *name;			/* the field's name (a key of events.fields) */
+	CaptureClass cls;
+	int			target;			/* EV_* */
+} CaptureField;
+
+/* The first field identifies the row; trigger arguments follow this order */
+static const CaptureField OrderFields[] = {
+	{"order_id", CC_KEY, EV_ORDER_REF},
+	{"customer", CC_KEY, EV_CUSTOMER},
+	{"amount", CC_AMOUNT, EV_AMOUNT},
+	{"ordered_at", CC_TIME, EV_ORDERED_AT},
+	{"status", CC_LABEL, EV_STATUS},
+	{"delivered_at", CC_TIME, EV_FIELDS},
+};
+#define NUM_ORDER_FIELDS lengthof(OrderFields)
+#define NUM_ORDER_REQUIRED 4	/* order_id .. ordered_at */
+
+static const CaptureField CustomerFields[] = {
+	{"customer", CC_KEY, EV_CUSTOMER},
+	{"name", CC_LABEL, EV_FIELDS},
+	{"email", CC_LABEL, EV_FIELDS},
+	{"phone", CC_LABEL, EV_FIELDS},
+	{"birthday", CC_DATE, EV_FIELDS},
+	{"time_zone", CC_LABEL, EV_FIELDS},
+};
+#define NUM_CUSTOMER_FIELDS lengthof(CustomerFields)
+#define NUM_CUSTOMER_REQUIRED 1
+
+#define MAX_FIELDS 16
+
+/* One kind of tracked table, and the columns its trigger names */
+typedef struct CaptureSpec
+{
+	const CaptureField *fields;
+	int			nfields;
+	int			nrequired;
+	const char *columns[MAX_FIELDS];	/* NULL: not tracked */
+	const char *attach;			/* the track_* function, for messages */
+} CaptureSpec;
 
 typedef struct CapturedRow
 {
-	Datum		values[NUM_EVENT_PARAMS];
-	char		nulls[NUM_EVENT_PARAMS];
+	Datum		values[NUM_EV];
+	bool		isnull[NUM_EV];
 	const char *problem;
 } CapturedRow;
 
@@ -61,9 +135,9 @@ static SPIPlanPtr InsertEventPlan = NULL;
 
 /* Attribute number of a column by name, or InvalidAttrNumber */
 static AttrNumber
-IntakeColumn(TupleDesc tupdesc, const char *name)
+CaptureColumn(TupleDesc tupdesc, const char *name)
 {
-	if (name == NULL || name[0] == '\0')
+	if (name == NULL)
 		return InvalidAttrNumber;
 	for (int i = 0; i < tupdesc->natts; i++)
 	{
@@ -75,154 +149,222 @@ IntakeColumn(TupleDesc tupdesc, const char *name)
 	return InvalidAttrNumber;
 }
 
-/* Column value as text (any type, via its output function), or NULL */
-static text *
-IntakeText(HeapTuple tuple, TupleDesc tupdesc, AttrNumber attnum)
+/* Can a column of this type be read as this class? (Domains only for labels) */
+static bool
+CaptureTypeOk(Oid typid, CaptureClass cls)
 {
-	bool		isnull;
-	Datum		d;
+	switch (cls)
+	{
+		case CC_KEY:
+			return typid == TEXTOID || typid == VARCHAROID || typid == BPCHAROID ||
+				typid == INT2OID || typid == INT4OID || typid == INT8OID || typid == UUIDOID;
+		case CC_AMOUNT:
+			return typid == NUMERICOID || typid == INT2OID || typid == INT4OID ||
+				typid == INT8OID || typid == FLOAT4OID || typid == FLOAT8OID;
+		case CC_TIME:
+		case CC_DATE:
+			return typid == TIMESTAMPTZOID || typid == TIMESTAMPOID || typid == DATEOID;
+		case CC_LABEL:
+			return true;
+	}
+	return false;
+}
+
+/* Value of a column as text through its type's output function */
+static Datum
+CaptureText(Datum d, Oid typid)
+{
 	Oid			typoutput;
 	bool		typisvarlena;
-	Oid			typid;
 
-	d = heap_getattr(tuple, attnum, tupdesc, &isnull);
-	if (isnull)
-		return NULL;
-	typid = TupleDescAttr(tupdesc, attnum - 1)->atttypid;
 	getTypeOutputInfo(typid, &typoutput, &typisvarlena);
-	return cstring_to_text(OidOutputFunctionCall(typoutput, d));
+	return CStringGetTextDatum(OidOutputFunctionCall(typoutput, d));
 }
 
-/* Column value converted to numeric; false if the type is not a number */
-static bool
-IntakeNumeric(HeapTuple tuple, TupleDesc tupdesc, AttrNumber attnum, Datum *result, bool *isnull)
+/* Value of a built-in number type as numeric */
+static Datum
+CaptureNumeric(Datum d, Oid typid)
 {
-	Datum		d = heap_getattr(tuple, attnum, tupdesc, isnull);
-
-	if (*isnull)
-		return true;
-	switch (getBaseType(TupleDescAttr(tupdesc, attnum - 1)->atttypid))
+	switch (typid)
 	{
-		case NUMERICOID:
-			*result = d;
-			return true;
 		case INT2OID:
-			*result = DirectFunctionCall1(int2_numeric, d);
-			return true;
+			return DirectFunctionCall1(int2_numeric, d);
 		case INT4OID:
-			*result = DirectFunctionCall1(int4_numeric, d);
-			return true;
+			return DirectFunctionCall1(int4_numeric, d);
 		case INT8OID:
-			*result = DirectFunctionCall1(int8_numeric, d);
-			return true;
+			return DirectFunctionCall1(int8_numeric, d);
 		case FLOAT4OID:
-			*result = DirectFunctionCall1(float4_numeric, d);
-			return true;
+			return DirectFunctionCall1(float4_numeric, d);
 		case FLOAT8OID:
-			*result = DirectFunctionCall1(float8_numeric, d);
-			return true;
+			return DirectFunctionCall1(float8_numeric, d);
 		default:
-			return false;
+			return d;
 	}
 }
 
-/* Column value converted to timestamptz; false if the type is not a time */
-static bool
-IntakeTimestamp(HeapTuple tuple, TupleDesc tupdesc, AttrNumber attnum, Datum *result, bool *isnull)
+/* Value of a built-in time type as timestamptz */
+static Datum
+CaptureTimestamp(Datum d, Oid typid)
 {
-	Datum		d = heap_getattr(tuple, attnum, tupdesc, isnull);
-
-	if (*isnull)
-		return true;
-	switch (getBaseType(TupleDescAttr(tupdesc, attnum - 1)->atttypid))
+	switch (typid)
 	{
-		case TIMESTAMPTZOID:
-			*result = d;
-			return true;
 		case TIMESTAMPOID:
-			*result = DirectFunctionCall1(timestamp_timestamptz, d);
-			return true;
+			return DirectFunctionCall1(timestamp_timestamptz, d);
 		case DATEOID:
-			*result = DirectFunctionCall1(date_timestamptz, d);
-			return true;
+			return DirectFunctionCall1(date_timestamptz, d);
 		default:
-			return false;
+			return d;
 	}
 }
 
-/* Snapshot one row version into event parameters (source_id, op set by caller) */
-static void
-IntakeCapture(CapturedRow *row, HeapTuple tuple, TupleDesc tupdesc, char **args)
+/* Value of a built-in time type as date */
+static Datum
+CaptureDate(Datum d, Oid typid)
 {
-	AttrNumber	customer = IntakeColumn(tupdesc, args[ARG_CUSTOMER]);
-	AttrNumber	amount = IntakeColumn(tupdesc, args[ARG_AMOUNT]);
-	AttrNumber	ordered_at = IntakeColumn(tupdesc, args[ARG_ORDERED_AT]);
-	AttrNumber	order_id = IntakeColumn(tupdesc, args[ARG_ORDER_ID]);
-	AttrNumber	status = IntakeColumn(tupdesc, args[ARG_STATUS]);
-	text	   *t;
-	bool		isnull;
+	switch (typid)
+	{
+		case TIMESTAMPOID:
+			return DirectFunctionCall1(timestamp_date, d);
+		case TIMESTAMPTZOID:
+			return DirectFunctionCall1(timestamptz_date, d);
+		default:
+			return d;
+	}
+}
 
-	for (int i = 2; i < NUM_EVENT_PARAMS; i++)
-		row->nulls[i] = 'n';
+/* Add key: value (text or JSON null) to a jsonb object being built */
+static void
+CapturePushField(JsonbParseState **state, const char *key, const char *value)
+{
+	JsonbValue	k;
+	JsonbValue	v;
+
+	k.type = jbvString;
+	k.val.string.val = (char *) key;
+	k.val.string.len = strlen(key);
+	pushJsonbValue(state, WJB_KEY, &k);
+	if (value == NULL)
+		v.type = jbvNull;
+	else
+	{
+		v.type = jbvString;
+		v.val.string.val = (char *) value;
+		v.val.string.len = strlen(value);
+	}
+	pushJsonbValue(state, WJB_VALUE, &v);
+}
+
+/*
+ * Snapshot one row version into an event (source_id and op set by the caller).
+ * Never raises for the shop's data: a column that is gone or of a type loyalty
+ * no longer reads is a problem of the event.
+ */
+static void
+CaptureRead(CapturedRow *row, HeapTuple tuple, TupleDesc tupdesc, const CaptureSpec *spec)
+{
+	JsonbParseState *state = NULL;
+	bool		have_fields = false;
+
+	for (int i = 0; i < NUM_EV; i++)
+	{
+		row->values[i] = (Datum) 0;
+		row->isnull[i] = true;
+	}
 	row->problem = NULL;
 
-	if (order_id == InvalidAttrNumber || customer == InvalidAttrNumber ||
-		amount == InvalidAttrNumber || ordered_at == InvalidAttrNumber ||
-		(args[ARG_STATUS][0] != '\0' && status == InvalidAttrNumber))
+	for (int f = 0; f < spec->nfields; f++)
 	{
-		row->problem = "a tracked column was renamed or dropped; run loyalty.track_orders() again";
-		if (order_id != InvalidAttrNumber && (t = IntakeText(tuple, tupdesc, order_id)) != NULL)
-		{
-			row->values[2] = PointerGetDatum(t);
-			row->nulls[2] = ' ';
-		}
-		return;
-	}
+		const CaptureField *field = &spec->fields[f];
+		AttrNumber	attnum;
+		Oid			typid;
+		Datum		d;
+		bool		isnull;
+		Datum		value = (Datum) 0;
+		char		buf[MAXDATELEN + 1];
 
-	if ((t = IntakeText(tuple, tupdesc, order_id)) != NULL)
-	{
-		row->values[2] = PointerGetDatum(t);
-		row->nulls[2] = ' ';
+		if (spec->columns[f] == NULL)
+			continue;			/* not tracked */
+		attnum = CaptureColumn(tupdesc, spec->columns[f]);
+		if (attnum == InvalidAttrNumber)
+		{
+			if (row->problem == NULL)
+				row->problem = psprintf("tracked column \"%s\" was renamed or dropped; run %s again",
+										spec->columns[f], spec->attach);
+			continue;
+		}
+		typid = TupleDescAttr(tupdesc, attnum - 1)->atttypid;
+		if (!CaptureTypeOk(typid, field->cls))
+		{
+			if (row->problem == NULL)
+				row->problem = psprintf("tracked column \"%s\" is now of type %s, which loyalty does not read; run %s again",
+										spec->columns[f], format_type_be(typid), spec->attach);
+			continue;
+		}
+		d = heap_getattr(tuple, attnum, tupdesc, &isnull);
+		if (!isnull)
+		{
+			switch (field->cls)
+			{
+				case CC_KEY:
+				case CC_LABEL:
+					value = CaptureText(d, typid);
+					break;
+				case CC_AMOUNT:
+					value = CaptureNumeric(d, typid);
+					break;
+				case CC_TIME:
+					value = CaptureTimestamp(d, typid);
+					break;
+				case CC_DATE:
+					value = CaptureDate(d, typid);
+					break;
+			}
+		}
+		if (field->target != EV_FIELDS)
+		{
+			row->values[field->target] = value;
+			row->isnull[field->target] = isnull;
+			continue;
+		}
+		if (!have_fields)
+			pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+		have_fields = true;
+		if (isnull)
+			CapturePushField(&state, field->name, NULL);
+		else if (field->cls == CC_TIME)
+			CapturePushField(&state, field->name, JsonEncodeDateTime(buf, value, TIMESTAMPTZOID, NULL));
+		else if (field->cls == CC_DATE)
+			CapturePushField(&state, field->name, JsonEncodeDateTime(buf, value, DATEOID, NULL));
+		else
+			CapturePushField(&state, field->name, TextDatumGetCString(value));
 	}
-	if ((t = IntakeText(tuple, tupdesc, customer)) != NULL)
+	if (have_fields)
 	{
-		row->values[3] = PointerGetDatum(t);
-		row->nulls[3] = ' ';
-	}
-	if (!IntakeNumeric(tuple, tupdesc, amount, &row->values[4], &isnull))
-		row->problem = "amount column is no longer a number";
-	else if (!isnull)
-		row->nulls[4] = ' ';
-	if (!IntakeTimestamp(tuple, tupdesc, ordered_at, &row->values[5], &isnull))
-		row->problem = "order time column is no longer a timestamp";
-	else if (!isnull)
-		row->nulls[5] = ' ';
-	if (status != InvalidAttrNumber && (t = IntakeText(tuple, tupdesc, status)) != NULL)
-	{
-		row->values[6] = PointerGetDatum(t);
-		row->nulls[6] = ' ';
+		JsonbValue *obj = pushJsonbValue(&state, WJB_END_OBJECT, NULL);
+
+		row->values[EV_FIELDS] = JsonbPGetDatum(JsonbValueToJsonb(obj));
+		row->isnull[EV_FIELDS] = false;
 	}
 }
 
 /* Did any tracked column change between two row versions? */
 static bool
-IntakeChanged(HeapTuple oldtup, HeapTuple newtup, TupleDesc tupdesc, char **args)
+CaptureChanged(HeapTuple oldtup, HeapTuple newtup, TupleDesc tupdesc, const CaptureSpec *spec)
 {
-	for (int a = ARG_CUSTOMER; a <= ARG_STATUS; a++)
+	for (int f = 0; f < spec->nfields; f++)
 	{
-		AttrNumber	attnum = IntakeColumn(tupdesc, args[a]);
+		AttrNumber	attnum;
 		Form_pg_attribute att;
 		bool		oldnull,
 					newnull;
 		Datum		oldd,
 					newd;
 
+		if (spec->columns[f] == NULL)
+			continue;
+		attnum = CaptureColumn(tupdesc, spec->columns[f]);
 		if (attnum == InvalidAttrNumber)
-		{
-			if (a == ARG_STATUS && args[a][0] == '\0')
-				continue;
 			return true;		/* let the capture report the problem */
-		}
 		att = TupleDescAttr(tupdesc, attnum - 1);
 		oldd = heap_getattr(oldtup, attnum, tupdesc, &oldnull);
 		newd = heap_getattr(newtup, attnum, tupdesc, &newnull);
@@ -234,29 +376,29 @@ IntakeChanged(HeapTuple oldtup, HeapTuple newtup, TupleDesc tupdesc, char **args
 	return false;
 }
 
-/* Insert one captured row into loyalty.events (columns in table order) */
+/* Insert one captured row into loyalty.events (0.1's layout has no fields column) */
 static void
-IntakeInsert(int32 source_id, char op, CapturedRow *row)
+CaptureInsert(int32 source_id, char op, CapturedRow *row)
 {
 	Relation	rel;
-	Datum		values[NUM_EVENT_PARAMS + 2];
-	bool		nulls[NUM_EVENT_PARAMS + 2];
+	TupleDesc	desc;
+	Datum		values[NUM_EV + 2];
+	bool		nulls[NUM_EV + 2];
 	HeapTuple	tup;
 	Oid			nsp;
 	Oid			events_relid;
 	Oid			events_seqid;
+	int			natts;
 
-	row->values[0] = Int32GetDatum(source_id);
-	row->nulls[0] = ' ';
-	row->values[1] = CharGetDatum(op);
-	row->nulls[1] = ' ';
+	row->values[EV_SOURCE_ID] = Int32GetDatum(source_id);
+	row->isnull[EV_SOURCE_ID] = false;
+	row->values[EV_OP] = CharGetDatum(op);
+	row->isnull[EV_OP] = false;
 	if (row->problem)
 	{
-		row->values[7] = CStringGetTextDatum(row->problem);
-		row->nulls[7] = ' ';
+		row->values[EV_PROBLEM] = CStringGetTextDatum(row->problem);
+		row->isnull[EV_PROBLEM] = false;
 	}
-	else
-		row->nulls[7] = 'n';
 
 	/* syscache lookups: cheap, and right even after the extension is recreated */
 	nsp = get_namespace_oid("loyalty", false);
@@ -266,7 +408,10 @@ IntakeInsert(int32 source_id, char op, CapturedRow *row)
 		elog(ERROR, "loyalty: table loyalty.events is missing");
 
 	rel = table_open(events_relid, RowExclusiveLock);
-	if (RelationGetDescr(rel)->natts != NUM_EVENT_PARAMS + 2 || rel->rd_rel->relhasindex)
+	desc = RelationGetDescr(rel);
+	natts = desc->natts;
+	if ((natts != NUM_EV + 1 && natts != NUM_EV + 2) || rel->rd_rel->relhasindex ||
+		(natts == NUM_EV + 1 && !row->isnull[EV_FIELDS]))
 	{
 		/*
 		 * Not the layout this code writes directly: go through SQL, as the
@@ -277,106 +422,290 @@ IntakeInsert(int32 source_id, char op, CapturedRow *row)
 		Oid			save_userid;
 		int			save_sec_context;
 		Oid			owner = rel->rd_rel->relowner;
+		char		nullflags[NUM_EV];
 
 		table_close(rel, RowExclusiveLock);
+		for (int i = 0; i < NUM_EV; i++)
+			nullflags[i] = row->isnull[i] ? 'n' : ' ';
 		GetUserIdAndSecContext(&save_userid, &save_sec_context);
 		SetUserIdAndSecContext(owner, save_sec_context | SECURITY_LOCAL_USERID_CHANGE | SECURITY_NOFORCE_RLS);
 		SPI_connect();
 		if (InsertEventPlan == NULL)
 		{
-			Oid			argtypes[NUM_EVENT_PARAMS] = {INT4OID, CHAROID, TEXTOID, TEXTOID,
-			NUMERICOID, TIMESTAMPTZOID, TEXTOID, TEXTOID};
+			Oid			argtypes[NUM_EV] = {INT4OID, CHAROID, TEXTOID, TEXTOID,
+			NUMERICOID, TIMESTAMPTZOID, TEXTOID, TEXTOID, JSONBOID};
 			SPIPlanPtr	plan;
 
-			plan = SPI_prepare("INSERT INTO loyalty.events (source_id, op, order_ref, customer_id, amount, ordered_at, status, problem) "
-							   "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)", NUM_EVENT_PARAMS, argtypes);
+			plan = SPI_prepare("INSERT INTO loyalty.events (source_id, op, order_ref, customer_id, amount, ordered_at, status, problem, fields) "
+							   "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)", NUM_EV, argtypes);
 			if (plan == NULL)
 				elog(ERROR, "loyalty: SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
 			SPI_keepplan(plan);
 			InsertEventPlan = plan;
 		}
-		ret = SPI_execute_plan(InsertEventPlan, row->values, row->nulls, false, 0);
+		ret = SPI_execute_plan(InsertEventPlan, row->values, nullflags, false, 0);
 		if (ret != SPI_OK_INSERT)
-			elog(ERROR, "loyalty: could not capture order change: %s", SPI_result_code_string(ret));
+			elog(ERROR, "loyalty: could not capture a row change: %s", SPI_result_code_string(ret));
 		SPI_finish();
 		SetUserIdAndSecContext(save_userid, save_sec_context);
 		return;
 	}
 
-	/* event_id, source_id, op, order_ref, customer_id, amount, ordered_at, status, problem, captured_at */
+	/*
+	 * event_id, source_id, op, order_ref, customer_id, amount, ordered_at,
+	 * status, problem, captured_at[, fields]
+	 */
 	values[0] = Int64GetDatum(nextval_internal(events_seqid, false));
 	nulls[0] = false;
-	for (int i = 0; i < NUM_EVENT_PARAMS; i++)
+	for (int i = 0; i < EV_FIELDS; i++)
 	{
 		values[i + 1] = row->values[i];
-		nulls[i + 1] = (row->nulls[i] == 'n');
+		nulls[i + 1] = row->isnull[i];
 	}
-	values[NUM_EVENT_PARAMS + 1] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
-	nulls[NUM_EVENT_PARAMS + 1] = false;
+	values[EV_FIELDS + 1] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
+	nulls[EV_FIELDS + 1] = false;
+	if (natts == NUM_EV + 2)
+	{
+		values[EV_FIELDS + 2] = row->values[EV_FIELDS];
+		nulls[EV_FIELDS + 2] = row->isnull[EV_FIELDS];
+	}
 
-	tup = heap_form_tuple(RelationGetDescr(rel), values, nulls);
+	tup = heap_form_tuple(desc, values, nulls);
 	heap_insert(rel, tup, GetCurrentCommandId(true), 0, NULL);
 	heap_freetuple(tup);
 	table_close(rel, RowExclusiveLock);
 }
 
-PG_FUNCTION_INFO_V1(capture_order);
-
-/* AFTER ROW trigger on a tracked table (see loyalty.track_orders) */
-Datum
-capture_order(PG_FUNCTION_ARGS)
+/* Owner of a relation */
+static Oid
+CaptureRelOwner(Oid relid)
 {
-	TriggerData *trigdata = (TriggerData *) fcinfo->context;
-	TupleDesc	tupdesc;
-	char	  **args;
-	int32		source_id;
+	Relation	rel = table_open(relid, AccessShareLock);
+	Oid			owner = rel->rd_rel->relowner;
+
+	table_close(rel, AccessShareLock);
+	return owner;
+}
+
+/* Text of the identifying field of a captured row, or NULL */
+static char *
+CaptureIdentity(const CapturedRow *row, const CaptureSpec *spec)
+{
+	int			target = spec->fields[0].target;
+
+	return row->isnull[target] ? NULL : TextDatumGetCString(row->values[target]);
+}
+
+/* The trigger body shared by every kind of tracked table */
+static void
+CaptureFire(TriggerData *trigdata, int32 source_id, const CaptureSpec *spec)
+{
+	TupleDesc	tupdesc = RelationGetDescr(trigdata->tg_relation);
 	CapturedRow newrow;
 	CapturedRow oldrow;
+
+	if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) &&
+		!CaptureChanged(trigdata->tg_trigtuple, trigdata->tg_newtuple, tupdesc, spec))
+		return;
+
+	if (TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
+	{
+		CaptureRead(&newrow, trigdata->tg_trigtuple, tupdesc, spec);
+		CaptureInsert(source_id, 'u', &newrow);
+	}
+	else if (TRIGGER_FIRED_BY_DELETE(trigdata->tg_event))
+	{
+		CaptureRead(&oldrow, trigdata->tg_trigtuple, tupdesc, spec);
+		oldrow.problem = NULL;
+		CaptureInsert(source_id, 'd', &oldrow);
+	}
+	else
+	{
+		char	   *oldid;
+		char	   *newid;
+
+		CaptureRead(&oldrow, trigdata->tg_trigtuple, tupdesc, spec);
+		CaptureRead(&newrow, trigdata->tg_newtuple, tupdesc, spec);
+		/* the identifying key changed: the old row is gone */
+		oldid = CaptureIdentity(&oldrow, spec);
+		newid = CaptureIdentity(&newrow, spec);
+		if (oldid != NULL && (newid == NULL || strcmp(oldid, newid) != 0))
+		{
+			/* a customer whose key changed is not a deleted customer ('k': no erasure) */
+			oldrow.problem = NULL;
+			CaptureInsert(source_id, spec->fields == CustomerFields ? 'k' : 'd', &oldrow);
+		}
+		CaptureInsert(source_id, 'u', &newrow);
+	}
+}
+
+/*
+ * TRUNCATE of a tracked table: every row is gone. Orders: a delete event per
+ * order of the source that still counts; customers: a 'k' event per profile
+ * of the source (the profile goes; a truncate is not an erasure request). Reads only loyalty's tables, as their owner (the
+ * shop's role need not be allowed to read them), with every name and
+ * operator qualified, as a restricted operation.
+ */
+static void
+CaptureTruncate(int32 source_id, bool orders)
+{
+	Oid			nsp = get_namespace_oid("loyalty", false);
+	Oid			events_relid = get_relname_relid("events", nsp);
+	Oid			save_userid;
+	int			save_sec_context;
+	Oid			argtypes[1] = {INT4OID};
+	Datum		values[1];
+	int			ret;
+
+	if (!OidIsValid(events_relid))
+		elog(ERROR, "loyalty: table loyalty.events is missing");
+	values[0] = Int32GetDatum(source_id);
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(CaptureRelOwner(events_relid),
+						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION |
+						   SECURITY_NOFORCE_RLS);
+	SPI_connect();
+	ret = SPI_execute_with_args(orders ?
+								"INSERT INTO loyalty.events (source_id, op, order_ref) "
+								"SELECT o.source_id, 'd', o.order_ref FROM loyalty.orders o "
+								"WHERE o.source_id OPERATOR(pg_catalog.=) $1 AND o.counted" :
+								"INSERT INTO loyalty.events (source_id, op, customer_id) "
+								"SELECT p.source_id, 'k', p.customer_id FROM loyalty.profiles p "
+								"WHERE p.source_id OPERATOR(pg_catalog.=) $1",
+								1, argtypes, values, NULL, false, 0);
+	if (ret != SPI_OK_INSERT)
+		elog(ERROR, "loyalty: could not capture a truncate: %s", SPI_result_code_string(ret));
+	SPI_finish();
+	SetUserIdAndSecContext(save_userid, save_sec_context);
+}
+
+/* Check the trigger protocol shared by both entry points */
+static TriggerData *
+CaptureTriggerData(FunctionCallInfo fcinfo, const char *fname, int min_args)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
 
 	if (!CALLED_AS_TRIGGER(fcinfo))
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("loyalty.capture_order() must be called as a trigger"),
-				 errhint("Attach tables with loyalty.track_orders().")));
+				 errmsg("%s must be called as a trigger", fname),
+				 errhint("Attach tables with loyalty.track_orders() or loyalty.track_customers().")));
+	if (TRIGGER_FIRED_BY_TRUNCATE(trigdata->tg_event) && TRIGGER_FIRED_AFTER(trigdata->tg_event) &&
+		trigdata->tg_trigger->tgnargs >= 2)
+		return trigdata;
 	if (!TRIGGER_FIRED_AFTER(trigdata->tg_event) || !TRIGGER_FIRED_FOR_ROW(trigdata->tg_event) ||
-		trigdata->tg_trigger->tgnargs != NUM_ARGS)
+		trigdata->tg_trigger->tgnargs < min_args)
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("loyalty.capture_order() must be an AFTER ROW trigger with %d arguments", NUM_ARGS),
-				 errhint("Attach tables with loyalty.track_orders().")));
+				 errmsg("%s must be an AFTER ROW trigger with at least %d arguments", fname, min_args),
+				 errhint("Attach tables with loyalty.track_orders() or loyalty.track_customers().")));
+	return trigdata;
+}
 
-	args = trigdata->tg_trigger->tgargs;
-	source_id = pg_strtoint32(args[ARG_SOURCE_ID]);
-	tupdesc = RelationGetDescr(trigdata->tg_relation);
+PG_FUNCTION_INFO_V1(capture_row);
 
-	if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) &&
-		!IntakeChanged(trigdata->tg_trigtuple, trigdata->tg_newtuple, tupdesc, args))
-		return PointerGetDatum(NULL);
+/*
+ * AFTER ROW trigger on a tracked table. Arguments: source id, kind ('o'
+ * orders, 'c' customers), then the column of each field of the kind in the
+ * order of OrderFields / CustomerFields ('' or missing: not tracked). As an
+ * AFTER TRUNCATE statement trigger it takes the source id and kind only.
+ */
+Datum
+capture_row(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = CaptureTriggerData(fcinfo, "loyalty.capture_row()", 3);
+	char	  **args = trigdata->tg_trigger->tgargs;
+	int			nargs = trigdata->tg_trigger->tgnargs;
+	CaptureSpec spec;
 
-	if (TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
+	memset(&spec, 0, sizeof(spec));
+	if (strcmp(args[1], "o") == 0)
 	{
-		IntakeCapture(&newrow, trigdata->tg_trigtuple, tupdesc, args);
-		IntakeInsert(source_id, 'u', &newrow);
+		spec.fields = OrderFields;
+		spec.nfields = NUM_ORDER_FIELDS;
+		spec.nrequired = NUM_ORDER_REQUIRED;
+		spec.attach = "loyalty.track_orders()";
 	}
-	else if (TRIGGER_FIRED_BY_DELETE(trigdata->tg_event))
+	else if (strcmp(args[1], "c") == 0)
 	{
-		IntakeCapture(&oldrow, trigdata->tg_trigtuple, tupdesc, args);
-		oldrow.problem = NULL;
-		IntakeInsert(source_id, 'd', &oldrow);
+		spec.fields = CustomerFields;
+		spec.nfields = NUM_CUSTOMER_FIELDS;
+		spec.nrequired = NUM_CUSTOMER_REQUIRED;
+		spec.attach = "loyalty.track_customers()";
 	}
 	else
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("unknown capture kind \"%s\"", args[1]),
+				 errhint("Attach tables with loyalty.track_orders() or loyalty.track_customers().")));
+	if (TRIGGER_FIRED_BY_TRUNCATE(trigdata->tg_event))
 	{
-		IntakeCapture(&oldrow, trigdata->tg_trigtuple, tupdesc, args);
-		IntakeCapture(&newrow, trigdata->tg_newtuple, tupdesc, args);
-		/* the order id changed: the old order is gone */
-		if (oldrow.nulls[2] == ' ' &&
-			(newrow.nulls[2] != ' ' ||
-			 strcmp(TextDatumGetCString(oldrow.values[2]), TextDatumGetCString(newrow.values[2])) != 0))
-		{
-			oldrow.problem = NULL;
-			IntakeInsert(source_id, 'd', &oldrow);
-		}
-		IntakeInsert(source_id, 'u', &newrow);
+		CaptureTruncate(pg_strtoint32(args[0]), spec.fields == OrderFields);
+		return PointerGetDatum(NULL);
 	}
+	if (nargs - 2 > spec.nfields || nargs - 2 < spec.nrequired)
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("loyalty.capture_row() has %d column arguments, expected %d to %d",
+						nargs - 2, spec.nrequired, spec.nfields),
+				 errhint("Run %s again.", spec.attach)));
+	for (int f = 0; f < nargs - 2; f++)
+		spec.columns[f] = args[f + 2][0] == '\0' ? NULL : args[f + 2];
+	for (int f = 0; f < spec.nrequired; f++)
+		if (spec.columns[f] == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+					 errmsg("loyalty.capture_row() needs the %s column", spec.fields[f].name),
+					 errhint("Run %s again.", spec.attach)));
+
+	CaptureFire(trigdata, pg_strtoint32(args[0]), &spec);
 	return PointerGetDatum(NULL);
+}
+
+PG_FUNCTION_INFO_V1(capture_order);
+
+/*
+ * 0.1's trigger (source id, customer, amount, ordered_at, order id, status),
+ * kept working until ALTER EXTENSION loyalty UPDATE re-attaches capture_row.
+ */
+Datum
+capture_order(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = CaptureTriggerData(fcinfo, "loyalty.capture_order()", 6);
+	char	  **args = trigdata->tg_trigger->tgargs;
+	CaptureSpec spec;
+
+	memset(&spec, 0, sizeof(spec));
+	spec.fields = OrderFields;
+	spec.nfields = NUM_ORDER_REQUIRED + 1;	/* no delivered_at */
+	spec.nrequired = NUM_ORDER_REQUIRED;
+	spec.attach = "loyalty.track_orders()";
+	spec.columns[0] = args[4];
+	spec.columns[1] = args[1];
+	spec.columns[2] = args[2];
+	spec.columns[3] = args[3];
+	spec.columns[4] = args[5][0] == '\0' ? NULL : args[5];
+	CaptureFire(trigdata, pg_strtoint32(args[0]), &spec);
+	return PointerGetDatum(NULL);
+}
+
+PG_FUNCTION_INFO_V1(capture_type_ok);
+
+/* loyalty._capture_type_ok(type, class) → can a tracked column of this type be read as class? */
+Datum
+capture_type_ok(PG_FUNCTION_ARGS)
+{
+	Oid			typid = PG_GETARG_OID(0);
+	char	   *cls = text_to_cstring(PG_GETARG_TEXT_PP(1));
+
+	if (strcmp(cls, "key") == 0)
+		PG_RETURN_BOOL(CaptureTypeOk(typid, CC_KEY));
+	if (strcmp(cls, "amount") == 0)
+		PG_RETURN_BOOL(CaptureTypeOk(typid, CC_AMOUNT));
+	if (strcmp(cls, "time") == 0)
+		PG_RETURN_BOOL(CaptureTypeOk(typid, CC_TIME));
+	if (strcmp(cls, "label") == 0)
+		PG_RETURN_BOOL(CaptureTypeOk(typid, CC_LABEL));
+	elog(ERROR, "loyalty._capture_type_ok: unknown class \"%s\"", cls);
+	PG_RETURN_BOOL(false);
 }

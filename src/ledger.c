@@ -389,16 +389,6 @@ LedgerFallback(const char *fn, FunctionCallInfo fcinfo)
 	PG_RETURN_INT64(id);
 }
 
-/* Does s hold a control character (as [[:cntrl:]] in the SQL checks)? */
-static bool
-LedgerHasControl(const char *s, size_t len)
-{
-	for (size_t i = 0; i < len; i++)
-		if ((unsigned char) s[i] < 0x20 || s[i] == 0x7f)
-			return true;
-	return false;
-}
-
 /* The arguments every call shares; false if they need the SQL path's checks */
 static bool
 LedgerArgsOk(FunctionCallInfo fcinfo)
@@ -414,9 +404,9 @@ LedgerArgsOk(FunctionCallInfo fcinfo)
 	customer = PG_GETARG_TEXT_PP(0);
 	key = PG_GETARG_TEXT_PP(3);
 	k = text_to_cstring(key);
-	/* long keys, control characters (bytes < 0x20, 0x7f): the SQL path refuses them */
-	if (VARSIZE_ANY_EXHDR(customer) > 200 || strlen(k) > 500 ||
-		LedgerHasControl(VARDATA_ANY(customer), VARSIZE_ANY_EXHDR(customer)) || LedgerHasControl(k, strlen(k)))
+	/* long keys, control characters, Unicode spaces (capture.c's key rule): the SQL path refuses them */
+	if (LoyaltyKeyProblem(VARDATA_ANY(customer), VARSIZE_ANY_EXHDR(customer)) != NULL ||
+		LoyaltyKeyProblemMax(k, strlen(k), 500) != NULL)
 		return false;
 	/* empty or blank customers and keys, reserved keys: the SQL path says why */
 	if (VARSIZE_ANY_EXHDR(customer) == 0 || strspn(text_to_cstring(customer), " ") == VARSIZE_ANY_EXHDR(customer) ||

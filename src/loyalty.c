@@ -17,6 +17,7 @@ void
 _PG_init(void)
 {
 	LoyaltyWorkerInit();
+	LoyaltyCaptureInit();
 	LoyaltyLedgerInit();
 	LoyaltyLauncherInit();
 	MarkGUCPrefixReserved("loyalty");

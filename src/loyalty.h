@@ -5,6 +5,8 @@
 #define LOYALTY_H
 
 #include "utils/guc.h"
+#include "utils/numeric.h"
+#include "utils/timestamp.h"
 
 /* GUCs (worker.c) */
 extern char *loyalty_database;
@@ -14,11 +16,25 @@ extern bool loyalty_worker_enabled;
 extern int	loyalty_launcher_naptime;
 extern int	loyalty_health_interval;
 
+/* GUCs (capture.c) */
+extern int	loyalty_future_tolerance;
+
 /* GUCs (ledger.c) */
 extern int	loyalty_max_points_per_entry;
 
+/* Bounds of what loyalty accepts (capture.c, docs/capture.md); the ledger's
+ * customer keys have the same limit (62_rewards.sql _check_customer) */
+#define LOYALTY_MAX_KEY_CHARS 200
+#define LOYALTY_MAX_AMOUNT "1000000000000"
+
+extern const char *LoyaltyKeyProblem(const char *s, int len);
+extern const char *LoyaltyKeyProblemMax(const char *s, int len, int max_chars);
+extern const char *LoyaltyAmountProblem(Numeric n);
+extern const char *LoyaltyTimeProblem(TimestampTz t, TimestampTz reference, bool check_future);
+
 /* Module initialisation, called from _PG_init */
 extern void LoyaltyWorkerInit(void);
+extern void LoyaltyCaptureInit(void);
 extern void LoyaltyLedgerInit(void);
 extern void LoyaltyLauncherInit(void);
 

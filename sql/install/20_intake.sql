@@ -25,16 +25,19 @@ COMMENT ON TABLE loyalty.sources IS 'Shop tables attached with loyalty.track_ord
 CREATE TABLE loyalty.events (
     event_id    bigserial,
     source_id   integer NOT NULL,
-    op          "char" NOT NULL CHECK (op IN ('u', 'd')),
+    op          "char" NOT NULL CHECK (op IN ('u', 'd', 'k')),
     order_ref   text,
     customer_id text,
     amount      numeric,
     ordered_at  timestamptz,
     status      text,
     problem     text,
-    captured_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+    captured_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    fields      jsonb
 );
 COMMENT ON TABLE loyalty.events IS 'Captured order changes not yet applied (the worker or loyalty.refresh() drains it)';
+COMMENT ON COLUMN loyalty.events.op IS 'u: the row as it is now; d: the row was deleted; k: a customer row left its key (key changed, table truncated): the profile goes, nothing is erased';
+COMMENT ON COLUMN loyalty.events.fields IS 'the other tracked columns by field name (delivered_at; a customer''s name, email, phone, birthday, time_zone); a field absent is not tracked';
 
 CREATE TYPE loyalty.order_change AS (
     source_id   integer,
@@ -44,7 +47,9 @@ CREATE TYPE loyalty.order_change AS (
     amount      numeric,
     ordered_at  timestamptz,
     status      text,
-    problem     text
+    problem     text,
+    fields      jsonb,
+    captured_at timestamptz
 );
 
 -- an order_change after validation
@@ -58,7 +63,8 @@ CREATE TYPE loyalty.order_change_checked AS (
     status      text,
     counted     boolean,
     reason      text,
-    old_customer text
+    old_customer text,
+    fields      jsonb
 );
 
 CREATE TABLE loyalty.orders (
@@ -130,32 +136,32 @@ BEGIN
            CASE WHEN c.op = 'd' THEN NULL
                 WHEN c.problem IS NOT NULL THEN c.problem
                 WHEN c.order_ref IS NULL THEN 'order id is null'
+                WHEN loyalty._key_problem(c.order_ref) IS NOT NULL THEN 'order id ' || loyalty._key_problem(c.order_ref)
                 WHEN c.customer_id IS NULL THEN 'customer is null'
-                WHEN btrim(c.customer_id) = '' THEN 'customer is empty'
+                WHEN loyalty._key_problem(c.customer_id) IS NOT NULL THEN 'customer ' || loyalty._key_problem(c.customer_id)
                 WHEN c.amount IS NULL THEN 'amount is null'
-                WHEN c.amount = 'NaN'::numeric THEN 'amount is NaN'
-                WHEN c.amount IN ('Infinity'::numeric, '-Infinity'::numeric) THEN 'amount is infinite'
-                WHEN c.amount < 0 THEN 'amount is negative'
+                WHEN loyalty._amount_problem(c.amount) IS NOT NULL THEN 'amount ' || loyalty._amount_problem(c.amount)
                 WHEN c.ordered_at IS NULL THEN 'order time is null'
-                WHEN NOT isfinite(c.ordered_at) THEN 'order time is infinite'
+                WHEN loyalty._time_problem(c.ordered_at, coalesce(c.captured_at, now())) IS NOT NULL
+                     THEN 'order time ' || loyalty._time_problem(c.ordered_at, coalesce(c.captured_at, now()))
+                WHEN loyalty._time_problem((c.fields ->> 'delivered_at')::timestamptz, NULL) IS NOT NULL
+                     THEN 'delivery time ' || loyalty._time_problem((c.fields ->> 'delivered_at')::timestamptz, NULL)
                 WHEN o.order_ref IS NOT NULL AND o.source_id IS DISTINCT FROM c.source_id
                      THEN 'order id already recorded by another source'
            END,
-           o.customer_id)::loyalty.order_change_checked)
+           o.customer_id, c.fields)::loyalty.order_change_checked)
       INTO checked
       FROM (SELECT DISTINCT ON (ch.order_ref) ch.*
-              FROM unnest(p_changes) WITH ORDINALITY AS ch(source_id, op, order_ref, customer_id, amount, ordered_at, status, problem, ord)
+              FROM unnest(p_changes) WITH ORDINALITY AS ch(source_id, op, order_ref, customer_id, amount, ordered_at, status, problem, fields, captured_at, ord)
              ORDER BY ch.order_ref, ch.ord DESC) c
       JOIN loyalty.sources s ON s.source_id = c.source_id
       LEFT JOIN loyalty.orders o ON o.order_ref = c.order_ref;
 
     -- rejections: keep the newest reason per open row
-    INSERT INTO loyalty.rejected_rows (source_id, order_ref, reason, row_data)
-    SELECT source_id, order_ref, reason,
-           jsonb_build_object('customer_id', customer_id, 'amount', amount::text, 'ordered_at', ordered_at, 'status', status)
-      FROM unnest(checked) WHERE reason IS NOT NULL
-    ON CONFLICT (source_id, order_ref) WHERE resolved_at IS NULL
-    DO UPDATE SET reason = excluded.reason, row_data = excluded.row_data, rejected_at = excluded.rejected_at;
+    PERFORM loyalty._quarantine(source_id, order_ref, reason,
+                                jsonb_build_object('customer_id', customer_id, 'amount', amount::text,
+                                                   'ordered_at', ordered_at, 'status', status) || coalesce(fields, '{}'))
+       FROM unnest(checked) WHERE reason IS NOT NULL;
 
     -- valid upserts; an existing row of another source is never touched
     WITH up AS (
@@ -195,13 +201,73 @@ BEGIN
     IF cardinality(affected) > 0 THEN
         PERFORM loyalty._recompute_customers(affected, p_enqueue);
     END IF;
+    -- what else the captured order carries (70_journeys.sql, 62_rewards.sql)
+    PERFORM loyalty._apply_deliveries(checked);
+    IF p_enqueue THEN
+        PERFORM loyalty._apply_order_points(checked);   -- not for a backfill: history earns nothing
+    END IF;
     RETURN cardinality(p_changes);
+END
+$$;
+
+-- Keep a row loyalty cannot use in rejected_rows (newest reason per open row).
+-- The key is cut to the index's limit: a poison key must not fail the quarantine.
+CREATE FUNCTION loyalty._quarantine(p_source_id integer, p_key text, p_reason text, p_row jsonb)
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    INSERT INTO loyalty.rejected_rows (source_id, order_ref, reason, row_data)
+    VALUES (p_source_id, left(p_key, 255), left(p_reason, 1000),
+            (SELECT jsonb_object_agg(k, CASE WHEN jsonb_typeof(v) = 'string' AND length(v #>> '{}') > 1000
+                                             THEN to_jsonb(left(v #>> '{}', 1000) || '...') ELSE v END)
+               FROM jsonb_each(p_row) AS e(k, v)))
+    ON CONFLICT (source_id, order_ref) WHERE resolved_at IS NULL
+    DO UPDATE SET reason = excluded.reason, row_data = excluded.row_data, rejected_at = excluded.rejected_at
+$$;
+
+-- Apply a batch of order changes; a batch that fails is split in halves until
+-- the failing change is alone, which is quarantined: one poison row never
+-- stops the queue. Each try is a subtransaction (rolled back on failure).
+CREATE FUNCTION loyalty._apply_or_split(p_changes loyalty.order_change[])
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n integer := coalesce(cardinality(p_changes), 0);
+    half integer;
+    msg text;
+    c loyalty.order_change;
+BEGIN
+    IF n = 0 THEN
+        RETURN 0;
+    END IF;
+    BEGIN
+        RETURN loyalty._apply_changes(p_changes, true);
+    EXCEPTION WHEN serialization_failure OR deadlock_detected OR lock_not_available THEN
+        RAISE;      -- not the row's fault: the whole drain is retried
+    WHEN OTHERS THEN
+        GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
+    END;
+    IF n = 1 THEN
+        c := p_changes[1];
+        PERFORM loyalty._quarantine(c.source_id, c.order_ref, 'could not be applied: ' || msg,
+                                    jsonb_build_object('customer_id', left(c.customer_id, 1000), 'amount', left(c.amount::text, 1000),
+                                                       'ordered_at', c.ordered_at, 'status', c.status) || coalesce(c.fields, '{}'));
+        RAISE WARNING 'loyalty: change of order % quarantined in loyalty.rejected_rows: %', left(c.order_ref, 255), msg
+              USING HINT = 'Fix the shop''s row, then run loyalty.replay_rejected().';
+        RETURN 1;
+    END IF;
+    half := n / 2;
+    RETURN loyalty._apply_or_split(p_changes[1:half]) + loyalty._apply_or_split(p_changes[half + 1:n]);
 END
 $$;
 
 -- Drain the captured changes, oldest first. The drain lock keeps one applier at a
 -- time; events of one shop row are captured in commit order (the row lock
 -- orders the writers), so applying them by event_id keeps the newest version.
+-- Changes of tracked customers tables go to the profiles (70_journeys.sql).
 CREATE FUNCTION loyalty.apply_events(max_events integer DEFAULT 10000)
 RETURNS bigint
 LANGUAGE plpgsql
@@ -209,6 +275,8 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     ch loyalty.order_change[];
+    cust loyalty.events[];
+    n bigint := 0;
 BEGIN
     IF max_events IS NULL OR max_events < 1 THEN
         RAISE EXCEPTION 'max_events must be at least 1'
@@ -220,38 +288,116 @@ BEGIN
          WHERE event_id IN (SELECT event_id FROM loyalty.events ORDER BY event_id LIMIT max_events)
         RETURNING *
     )
-    SELECT array_agg(ROW(source_id, op, order_ref, customer_id, amount, ordered_at, status, problem)::loyalty.order_change
-                     ORDER BY event_id)
-      INTO ch FROM d;
-    RETURN loyalty._apply_changes(ch, true);
+    SELECT array_agg(ROW(d.source_id, d.op, d.order_ref, d.customer_id, d.amount, d.ordered_at, d.status, d.problem,
+                         d.fields, d.captured_at)::loyalty.order_change ORDER BY d.event_id)
+                FILTER (WHERE cs.source_id IS NULL),
+           array_agg(d ORDER BY d.event_id) FILTER (WHERE cs.source_id IS NOT NULL)
+      INTO ch, cust
+      FROM d LEFT JOIN loyalty.customer_sources cs ON cs.source_id = d.source_id;
+    IF cust IS NOT NULL THEN
+        n := loyalty._apply_customer_changes(cust);
+    END IF;
+    RETURN n + loyalty._apply_or_split(ch);
 END
 $$;
 COMMENT ON FUNCTION loyalty.apply_events(integer) IS 'Apply up to max_events captured order changes to orders and customer state';
 
--- Row trigger in C: captures a tracked table's row as a loyalty.events row.
--- Never raises for a bad row: problems travel with the event and end in rejected_rows.
--- No SECURITY DEFINER or SET clause on purpose (per-row cost); see src/intake.c.
-CREATE FUNCTION loyalty.capture_order()
+-- The capture trigger of every tracked table, and the checks of what loyalty
+-- accepts (src/intake.c, src/capture.c). The trigger never raises for a bad
+-- row: problems travel with the event and end in rejected_rows. No SECURITY
+-- DEFINER or SET clause on purpose (per-row cost); see src/intake.c.
+CREATE FUNCTION loyalty.capture_row()
 RETURNS trigger
 LANGUAGE c
-AS 'MODULE_PATHNAME', 'capture_order';
-COMMENT ON FUNCTION loyalty.capture_order() IS 'Trigger attached by loyalty.track_orders(); do not call directly';
+AS 'MODULE_PATHNAME', 'capture_row';
+COMMENT ON FUNCTION loyalty.capture_row() IS 'Trigger attached by loyalty.track_orders() and loyalty.track_customers(); do not call directly';
 
--- TRUNCATE of a tracked table: every order of that source stops counting.
-CREATE FUNCTION loyalty.capture_truncate()
-RETURNS trigger
-LANGUAGE plpgsql
-SECURITY DEFINER
+CREATE FUNCTION loyalty._capture_type_ok(typ regtype, class text)
+RETURNS boolean
+LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'capture_type_ok';
+
+CREATE FUNCTION loyalty._key_problem(value text)
+RETURNS text
+LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'loyalty_key_problem';
+
+-- the same rule with another length limit (the ledger's idempotency keys)
+CREATE FUNCTION loyalty._key_problem(value text, max_chars integer)
+RETURNS text
+LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'loyalty_key_problem';
+
+CREATE FUNCTION loyalty.check_key(value text, what text DEFAULT 'key')
+RETURNS text
+LANGUAGE c IMMUTABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'loyalty_check_key';
+COMMENT ON FUNCTION loyalty.check_key(text, text) IS
+'Return the key, or fail (22004 empty, 22023 too long or with control characters or Unicode spaces): the one rule for customer keys, order ids, idempotency keys and channel names';
+
+CREATE FUNCTION loyalty._amount_problem(value numeric)
+RETURNS text
+LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'loyalty_amount_problem';
+
+-- reference NULL: no future check (loyalty.future_tolerance)
+CREATE FUNCTION loyalty._time_problem(value timestamptz, reference timestamptz)
+RETURNS text
+LANGUAGE c STABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'loyalty_time_problem';
+
+-- A shop value as text through its type's output function, never a cast.
+CREATE FUNCTION loyalty._as_text(value anyelement)
+RETURNS text
+LANGUAGE c STABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'loyalty_as_text';
+
+-- Check a tracked column's type at track_* time (a domain, enum or type of the
+-- shop's for a key, amount or time column is refused), returning it.
+CREATE FUNCTION loyalty._capture_column(rel regclass, p_role text, p_column text, p_class text)
+RETURNS regtype
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    t regtype;
 BEGIN
-    INSERT INTO loyalty.events (source_id, op, order_ref)
-    SELECT o.source_id, 'd', o.order_ref FROM loyalty.orders o
-     WHERE o.source_id = TG_ARGV[0]::integer AND o.counted;
-    RETURN NULL;
+    t := loyalty._column_type(rel, p_role, p_column);   -- exists, or a clear error
+    SELECT a.atttypid::regtype INTO t FROM pg_attribute a
+     WHERE a.attrelid = rel AND a.attname = p_column AND a.attnum > 0 AND NOT a.attisdropped;
+    IF NOT loyalty._capture_type_ok(t, p_class) THEN
+        RAISE EXCEPTION '% "%" is of type %, which loyalty does not read', p_role, p_column, t
+              USING ERRCODE = 'datatype_mismatch',
+                    HINT = CASE p_class
+                           WHEN 'key' THEN 'A key column must be text, varchar, char, smallint, integer, bigint or uuid (not a domain or enum).'
+                           WHEN 'amount' THEN 'An amount column must be numeric, an integer type or a float type (not a domain).'
+                           ELSE 'A time column must be timestamptz, timestamp or date (not a domain).' END;
+    END IF;
+    RETURN t;
 END
 $$;
-COMMENT ON FUNCTION loyalty.capture_truncate() IS 'Statement trigger attached by loyalty.track_orders(); do not call directly';
+
+-- (Re)create the capture trigger of a tracked orders table from its sources row.
+CREATE FUNCTION loyalty._attach_capture(p_source_id integer)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s loyalty.sources;
+BEGIN
+    SELECT * INTO STRICT s FROM loyalty.sources WHERE source_id = p_source_id;
+    -- arguments: source, kind, then src/intake.c's OrderFields in order
+    EXECUTE format('CREATE OR REPLACE TRIGGER loyalty_capture_orders AFTER INSERT OR UPDATE OR DELETE ON %I.%I '
+                   'FOR EACH ROW EXECUTE FUNCTION loyalty.capture_row(%L, ''o'', %L, %L, %L, %L, %L, %L)',
+                   s.relation_schema, s.relation_name, s.source_id, s.order_id_column, s.customer_column,
+                   s.amount_column, s.ordered_at_column, coalesce(s.status_column, ''),
+                   coalesce(s.delivered_at_column, ''));
+    EXECUTE format('CREATE OR REPLACE TRIGGER loyalty_capture_truncate AFTER TRUNCATE ON %I.%I '
+                   'FOR EACH STATEMENT EXECUTE FUNCTION loyalty.capture_row(%L, ''o'')',
+                   s.relation_schema, s.relation_name, s.source_id);
+END
+$$;
 
 -- A table name resolved in the caller's search_path (no SET clause on purpose;
 -- everything is qualified), NULL when it does not exist or is not a valid name.
@@ -333,6 +479,40 @@ $$;
 -- reads its rows with a newer snapshot. A change committed before that read is
 -- either already applied or read here; one committed later is queued and
 -- applied after this transaction, so an older row version never wins.
+-- Before SQL reads a tracked table's rows (backfill, replay): lock it against
+-- ALTER TABLE and check its tracked columns are still of types loyalty reads
+-- (the capture trigger checks every row; this is the same rule for SQL).
+-- Returns the order id column's type, for keyset comparisons.
+CREATE FUNCTION loyalty._source_read_check(s loyalty.sources)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    rel regclass := to_regclass(format('%I.%I', s.relation_schema, s.relation_name));
+    id_type text;
+BEGIN
+    IF rel IS NULL THEN
+        RAISE EXCEPTION 'tracked table %.% does not exist', s.relation_schema, s.relation_name
+              USING ERRCODE = 'undefined_table', HINT = 'Attach the table again with loyalty.track_orders().';
+    END IF;
+    EXECUTE format('LOCK TABLE %s IN ACCESS SHARE MODE', rel);
+    PERFORM loyalty._capture_column(rel, 'order_id_column', s.order_id_column, 'key');
+    PERFORM loyalty._capture_column(rel, 'customer_column', s.customer_column, 'key');
+    PERFORM loyalty._capture_column(rel, 'amount_column', s.amount_column, 'amount');
+    PERFORM loyalty._capture_column(rel, 'ordered_at_column', s.ordered_at_column, 'time');
+    IF s.status_column IS NOT NULL THEN
+        PERFORM loyalty._capture_column(rel, 'status_column', s.status_column, 'label');
+    END IF;
+    IF s.delivered_at_column IS NOT NULL THEN
+        PERFORM loyalty._capture_column(rel, 'delivered_at_column', s.delivered_at_column, 'time');
+    END IF;
+    SELECT format_type(a.atttypid, a.atttypmod) INTO id_type FROM pg_attribute a
+     WHERE a.attrelid = rel AND a.attname = s.order_id_column;
+    RETURN id_type;
+END
+$$;
+
 CREATE FUNCTION loyalty._backfill(p_source_id integer, p_batch integer,
                                   p_after text DEFAULT NULL, p_max_batches integer DEFAULT NULL,
                                   OUT n_rows bigint, OUT last_key text)
@@ -350,15 +530,20 @@ DECLARE
     last_notice timestamptz := clock_timestamp();
 BEGIN
     SELECT * INTO STRICT s FROM loyalty.sources WHERE source_id = p_source_id;
-    SELECT format_type(a.atttypid, a.atttypmod) INTO id_type
-      FROM pg_attribute a
-     WHERE a.attrelid = format('%I.%I', s.relation_schema, s.relation_name)::regclass AND a.attname = s.order_id_column;
+    id_type := loyalty._source_read_check(s);
+    -- typed reads only (src/intake.c's rules): built-in conversions of the
+    -- built-in key, amount and time types the check just confirmed, and the
+    -- output function (never a cast) for the status and delivery columns
     q := format(
-        'SELECT array_agg(ROW(%s, ''u'', k::text, c::text, m::numeric, t::timestamptz, st::text, NULL)::loyalty.order_change ORDER BY k)
-           FROM (SELECT %I AS k, %I AS c, %I AS m, %I AS t, %s AS st FROM %I.%I
+        'SELECT array_agg(ROW(%s, ''u'', loyalty._as_text(k), loyalty._as_text(c), m::numeric, t::timestamptz, loyalty._as_text(st), NULL,
+                              %s, NULL)::loyalty.order_change ORDER BY k)
+           FROM (SELECT %I AS k, %I AS c, %I AS m, %I AS t, %s AS st, %s AS dl FROM %I.%I
                   WHERE $1 IS NULL OR %I > CAST($1 AS %s) ORDER BY %I LIMIT %s) b',
-        s.source_id, s.order_id_column, s.customer_column, s.amount_column, s.ordered_at_column,
-        CASE WHEN s.status_column IS NULL THEN 'NULL' ELSE quote_ident(s.status_column) END,
+        s.source_id,
+        CASE WHEN s.delivered_at_column IS NULL THEN 'NULL' ELSE 'jsonb_build_object(''delivered_at'', dl::timestamptz)' END,
+        s.order_id_column, s.customer_column, s.amount_column, s.ordered_at_column,
+        CASE WHEN s.status_column IS NULL THEN 'NULL::text' ELSE quote_ident(s.status_column) END,
+        CASE WHEN s.delivered_at_column IS NULL THEN 'NULL' ELSE quote_ident(s.delivered_at_column) END,
         s.relation_schema, s.relation_name, s.order_id_column, id_type, s.order_id_column, p_batch);
     last_key := p_after;
     PERFORM pg_advisory_xact_lock(74200, 1);
@@ -403,28 +588,24 @@ DECLARE
     rel regclass := loyalty._resolve_table(p_rel, source);
     sch text;
     tbl text;
-    t regtype;
+    prev loyalty.sources;
     sid integer;
     n bigint := 0;
 BEGIN
     SELECT n2.nspname, c.relname INTO sch, tbl
       FROM pg_class c JOIN pg_namespace n2 ON n2.oid = c.relnamespace WHERE c.oid = rel;
 
-    PERFORM loyalty._column_type(rel, 'customer_column', customer_column);
-
-    t := loyalty._column_type(rel, 'amount_column', amount_column);
-    IF t NOT IN ('numeric'::regtype, 'smallint'::regtype, 'integer'::regtype, 'bigint'::regtype, 'real'::regtype, 'double precision'::regtype) THEN
-        RAISE EXCEPTION 'amount column "%" is of type %, not a number', amount_column, t
-              USING ERRCODE = 'datatype_mismatch', HINT = 'The amount column must be numeric, an integer type or a float type.';
+    -- attached again: a column not named keeps its stored value (never drops what is tracked)
+    SELECT * INTO prev FROM loyalty.sources so WHERE so.relation_schema = sch AND so.relation_name = tbl;
+    IF FOUND AND status_column IS NULL AND counted_statuses IS NULL THEN
+        status_column := prev.status_column;
+        counted_statuses := prev.counted_statuses;
     END IF;
 
-    t := loyalty._column_type(rel, 'ordered_at_column', ordered_at_column);
-    IF t NOT IN ('timestamp with time zone'::regtype, 'timestamp without time zone'::regtype, 'date'::regtype) THEN
-        RAISE EXCEPTION 'order time column "%" is of type %, not a timestamp', ordered_at_column, t
-              USING ERRCODE = 'datatype_mismatch', HINT = 'The order time column must be timestamptz, timestamp or date.';
-    END IF;
-
-    PERFORM loyalty._column_type(rel, 'order_id_column', order_id_column);
+    PERFORM loyalty._capture_column(rel, 'customer_column', customer_column, 'key');
+    PERFORM loyalty._capture_column(rel, 'amount_column', amount_column, 'amount');
+    PERFORM loyalty._capture_column(rel, 'ordered_at_column', ordered_at_column, 'time');
+    PERFORM loyalty._capture_column(rel, 'order_id_column', order_id_column, 'key');
     IF NOT EXISTS (
         SELECT 1 FROM pg_index i
          WHERE i.indrelid = rel AND i.indisunique AND i.indnkeyatts = 1 AND i.indpred IS NULL
@@ -435,7 +616,7 @@ BEGIN
     END IF;
 
     IF status_column IS NOT NULL THEN
-        PERFORM loyalty._column_type(rel, 'status_column', status_column);
+        PERFORM loyalty._capture_column(rel, 'status_column', status_column, 'label');
         IF counted_statuses IS NULL OR cardinality(counted_statuses) = 0 OR array_position(counted_statuses, NULL) IS NOT NULL THEN
             RAISE EXCEPTION 'counted_statuses must list the statuses that count as a purchase'
                   USING ERRCODE = 'invalid_parameter_value', HINT = 'For example counted_statuses => ARRAY[''paid'', ''shipped''].';
@@ -459,14 +640,7 @@ BEGIN
            status_column = excluded.status_column, counted_statuses = excluded.counted_statuses
     RETURNING s.source_id INTO sid;
 
-    EXECUTE format('CREATE OR REPLACE TRIGGER loyalty_capture_orders AFTER INSERT OR UPDATE OR DELETE ON %I.%I '
-                   'FOR EACH ROW EXECUTE FUNCTION loyalty.capture_order(%L, %L, %L, %L, %L, %L)',
-                   sch, tbl, sid, customer_column, amount_column, ordered_at_column, order_id_column,
-                   coalesce(status_column, ''));
-    EXECUTE format('CREATE OR REPLACE TRIGGER loyalty_capture_truncate AFTER TRUNCATE ON %I.%I '
-                   'FOR EACH STATEMENT EXECUTE FUNCTION loyalty.capture_truncate(%L)', sch, tbl, sid);
-
-    PERFORM loyalty._sync_earn_triggers();   -- order points (src 62_rewards.sql), if switched on
+    PERFORM loyalty._attach_capture(sid);
 
     IF backfill THEN
         n := (loyalty._backfill(sid, batch_size)).n_rows;
@@ -520,7 +694,7 @@ BEGIN
         RAISE EXCEPTION '"%" is not tracked', source
               USING ERRCODE = 'undefined_object', HINT = 'Attach it first with loyalty.track_orders(..., backfill => false).';
     END IF;
-    IF batch_size IS NULL OR batch_size < 1 THEN
+    IF batch_size IS NULL OR batch_size OPERATOR(pg_catalog.<) 1 THEN
         RAISE EXCEPTION 'batch_size must be at least 1' USING ERRCODE = 'invalid_parameter_value', HINT = 'Try 10000.';
     END IF;
     LOOP
@@ -552,6 +726,9 @@ BEGIN
     ELSIF p_amount < 0 THEN
         RAISE EXCEPTION '% must not be negative: %', p_what, p_amount
               USING ERRCODE = 'invalid_parameter_value', HINT = 'Record money going back to the customer with loyalty.record_refund().';
+    ELSIF loyalty._amount_problem(p_amount) IS NOT NULL THEN
+        RAISE EXCEPTION '% %', p_what, loyalty._amount_problem(p_amount)
+              USING ERRCODE = 'numeric_value_out_of_range', HINT = 'loyalty accepts amounts up to 1000000000000 (see docs/capture.md).';
     END IF;
 END
 $$;
@@ -568,18 +745,17 @@ DECLARE
     o loyalty.orders;
     id bigint;
 BEGIN
-    IF customer_id IS NULL OR btrim(customer_id) = '' THEN
-        RAISE EXCEPTION 'customer_id must not be null or empty'
-              USING ERRCODE = 'null_value_not_allowed', HINT = 'Pass the shop''s own customer key as text, e.g. ''42''.';
-    END IF;
-    IF order_ref IS NULL OR btrim(order_ref) = '' THEN
-        RAISE EXCEPTION 'order_ref must not be null or empty'
-              USING ERRCODE = 'null_value_not_allowed', HINT = 'Pass the shop''s order number; it makes the call safe to retry.';
-    END IF;
+    PERFORM loyalty.check_key(customer_id, 'customer_id');
+    PERFORM loyalty.check_key(order_ref, 'order_ref');
     PERFORM loyalty._check_amount(amount, 'amount');
     IF ordered_at IS NOT NULL AND NOT isfinite(ordered_at) THEN
         RAISE EXCEPTION 'ordered_at must be a finite time'
               USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass when the order was placed, or omit it for now().';
+    END IF;
+    IF ordered_at IS NOT NULL AND loyalty._time_problem(ordered_at, now()) IS NOT NULL THEN
+        RAISE EXCEPTION 'ordered_at %', loyalty._time_problem(ordered_at, now())
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'Pass when the order was placed: between 1970 and 2100, at most loyalty.future_tolerance ahead of now().';
     END IF;
 
     INSERT INTO loyalty.orders AS t (order_ref, source_id, customer_id, amount, ordered_at, counted)
@@ -627,10 +803,7 @@ DECLARE
     k text;
     amt numeric;
 BEGIN
-    IF order_ref IS NULL OR btrim(order_ref) = '' THEN
-        RAISE EXCEPTION 'order_ref must not be null or empty'
-              USING ERRCODE = 'null_value_not_allowed', HINT = 'Pass the order number the refund belongs to.';
-    END IF;
+    PERFORM loyalty.check_key(order_ref, 'order_ref');
     IF amount IS NOT NULL THEN
         PERFORM loyalty._check_amount(amount, 'refund amount');
         IF amount = 0 THEN
@@ -638,9 +811,8 @@ BEGIN
                   USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass NULL to refund the whole order.';
         END IF;
     END IF;
-    IF idempotency_key IS NOT NULL AND btrim(idempotency_key) = '' THEN
-        RAISE EXCEPTION 'idempotency_key must not be empty'
-              USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass the shop''s refund id, or NULL.';
+    IF idempotency_key IS NOT NULL THEN
+        PERFORM loyalty.check_key(idempotency_key, 'idempotency_key');
     END IF;
     k := coalesce(idempotency_key, record_refund.order_ref || ':' || coalesce(amount::text, 'rest'));
 
@@ -711,13 +883,14 @@ BEGIN
         SELECT array_agg(order_ref) INTO keys FROM u;
         CONTINUE WHEN keys IS NULL;
         all_keys := all_keys || keys;
-        SELECT format_type(a.atttypid, a.atttypmod) INTO id_type FROM pg_attribute a
-         WHERE a.attrelid = format('%I.%I', s.relation_schema, s.relation_name)::regclass AND a.attname = s.order_id_column;
-        EXECUTE format('INSERT INTO loyalty.events (source_id, op, order_ref, customer_id, amount, ordered_at, status)
-                        SELECT %s, ''u'', %I::text, %I::text, %I::numeric, %I::timestamptz, %s
+        id_type := loyalty._source_read_check(s);   -- typed reads only, as in _backfill
+        EXECUTE format('INSERT INTO loyalty.events (source_id, op, order_ref, customer_id, amount, ordered_at, status, fields)
+                        SELECT %s, ''u'', loyalty._as_text(%I), loyalty._as_text(%I), %I::numeric, %I::timestamptz, %s, %s
                           FROM %I.%I WHERE %I = ANY (CAST($1 AS %s[]))',
                        s.source_id, s.order_id_column, s.customer_column, s.amount_column, s.ordered_at_column,
-                       CASE WHEN s.status_column IS NULL THEN 'NULL' ELSE quote_ident(s.status_column) || '::text' END,
+                       CASE WHEN s.status_column IS NULL THEN 'NULL' ELSE 'loyalty._as_text(' || quote_ident(s.status_column) || ')' END,
+                       CASE WHEN s.delivered_at_column IS NULL THEN 'NULL'
+                            ELSE format('jsonb_build_object(''delivered_at'', %I::timestamptz)', s.delivered_at_column) END,
                        s.relation_schema, s.relation_name, s.order_id_column, id_type)
         USING keys;
     END LOOP;

@@ -53,6 +53,8 @@ DECLARE
     last timestamptz;
     n bigint := 0;
     got bigint;
+    msg text;
+    st text;
     deadline timestamptz := clock_timestamp() + make_interval(secs => worker_tick.budget_ms / 1000.0);
 BEGIN
     IF NOT pg_try_advisory_xact_lock(74200, 2) THEN
@@ -62,23 +64,47 @@ BEGIN
     IF last IS NULL AND NOT EXISTS (SELECT 1 FROM loyalty.customer_state) AND NOT EXISTS (SELECT 1 FROM loyalty.events) THEN
         RETURN 0;
     END IF;
+    -- Applying changes never waits for scoring: scoring runs in a
+    -- subtransaction, and when it fails (logged each round) the changes
+    -- applied in this round still commit, so the queue drains.
     IF last IS NULL OR last < now() - make_interval(secs => worker_tick.refresh_interval) THEN
-        SELECT r.events_applied INTO n FROM loyalty.refresh() r;
+        LOOP
+            got := loyalty.apply_events(50000);
+            n := n + got;
+            EXIT WHEN got = 0;
+        END LOOP;
+        BEGIN
+            PERFORM loyalty.refresh();
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT, st = RETURNED_SQLSTATE;
+            RAISE WARNING 'loyalty: refresh failed (captured changes were applied): %: %', st, msg
+                  USING HINT = 'Run SELECT loyalty.refresh() to see the error in full.';
+        END;
         RETURN n;
     END IF;
     LOOP
         got := loyalty.apply_events(10000);
         n := n + got;
-        -- the churn/CLV scores of the customers this round rescores (the
-        -- queue's oldest entries, which _rfm_score takes next); an entry
-        -- committed out of order is scored by the next full refresh. Not in
-        -- the order's own transaction: an order never waits for a refresh
-        -- holding the scores' rows.
-        PERFORM loyalty._store_scores(now(), ARRAY(SELECT DISTINCT q.customer_id
-                                                     FROM (SELECT sq.customer_id FROM loyalty.score_queue sq
-                                                            ORDER BY sq.seq LIMIT 10000) q))
-          FROM loyalty.model_fits f WHERE f.model = 'heuristic' AND f.status = 'fitted' LIMIT 1;
-        PERFORM loyalty._rfm_score(false, now(), 10000);
+        -- scoring in a subtransaction: when it fails (logged each round) the
+        -- changes applied in this round still commit, so the queue drains
+        BEGIN
+            -- the churn/CLV scores of the customers this round rescores (the
+            -- queue's oldest entries, which _rfm_score takes next); an entry
+            -- committed out of order is scored by the next full refresh. Not in
+            -- the order's own transaction: an order never waits for a refresh
+            -- holding the scores' rows.
+            PERFORM loyalty._store_scores(now(), ARRAY(SELECT DISTINCT q.customer_id
+                                                         FROM (SELECT sq.customer_id FROM loyalty.score_queue sq
+                                                                ORDER BY sq.seq LIMIT 10000) q))
+              FROM loyalty.model_fits f WHERE f.model = 'heuristic' AND f.status = 'fitted' LIMIT 1;
+            PERFORM loyalty._rfm_score(false, now(), 10000);
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT, st = RETURNED_SQLSTATE;
+            RAISE WARNING 'loyalty: rescoring failed (captured changes were applied): %: %', st, msg
+                  USING HINT = 'Run SELECT loyalty.refresh() to see the error in full.';
+            EXIT WHEN got < 10000 OR clock_timestamp() > deadline;
+            CONTINUE;
+        END;
         EXIT WHEN (got < 10000 AND NOT EXISTS (SELECT 1 FROM loyalty.score_queue)) OR clock_timestamp() > deadline;
     END LOOP;
     RETURN n;

@@ -195,10 +195,12 @@ BEGIN
         RAISE EXCEPTION 'customer_id must not be null or empty'
               USING ERRCODE = 'null_value_not_allowed', HINT = 'Pass the shop''s own customer key as text, e.g. ''42''.';
     END IF;
-    -- (the ledger's C path hands such keys to this check: src/ledger.c)
-    IF length(p_customer) > 200 OR p_customer ~ '[[:cntrl:]]' THEN
-        RAISE EXCEPTION 'customer_id must be at most 200 characters without control characters'
-              USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass the shop''s own customer key as text, e.g. ''42''.';
+    -- (the ledger's C path hands such keys to this check: src/ledger.c; the
+    -- rule is capture.c's, as for every customer key)
+    IF loyalty._key_problem(p_customer) IS NOT NULL THEN
+        RAISE EXCEPTION 'customer_id %', loyalty._key_problem(p_customer)
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'Pass the shop''s own customer key as text, e.g. ''42'': at most 200 characters, no control characters, tabs or Unicode spaces.';
     END IF;
 END
 $$;
@@ -236,9 +238,10 @@ BEGIN
               USING ERRCODE = 'invalid_parameter_value',
                     HINT = 'Pass a key that names this one request, e.g. ''signup-bonus:42''; a retry with the same key changes nothing.';
     END IF;
-    IF length(p_key) > 500 OR p_key ~ '[[:cntrl:]]' THEN
-        RAISE EXCEPTION 'idempotency_key must be at most 500 characters without control characters'
-              USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass a key that names this one request, e.g. ''signup-bonus:42''.';
+    IF loyalty._key_problem(p_key, 500) IS NOT NULL THEN
+        RAISE EXCEPTION 'idempotency_key %', loyalty._key_problem(p_key, 500)
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'Pass a key that names this one request, e.g. ''signup-bonus:42'': at most 500 characters, no control characters, tabs or Unicode spaces.';
     END IF;
     IF p_key LIKE 'loyalty:%' THEN
         RAISE EXCEPTION 'idempotency keys starting with "loyalty:" are reserved'
@@ -754,10 +757,12 @@ COMMENT ON FUNCTION loyalty.verify_ledger() IS
 -- Points an order earns under the active rules, for a customer at order time.
 CREATE FUNCTION loyalty.order_points(customer_id text, amount numeric, ordered_at timestamptz DEFAULT now(),
                                      OUT points bigint, OUT detail jsonb)
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+BEGIN
+    PERFORM loyalty._check_amount(order_points.amount, 'amount');   -- NaN, infinite, above the maximum: refused
     WITH who AS (
         SELECT (SELECT ct.tier FROM loyalty.customer_tiers ct WHERE ct.customer_id = order_points.customer_id) AS tier,
                (SELECT cs.segment FROM loyalty.customer_segments cs WHERE cs.customer_id = order_points.customer_id) AS segment
@@ -780,7 +785,9 @@ AS $$
            jsonb_build_object('basis_amount', order_points.amount, 'rate', r.rate, 'multiplier', r.mult,
                               'tier', t.tier, 'tier_multiplier', t.tier_mult, 'segment', t.segment,
                               'cap', r.cap, 'rules', r.rules)
-      FROM r, t
+      INTO points, detail
+      FROM r, t;
+END
 $$;
 COMMENT ON FUNCTION loyalty.order_points(text, numeric, timestamptz) IS
 'Points an order of this amount earns now under loyalty.earn_rules and the customer''s tier and segment (also a preview for the shop''s checkout)';
@@ -957,82 +964,82 @@ BEGIN
 END
 $$;
 
--- Row trigger on tracked tables while earn_on_orders is on: the order's points
--- change in the shop's own transaction. It never fails the shop's write: an
--- error is kept in loyalty.points_problems (and retried by
--- loyalty.retry_points_problems()).
-CREATE FUNCTION loyalty.earn_order_points()
-RETURNS trigger
+-- Order points follow the captured order (loyalty.apply_events, one trigger on
+-- the shop's table: src/intake.c). For each order of a batch the points are
+-- brought in line with loyalty.orders and the delivery time; an error is kept
+-- in loyalty.points_problems (retried by loyalty.retry_points_problems()) and
+-- never stops the batch.
+CREATE FUNCTION loyalty._apply_order_points(p_changes loyalty.order_change_checked[])
+RETURNS void
 LANGUAGE plpgsql
-SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    src loyalty.sources;
-    j jsonb;
-    o jsonb;
-    ref text;
+    c record;
     msg text;
-    refunded numeric;
+    one_by_one boolean := false;
 BEGIN
-    SELECT * INTO src FROM loyalty.sources WHERE source_id = TG_ARGV[0]::integer;
-    IF NOT FOUND THEN
-        RETURN NULL;
+    IF NOT (SELECT earn_on_orders FROM loyalty.rewards_settings)
+       AND NOT EXISTS (SELECT 1 FROM loyalty.ledger e, unnest(p_changes) a
+                        WHERE e.idempotency_key = 'loyalty:order:' || a.order_ref || ':1') THEN
+        RETURN;     -- earning is off and none of these orders ever earned
     END IF;
+    -- the whole batch in one subtransaction; order by order only when it fails
     BEGIN
-        IF TG_OP <> 'INSERT' THEN
-            o := to_jsonb(OLD);
-        END IF;
-        IF TG_OP <> 'DELETE' THEN
-            j := to_jsonb(NEW);
-        END IF;
-        -- the order id changed (or the row is gone): the old order no longer counts
-        IF o IS NOT NULL AND (j IS NULL OR (o ->> src.order_id_column) IS DISTINCT FROM (j ->> src.order_id_column)) THEN
-            ref := o ->> src.order_id_column;
-            PERFORM loyalty._sync_order_points(ref, o ->> src.customer_column, (o ->> src.amount_column)::numeric,
-                                               0, (o ->> src.ordered_at_column)::timestamptz, false, NULL, false);
-        END IF;
-        IF j IS NOT NULL THEN
-            ref := j ->> src.order_id_column;
-            SELECT t.refunded INTO refunded FROM loyalty.orders t WHERE t.order_ref = ref;
-            PERFORM loyalty._sync_order_points(
-                ref, j ->> src.customer_column, (j ->> src.amount_column)::numeric, coalesce(refunded, 0),
-                (j ->> src.ordered_at_column)::timestamptz,
-                src.status_column IS NULL OR (j ->> src.status_column) = ANY (src.counted_statuses),
-                CASE WHEN src.delivered_at_column IS NOT NULL THEN (j ->> src.delivered_at_column)::timestamptz END,
-                src.delivered_at_column IS NOT NULL);
-        END IF;
-    EXCEPTION WHEN OTHERS THEN
-        GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
-        INSERT INTO loyalty.points_problems (source_id, order_ref, error) VALUES (src.source_id, ref, msg);
-        RAISE WARNING 'loyalty: points of order % not updated: %', ref, msg
-              USING HINT = 'The order itself was saved. Fix the cause, then run loyalty.retry_points_problems().';
+        FOR c IN
+            SELECT DISTINCT ON (a.order_ref) a.order_ref, a.source_id, o.customer_id, o.amount, o.refunded, o.ordered_at,
+                   coalesce(o.counted, false) AS counted, d.delivered_at, so.delivered_at_column IS NOT NULL AS wait
+              FROM unnest(p_changes) a
+              JOIN loyalty.sources so ON so.source_id = a.source_id
+              LEFT JOIN loyalty.orders o ON o.order_ref = a.order_ref AND o.source_id = a.source_id
+              LEFT JOIN loyalty.deliveries d ON d.order_ref = a.order_ref
+             WHERE a.order_ref IS NOT NULL AND loyalty._key_problem(a.order_ref) IS NULL
+             ORDER BY a.order_ref
+        LOOP
+            PERFORM loyalty._sync_order_points(c.order_ref, c.customer_id, c.amount, coalesce(c.refunded, 0),
+                                               c.ordered_at, c.counted, c.delivered_at, c.wait);
+        END LOOP;
+    EXCEPTION WHEN serialization_failure OR deadlock_detected OR lock_not_available THEN
+        RAISE;
+    WHEN OTHERS THEN
+        one_by_one := true;
     END;
-    RETURN NULL;
+    IF one_by_one THEN
+        FOR c IN
+            SELECT DISTINCT ON (a.order_ref) a.order_ref, a.source_id, o.customer_id, o.amount, o.refunded, o.ordered_at,
+                   coalesce(o.counted, false) AS counted, d.delivered_at, so.delivered_at_column IS NOT NULL AS wait
+              FROM unnest(p_changes) a
+              JOIN loyalty.sources so ON so.source_id = a.source_id
+              LEFT JOIN loyalty.orders o ON o.order_ref = a.order_ref AND o.source_id = a.source_id
+              LEFT JOIN loyalty.deliveries d ON d.order_ref = a.order_ref
+             WHERE a.order_ref IS NOT NULL AND loyalty._key_problem(a.order_ref) IS NULL
+             ORDER BY a.order_ref
+        LOOP
+            BEGIN
+                PERFORM loyalty._sync_order_points(c.order_ref, c.customer_id, c.amount, coalesce(c.refunded, 0),
+                                                   c.ordered_at, c.counted, c.delivered_at, c.wait);
+            EXCEPTION WHEN serialization_failure OR deadlock_detected OR lock_not_available THEN
+                RAISE;
+            WHEN OTHERS THEN
+                GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
+                INSERT INTO loyalty.points_problems (source_id, order_ref, error) VALUES (c.source_id, c.order_ref, msg);
+            END;
+        END LOOP;
+    END IF;
 END
 $$;
-COMMENT ON FUNCTION loyalty.earn_order_points() IS 'Trigger attached to tracked tables while earn_on_orders is on; do not call directly';
 
--- Attach or detach the earn trigger on every tracked table to match the setting.
+-- Order points no longer have a trigger of their own: remove one left by 0.1.
 CREATE FUNCTION loyalty._sync_earn_triggers()
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    src loyalty.sources;
     rel regclass;
-    on_ boolean := (SELECT earn_on_orders FROM loyalty.rewards_settings);
 BEGIN
-    FOR src IN SELECT * FROM loyalty.sources ORDER BY source_id LOOP
-        rel := to_regclass(format('%I.%I', src.relation_schema, src.relation_name));
-        CONTINUE WHEN rel IS NULL;
-        IF on_ AND EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = rel AND tgname = 'loyalty_capture_orders') THEN
-            EXECUTE format('CREATE OR REPLACE TRIGGER loyalty_earn_orders AFTER INSERT OR UPDATE OR DELETE ON %s '
-                           'FOR EACH ROW EXECUTE FUNCTION loyalty.earn_order_points(%L)', rel, src.source_id);
-        ELSE
-            EXECUTE format('DROP TRIGGER IF EXISTS loyalty_earn_orders ON %s', rel);
-        END IF;
+    FOR rel IN SELECT t.tgrelid::regclass FROM pg_trigger t WHERE t.tgname = 'loyalty_earn_orders' LOOP
+        EXECUTE format('DROP TRIGGER IF EXISTS loyalty_earn_orders ON %s', rel);
     END LOOP;
 END
 $$;
@@ -1066,6 +1073,7 @@ AS $$
 DECLARE
     rel regclass := loyalty._resolve_table(p_rel, source);
     t regtype;
+    sid integer;
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM loyalty.sources so
                     WHERE format('%I.%I', so.relation_schema, so.relation_name)::regclass = rel) THEN
@@ -1073,15 +1081,13 @@ BEGIN
               USING ERRCODE = 'undefined_object', HINT = 'Track it first with loyalty.track_orders().';
     END IF;
     IF delivered_at_column IS NOT NULL THEN
-        t := loyalty._column_type(rel, 'delivered_at_column', delivered_at_column);
-        IF t NOT IN ('timestamp with time zone'::regtype, 'timestamp without time zone'::regtype, 'date'::regtype) THEN
-            RAISE EXCEPTION 'delivery time column "%" is of type %, not a timestamp', delivered_at_column, t
-                  USING ERRCODE = 'datatype_mismatch', HINT = 'The delivery column must be timestamptz, timestamp or date.';
-        END IF;
+        t := loyalty._capture_column(rel, 'delivered_at_column', delivered_at_column, 'time');
     END IF;
     UPDATE loyalty.sources so SET delivered_at_column = _track_deliveries.delivered_at_column
-     WHERE format('%I.%I', so.relation_schema, so.relation_name)::regclass = rel;
-    PERFORM loyalty._sync_delivery_trigger(rel);   -- delivery times for the journeys (70_journeys.sql)
+     WHERE format('%I.%I', so.relation_schema, so.relation_name)::regclass = rel
+    RETURNING so.source_id INTO sid;
+    PERFORM loyalty._attach_capture(sid);          -- the capture trigger reads the column too
+    PERFORM loyalty._backfill_deliveries(sid);     -- delivery times of existing rows (70_journeys.sql)
 END
 $$;
 CREATE FUNCTION loyalty.track_deliveries(source text, delivered_at_column text)

@@ -72,40 +72,56 @@ SELECT s.source_id, s.source, r.reason,
  WHERE r.resolved_at IS NULL
  GROUP BY s.source_id, s.source, r.reason;
 
--- Store one profile row from a tracked table; never raises. A NULL or empty
--- key is rejected (nothing stored); an unknown time zone is stored as NULL and
--- the row is listed in rejected_rows too, so the shop can fix it.
-CREATE FUNCTION loyalty._store_profile(p_source_id integer, p_customer text, p_name text, p_email text,
-                                       p_phone text, p_birthday date, p_zone text, p_row jsonb)
+-- Store one profile from a tracked table's captured row; never raises. p_fields
+-- holds the tracked columns only (src/intake.c): a field absent is not tracked
+-- and keeps the stored value (set by another source or loyalty.upsert_customer).
+-- A refused key is quarantined (nothing stored); an unknown time zone is
+-- stored as NULL and the row is listed in rejected_rows too.
+CREATE FUNCTION loyalty._store_profile(p_source_id integer, p_customer text, p_fields jsonb)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+    f jsonb := coalesce(p_fields, '{}');
     zone text;
+    bday date;
     problem text;
 BEGIN
-    IF p_customer IS NULL OR btrim(p_customer) = '' THEN
-        problem := 'customer is null or empty';
+    IF p_customer IS NULL THEN
+        problem := 'customer is null';
+    ELSIF loyalty._key_problem(p_customer) IS NOT NULL THEN
+        problem := 'customer ' || loyalty._key_problem(p_customer);
     ELSE
-        zone := loyalty._time_zone(p_zone);
-        IF p_zone IS NOT NULL AND btrim(p_zone) <> '' AND zone IS NULL THEN
-            problem := format('unknown time zone %s (stored as NULL)', quote_literal(p_zone));
+        zone := loyalty._time_zone(f ->> 'time_zone');
+        IF nullif(btrim(f ->> 'time_zone'), '') IS NOT NULL AND zone IS NULL THEN
+            problem := format('unknown time zone %s (stored as NULL)', quote_literal(left(f ->> 'time_zone', 100)));
+        END IF;
+        bday := (f ->> 'birthday')::date;
+        IF bday IS NOT NULL AND (bday > current_date OR bday < date '1900-01-01') THEN
+            problem := format('birthday %s is not plausible (stored as NULL)', bday);
+            bday := NULL;
         END IF;
         INSERT INTO loyalty.profiles AS p (customer_id, name, email, phone, birthday, time_zone, source_id, updated_at)
-        VALUES (p_customer, nullif(btrim(p_name), ''), nullif(btrim(p_email), ''), nullif(btrim(p_phone), ''),
-                p_birthday, zone, p_source_id, now())
+        VALUES (p_customer, nullif(btrim(f ->> 'name'), ''), nullif(btrim(f ->> 'email'), ''),
+                nullif(btrim(f ->> 'phone'), ''), bday, zone, p_source_id, now())
         ON CONFLICT (customer_id) DO UPDATE
-           SET name = excluded.name, email = excluded.email, phone = excluded.phone, birthday = excluded.birthday,
-               time_zone = excluded.time_zone, source_id = excluded.source_id, updated_at = excluded.updated_at
+           SET name = CASE WHEN f ? 'name' THEN excluded.name ELSE p.name END,
+               email = CASE WHEN f ? 'email' THEN excluded.email ELSE p.email END,
+               phone = CASE WHEN f ? 'phone' THEN excluded.phone ELSE p.phone END,
+               birthday = CASE WHEN f ? 'birthday' THEN excluded.birthday ELSE p.birthday END,
+               time_zone = CASE WHEN f ? 'time_zone' THEN excluded.time_zone ELSE p.time_zone END,
+               source_id = excluded.source_id, updated_at = excluded.updated_at
          WHERE (p.name, p.email, p.phone, p.birthday, p.time_zone, p.source_id)
-               IS DISTINCT FROM (excluded.name, excluded.email, excluded.phone, excluded.birthday, excluded.time_zone, excluded.source_id);
+               IS DISTINCT FROM
+               (CASE WHEN f ? 'name' THEN excluded.name ELSE p.name END,
+                CASE WHEN f ? 'email' THEN excluded.email ELSE p.email END,
+                CASE WHEN f ? 'phone' THEN excluded.phone ELSE p.phone END,
+                CASE WHEN f ? 'birthday' THEN excluded.birthday ELSE p.birthday END,
+                CASE WHEN f ? 'time_zone' THEN excluded.time_zone ELSE p.time_zone END, excluded.source_id);
     END IF;
     IF problem IS NOT NULL THEN
-        INSERT INTO loyalty.rejected_rows (source_id, order_ref, reason, row_data)
-        VALUES (p_source_id, p_customer, problem, p_row)
-        ON CONFLICT (source_id, order_ref) WHERE resolved_at IS NULL
-        DO UPDATE SET reason = excluded.reason, row_data = excluded.row_data, rejected_at = excluded.rejected_at;
+        PERFORM loyalty._quarantine(p_source_id, p_customer, problem, jsonb_build_object('customer_id', p_customer) || f);
     ELSE
         UPDATE loyalty.rejected_rows r SET resolved_at = now()
          WHERE r.source_id = p_source_id AND r.order_ref = p_customer AND r.resolved_at IS NULL;
@@ -113,67 +129,87 @@ BEGIN
 END
 $$;
 
--- Row trigger on a tracked customers table. It never fails the shop's write:
--- an error is kept in rejected_rows with a warning.
-CREATE FUNCTION loyalty.capture_customer()
-RETURNS trigger
+-- A customer row deleted from a tracked customers table: the customer is
+-- erased (loyalty.erase_customer, 82_privacy.sql). The one place a shop-side
+-- customer delete is handled; a changed key or a TRUNCATE ('k' events) only
+-- takes the profile of that table along.
+CREATE FUNCTION loyalty._customer_deleted(p_source_id integer, p_customer text)
+RETURNS void
 LANGUAGE plpgsql
-SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     s loyalty.customer_sources;
-    j jsonb;
-    o jsonb;
-    msg text;
 BEGIN
-    SELECT * INTO s FROM loyalty.customer_sources WHERE source_id = TG_ARGV[0]::integer;
-    IF NOT FOUND THEN
-        RETURN NULL;
+    SELECT * INTO s FROM loyalty.customer_sources WHERE source_id = p_source_id;
+    IF p_customer IS NULL OR loyalty._key_problem(p_customer) IS NOT NULL THEN
+        RETURN;     -- never stored
     END IF;
-    BEGIN
-        IF TG_OP <> 'INSERT' THEN
-            o := to_jsonb(OLD);
-        END IF;
-        IF TG_OP <> 'DELETE' THEN
-            j := to_jsonb(NEW);
-        END IF;
-        -- a deleted customer is erased (82_privacy.sql); a changed key takes its profile along
-        IF o IS NOT NULL AND j IS NULL THEN
-            PERFORM loyalty.erase_customer(o ->> s.customer_column,
-                                           format('deleted from %I.%I', s.relation_schema, s.relation_name));
-        ELSIF o IS NOT NULL AND (o ->> s.customer_column) IS DISTINCT FROM (j ->> s.customer_column) THEN
-            DELETE FROM loyalty.profiles p WHERE p.customer_id = o ->> s.customer_column AND p.source_id = s.source_id;
-        END IF;
-        IF j IS NOT NULL THEN
-            PERFORM loyalty._store_profile(s.source_id, j ->> s.customer_column,
-                                           j ->> s.name_column, j ->> s.email_column, j ->> s.phone_column,
-                                           (j ->> s.birthday_column)::timestamp::date, j ->> s.time_zone_column, j);
-        END IF;
-    EXCEPTION WHEN OTHERS THEN
-        GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
-        INSERT INTO loyalty.rejected_rows (source_id, order_ref, reason, row_data)
-        VALUES (s.source_id, coalesce(j, o) ->> s.customer_column, msg, coalesce(j, o));
-        RAISE WARNING 'loyalty: profile of customer % not stored: %', coalesce(j, o) ->> s.customer_column, msg
-              USING HINT = 'The shop''s row itself was saved; see loyalty.rejected_rows.';
-    END;
-    RETURN NULL;
+    PERFORM loyalty.erase_customer(p_customer, format('deleted from %I.%I', s.relation_schema, s.relation_name));
 END
 $$;
-COMMENT ON FUNCTION loyalty.capture_customer() IS 'Trigger attached by loyalty.track_customers(); do not call directly';
 
-CREATE FUNCTION loyalty.capture_customer_truncate()
-RETURNS trigger
+-- Apply captured changes of tracked customers tables (from loyalty.apply_events),
+-- in capture order. The batch is tried whole (one subtransaction); when it
+-- fails it is applied change by change and a change that still fails is
+-- quarantined, so the others apply.
+CREATE FUNCTION loyalty._apply_customer_changes(p_events loyalty.events[])
+RETURNS bigint
 LANGUAGE plpgsql
-SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    e loyalty.events;
+    msg text;
+    one_by_one boolean := false;
+BEGIN
+    BEGIN
+        FOREACH e IN ARRAY p_events LOOP
+            PERFORM loyalty._apply_customer_change(e);
+        END LOOP;
+    EXCEPTION WHEN serialization_failure OR deadlock_detected OR lock_not_available THEN
+        RAISE;
+    WHEN OTHERS THEN
+        one_by_one := true;
+    END;
+    IF one_by_one THEN
+        FOREACH e IN ARRAY p_events LOOP
+            BEGIN
+                PERFORM loyalty._apply_customer_change(e);
+            EXCEPTION WHEN serialization_failure OR deadlock_detected OR lock_not_available THEN
+                RAISE;
+            WHEN OTHERS THEN
+                GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
+                PERFORM loyalty._quarantine(e.source_id, e.customer_id, 'could not be applied: ' || msg,
+                                            jsonb_build_object('customer_id', left(e.customer_id, 1000)) || coalesce(e.fields, '{}'));
+            END;
+        END LOOP;
+    END IF;
+    RETURN coalesce(cardinality(p_events), 0);
+END
+$$;
+
+-- One captured change of a tracked customers table.
+CREATE FUNCTION loyalty._apply_customer_change(e loyalty.events)
+RETURNS void
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    DELETE FROM loyalty.profiles WHERE source_id = TG_ARGV[0]::integer;
-    RETURN NULL;
+    IF e.customer_id LIKE 'erased:%' THEN
+        RETURN;     -- erased while the change waited (loyalty.erase_customer): nothing is stored again
+    ELSIF e.op = 'd' THEN
+        PERFORM loyalty._customer_deleted(e.source_id, e.customer_id);
+    ELSIF e.op = 'k' THEN
+        DELETE FROM loyalty.profiles p WHERE p.customer_id = e.customer_id AND p.source_id = e.source_id;
+    ELSIF e.problem IS NOT NULL THEN
+        PERFORM loyalty._quarantine(e.source_id, e.customer_id, e.problem,
+                                    jsonb_build_object('customer_id', e.customer_id) || coalesce(e.fields, '{}'));
+    ELSE
+        PERFORM loyalty._store_profile(e.source_id, e.customer_id, e.fields);
+    END IF;
 END
 $$;
-COMMENT ON FUNCTION loyalty.capture_customer_truncate() IS 'Statement trigger attached by loyalty.track_customers(); do not call directly';
 
 CREATE FUNCTION loyalty.track_customers(
     source            regclass,
@@ -192,27 +228,37 @@ DECLARE
     rel regclass := loyalty._resolve_table(source, source::text);
     sch text;
     tbl text;
-    t regtype;
     sid integer;
     n bigint := 0;
+    prev loyalty.customer_sources;
     col text;
     colname text;
 BEGIN
     SELECT n2.nspname, c.relname INTO sch, tbl
       FROM pg_class c JOIN pg_namespace n2 ON n2.oid = c.relnamespace WHERE c.oid = rel;
-    PERFORM loyalty._column_type(rel, 'customer_column', customer_column);
+    -- attached again: a column not named keeps what is tracked ('' stops tracking it)
+    PERFORM loyalty._capture_column(rel, 'customer_column', customer_column, 'key');
+    SELECT * INTO prev FROM loyalty.customer_sources cs WHERE cs.relation_schema = sch AND cs.relation_name = tbl;
+    IF FOUND THEN
+        IF customer_column IS DISTINCT FROM prev.customer_column THEN
+            RAISE EXCEPTION 'customers of "%" are already tracked by column "%"', rel::text, prev.customer_column
+                  USING ERRCODE = 'invalid_parameter_value',
+                        HINT = 'The customer column identifies the stored profiles; detach with loyalty.untrack_customers() and delete the source row from loyalty.customer_sources first.';
+        END IF;
+        name_column := CASE WHEN name_column IS NULL THEN prev.name_column ELSE nullif(name_column, '') END;
+        email_column := CASE WHEN email_column IS NULL THEN prev.email_column ELSE nullif(email_column, '') END;
+        phone_column := CASE WHEN phone_column IS NULL THEN prev.phone_column ELSE nullif(phone_column, '') END;
+        birthday_column := CASE WHEN birthday_column IS NULL THEN prev.birthday_column ELSE nullif(birthday_column, '') END;
+        time_zone_column := CASE WHEN time_zone_column IS NULL THEN prev.time_zone_column ELSE nullif(time_zone_column, '') END;
+    END IF;
     FOR col, colname IN SELECT * FROM unnest(ARRAY['name_column', 'email_column', 'phone_column', 'time_zone_column'],
                                              ARRAY[name_column, email_column, phone_column, time_zone_column]) LOOP
         IF colname IS NOT NULL THEN
-            PERFORM loyalty._column_type(rel, col, colname);
+            PERFORM loyalty._capture_column(rel, col, colname, 'label');
         END IF;
     END LOOP;
     IF birthday_column IS NOT NULL THEN
-        t := loyalty._column_type(rel, 'birthday_column', birthday_column);
-        IF t NOT IN ('date'::regtype, 'timestamp without time zone'::regtype, 'timestamp with time zone'::regtype) THEN
-            RAISE EXCEPTION 'birthday column "%" is of type %, not a date', birthday_column, t
-                  USING ERRCODE = 'datatype_mismatch', HINT = 'The birthday column must be date (or timestamp).';
-        END IF;
+        PERFORM loyalty._capture_column(rel, 'birthday_column', birthday_column, 'time');
     END IF;
 
     INSERT INTO loyalty.customer_sources AS s (relation_schema, relation_name, customer_column, name_column, email_column,
@@ -224,42 +270,29 @@ BEGIN
            birthday_column = excluded.birthday_column, time_zone_column = excluded.time_zone_column
     RETURNING s.source_id INTO sid;
 
+    -- arguments: source, kind, then src/intake.c's CustomerFields in order
     EXECUTE format('CREATE OR REPLACE TRIGGER loyalty_capture_customers AFTER INSERT OR UPDATE OR DELETE ON %I.%I '
-                   'FOR EACH ROW EXECUTE FUNCTION loyalty.capture_customer(%L)', sch, tbl, sid);
+                   'FOR EACH ROW EXECUTE FUNCTION loyalty.capture_row(%L, ''c'', %L, %L, %L, %L, %L, %L)',
+                   sch, tbl, sid, customer_column, coalesce(name_column, ''), coalesce(email_column, ''),
+                   coalesce(phone_column, ''), coalesce(birthday_column, ''), coalesce(time_zone_column, ''));
     EXECUTE format('CREATE OR REPLACE TRIGGER loyalty_capture_customers_truncate AFTER TRUNCATE ON %I.%I '
-                   'FOR EACH STATEMENT EXECUTE FUNCTION loyalty.capture_customer_truncate(%L)', sch, tbl, sid);
+                   'FOR EACH STATEMENT EXECUTE FUNCTION loyalty.capture_row(%L, ''c'')', sch, tbl, sid);
 
     IF backfill THEN
-        -- set-based: valid rows in one statement, the rest one by one (rejections)
+        -- typed reads (as the trigger): the key and labels through their output
+        -- functions, the birthday of a built-in time type checked above
+        EXECUTE format('LOCK TABLE %s IN ACCESS SHARE MODE', rel);
         EXECUTE format(
-            'WITH src AS (SELECT %I::text AS k, %s::text AS nm, %s::text AS em, %s::text AS ph, %s::date AS bd,
-                                 %s::text AS tz, to_jsonb(t) AS j FROM %I.%I t),
-                  chk AS (SELECT src.*, z.name AS zone FROM src LEFT JOIN loyalty.time_zones z ON lower(z.name) = lower(btrim(src.tz))),
-                  good AS (
-                    INSERT INTO loyalty.profiles AS p (customer_id, name, email, phone, birthday, time_zone, source_id)
-                    SELECT k, nullif(btrim(nm), ''''), nullif(btrim(em), ''''), nullif(btrim(ph), ''''), bd, zone, %s
-                      FROM chk WHERE k IS NOT NULL AND btrim(k) <> '''' AND (zone IS NOT NULL OR coalesce(btrim(tz), '''') = '''')
-                    ON CONFLICT (customer_id) DO UPDATE
-                       SET name = excluded.name, email = excluded.email, phone = excluded.phone, birthday = excluded.birthday,
-                           time_zone = excluded.time_zone, source_id = excluded.source_id, updated_at = now()
-                     WHERE (p.name, p.email, p.phone, p.birthday, p.time_zone, p.source_id)
-                           IS DISTINCT FROM (excluded.name, excluded.email, excluded.phone, excluded.birthday, excluded.time_zone, excluded.source_id)
-                    RETURNING 1)
-             SELECT (SELECT count(*) FROM chk) + 0 * (SELECT count(*) FROM good)',
-            customer_column,
-            coalesce(quote_ident(name_column), 'NULL'), coalesce(quote_ident(email_column), 'NULL'),
-            coalesce(quote_ident(phone_column), 'NULL'), coalesce(quote_ident(birthday_column), 'NULL'),
-            coalesce(quote_ident(time_zone_column), 'NULL'), sch, tbl, sid)
-        INTO n;
-        EXECUTE format(
-            'SELECT loyalty._store_profile(%s, k, nm, em, ph, bd, tz, j)
-               FROM (SELECT %I::text AS k, %s::text AS nm, %s::text AS em, %s::text AS ph, %s::date AS bd,
-                            %s::text AS tz, to_jsonb(t) AS j FROM %I.%I t) src
-              WHERE k IS NULL OR btrim(k) = '''' OR (coalesce(btrim(tz), '''') <> '''' AND loyalty._time_zone(tz) IS NULL)',
+            'SELECT count(*) FROM (SELECT loyalty._store_profile(%s, loyalty._as_text(%I), jsonb_build_object(%s)) AS x FROM %I.%I) s',
             sid, customer_column,
-            coalesce(quote_ident(name_column), 'NULL'), coalesce(quote_ident(email_column), 'NULL'),
-            coalesce(quote_ident(phone_column), 'NULL'), coalesce(quote_ident(birthday_column), 'NULL'),
-            coalesce(quote_ident(time_zone_column), 'NULL'), sch, tbl);
+            concat_ws(', ',
+                CASE WHEN name_column IS NOT NULL THEN format('''name'', loyalty._as_text(%I)', name_column) END,
+                CASE WHEN email_column IS NOT NULL THEN format('''email'', loyalty._as_text(%I)', email_column) END,
+                CASE WHEN phone_column IS NOT NULL THEN format('''phone'', loyalty._as_text(%I)', phone_column) END,
+                CASE WHEN birthday_column IS NOT NULL THEN format('''birthday'', %I::date', birthday_column) END,
+                CASE WHEN time_zone_column IS NOT NULL THEN format('''time_zone'', loyalty._as_text(%I)', time_zone_column) END),
+            sch, tbl)
+        INTO n;
         UPDATE loyalty.customer_sources SET backfilled_rows = n WHERE source_id = sid;
         RAISE NOTICE 'loyalty: tracking customers of %.% (source %), % existing rows read', sch, tbl, sid, n;
     END IF;
@@ -300,10 +333,7 @@ DECLARE
     zone text;
     p loyalty.profiles;
 BEGIN
-    IF customer_id IS NULL OR btrim(customer_id) = '' THEN
-        RAISE EXCEPTION 'customer_id must not be null or empty'
-              USING ERRCODE = 'null_value_not_allowed', HINT = 'Pass the shop''s own customer key as text, e.g. ''42''.';
-    END IF;
+    PERFORM loyalty.check_key(customer_id, 'customer_id');
     IF time_zone IS NOT NULL THEN
         zone := loyalty._time_zone(time_zone);
         IF zone IS NULL THEN
@@ -343,47 +373,30 @@ CREATE TABLE loyalty.deliveries (
 CREATE INDEX deliveries_delivered_idx ON loyalty.deliveries (delivered_at);
 COMMENT ON TABLE loyalty.deliveries IS 'When tracked orders were delivered (the delivery column named with loyalty.track_deliveries)';
 
--- Row trigger keeping loyalty.deliveries; never fails the shop's write.
-CREATE FUNCTION loyalty.capture_delivery()
-RETURNS trigger
+-- Delivery times from captured order changes (loyalty._apply_changes): the
+-- capture trigger reads the delivery column with the rest of the order.
+CREATE FUNCTION loyalty._apply_deliveries(p_changes loyalty.order_change_checked[])
+RETURNS void
 LANGUAGE plpgsql
-SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    s loyalty.sources;
-    j jsonb;
-    ref text;
-    t timestamptz;
-    msg text;
 BEGIN
-    SELECT * INTO s FROM loyalty.sources WHERE source_id = TG_ARGV[0]::integer;
-    IF NOT FOUND OR s.delivered_at_column IS NULL THEN
-        RETURN NULL;
-    END IF;
-    BEGIN
-        j := to_jsonb(NEW);
-        ref := j ->> s.order_id_column;
-        t := (j ->> s.delivered_at_column)::timestamptz;
-        IF t IS NULL THEN
-            DELETE FROM loyalty.deliveries d WHERE d.order_ref = ref;
-        ELSIF ref IS NOT NULL THEN
-            INSERT INTO loyalty.deliveries AS d (order_ref, delivered_at, source_id) VALUES (ref, t, s.source_id)
-            ON CONFLICT (order_ref) DO UPDATE SET delivered_at = excluded.delivered_at, recorded_at = now()
-             WHERE d.delivered_at IS DISTINCT FROM excluded.delivered_at;
-        END IF;
-    EXCEPTION WHEN OTHERS THEN
-        GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
-        RAISE WARNING 'loyalty: delivery time of order % not stored: %', ref, msg
-              USING HINT = 'The order itself was saved; fix the delivery value and update the row again.';
-    END;
-    RETURN NULL;
+    DELETE FROM loyalty.deliveries d
+     USING unnest(p_changes) a
+     WHERE d.order_ref = a.order_ref AND d.source_id = a.source_id
+       AND a.op = 'u' AND a.reason IS NULL AND a.fields ? 'delivered_at' AND a.fields ->> 'delivered_at' IS NULL;
+    INSERT INTO loyalty.deliveries AS d (order_ref, delivered_at, source_id)
+    SELECT a.order_ref, (a.fields ->> 'delivered_at')::timestamptz, a.source_id
+      FROM unnest(p_changes) a
+     WHERE a.op = 'u' AND a.reason IS NULL AND a.fields ->> 'delivered_at' IS NOT NULL
+    ON CONFLICT (order_ref) DO UPDATE SET delivered_at = excluded.delivered_at, recorded_at = now()
+     WHERE d.delivered_at IS DISTINCT FROM excluded.delivered_at;
 END
 $$;
-COMMENT ON FUNCTION loyalty.capture_delivery() IS 'Trigger attached by loyalty.track_deliveries(); do not call directly';
 
--- Attach (and fill from existing rows) or detach the delivery trigger of a tracked table.
-CREATE FUNCTION loyalty._sync_delivery_trigger(p_rel regclass)
+-- Delivery times of a tracked table's existing rows (loyalty.track_deliveries),
+-- read as the capture trigger reads them: typed, no cast of the shop's types.
+CREATE FUNCTION loyalty._backfill_deliveries(p_source_id integer)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -391,18 +404,20 @@ AS $$
 DECLARE
     s loyalty.sources;
 BEGIN
-    SELECT * INTO s FROM loyalty.sources so WHERE format('%I.%I', so.relation_schema, so.relation_name)::regclass = p_rel;
-    IF NOT FOUND OR s.delivered_at_column IS NULL THEN
-        EXECUTE format('DROP TRIGGER IF EXISTS loyalty_capture_deliveries ON %s', p_rel);
+    SELECT * INTO STRICT s FROM loyalty.sources WHERE source_id = p_source_id;
+    IF s.delivered_at_column IS NULL THEN
         RETURN;
     END IF;
-    EXECUTE format('CREATE OR REPLACE TRIGGER loyalty_capture_deliveries AFTER INSERT OR UPDATE ON %s '
-                   'FOR EACH ROW EXECUTE FUNCTION loyalty.capture_delivery(%L)', p_rel, s.source_id);
+    PERFORM loyalty._source_read_check(s);
     EXECUTE format('INSERT INTO loyalty.deliveries AS d (order_ref, delivered_at, source_id)
-                    SELECT %I::text, %I::timestamptz, %s FROM %s WHERE %I IS NOT NULL AND %I IS NOT NULL
+                    SELECT loyalty._as_text(%I), %I::timestamptz, %s FROM %I.%I
+                     WHERE %I IS NOT NULL AND %I IS NOT NULL
+                       AND loyalty._time_problem(%I::timestamptz, NULL) IS NULL
+                       AND loyalty._key_problem(loyalty._as_text(%I)) IS NULL
                     ON CONFLICT (order_ref) DO UPDATE SET delivered_at = excluded.delivered_at
                      WHERE d.delivered_at IS DISTINCT FROM excluded.delivered_at',
-                   s.order_id_column, s.delivered_at_column, s.source_id, p_rel, s.order_id_column, s.delivered_at_column);
+                   s.order_id_column, s.delivered_at_column, s.source_id, s.relation_schema, s.relation_name,
+                   s.order_id_column, s.delivered_at_column, s.delivered_at_column, s.order_id_column);
 END
 $$;
 
@@ -450,6 +465,8 @@ BEGIN
         RAISE EXCEPTION 'channel must not be null or empty'
               USING ERRCODE = 'null_value_not_allowed', HINT = 'Pass a channel such as ''email'', ''sms'', ''whatsapp'', ''push'', or ''all''.';
     END IF;
+    PERFORM loyalty.check_key(customer_id, 'customer_id');
+    PERFORM loyalty.check_key(ch, 'channel');      -- no tab or no-break space: 'all' + U+00A0 is not a new channel
     IF granted IS NULL THEN
         RAISE EXCEPTION 'granted must be true or false'
               USING ERRCODE = 'null_value_not_allowed', HINT = 'true: the customer opted in; false: opted out.';

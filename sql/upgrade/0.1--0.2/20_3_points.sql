@@ -186,10 +186,12 @@ BEGIN
         RAISE EXCEPTION 'customer_id must not be null or empty'
               USING ERRCODE = 'null_value_not_allowed', HINT = 'Pass the shop''s own customer key as text, e.g. ''42''.';
     END IF;
-    -- (the ledger's C path hands such keys to this check: src/ledger.c)
-    IF length(p_customer) > 200 OR p_customer ~ '[[:cntrl:]]' THEN
-        RAISE EXCEPTION 'customer_id must be at most 200 characters without control characters'
-              USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass the shop''s own customer key as text, e.g. ''42''.';
+    -- (the ledger's C path hands such keys to this check: src/ledger.c; the
+    -- rule is capture.c's, as for every customer key)
+    IF loyalty._key_problem(p_customer) IS NOT NULL THEN
+        RAISE EXCEPTION 'customer_id %', loyalty._key_problem(p_customer)
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'Pass the shop''s own customer key as text, e.g. ''42'': at most 200 characters, no control characters, tabs or Unicode spaces.';
     END IF;
 END
 $$;
@@ -205,9 +207,10 @@ BEGIN
               USING ERRCODE = 'invalid_parameter_value',
                     HINT = 'Pass a key that names this one request, e.g. ''signup-bonus:42''; a retry with the same key changes nothing.';
     END IF;
-    IF length(p_key) > 500 OR p_key ~ '[[:cntrl:]]' THEN
-        RAISE EXCEPTION 'idempotency_key must be at most 500 characters without control characters'
-              USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass a key that names this one request, e.g. ''signup-bonus:42''.';
+    IF loyalty._key_problem(p_key, 500) IS NOT NULL THEN
+        RAISE EXCEPTION 'idempotency_key %', loyalty._key_problem(p_key, 500)
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'Pass a key that names this one request, e.g. ''signup-bonus:42'': at most 500 characters, no control characters, tabs or Unicode spaces.';
     END IF;
     IF p_key LIKE 'loyalty:%' THEN
         RAISE EXCEPTION 'idempotency keys starting with "loyalty:" are reserved'

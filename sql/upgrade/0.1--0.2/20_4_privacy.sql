@@ -22,51 +22,7 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE FUNCTION loyalty.capture_customer()
-RETURNS trigger
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    s loyalty.customer_sources;
-    j jsonb;
-    o jsonb;
-    msg text;
-BEGIN
-    SELECT * INTO s FROM loyalty.customer_sources WHERE source_id = TG_ARGV[0]::integer;
-    IF NOT FOUND THEN
-        RETURN NULL;
-    END IF;
-    BEGIN
-        IF TG_OP <> 'INSERT' THEN
-            o := to_jsonb(OLD);
-        END IF;
-        IF TG_OP <> 'DELETE' THEN
-            j := to_jsonb(NEW);
-        END IF;
-        -- a deleted customer is erased (82_privacy.sql); a changed key takes its profile along
-        IF o IS NOT NULL AND j IS NULL THEN
-            PERFORM loyalty.erase_customer(o ->> s.customer_column,
-                                           format('deleted from %I.%I', s.relation_schema, s.relation_name));
-        ELSIF o IS NOT NULL AND (o ->> s.customer_column) IS DISTINCT FROM (j ->> s.customer_column) THEN
-            DELETE FROM loyalty.profiles p WHERE p.customer_id = o ->> s.customer_column AND p.source_id = s.source_id;
-        END IF;
-        IF j IS NOT NULL THEN
-            PERFORM loyalty._store_profile(s.source_id, j ->> s.customer_column,
-                                           j ->> s.name_column, j ->> s.email_column, j ->> s.phone_column,
-                                           (j ->> s.birthday_column)::timestamp::date, j ->> s.time_zone_column, j);
-        END IF;
-    EXCEPTION WHEN OTHERS THEN
-        GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
-        INSERT INTO loyalty.rejected_rows (source_id, order_ref, reason, row_data)
-        VALUES (s.source_id, coalesce(j, o) ->> s.customer_column, msg, coalesce(j, o));
-        RAISE WARNING 'loyalty: profile of customer % not stored: %', coalesce(j, o) ->> s.customer_column, msg
-              USING HINT = 'The shop''s row itself was saved; see loyalty.rejected_rows.';
-    END;
-    RETURN NULL;
-END
-$$;
+-- (a delete in a tracked customers table erases: loyalty._customer_deleted, 10_capture.sql)
 
 
 -- ---------------------------------------------------------------- tables
