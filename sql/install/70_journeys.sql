@@ -500,7 +500,9 @@ CREATE TABLE loyalty.journey_settings (
     quiet_start       time NOT NULL DEFAULT '21:00',
     quiet_end         time NOT NULL DEFAULT '09:00',
     default_time_zone text NOT NULL DEFAULT 'UTC',
-    updated_at        timestamptz NOT NULL DEFAULT pg_catalog.now()
+    updated_at        timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    -- ops_hold (issue 14): docs/operations.md
+    ops_hold_after    interval NOT NULL DEFAULT '7 days' CHECK (ops_hold_after >= '0')
 );
 INSERT INTO loyalty.journey_settings DEFAULT VALUES;
 COMMENT ON TABLE loyalty.journey_settings IS 'Journey policy settings (one row); change with loyalty.configure_journeys()';
@@ -508,10 +510,11 @@ COMMENT ON COLUMN loyalty.journey_settings.cap_messages IS 'at most this many me
 COMMENT ON COLUMN loyalty.journey_settings.quiet_start IS 'quiet hours start (customer''s local time); equal to quiet_end: no quiet hours';
 COMMENT ON COLUMN loyalty.journey_settings.quiet_end IS 'quiet hours end (local time): a message falling in quiet hours is due then';
 COMMENT ON COLUMN loyalty.journey_settings.default_time_zone IS 'time zone of customers without one';
+COMMENT ON COLUMN loyalty.journey_settings.ops_hold_after IS 'marketing waits this long after a customer''s last order issue is resolved (ops_hold; 0: only while it is open)';
 
 CREATE FUNCTION loyalty.configure_journeys(cap_messages integer DEFAULT NULL, cap_window interval DEFAULT NULL,
                                            quiet_start time DEFAULT NULL, quiet_end time DEFAULT NULL,
-                                           default_time_zone text DEFAULT NULL)
+                                           default_time_zone text DEFAULT NULL, ops_hold_after interval DEFAULT NULL)
 RETURNS loyalty.journey_settings
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -528,6 +531,10 @@ BEGIN
         RAISE EXCEPTION 'cap_window must be a positive interval, not %', cap_window
               USING ERRCODE = 'invalid_parameter_value', HINT = 'E.g. ''7 days''.';
     END IF;
+    IF ops_hold_after IS NOT NULL AND (ops_hold_after < '0' OR NOT isfinite(ops_hold_after)) THEN
+        RAISE EXCEPTION 'ops_hold_after must be a finite interval of at least 0, not %', ops_hold_after
+              USING ERRCODE = 'invalid_parameter_value', HINT = 'E.g. ''7 days''; 0 holds marketing only while an issue is open.';
+    END IF;
     IF default_time_zone IS NOT NULL THEN
         zone := loyalty._time_zone(default_time_zone);
         IF zone IS NULL THEN
@@ -541,13 +548,14 @@ BEGIN
            quiet_start = coalesce(configure_journeys.quiet_start, s.quiet_start),
            quiet_end = coalesce(configure_journeys.quiet_end, s.quiet_end),
            default_time_zone = coalesce(zone, s.default_time_zone),
+           ops_hold_after = coalesce(configure_journeys.ops_hold_after, s.ops_hold_after),
            updated_at = now()
     RETURNING * INTO st;
     RETURN st;
 END
 $$;
-COMMENT ON FUNCTION loyalty.configure_journeys(integer, interval, time, time, text) IS
-'Change the journey policy: frequency cap, quiet hours, default time zone (NULL keeps a setting); returns the settings in force';
+COMMENT ON FUNCTION loyalty.configure_journeys(integer, interval, time, time, text, interval) IS
+'Change the journey policy: frequency cap, quiet hours, default time zone, marketing hold after an order issue (NULL keeps a setting); returns the settings in force';
 
 -- ---------------------------------------------------------------- campaigns
 
@@ -569,6 +577,8 @@ CREATE TABLE loyalty.campaigns (
     activated_at  timestamptz,
     created_at    timestamptz NOT NULL DEFAULT pg_catalog.now(),
     updated_at    timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    -- ops_hold (issue 14): docs/operations.md
+    purpose       text NOT NULL DEFAULT 'marketing' CHECK (purpose IN ('marketing', 'service')),
     CHECK (active_from IS NULL OR active_until IS NULL OR active_from < active_until)
 );
 COMMENT ON TABLE loyalty.campaigns IS 'Campaigns the shop edits: kind, channel, template, params, priority, cooldown, holdout share, active window';
@@ -580,6 +590,7 @@ COMMENT ON COLUMN loyalty.campaigns.holdout_share IS 'share of eligible customer
 COMMENT ON COLUMN loyalty.campaigns.active_from IS 'occasions before this are ignored; NULL: since the campaign was switched on (activated_at)';
 COMMENT ON COLUMN loyalty.campaigns.valid_for IS 'an occasion missed (nothing ran) is still sent within this long, and recorded as expired after';
 COMMENT ON COLUMN loyalty.campaigns.condition IS 'custom kind: a boolean SQL expression over the columns of loyalty.journey_context';
+COMMENT ON COLUMN loyalty.campaigns.purpose IS 'marketing (held while the customer has an order issue: ops_hold) or service';
 COMMENT ON COLUMN loyalty.campaigns.activated_at IS 'when active last became true (set automatically)';
 
 -- The per-customer context a custom campaign's condition is written against,

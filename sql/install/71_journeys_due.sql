@@ -549,7 +549,7 @@ WITH st AS (
     SELECT * FROM loyalty.current_model LIMIT 1
 ), occ AS (
     SELECT o.*, cp.name AS campaign, cp.kind, cp.channel, cp.template, cp.priority, cp.cooldown, cp.holdout_share,
-           cp.valid_for, cp.params, cp.condition,
+           cp.valid_for, cp.params, cp.condition, cp.purpose,
            loyalty._dedupe_key(o.campaign_id, o.customer_id, o.occasion) AS dedupe_key
       FROM loyalty._occasions(as_of, p_changed) o
       JOIN loyalty.campaigns cp ON cp.campaign_id = o.campaign_id
@@ -571,6 +571,7 @@ WITH st AS (
                 WHEN coalesce(y.ch_granted, y.all_granted) IS NOT true THEN 'no_consent'
                 WHEN y.rcpt IS NULL THEN 'no_contact'
                 WHEN y.occasion_at < as_of - y.valid_for THEN 'expired'
+                WHEN y.hold IS NOT NULL THEN 'ops_hold'   -- ops_hold (issue 14)
                 WHEN y.superseded THEN 'superseded'
                 WHEN y.draw < y.holdout_share THEN 'held_out'
            END AS early,
@@ -581,6 +582,7 @@ WITH st AS (
                      THEN CASE WHEN y.channel = 'email' THEN 'no usable email address' ELSE 'no usable phone number' END
                 WHEN y.occasion_at < as_of - y.valid_for
                      THEN format('occasion of %s missed for longer than valid_for (%s)', y.occasion_at, y.valid_for)
+                WHEN y.hold IS NOT NULL THEN y.hold
                 WHEN y.superseded
                      THEN 'a win-back is due in the same run: "you reached a new tier" would contradict "we miss you"; the win-back goes (its payload carries the tier)'
                 WHEN y.draw < y.holdout_share
@@ -595,7 +597,9 @@ WITH st AS (
                    -- two messages that contradict each other never go out in one run:
                    -- a tier upgrade gives way to a win-back of the same customer
                    (x.kind = 'tier_changed' AND x.detail->>'change' = 'upgrade'
-                    AND EXISTS (SELECT 1 FROM fresh w WHERE w.customer_id = x.customer_id AND w.kind = 'win_back')) AS superseded
+                    AND EXISTS (SELECT 1 FROM fresh w WHERE w.customer_id = x.customer_id AND w.kind = 'win_back')) AS superseded,
+                   -- ops_hold (issue 14): no marketing while the customer has an order issue
+                   CASE WHEN x.purpose = 'marketing' THEN loyalty._ops_hold(x.customer_id, as_of) END AS hold
               FROM fresh x
              CROSS JOIN st
               LEFT JOIN LATERAL (SELECT p.name, p.email, p.phone, p.time_zone FROM loyalty.profiles p
@@ -687,6 +691,7 @@ SELECT d.campaign_id, d.campaign, d.kind, d.channel, d.customer_id, d.occasion, 
                                 WHEN 'no_consent' THEN NULL
                                 WHEN 'no_contact' THEN NULL
                                 WHEN 'superseded' THEN NULL
+                                WHEN 'ops_hold' THEN NULL
                                 ELSE d.after_quiet END AS due_at) w
   -- the payload's tables are read by key for those only
   LEFT JOIN LATERAL (SELECT coalesce(sum(l.remaining) FILTER (WHERE l.available_at <= as_of), 0)::bigint
@@ -718,10 +723,10 @@ COMMENT ON FUNCTION loyalty.due_messages_at(timestamptz) IS
 
 CREATE VIEW loyalty.due_messages AS SELECT * FROM loyalty.due_messages_at(pg_catalog.now());
 COMMENT ON VIEW loyalty.due_messages IS
-'What loyalty.enqueue_due() would do now: each occasion not yet in the outbox with its decision (send and quiet_hours become pending messages; held_out, expired, no_consent, no_contact, cooldown, capped and superseded are recorded with that status and never sent) and why';
+'What loyalty.enqueue_due() would do now: each occasion not yet in the outbox with its decision (send and quiet_hours become pending messages; held_out, expired, no_consent, no_contact, cooldown, capped, superseded and ops_hold are recorded with that status and never sent) and why';
 COMMENT ON COLUMN loyalty.due_messages.occasion IS 'the occasion key (first, order:<ref>, birthday:<year>, ...); with campaign and customer it is the dedupe key';
 COMMENT ON COLUMN loyalty.due_messages.occasion_at IS 'when the occasion became due';
-COMMENT ON COLUMN loyalty.due_messages.decision IS 'send, quiet_hours (pending, due at due_at), held_out, expired, capped, cooldown, no_consent, no_contact, superseded (a tier upgrade when a win-back of the customer is due in the same run)';
+COMMENT ON COLUMN loyalty.due_messages.decision IS 'send, quiet_hours (pending, due at due_at), held_out, expired, capped, cooldown, no_consent, no_contact, superseded (a tier upgrade when a win-back of the customer is due in the same run), ops_hold (marketing while the customer has an order issue)';
 COMMENT ON COLUMN loyalty.due_messages.reason IS 'why, in words';
 COMMENT ON COLUMN loyalty.due_messages.due_at IS 'when the message may go out (after quiet hours); NULL when it will not be sent';
 COMMENT ON COLUMN loyalty.due_messages.recipient IS 'email address or phone number for the channel (the customer key for push and other channels)';
@@ -748,6 +753,7 @@ BEGIN
               USING ERRCODE = 'invalid_parameter_value', HINT = 'Omit it to enqueue what is due now.';
     END IF;
     PERFORM pg_advisory_xact_lock(74200, 5);
+    PERFORM loyalty._ops_hold_cancel(enqueue_due.as_of);   -- ops_hold (issue 14)
     -- the customers whose occasions may have changed since the last run (see
     -- loyalty._occasions); a run at an as_of before an earlier run's searches
     -- every window and leaves the log to the next run
@@ -782,7 +788,7 @@ BEGIN
            count(i.status) FILTER (WHERE i.status = 'pending' AND i.later),
            count(i.status) FILTER (WHERE i.status = 'held_out'),
            count(i.status) FILTER (WHERE i.status = 'expired'),
-           count(i.status) FILTER (WHERE i.status IN ('no_consent', 'no_contact', 'cooldown', 'capped', 'superseded'))
+           count(i.status) FILTER (WHERE i.status IN ('no_consent', 'no_contact', 'cooldown', 'capped', 'superseded', 'ops_hold'))
       FROM loyalty.campaigns cp
       LEFT JOIN ins i ON i.campaign_id = cp.campaign_id
      WHERE cp.active OR i.campaign_id IS NOT NULL
@@ -794,7 +800,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION loyalty.enqueue_due(timestamptz) IS
-'Write what is due as of as_of into loyalty.outbox (each occasion decided once, ever); returns per active campaign: pending (of which delayed by quiet hours), held_out, expired, suppressed (no consent, no contact, cooldown, capped, superseded)';
+'Write what is due as of as_of into loyalty.outbox (each occasion decided once, ever); returns per active campaign: pending (of which delayed by quiet hours), held_out, expired, suppressed (no consent, no contact, cooldown, capped, superseded, ops_hold)';
 
 -- Data quality: customers (with orders) a channel cannot reach.
 CREATE VIEW loyalty.contact_quality AS
