@@ -582,7 +582,7 @@ CREATE TABLE loyalty.campaigns (
     CHECK (active_from IS NULL OR active_until IS NULL OR active_from < active_until)
 );
 COMMENT ON TABLE loyalty.campaigns IS 'Campaigns the shop edits: kind, channel, template, params, priority, cooldown, holdout share, active window';
-COMMENT ON COLUMN loyalty.campaigns.kind IS 'welcome, post_purchase, repurchase_reminder, win_back, birthday, points_expiring, tier_changed, milestone, custom';
+COMMENT ON COLUMN loyalty.campaigns.kind IS 'welcome, post_purchase, repurchase_reminder, win_back, birthday, points_expiring, tier_changed, milestone, custom; service notices (one per order issue): order_delayed, parcel_stalled, delivery_failed, refund_delayed';
 COMMENT ON COLUMN loyalty.campaigns.params IS 'per-kind parameters (README: Journeys); missing ones are filled with their defaults when saved';
 COMMENT ON COLUMN loyalty.campaigns.priority IS 'lower wins: when the frequency cap allows fewer messages than are due, the lowest priority numbers go';
 COMMENT ON COLUMN loyalty.campaigns.cooldown IS 'at most one message of this campaign per customer within this interval';
@@ -671,11 +671,16 @@ BEGIN
         WHEN 'tier_changed' THEN '{"direction": "up"}'
         WHEN 'milestone' THEN '{}'
         WHEN 'custom' THEN '{"occasion": "once"}'
+        -- service notices (issue 14, docs/operations.md): one per order issue
+        WHEN 'order_delayed' THEN '{"message": "Your order is running late. We are on it and will keep you posted."}'
+        WHEN 'parcel_stalled' THEN '{"message": "Your parcel has not moved for a while. We have asked the carrier to trace it."}'
+        WHEN 'delivery_failed' THEN '{"message": "Your parcel could not be delivered. We are sorting it out with the carrier."}'
+        WHEN 'refund_delayed' THEN '{"message": "Your refund is taking longer than we promised. We are processing it now."}'
     END::jsonb;
     IF defaults IS NULL THEN
         RAISE EXCEPTION 'unknown campaign kind %', coalesce(quote_literal(p_kind), 'NULL')
               USING ERRCODE = 'invalid_parameter_value',
-                    HINT = 'Kinds: welcome, post_purchase, repurchase_reminder, win_back, birthday, points_expiring, tier_changed, milestone, custom.';
+                    HINT = 'Kinds: welcome, post_purchase, repurchase_reminder, win_back, birthday, points_expiring, tier_changed, milestone, custom; service notices: order_delayed, parcel_stalled, delivery_failed, refund_delayed.';
     END IF;
     IF p_params IS NULL OR jsonb_typeof(p_params) <> 'object' THEN
         RAISE EXCEPTION 'params of a % campaign must be a JSON object', p_kind
@@ -746,6 +751,9 @@ BEGIN
             msg := 'spend must be a positive amount';
         ELSIF p_kind = 'custom' AND NOT coalesce(p->>'occasion' IN ('once', 'daily', 'weekly', 'monthly'), false) THEN
             msg := 'occasion must be once, daily, weekly or monthly';
+        ELSIF p_kind IN ('order_delayed', 'parcel_stalled', 'delivery_failed', 'refund_delayed')
+              AND (jsonb_typeof(p->'message') <> 'string' OR length(btrim(p->>'message')) NOT BETWEEN 1 AND 1000) THEN
+            msg := 'message must be a text of 1 to 1000 characters (what the shop does about it)';
         END IF;
     EXCEPTION WHEN data_exception THEN
         msg := 'a parameter has the wrong type: ' || SQLERRM;
@@ -786,6 +794,11 @@ BEGIN
     NEW.kind := lower(btrim(NEW.kind));
     NEW.channel := lower(btrim(NEW.channel));
     NEW.params := loyalty._campaign_params(NEW.kind, NEW.params, NEW.condition);
+    -- service notices (issue 14) are service messages whatever was asked:
+    -- as marketing they would always be held (their customer has an issue)
+    IF NEW.kind IN ('order_delayed', 'parcel_stalled', 'delivery_failed', 'refund_delayed') THEN
+        NEW.purpose := 'service';
+    END IF;
     IF loyalty._restoring() THEN
         RETURN NEW;      -- pg_restore: the dumped times stand
     END IF;

@@ -489,6 +489,27 @@ BEGIN
                  WHERE loyalty._dedupe_key(c.campaign_id, m.customer_id, k.occasion) NOT IN
                        (SELECT ob.dedupe_key FROM loyalty.outbox ob
                          WHERE ob.campaign_id = c.campaign_id AND ob.created_at >= pg_catalog.now() - d);
+            WHEN 'order_delayed', 'parcel_stalled', 'delivery_failed', 'refund_delayed' THEN
+                -- service notices (issue 14, 79_notices.sql): one per order issue
+                -- of the kind, due when it opened, while it is still open at
+                -- p_as_of; the order's latest promise when it was revised
+                -- (revision > 1) is the new expected date
+                RETURN QUERY
+                SELECT c.campaign_id, i.customer_id, 'issue:' || i.issue_id, i.opened_at,
+                       jsonb_build_object('order_ref', i.order_ref, 'issue_id', i.issue_id, 'issue', i.kind,
+                                          'opened_at', i.opened_at, 'message', c.params->>'message',
+                                          'expected_at', pr.promised_at, 'expected_on', pr.promised_on,
+                                          'event', i.detail->>'event')
+                  FROM loyalty.order_issues i
+                  LEFT JOIN LATERAL (SELECT p.promised_at, p.promised_on FROM loyalty.order_promises p
+                                      WHERE p.order_ref = i.order_ref AND p.revision > 1
+                                      ORDER BY p.revision DESC LIMIT 1) pr ON true
+                 WHERE i.opened_at >= lo AND i.opened_at <= p_as_of
+                   AND (i.resolved_at IS NULL OR i.resolved_at > p_as_of)
+                   AND i.kind = ANY (CASE c.kind WHEN 'order_delayed' THEN ARRAY['late_dispatch', 'late_delivery']
+                                                 WHEN 'parcel_stalled' THEN ARRAY['stalled_parcel']
+                                                 WHEN 'delivery_failed' THEN ARRAY['delivery_failed']
+                                                 ELSE ARRAY['slow_refund'] END);
             ELSE
                 NULL;   -- the check trigger admits no other kind
             END CASE;
@@ -568,7 +589,9 @@ WITH st AS (
     -- each per-row expression once (OFFSET 0 keeps the inner query from being flattened)
     SELECT y.*,
            CASE WHEN y.all_granted = false THEN 'no_consent'
-                WHEN coalesce(y.ch_granted, y.all_granted) IS NOT true THEN 'no_consent'
+                WHEN y.ch_granted = false THEN 'no_consent'
+                -- service (issue 14): no opt-in needed, an opt-out (above) stops it
+                WHEN y.purpose = 'marketing' AND coalesce(y.ch_granted, y.all_granted) IS NOT true THEN 'no_consent'
                 WHEN y.rcpt IS NULL THEN 'no_contact'
                 WHEN y.occasion_at < as_of - y.valid_for THEN 'expired'
                 WHEN y.hold IS NOT NULL THEN 'ops_hold'   -- ops_hold (issue 14)
@@ -577,7 +600,7 @@ WITH st AS (
            END AS early,
            CASE WHEN y.all_granted = false THEN format('unsubscribed from all channels (%s)', coalesce(y.all_source, 'no source'))
                 WHEN y.ch_granted = false THEN format('opted out of %s (%s)', y.channel, coalesce(y.ch_source, 'no source'))
-                WHEN coalesce(y.ch_granted, y.all_granted) IS NOT true THEN format('no opt-in for %s', y.channel)
+                WHEN y.purpose = 'marketing' AND coalesce(y.ch_granted, y.all_granted) IS NOT true THEN format('no opt-in for %s', y.channel)
                 WHEN y.rcpt IS NULL
                      THEN CASE WHEN y.channel = 'email' THEN 'no usable email address' ELSE 'no usable phone number' END
                 WHEN y.occasion_at < as_of - y.valid_for
@@ -619,7 +642,11 @@ WITH st AS (
            rc.recent
       FROM checked k
      CROSS JOIN st
-     CROSS JOIN LATERAL (SELECT count(*) FILTER (WHERE ob.due_at > as_of - st.cap_window) AS recent,
+     CROSS JOIN LATERAL (SELECT count(*) FILTER (WHERE ob.due_at > as_of - st.cap_window
+                                                   -- service messages (issue 14) do not count
+                                                   AND NOT EXISTS (SELECT 1 FROM loyalty.campaigns oc
+                                                                    WHERE oc.campaign_id = ob.campaign_id
+                                                                      AND oc.purpose = 'service')) AS recent,
                                 max(ob.due_at) FILTER (WHERE ob.campaign_id = k.campaign_id) AS last_due
                            FROM loyalty.outbox ob
                           WHERE ob.customer_id = k.customer_id
@@ -627,18 +654,18 @@ WITH st AS (
                             AND ob.status IN ('pending', 'sent', 'dead')) rc
      WHERE k.early IS NULL
 ), ranked AS (
-    SELECT k.*, row_number() OVER (PARTITION BY k.customer_id, k.cooling
+    SELECT k.*, row_number() OVER (PARTITION BY k.customer_id, k.cooling, k.purpose
                                    ORDER BY k.priority, k.occasion_at, k.campaign_id, k.occasion) AS rank
       FROM competing k
 ), decided AS (
     SELECT k.campaign_id, k.customer_id, k.occasion, k.occasion_at, k.detail, k.campaign, k.kind, k.channel, k.template,
            k.priority, k.valid_for, k.params, k.condition, k.dedupe_key, k.name, k.zone, k.rcpt, k.after_quiet,
            CASE WHEN k.cooling THEN 'cooldown'
-                WHEN k.recent + k.rank > st.cap_messages THEN 'capped'
+                WHEN k.purpose = 'marketing' AND k.recent + k.rank > st.cap_messages THEN 'capped'
                 WHEN k.after_quiet > as_of THEN 'quiet_hours'
                 ELSE 'send' END AS decision,
            CASE WHEN k.cooling THEN format('cooldown: at most one %s message per %s', k.campaign, k.cooldown)
-                WHEN k.recent + k.rank > st.cap_messages
+                WHEN k.purpose = 'marketing' AND k.recent + k.rank > st.cap_messages
                      THEN format('frequency cap: %s messages per %s (%s already, %s of higher priority in this run)',
                                  st.cap_messages, st.cap_window, k.recent, k.rank - 1)
                 WHEN k.after_quiet > as_of
@@ -754,6 +781,7 @@ BEGIN
     END IF;
     PERFORM pg_advisory_xact_lock(74200, 5);
     PERFORM loyalty._ops_hold_cancel(enqueue_due.as_of);   -- ops_hold (issue 14)
+    PERFORM loyalty._ops_staff_alerts(enqueue_due.as_of);  -- service notices (issue 14)
     -- the customers whose occasions may have changed since the last run (see
     -- loyalty._occasions); a run at an as_of before an earlier run's searches
     -- every window and leaves the log to the next run
