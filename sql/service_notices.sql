@@ -39,13 +39,16 @@ UPDATE loyalty.campaigns SET active = true, active_from = '2026-05-06 13:00', pa
 INSERT INTO loyalty.campaigns (name, kind, channel, template, params, active, active_from, purpose, holdout_share) VALUES
     ('late', 'order_delayed', 'email', 'order_late', '{"message": "We have put your order at the front of the queue."}', true,
      '2026-01-01', 'marketing', 0),
-    ('stalled', 'parcel_stalled', 'email', 'parcel_stalled', '{}', true, '2026-01-01', DEFAULT, 0),
+    ('stalled', 'parcel_stalled', 'email', 'parcel_stalled', '{"remind_after_hours": 48}', true, '2026-01-01', DEFAULT, 0),
     ('failed', 'delivery_failed', 'email', 'delivery_failed', '{}', true, '2026-01-01', DEFAULT, 0),
-    ('refund', 'refund_delayed', 'email', 'refund_late', '{}', true, '2026-01-01', DEFAULT, 0.99);
+    ('refund', 'refund_delayed', 'email', 'refund_late', '{}', true, '2026-01-01', DEFAULT, 0.99),
+    ('check in', 'delivered_check_in', 'email', 'check_in', '{"hours_after": 24}', true, '2026-01-01', DEFAULT, 0);
 SELECT name, kind, purpose, params->>'message' AS message FROM loyalty.campaigns WHERE active ORDER BY campaign_id;
 SELECT pg_temp.err($$INSERT INTO loyalty.campaigns (name, kind, channel, template, params) VALUES ('x', 'order_delayed', 'email', 't', '{"message": ""}')$$);
 SELECT pg_temp.err($$INSERT INTO loyalty.campaigns (name, kind, channel, template, params) VALUES ('x', 'parcel_stalled', 'email', 't', '{"message": 5}')$$);
 SELECT pg_temp.err($$INSERT INTO loyalty.campaigns (name, kind, channel, template, params) VALUES ('x', 'refund_delayed', 'email', 't', '{"days": 5}')$$);
+SELECT pg_temp.err($$INSERT INTO loyalty.campaigns (name, kind, channel, template, params) VALUES ('x', 'order_delayed', 'email', 't', '{"remind_after_hours": -1}')$$);
+SELECT pg_temp.err($$INSERT INTO loyalty.campaigns (name, kind, channel, template, params) VALUES ('x', 'delivered_check_in', 'email', 't', '{"hours_after": "soon"}')$$);
 
 -- customers: a (no consent given at all), b (opted out of email), c
 -- (unsubscribed from everything), d, e, f, g, h (opted in), k (opted in, first order before the welcome)
@@ -93,7 +96,7 @@ SELECT campaign, customer_id, occasion, decision, reason, occasion_at
 SELECT campaign, pending, held_out, suppressed FROM loyalty.enqueue_due('2026-05-08 06:30') WHERE campaign_id IS NOT NULL ORDER BY 1;
 -- what the template gets: the order, the issue, the shop's message, the new promise
 SELECT customer_id, payload->'occasion' AS occasion FROM loyalty.outbox o JOIN loyalty.campaigns c USING (campaign_id)
- WHERE c.purpose = 'service' AND o.status = 'pending' ORDER BY customer_id;
+ WHERE c.purpose = 'service' AND o.status = 'pending' ORDER BY customer_id, (payload->'occasion'->>'issue_id')::integer NULLS LAST;
 -- the shop's staff hear of the lost parcel (f), not of g's failed attempt
 SELECT customer_id, channel, recipient, template, status, due_at, payload->>'order_ref' AS order_ref, payload->>'event' AS event
   FROM loyalty.outbox WHERE campaign_id IS NULL;
@@ -107,3 +110,22 @@ SELECT loyalty.record_order('k', 'k-2', 20, '2026-05-08 07:00') > 0 AS ordered;
 SELECT campaign, customer_id, decision, reason FROM loyalty.due_messages_at('2026-05-08 07:30') WHERE customer_id = 'k';
 SELECT c.name, o.customer_id, o.status, o.due_at FROM loyalty.outbox o JOIN loyalty.campaigns c USING (campaign_id)
  WHERE o.customer_id = 'k' ORDER BY o.due_at;
+
+-- The second notice (stalled: 48 hours after the issue opened, if still
+-- open) and the check-in after delivery (24 hours after an order that had a
+-- dispatch, transit or delivery issue is delivered). d's order leaves on
+-- 8 May and arrives on 9 May 10:00; e's parcel moves on 9 May 09:00 (its
+-- reminder, due 8 May 12:00, is no longer sent); g's is still stalled.
+SELECT (loyalty.record_fulfilment('d-1', dispatched_at => '2026-05-08 08:00')).order_ref;
+SELECT loyalty.record_shipment_event('d-1', 'InTransit', '2026-05-08 12:00', 'TRK-d') IS NOT NULL AS scanned;
+SELECT (loyalty.record_fulfilment('d-1', delivered_at => '2026-05-09 10:00')).order_ref;
+SELECT loyalty.record_shipment_event('e-1', 'InTransit', '2026-05-09 09:00', 'TRK-e') IS NOT NULL AS scanned;
+SELECT opened, resolved FROM loyalty.scan_operations('2026-05-10 10:30');
+SELECT campaign, customer_id, occasion, decision, occasion_at, payload->'occasion'->>'issues' AS issues,
+       payload->'occasion'->>'second_notice' AS second_notice
+  FROM loyalty.due_messages_at('2026-05-10 11:00') ORDER BY campaign, customer_id;
+SELECT campaign, pending, suppressed FROM loyalty.enqueue_due('2026-05-10 11:00') WHERE pending + suppressed > 0 ORDER BY 1;
+SELECT c.name, o.customer_id, o.payload->'occasion'->>'order_ref' AS order_ref, o.payload->'occasion'->>'issue_id' AS issue_id,
+       o.payload->'occasion'->>'second_notice' AS second_notice, o.status, o.due_at
+  FROM loyalty.outbox o JOIN loyalty.campaigns c USING (campaign_id)
+ WHERE c.name IN ('check in', 'stalled') ORDER BY c.name, o.customer_id, o.due_at;

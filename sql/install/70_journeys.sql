@@ -582,7 +582,7 @@ CREATE TABLE loyalty.campaigns (
     CHECK (active_from IS NULL OR active_until IS NULL OR active_from < active_until)
 );
 COMMENT ON TABLE loyalty.campaigns IS 'Campaigns the shop edits: kind, channel, template, params, priority, cooldown, holdout share, active window';
-COMMENT ON COLUMN loyalty.campaigns.kind IS 'welcome, post_purchase, repurchase_reminder, win_back, birthday, points_expiring, tier_changed, milestone, custom; service notices (one per order issue): order_delayed, parcel_stalled, delivery_failed, refund_delayed';
+COMMENT ON COLUMN loyalty.campaigns.kind IS 'welcome, post_purchase, repurchase_reminder, win_back, birthday, points_expiring, tier_changed, milestone, custom; service notices (one per order issue): order_delayed, parcel_stalled, delivery_failed, refund_delayed; delivered_check_in (one per delivered order that had an issue)';
 COMMENT ON COLUMN loyalty.campaigns.params IS 'per-kind parameters (README: Journeys); missing ones are filled with their defaults when saved';
 COMMENT ON COLUMN loyalty.campaigns.priority IS 'lower wins: when the frequency cap allows fewer messages than are due, the lowest priority numbers go';
 COMMENT ON COLUMN loyalty.campaigns.cooldown IS 'at most one message of this campaign per customer within this interval';
@@ -672,15 +672,16 @@ BEGIN
         WHEN 'milestone' THEN '{}'
         WHEN 'custom' THEN '{"occasion": "once"}'
         -- service notices (issue 14, docs/operations.md): one per order issue
-        WHEN 'order_delayed' THEN '{"message": "Your order is running late. We are on it and will keep you posted."}'
-        WHEN 'parcel_stalled' THEN '{"message": "Your parcel has not moved for a while. We have asked the carrier to trace it."}'
-        WHEN 'delivery_failed' THEN '{"message": "Your parcel could not be delivered. We are sorting it out with the carrier."}'
-        WHEN 'refund_delayed' THEN '{"message": "Your refund is taking longer than we promised. We are processing it now."}'
+        WHEN 'order_delayed' THEN '{"message": "Your order is running late. We are on it and will keep you posted.", "remind_after_hours": 0}'
+        WHEN 'parcel_stalled' THEN '{"message": "Your parcel has not moved for a while. We have asked the carrier to trace it.", "remind_after_hours": 0}'
+        WHEN 'delivery_failed' THEN '{"message": "Your parcel could not be delivered. We are sorting it out with the carrier.", "remind_after_hours": 0}'
+        WHEN 'refund_delayed' THEN '{"message": "Your refund is taking longer than we promised. We are processing it now.", "remind_after_hours": 0}'
+        WHEN 'delivered_check_in' THEN '{"message": "Your order has arrived at last. Is everything all right?", "hours_after": 24}'
     END::jsonb;
     IF defaults IS NULL THEN
         RAISE EXCEPTION 'unknown campaign kind %', coalesce(quote_literal(p_kind), 'NULL')
               USING ERRCODE = 'invalid_parameter_value',
-                    HINT = 'Kinds: welcome, post_purchase, repurchase_reminder, win_back, birthday, points_expiring, tier_changed, milestone, custom; service notices: order_delayed, parcel_stalled, delivery_failed, refund_delayed.';
+                    HINT = 'Kinds: welcome, post_purchase, repurchase_reminder, win_back, birthday, points_expiring, tier_changed, milestone, custom; service notices: order_delayed, parcel_stalled, delivery_failed, refund_delayed, delivered_check_in.';
     END IF;
     IF p_params IS NULL OR jsonb_typeof(p_params) <> 'object' THEN
         RAISE EXCEPTION 'params of a % campaign must be a JSON object', p_kind
@@ -751,9 +752,14 @@ BEGIN
             msg := 'spend must be a positive amount';
         ELSIF p_kind = 'custom' AND NOT coalesce(p->>'occasion' IN ('once', 'daily', 'weekly', 'monthly'), false) THEN
             msg := 'occasion must be once, daily, weekly or monthly';
-        ELSIF p_kind IN ('order_delayed', 'parcel_stalled', 'delivery_failed', 'refund_delayed')
+        ELSIF p_kind IN ('order_delayed', 'parcel_stalled', 'delivery_failed', 'refund_delayed', 'delivered_check_in')
               AND (jsonb_typeof(p->'message') <> 'string' OR length(btrim(p->>'message')) NOT BETWEEN 1 AND 1000) THEN
             msg := 'message must be a text of 1 to 1000 characters (what the shop does about it)';
+        ELSIF p_kind IN ('order_delayed', 'parcel_stalled', 'delivery_failed', 'refund_delayed')
+              AND NOT ((p->>'remind_after_hours')::integer BETWEEN 0 AND 2160) THEN
+            msg := 'remind_after_hours must be between 0 (no second notice) and 2160';
+        ELSIF p_kind = 'delivered_check_in' AND NOT ((p->>'hours_after')::integer BETWEEN 0 AND 720) THEN
+            msg := 'hours_after must be between 0 and 720';
         END IF;
     EXCEPTION WHEN data_exception THEN
         msg := 'a parameter has the wrong type: ' || SQLERRM;
@@ -796,7 +802,7 @@ BEGIN
     NEW.params := loyalty._campaign_params(NEW.kind, NEW.params, NEW.condition);
     -- service notices (issue 14) are service messages whatever was asked:
     -- as marketing they would always be held (their customer has an issue)
-    IF NEW.kind IN ('order_delayed', 'parcel_stalled', 'delivery_failed', 'refund_delayed') THEN
+    IF NEW.kind IN ('order_delayed', 'parcel_stalled', 'delivery_failed', 'refund_delayed', 'delivered_check_in') THEN
         NEW.purpose := 'service';
     END IF;
     IF loyalty._restoring() THEN

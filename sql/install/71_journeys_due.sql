@@ -510,6 +510,40 @@ BEGIN
                                                  WHEN 'parcel_stalled' THEN ARRAY['stalled_parcel']
                                                  WHEN 'delivery_failed' THEN ARRAY['delivery_failed']
                                                  ELSE ARRAY['slow_refund'] END);
+                -- the second notice: remind_after_hours after the issue opened, if still open
+                d := make_interval(hours => (c.params->>'remind_after_hours')::integer);
+                IF d > '0' THEN
+                    RETURN QUERY
+                    SELECT c.campaign_id, i.customer_id, 'issue:' || i.issue_id || ':again', i.opened_at + d,
+                           jsonb_build_object('order_ref', i.order_ref, 'issue_id', i.issue_id, 'issue', i.kind,
+                                              'opened_at', i.opened_at, 'message', c.params->>'message',
+                                              'expected_at', pr.promised_at, 'expected_on', pr.promised_on,
+                                              'event', i.detail->>'event', 'second_notice', true)
+                      FROM loyalty.order_issues i
+                      LEFT JOIN LATERAL (SELECT p.promised_at, p.promised_on FROM loyalty.order_promises p
+                                          WHERE p.order_ref = i.order_ref AND p.revision > 1
+                                          ORDER BY p.revision DESC LIMIT 1) pr ON true
+                     WHERE i.opened_at >= lo - d AND i.opened_at <= p_as_of - d
+                       AND (i.resolved_at IS NULL OR i.resolved_at > p_as_of)
+                       AND i.kind = ANY (CASE c.kind WHEN 'order_delayed' THEN ARRAY['late_dispatch', 'late_delivery']
+                                                     WHEN 'parcel_stalled' THEN ARRAY['stalled_parcel']
+                                                     WHEN 'delivery_failed' THEN ARRAY['delivery_failed']
+                                                     ELSE ARRAY['slow_refund'] END);
+                END IF;
+            WHEN 'delivered_check_in' THEN
+                -- service notice (issue 14): hours_after the delivery of an
+                -- order that had a dispatch, transit or delivery issue first
+                d := make_interval(hours => (c.params->>'hours_after')::integer);
+                RETURN QUERY
+                SELECT c.campaign_id, x.customer_id, 'delivered:' || l.order_ref, l.delivered_at + d,
+                       jsonb_build_object('order_ref', l.order_ref, 'delivered_at', l.delivered_at, 'issues', x.kinds,
+                                          'message', c.params->>'message')
+                  FROM loyalty.order_lifecycle l
+                 CROSS JOIN LATERAL (SELECT min(i.customer_id) AS customer_id, array_agg(i.kind ORDER BY i.opened_at, i.kind) AS kinds
+                                       FROM loyalty.order_issues i
+                                      WHERE i.order_ref = l.order_ref AND i.opened_at <= l.delivered_at
+                                        AND i.kind IN ('late_dispatch', 'late_delivery', 'stalled_parcel', 'delivery_failed')) x
+                 WHERE l.delivered_at >= lo - d AND l.delivered_at <= p_as_of - d AND x.customer_id IS NOT NULL;
             ELSE
                 NULL;   -- the check trigger admits no other kind
             END CASE;

@@ -7,6 +7,8 @@
 
 -- the notices search the issues opened in their validity window
 CREATE INDEX order_issues_opened_idx ON loyalty.order_issues (opened_at);
+-- delivered_check_in searches the deliveries in its window
+CREATE INDEX order_lifecycle_delivered_idx ON loyalty.order_lifecycle (delivered_at);
 
 -- A parcel returned to sender or lost (a delivery_failed issue whose carrier
 -- event says so) is for the shop to fix: one message per issue to

@@ -7,7 +7,7 @@
 -- _occasions were last redefined in 40_decisions.sql. Bodies as in
 -- sql/install/70_journeys.sql, 71_journeys_due.sql, 79_notices.sql.
 
-COMMENT ON COLUMN loyalty.campaigns.kind IS 'welcome, post_purchase, repurchase_reminder, win_back, birthday, points_expiring, tier_changed, milestone, custom; service notices (one per order issue): order_delayed, parcel_stalled, delivery_failed, refund_delayed';
+COMMENT ON COLUMN loyalty.campaigns.kind IS 'welcome, post_purchase, repurchase_reminder, win_back, birthday, points_expiring, tier_changed, milestone, custom; service notices (one per order issue): order_delayed, parcel_stalled, delivery_failed, refund_delayed; delivered_check_in (one per delivered order that had an issue)';
 
 CREATE OR REPLACE FUNCTION loyalty._campaign_params(p_kind text, p_params jsonb, p_condition text)
 RETURNS jsonb
@@ -33,15 +33,16 @@ BEGIN
         WHEN 'milestone' THEN '{}'
         WHEN 'custom' THEN '{"occasion": "once"}'
         -- service notices (issue 14, docs/operations.md): one per order issue
-        WHEN 'order_delayed' THEN '{"message": "Your order is running late. We are on it and will keep you posted."}'
-        WHEN 'parcel_stalled' THEN '{"message": "Your parcel has not moved for a while. We have asked the carrier to trace it."}'
-        WHEN 'delivery_failed' THEN '{"message": "Your parcel could not be delivered. We are sorting it out with the carrier."}'
-        WHEN 'refund_delayed' THEN '{"message": "Your refund is taking longer than we promised. We are processing it now."}'
+        WHEN 'order_delayed' THEN '{"message": "Your order is running late. We are on it and will keep you posted.", "remind_after_hours": 0}'
+        WHEN 'parcel_stalled' THEN '{"message": "Your parcel has not moved for a while. We have asked the carrier to trace it.", "remind_after_hours": 0}'
+        WHEN 'delivery_failed' THEN '{"message": "Your parcel could not be delivered. We are sorting it out with the carrier.", "remind_after_hours": 0}'
+        WHEN 'refund_delayed' THEN '{"message": "Your refund is taking longer than we promised. We are processing it now.", "remind_after_hours": 0}'
+        WHEN 'delivered_check_in' THEN '{"message": "Your order has arrived at last. Is everything all right?", "hours_after": 24}'
     END::jsonb;
     IF defaults IS NULL THEN
         RAISE EXCEPTION 'unknown campaign kind %', coalesce(quote_literal(p_kind), 'NULL')
               USING ERRCODE = 'invalid_parameter_value',
-                    HINT = 'Kinds: welcome, post_purchase, repurchase_reminder, win_back, birthday, points_expiring, tier_changed, milestone, custom; service notices: order_delayed, parcel_stalled, delivery_failed, refund_delayed.';
+                    HINT = 'Kinds: welcome, post_purchase, repurchase_reminder, win_back, birthday, points_expiring, tier_changed, milestone, custom; service notices: order_delayed, parcel_stalled, delivery_failed, refund_delayed, delivered_check_in.';
     END IF;
     IF p_params IS NULL OR jsonb_typeof(p_params) <> 'object' THEN
         RAISE EXCEPTION 'params of a % campaign must be a JSON object', p_kind
@@ -112,9 +113,14 @@ BEGIN
             msg := 'spend must be a positive amount';
         ELSIF p_kind = 'custom' AND NOT coalesce(p->>'occasion' IN ('once', 'daily', 'weekly', 'monthly'), false) THEN
             msg := 'occasion must be once, daily, weekly or monthly';
-        ELSIF p_kind IN ('order_delayed', 'parcel_stalled', 'delivery_failed', 'refund_delayed')
+        ELSIF p_kind IN ('order_delayed', 'parcel_stalled', 'delivery_failed', 'refund_delayed', 'delivered_check_in')
               AND (jsonb_typeof(p->'message') <> 'string' OR length(btrim(p->>'message')) NOT BETWEEN 1 AND 1000) THEN
             msg := 'message must be a text of 1 to 1000 characters (what the shop does about it)';
+        ELSIF p_kind IN ('order_delayed', 'parcel_stalled', 'delivery_failed', 'refund_delayed')
+              AND NOT ((p->>'remind_after_hours')::integer BETWEEN 0 AND 2160) THEN
+            msg := 'remind_after_hours must be between 0 (no second notice) and 2160';
+        ELSIF p_kind = 'delivered_check_in' AND NOT ((p->>'hours_after')::integer BETWEEN 0 AND 720) THEN
+            msg := 'hours_after must be between 0 and 720';
         END IF;
     EXCEPTION WHEN data_exception THEN
         msg := 'a parameter has the wrong type: ' || SQLERRM;
@@ -157,7 +163,7 @@ BEGIN
     NEW.params := loyalty._campaign_params(NEW.kind, NEW.params, NEW.condition);
     -- service notices (issue 14) are service messages whatever was asked:
     -- as marketing they would always be held (their customer has an issue)
-    IF NEW.kind IN ('order_delayed', 'parcel_stalled', 'delivery_failed', 'refund_delayed') THEN
+    IF NEW.kind IN ('order_delayed', 'parcel_stalled', 'delivery_failed', 'refund_delayed', 'delivered_check_in') THEN
         NEW.purpose := 'service';
     END IF;
     IF loyalty._restoring() THEN
@@ -452,6 +458,40 @@ BEGIN
                                                  WHEN 'parcel_stalled' THEN ARRAY['stalled_parcel']
                                                  WHEN 'delivery_failed' THEN ARRAY['delivery_failed']
                                                  ELSE ARRAY['slow_refund'] END);
+                -- the second notice: remind_after_hours after the issue opened, if still open
+                d := make_interval(hours => (c.params->>'remind_after_hours')::integer);
+                IF d > '0' THEN
+                    RETURN QUERY
+                    SELECT c.campaign_id, i.customer_id, 'issue:' || i.issue_id || ':again', i.opened_at + d,
+                           jsonb_build_object('order_ref', i.order_ref, 'issue_id', i.issue_id, 'issue', i.kind,
+                                              'opened_at', i.opened_at, 'message', c.params->>'message',
+                                              'expected_at', pr.promised_at, 'expected_on', pr.promised_on,
+                                              'event', i.detail->>'event', 'second_notice', true)
+                      FROM loyalty.order_issues i
+                      LEFT JOIN LATERAL (SELECT p.promised_at, p.promised_on FROM loyalty.order_promises p
+                                          WHERE p.order_ref = i.order_ref AND p.revision > 1
+                                          ORDER BY p.revision DESC LIMIT 1) pr ON true
+                     WHERE i.opened_at >= lo - d AND i.opened_at <= p_as_of - d
+                       AND (i.resolved_at IS NULL OR i.resolved_at > p_as_of)
+                       AND i.kind = ANY (CASE c.kind WHEN 'order_delayed' THEN ARRAY['late_dispatch', 'late_delivery']
+                                                     WHEN 'parcel_stalled' THEN ARRAY['stalled_parcel']
+                                                     WHEN 'delivery_failed' THEN ARRAY['delivery_failed']
+                                                     ELSE ARRAY['slow_refund'] END);
+                END IF;
+            WHEN 'delivered_check_in' THEN
+                -- service notice (issue 14): hours_after the delivery of an
+                -- order that had a dispatch, transit or delivery issue first
+                d := make_interval(hours => (c.params->>'hours_after')::integer);
+                RETURN QUERY
+                SELECT c.campaign_id, x.customer_id, 'delivered:' || l.order_ref, l.delivered_at + d,
+                       jsonb_build_object('order_ref', l.order_ref, 'delivered_at', l.delivered_at, 'issues', x.kinds,
+                                          'message', c.params->>'message')
+                  FROM loyalty.order_lifecycle l
+                 CROSS JOIN LATERAL (SELECT min(i.customer_id) AS customer_id, array_agg(i.kind ORDER BY i.opened_at, i.kind) AS kinds
+                                       FROM loyalty.order_issues i
+                                      WHERE i.order_ref = l.order_ref AND i.opened_at <= l.delivered_at
+                                        AND i.kind IN ('late_dispatch', 'late_delivery', 'stalled_parcel', 'delivery_failed')) x
+                 WHERE l.delivered_at >= lo - d AND l.delivered_at <= p_as_of - d AND x.customer_id IS NOT NULL;
             ELSE
                 NULL;   -- the check trigger admits no other kind
             END CASE;
@@ -462,6 +502,7 @@ END
 $$;
 
 CREATE INDEX order_issues_opened_idx ON loyalty.order_issues (opened_at);
+CREATE INDEX order_lifecycle_delivered_idx ON loyalty.order_lifecycle (delivered_at);
 
 CREATE FUNCTION loyalty._ops_staff_alerts(p_as_of timestamptz)
 RETURNS bigint
