@@ -29,7 +29,8 @@ CREATE TABLE loyalty.outbox (
     payload       jsonb NOT NULL DEFAULT '{}'::jsonb,
     status        text NOT NULL DEFAULT 'pending'
                   CHECK (status IN ('pending', 'sent', 'dead', 'held_out', 'expired', 'cancelled',
-                                    'no_consent', 'no_contact', 'cooldown', 'capped', 'superseded')),
+                                    'no_consent', 'no_contact', 'cooldown', 'capped', 'superseded',
+                                    'ops_hold')),
     due_at        timestamptz NOT NULL DEFAULT pg_catalog.now(),
     expires_at    timestamptz,
     created_at    timestamptz NOT NULL DEFAULT pg_catalog.now(),
@@ -40,7 +41,7 @@ CREATE TABLE loyalty.outbox (
 ) WITH (fillfactor = 45);
 COMMENT ON TABLE loyalty.outbox IS 'Messages decided by the journeys: one row per campaign, customer and occasion (dedupe_key), drained by the sender';
 COMMENT ON COLUMN loyalty.outbox.dedupe_key IS 'campaign:customer:occasion; unique, so an occasion yields at most one row, ever';
-COMMENT ON COLUMN loyalty.outbox.status IS 'pending (also while a sender holds a lease on it), sent, dead (gave up after the allowed attempts), held_out (holdout group, never sent), expired (missed its validity window), cancelled (the customer opted out before it went out); suppressed by the journeys policy, recorded and never sent: no_consent, no_contact, cooldown, capped, superseded';
+COMMENT ON COLUMN loyalty.outbox.status IS 'pending (also while a sender holds a lease on it), sent, dead (gave up after the allowed attempts), held_out (holdout group, never sent), expired (missed its validity window), cancelled (the customer opted out before it went out); suppressed by the journeys policy, recorded and never sent: no_consent, no_contact, cooldown, capped, superseded, ops_hold (marketing while the customer has an order issue; a pending marketing message is cancelled then, last_error says why)';
 COMMENT ON COLUMN loyalty.outbox.attempts IS 'claims so far (updated when the message is acked, failed or given up)';
 COMMENT ON COLUMN loyalty.outbox.claim_token IS 'the claim that last acked or failed the message (a repeated ack or fail with it is answered, not refused)';
 COMMENT ON COLUMN loyalty.outbox.last_error IS 'what the sender reported on the last failed attempt';

@@ -517,7 +517,9 @@ CREATE TABLE loyalty.journey_settings (
     quiet_start       time NOT NULL DEFAULT '21:00',
     quiet_end         time NOT NULL DEFAULT '09:00',
     default_time_zone text NOT NULL DEFAULT 'UTC',
-    updated_at        timestamptz NOT NULL DEFAULT pg_catalog.now()
+    updated_at        timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    -- ops_hold (issue 14): docs/operations.md
+    ops_hold_after    interval NOT NULL DEFAULT '7 days' CHECK (ops_hold_after >= '0')
 );
 INSERT INTO loyalty.journey_settings DEFAULT VALUES;
 COMMENT ON TABLE loyalty.journey_settings IS 'Journey policy settings (one row); change with loyalty.configure_journeys()';
@@ -525,10 +527,11 @@ COMMENT ON COLUMN loyalty.journey_settings.cap_messages IS 'at most this many me
 COMMENT ON COLUMN loyalty.journey_settings.quiet_start IS 'quiet hours start (customer''s local time); equal to quiet_end: no quiet hours';
 COMMENT ON COLUMN loyalty.journey_settings.quiet_end IS 'quiet hours end (local time): a message falling in quiet hours is due then';
 COMMENT ON COLUMN loyalty.journey_settings.default_time_zone IS 'time zone of customers without one';
+COMMENT ON COLUMN loyalty.journey_settings.ops_hold_after IS 'marketing waits this long after a customer''s last order issue is resolved (ops_hold; 0: only while it is open)';
 
 CREATE FUNCTION loyalty.configure_journeys(cap_messages integer DEFAULT NULL, cap_window interval DEFAULT NULL,
                                            quiet_start time DEFAULT NULL, quiet_end time DEFAULT NULL,
-                                           default_time_zone text DEFAULT NULL)
+                                           default_time_zone text DEFAULT NULL, ops_hold_after interval DEFAULT NULL)
 RETURNS loyalty.journey_settings
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -545,6 +548,10 @@ BEGIN
         RAISE EXCEPTION 'cap_window must be a positive interval, not %', cap_window
               USING ERRCODE = 'invalid_parameter_value', HINT = 'E.g. ''7 days''.';
     END IF;
+    IF ops_hold_after IS NOT NULL AND (ops_hold_after < '0' OR NOT isfinite(ops_hold_after)) THEN
+        RAISE EXCEPTION 'ops_hold_after must be a finite interval of at least 0, not %', ops_hold_after
+              USING ERRCODE = 'invalid_parameter_value', HINT = 'E.g. ''7 days''; 0 holds marketing only while an issue is open.';
+    END IF;
     IF default_time_zone IS NOT NULL THEN
         zone := loyalty._time_zone(default_time_zone);
         IF zone IS NULL THEN
@@ -558,13 +565,14 @@ BEGIN
            quiet_start = coalesce(configure_journeys.quiet_start, s.quiet_start),
            quiet_end = coalesce(configure_journeys.quiet_end, s.quiet_end),
            default_time_zone = coalesce(zone, s.default_time_zone),
+           ops_hold_after = coalesce(configure_journeys.ops_hold_after, s.ops_hold_after),
            updated_at = now()
     RETURNING * INTO st;
     RETURN st;
 END
 $$;
-COMMENT ON FUNCTION loyalty.configure_journeys(integer, interval, time, time, text) IS
-'Change the journey policy: frequency cap, quiet hours, default time zone (NULL keeps a setting); returns the settings in force';
+COMMENT ON FUNCTION loyalty.configure_journeys(integer, interval, time, time, text, interval) IS
+'Change the journey policy: frequency cap, quiet hours, default time zone, marketing hold after an order issue (NULL keeps a setting); returns the settings in force';
 
 -- ---------------------------------------------------------------- campaigns
 
@@ -586,10 +594,12 @@ CREATE TABLE loyalty.campaigns (
     activated_at  timestamptz,
     created_at    timestamptz NOT NULL DEFAULT pg_catalog.now(),
     updated_at    timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    -- ops_hold (issue 14): docs/operations.md
+    purpose       text NOT NULL DEFAULT 'marketing' CHECK (purpose IN ('marketing', 'service')),
     CHECK (active_from IS NULL OR active_until IS NULL OR active_from < active_until)
 );
 COMMENT ON TABLE loyalty.campaigns IS 'Campaigns the shop edits: kind, channel, template, params, priority, cooldown, holdout share, active window';
-COMMENT ON COLUMN loyalty.campaigns.kind IS 'welcome, post_purchase, repurchase_reminder, win_back, birthday, points_expiring, tier_changed, milestone, custom';
+COMMENT ON COLUMN loyalty.campaigns.kind IS 'welcome, post_purchase, repurchase_reminder, win_back, birthday, points_expiring, tier_changed, milestone, custom; service notices (one per order issue): order_delayed, parcel_stalled, delivery_failed, refund_delayed; delivered_check_in (one per delivered order that had an issue)';
 COMMENT ON COLUMN loyalty.campaigns.params IS 'per-kind parameters (README: Journeys); missing ones are filled with their defaults when saved';
 COMMENT ON COLUMN loyalty.campaigns.priority IS 'lower wins: when the frequency cap allows fewer messages than are due, the lowest priority numbers go';
 COMMENT ON COLUMN loyalty.campaigns.cooldown IS 'at most one message of this campaign per customer within this interval';
@@ -597,6 +607,7 @@ COMMENT ON COLUMN loyalty.campaigns.holdout_share IS 'share of eligible customer
 COMMENT ON COLUMN loyalty.campaigns.active_from IS 'occasions before this are ignored; NULL: since the campaign was switched on (activated_at)';
 COMMENT ON COLUMN loyalty.campaigns.valid_for IS 'an occasion missed (nothing ran) is still sent within this long, and recorded as expired after';
 COMMENT ON COLUMN loyalty.campaigns.condition IS 'custom kind: a boolean SQL expression over the columns of loyalty.journey_context';
+COMMENT ON COLUMN loyalty.campaigns.purpose IS 'marketing (held while the customer has an order issue: ops_hold) or service';
 COMMENT ON COLUMN loyalty.campaigns.activated_at IS 'when active last became true (set automatically)';
 
 -- The per-customer context a custom campaign's condition is written against,
@@ -677,11 +688,17 @@ BEGIN
         WHEN 'tier_changed' THEN '{"direction": "up"}'
         WHEN 'milestone' THEN '{}'
         WHEN 'custom' THEN '{"occasion": "once"}'
+        -- service notices (issue 14, docs/operations.md): one per order issue
+        WHEN 'order_delayed' THEN '{"message": "Your order is running late. We are on it and will keep you posted.", "remind_after_hours": 0}'
+        WHEN 'parcel_stalled' THEN '{"message": "Your parcel has not moved for a while. We have asked the carrier to trace it.", "remind_after_hours": 0}'
+        WHEN 'delivery_failed' THEN '{"message": "Your parcel could not be delivered. We are sorting it out with the carrier.", "remind_after_hours": 0}'
+        WHEN 'refund_delayed' THEN '{"message": "Your refund is taking longer than we promised. We are processing it now.", "remind_after_hours": 0}'
+        WHEN 'delivered_check_in' THEN '{"message": "Your order has arrived at last. Is everything all right?", "hours_after": 24}'
     END::jsonb;
     IF defaults IS NULL THEN
         RAISE EXCEPTION 'unknown campaign kind %', coalesce(quote_literal(p_kind), 'NULL')
               USING ERRCODE = 'invalid_parameter_value',
-                    HINT = 'Kinds: welcome, post_purchase, repurchase_reminder, win_back, birthday, points_expiring, tier_changed, milestone, custom.';
+                    HINT = 'Kinds: welcome, post_purchase, repurchase_reminder, win_back, birthday, points_expiring, tier_changed, milestone, custom; service notices: order_delayed, parcel_stalled, delivery_failed, refund_delayed, delivered_check_in.';
     END IF;
     IF p_params IS NULL OR jsonb_typeof(p_params) <> 'object' THEN
         RAISE EXCEPTION 'params of a % campaign must be a JSON object', p_kind
@@ -752,6 +769,14 @@ BEGIN
             msg := 'spend must be a positive amount';
         ELSIF p_kind = 'custom' AND NOT coalesce(p->>'occasion' IN ('once', 'daily', 'weekly', 'monthly'), false) THEN
             msg := 'occasion must be once, daily, weekly or monthly';
+        ELSIF p_kind IN ('order_delayed', 'parcel_stalled', 'delivery_failed', 'refund_delayed', 'delivered_check_in')
+              AND (jsonb_typeof(p->'message') <> 'string' OR length(btrim(p->>'message')) NOT BETWEEN 1 AND 1000) THEN
+            msg := 'message must be a text of 1 to 1000 characters (what the shop does about it)';
+        ELSIF p_kind IN ('order_delayed', 'parcel_stalled', 'delivery_failed', 'refund_delayed')
+              AND NOT ((p->>'remind_after_hours')::integer BETWEEN 0 AND 2160) THEN
+            msg := 'remind_after_hours must be between 0 (no second notice) and 2160';
+        ELSIF p_kind = 'delivered_check_in' AND NOT ((p->>'hours_after')::integer BETWEEN 0 AND 720) THEN
+            msg := 'hours_after must be between 0 and 720';
         END IF;
     EXCEPTION WHEN data_exception THEN
         msg := 'a parameter has the wrong type: ' || SQLERRM;
@@ -792,6 +817,11 @@ BEGIN
     NEW.kind := lower(btrim(NEW.kind));
     NEW.channel := lower(btrim(NEW.channel));
     NEW.params := loyalty._campaign_params(NEW.kind, NEW.params, NEW.condition);
+    -- service notices (issue 14) are service messages whatever was asked:
+    -- as marketing they would always be held (their customer has an issue)
+    IF NEW.kind IN ('order_delayed', 'parcel_stalled', 'delivery_failed', 'refund_delayed', 'delivered_check_in') THEN
+        NEW.purpose := 'service';
+    END IF;
     IF loyalty._restoring() THEN
         RETURN NEW;      -- pg_restore: the dumped times stand
     END IF;

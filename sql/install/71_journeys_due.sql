@@ -489,6 +489,61 @@ BEGIN
                  WHERE loyalty._dedupe_key(c.campaign_id, m.customer_id, k.occasion) NOT IN
                        (SELECT ob.dedupe_key FROM loyalty.outbox ob
                          WHERE ob.campaign_id = c.campaign_id AND ob.created_at >= pg_catalog.now() - d);
+            WHEN 'order_delayed', 'parcel_stalled', 'delivery_failed', 'refund_delayed' THEN
+                -- service notices (issue 14, 79_notices.sql): one per order issue
+                -- of the kind, due when it opened, while it is still open at
+                -- p_as_of; the order's latest promise when it was revised
+                -- (revision > 1) is the new expected date
+                RETURN QUERY
+                SELECT c.campaign_id, i.customer_id, 'issue:' || i.issue_id, i.opened_at,
+                       jsonb_build_object('order_ref', i.order_ref, 'issue_id', i.issue_id, 'issue', i.kind,
+                                          'opened_at', i.opened_at, 'message', c.params->>'message',
+                                          'expected_at', pr.promised_at, 'expected_on', pr.promised_on,
+                                          'event', i.detail->>'event')
+                  FROM loyalty.order_issues i
+                  LEFT JOIN LATERAL (SELECT p.promised_at, p.promised_on FROM loyalty.order_promises p
+                                      WHERE p.order_ref = i.order_ref AND p.revision > 1
+                                      ORDER BY p.revision DESC LIMIT 1) pr ON true
+                 WHERE i.opened_at >= lo AND i.opened_at <= p_as_of
+                   AND (i.resolved_at IS NULL OR i.resolved_at > p_as_of)
+                   AND i.kind = ANY (CASE c.kind WHEN 'order_delayed' THEN ARRAY['late_dispatch', 'late_delivery']
+                                                 WHEN 'parcel_stalled' THEN ARRAY['stalled_parcel']
+                                                 WHEN 'delivery_failed' THEN ARRAY['delivery_failed']
+                                                 ELSE ARRAY['slow_refund'] END);
+                -- the second notice: remind_after_hours after the issue opened, if still open
+                d := make_interval(hours => (c.params->>'remind_after_hours')::integer);
+                IF d > '0' THEN
+                    RETURN QUERY
+                    SELECT c.campaign_id, i.customer_id, 'issue:' || i.issue_id || ':again', i.opened_at + d,
+                           jsonb_build_object('order_ref', i.order_ref, 'issue_id', i.issue_id, 'issue', i.kind,
+                                              'opened_at', i.opened_at, 'message', c.params->>'message',
+                                              'expected_at', pr.promised_at, 'expected_on', pr.promised_on,
+                                              'event', i.detail->>'event', 'second_notice', true)
+                      FROM loyalty.order_issues i
+                      LEFT JOIN LATERAL (SELECT p.promised_at, p.promised_on FROM loyalty.order_promises p
+                                          WHERE p.order_ref = i.order_ref AND p.revision > 1
+                                          ORDER BY p.revision DESC LIMIT 1) pr ON true
+                     WHERE i.opened_at >= lo - d AND i.opened_at <= p_as_of - d
+                       AND (i.resolved_at IS NULL OR i.resolved_at > p_as_of)
+                       AND i.kind = ANY (CASE c.kind WHEN 'order_delayed' THEN ARRAY['late_dispatch', 'late_delivery']
+                                                     WHEN 'parcel_stalled' THEN ARRAY['stalled_parcel']
+                                                     WHEN 'delivery_failed' THEN ARRAY['delivery_failed']
+                                                     ELSE ARRAY['slow_refund'] END);
+                END IF;
+            WHEN 'delivered_check_in' THEN
+                -- service notice (issue 14): hours_after the delivery of an
+                -- order that had a dispatch, transit or delivery issue first
+                d := make_interval(hours => (c.params->>'hours_after')::integer);
+                RETURN QUERY
+                SELECT c.campaign_id, x.customer_id, 'delivered:' || l.order_ref, l.delivered_at + d,
+                       jsonb_build_object('order_ref', l.order_ref, 'delivered_at', l.delivered_at, 'issues', x.kinds,
+                                          'message', c.params->>'message')
+                  FROM loyalty.order_lifecycle l
+                 CROSS JOIN LATERAL (SELECT min(i.customer_id) AS customer_id, array_agg(i.kind ORDER BY i.opened_at, i.kind) AS kinds
+                                       FROM loyalty.order_issues i
+                                      WHERE i.order_ref = l.order_ref AND i.opened_at <= l.delivered_at
+                                        AND i.kind IN ('late_dispatch', 'late_delivery', 'stalled_parcel', 'delivery_failed')) x
+                 WHERE l.delivered_at >= lo - d AND l.delivered_at <= p_as_of - d AND x.customer_id IS NOT NULL;
             ELSE
                 NULL;   -- the check trigger admits no other kind
             END CASE;
@@ -549,7 +604,7 @@ WITH st AS (
     SELECT * FROM loyalty.current_model LIMIT 1
 ), occ AS (
     SELECT o.*, cp.name AS campaign, cp.kind, cp.channel, cp.template, cp.priority, cp.cooldown, cp.holdout_share,
-           cp.valid_for, cp.params, cp.condition,
+           cp.valid_for, cp.params, cp.condition, cp.purpose,
            loyalty._dedupe_key(o.campaign_id, o.customer_id, o.occasion) AS dedupe_key
       FROM loyalty._occasions(as_of, p_changed) o
       JOIN loyalty.campaigns cp ON cp.campaign_id = o.campaign_id
@@ -568,19 +623,23 @@ WITH st AS (
     -- each per-row expression once (OFFSET 0 keeps the inner query from being flattened)
     SELECT y.*,
            CASE WHEN y.all_granted = false THEN 'no_consent'
-                WHEN coalesce(y.ch_granted, y.all_granted) IS NOT true THEN 'no_consent'
+                WHEN y.ch_granted = false THEN 'no_consent'
+                -- service (issue 14): no opt-in needed, an opt-out (above) stops it
+                WHEN y.purpose = 'marketing' AND coalesce(y.ch_granted, y.all_granted) IS NOT true THEN 'no_consent'
                 WHEN y.rcpt IS NULL THEN 'no_contact'
                 WHEN y.occasion_at < as_of - y.valid_for THEN 'expired'
+                WHEN y.hold IS NOT NULL THEN 'ops_hold'   -- ops_hold (issue 14)
                 WHEN y.superseded THEN 'superseded'
                 WHEN y.draw < y.holdout_share THEN 'held_out'
            END AS early,
            CASE WHEN y.all_granted = false THEN format('unsubscribed from all channels (%s)', coalesce(y.all_source, 'no source'))
                 WHEN y.ch_granted = false THEN format('opted out of %s (%s)', y.channel, coalesce(y.ch_source, 'no source'))
-                WHEN coalesce(y.ch_granted, y.all_granted) IS NOT true THEN format('no opt-in for %s', y.channel)
+                WHEN y.purpose = 'marketing' AND coalesce(y.ch_granted, y.all_granted) IS NOT true THEN format('no opt-in for %s', y.channel)
                 WHEN y.rcpt IS NULL
                      THEN CASE WHEN y.channel = 'email' THEN 'no usable email address' ELSE 'no usable phone number' END
                 WHEN y.occasion_at < as_of - y.valid_for
                      THEN format('occasion of %s missed for longer than valid_for (%s)', y.occasion_at, y.valid_for)
+                WHEN y.hold IS NOT NULL THEN y.hold
                 WHEN y.superseded
                      THEN 'a win-back is due in the same run: "you reached a new tier" would contradict "we miss you"; the win-back goes (its payload carries the tier)'
                 WHEN y.draw < y.holdout_share
@@ -595,7 +654,9 @@ WITH st AS (
                    -- two messages that contradict each other never go out in one run:
                    -- a tier upgrade gives way to a win-back of the same customer
                    (x.kind = 'tier_changed' AND x.detail->>'change' = 'upgrade'
-                    AND EXISTS (SELECT 1 FROM fresh w WHERE w.customer_id = x.customer_id AND w.kind = 'win_back')) AS superseded
+                    AND EXISTS (SELECT 1 FROM fresh w WHERE w.customer_id = x.customer_id AND w.kind = 'win_back')) AS superseded,
+                   -- ops_hold (issue 14): no marketing while the customer has an order issue
+                   CASE WHEN x.purpose = 'marketing' THEN loyalty._ops_hold(x.customer_id, as_of) END AS hold
               FROM fresh x
              CROSS JOIN st
               LEFT JOIN LATERAL (SELECT p.name, p.email, p.phone, p.time_zone FROM loyalty.profiles p
@@ -615,7 +676,11 @@ WITH st AS (
            rc.recent
       FROM checked k
      CROSS JOIN st
-     CROSS JOIN LATERAL (SELECT count(*) FILTER (WHERE ob.due_at > as_of - st.cap_window) AS recent,
+     CROSS JOIN LATERAL (SELECT count(*) FILTER (WHERE ob.due_at > as_of - st.cap_window
+                                                   -- service messages (issue 14) do not count
+                                                   AND NOT EXISTS (SELECT 1 FROM loyalty.campaigns oc
+                                                                    WHERE oc.campaign_id = ob.campaign_id
+                                                                      AND oc.purpose = 'service')) AS recent,
                                 max(ob.due_at) FILTER (WHERE ob.campaign_id = k.campaign_id) AS last_due
                            FROM loyalty.outbox ob
                           WHERE ob.customer_id = k.customer_id
@@ -623,18 +688,18 @@ WITH st AS (
                             AND ob.status IN ('pending', 'sent', 'dead')) rc
      WHERE k.early IS NULL
 ), ranked AS (
-    SELECT k.*, row_number() OVER (PARTITION BY k.customer_id, k.cooling
+    SELECT k.*, row_number() OVER (PARTITION BY k.customer_id, k.cooling, k.purpose
                                    ORDER BY k.priority, k.occasion_at, k.campaign_id, k.occasion) AS rank
       FROM competing k
 ), decided AS (
     SELECT k.campaign_id, k.customer_id, k.occasion, k.occasion_at, k.detail, k.campaign, k.kind, k.channel, k.template,
            k.priority, k.valid_for, k.params, k.condition, k.dedupe_key, k.name, k.zone, k.rcpt, k.after_quiet,
            CASE WHEN k.cooling THEN 'cooldown'
-                WHEN k.recent + k.rank > st.cap_messages THEN 'capped'
+                WHEN k.purpose = 'marketing' AND k.recent + k.rank > st.cap_messages THEN 'capped'
                 WHEN k.after_quiet > as_of THEN 'quiet_hours'
                 ELSE 'send' END AS decision,
            CASE WHEN k.cooling THEN format('cooldown: at most one %s message per %s', k.campaign, k.cooldown)
-                WHEN k.recent + k.rank > st.cap_messages
+                WHEN k.purpose = 'marketing' AND k.recent + k.rank > st.cap_messages
                      THEN format('frequency cap: %s messages per %s (%s already, %s of higher priority in this run)',
                                  st.cap_messages, st.cap_window, k.recent, k.rank - 1)
                 WHEN k.after_quiet > as_of
@@ -687,6 +752,7 @@ SELECT d.campaign_id, d.campaign, d.kind, d.channel, d.customer_id, d.occasion, 
                                 WHEN 'no_consent' THEN NULL
                                 WHEN 'no_contact' THEN NULL
                                 WHEN 'superseded' THEN NULL
+                                WHEN 'ops_hold' THEN NULL
                                 ELSE d.after_quiet END AS due_at) w
   -- the payload's tables are read by key for those only
   LEFT JOIN LATERAL (SELECT coalesce(sum(l.remaining) FILTER (WHERE l.available_at <= as_of), 0)::bigint
@@ -718,10 +784,10 @@ COMMENT ON FUNCTION loyalty.due_messages_at(timestamptz) IS
 
 CREATE VIEW loyalty.due_messages AS SELECT * FROM loyalty.due_messages_at(pg_catalog.now());
 COMMENT ON VIEW loyalty.due_messages IS
-'What loyalty.enqueue_due() would do now: each occasion not yet in the outbox with its decision (send and quiet_hours become pending messages; held_out, expired, no_consent, no_contact, cooldown, capped and superseded are recorded with that status and never sent) and why';
+'What loyalty.enqueue_due() would do now: each occasion not yet in the outbox with its decision (send and quiet_hours become pending messages; held_out, expired, no_consent, no_contact, cooldown, capped, superseded and ops_hold are recorded with that status and never sent) and why';
 COMMENT ON COLUMN loyalty.due_messages.occasion IS 'the occasion key (first, order:<ref>, birthday:<year>, ...); with campaign and customer it is the dedupe key';
 COMMENT ON COLUMN loyalty.due_messages.occasion_at IS 'when the occasion became due';
-COMMENT ON COLUMN loyalty.due_messages.decision IS 'send, quiet_hours (pending, due at due_at), held_out, expired, capped, cooldown, no_consent, no_contact, superseded (a tier upgrade when a win-back of the customer is due in the same run)';
+COMMENT ON COLUMN loyalty.due_messages.decision IS 'send, quiet_hours (pending, due at due_at), held_out, expired, capped, cooldown, no_consent, no_contact, superseded (a tier upgrade when a win-back of the customer is due in the same run), ops_hold (marketing while the customer has an order issue)';
 COMMENT ON COLUMN loyalty.due_messages.reason IS 'why, in words';
 COMMENT ON COLUMN loyalty.due_messages.due_at IS 'when the message may go out (after quiet hours); NULL when it will not be sent';
 COMMENT ON COLUMN loyalty.due_messages.recipient IS 'email address or phone number for the channel (the customer key for push and other channels)';
@@ -748,6 +814,8 @@ BEGIN
               USING ERRCODE = 'invalid_parameter_value', HINT = 'Omit it to enqueue what is due now.';
     END IF;
     PERFORM pg_advisory_xact_lock(74200, 5);
+    PERFORM loyalty._ops_hold_cancel(enqueue_due.as_of);   -- ops_hold (issue 14)
+    PERFORM loyalty._ops_staff_alerts(enqueue_due.as_of);  -- service notices (issue 14)
     -- the customers whose occasions may have changed since the last run (see
     -- loyalty._occasions); a run at an as_of before an earlier run's searches
     -- every window and leaves the log to the next run
@@ -782,7 +850,7 @@ BEGIN
            count(i.status) FILTER (WHERE i.status = 'pending' AND i.later),
            count(i.status) FILTER (WHERE i.status = 'held_out'),
            count(i.status) FILTER (WHERE i.status = 'expired'),
-           count(i.status) FILTER (WHERE i.status IN ('no_consent', 'no_contact', 'cooldown', 'capped', 'superseded'))
+           count(i.status) FILTER (WHERE i.status IN ('no_consent', 'no_contact', 'cooldown', 'capped', 'superseded', 'ops_hold'))
       FROM loyalty.campaigns cp
       LEFT JOIN ins i ON i.campaign_id = cp.campaign_id
      WHERE cp.active OR i.campaign_id IS NOT NULL
@@ -794,7 +862,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION loyalty.enqueue_due(timestamptz) IS
-'Write what is due as of as_of into loyalty.outbox (each occasion decided once, ever); returns per active campaign: pending (of which delayed by quiet hours), held_out, expired, suppressed (no consent, no contact, cooldown, capped, superseded)';
+'Write what is due as of as_of into loyalty.outbox (each occasion decided once, ever); returns per active campaign: pending (of which delayed by quiet hours), held_out, expired, suppressed (no consent, no contact, cooldown, capped, superseded, ops_hold)';
 
 -- Data quality: customers (with orders) a channel cannot reach.
 CREATE VIEW loyalty.contact_quality AS

@@ -43,7 +43,7 @@ WITH settings AS (
            count(*) FILTER (WHERE o.status = 'pending') AS pending,
            count(*) FILTER (WHERE o.status = 'expired') AS expired,
            count(*) FILTER (WHERE o.status = 'cancelled') AS cancelled,
-           count(*) FILTER (WHERE o.status IN ('no_consent', 'no_contact', 'cooldown', 'capped', 'superseded')) AS suppressed
+           count(*) FILTER (WHERE o.status IN ('no_consent', 'no_contact', 'cooldown', 'capped', 'superseded', 'ops_hold')) AS suppressed
       FROM loyalty.outbox o
      GROUP BY o.campaign_id
 ), exposed AS (
@@ -127,7 +127,7 @@ COMMENT ON COLUMN loyalty.campaign_performance.name IS 'the campaign''s name';
 COMMENT ON COLUMN loyalty.campaign_performance.kind IS 'the campaign''s kind (welcome, win_back, ...)';
 COMMENT ON COLUMN loyalty.campaign_performance.channel IS 'the campaign''s channel';
 COMMENT ON COLUMN loyalty.campaign_performance.messages IS 'outbox rows of the campaign, any status';
-COMMENT ON COLUMN loyalty.campaign_performance.suppressed IS 'occasions the policy decided not to send: no consent, no usable contact, cooldown, frequency cap, or superseded by a contradicting message (statuses no_consent, no_contact, cooldown, capped, superseded)';
+COMMENT ON COLUMN loyalty.campaign_performance.suppressed IS 'occasions the policy decided not to send: no consent, no usable contact, cooldown, frequency cap, superseded by a contradicting message, or held while the customer had an order issue (statuses no_consent, no_contact, cooldown, capped, superseded, ops_hold)';
 COMMENT ON COLUMN loyalty.campaign_performance.sent IS 'messages the sender delivered (status sent)';
 COMMENT ON COLUMN loyalty.campaign_performance.held_out IS 'messages recorded for the holdout group and not sent (status held_out)';
 COMMENT ON COLUMN loyalty.campaign_performance.failed IS 'messages the sender gave up on after the allowed attempts (status dead)';

@@ -1,0 +1,47 @@
+-- Service notices (issue 14, docs/operations.md "Telling customers and
+-- holding marketing"): the campaign kinds order_delayed, parcel_stalled,
+-- delivery_failed and refund_delayed (loyalty._occasions, one per order
+-- issue) are service messages (campaigns.purpose). Here: what they need from
+-- loyalty.order_issues, and the shop staff's copy of the issues a customer
+-- cannot fix.
+
+-- the notices search the issues opened in their validity window
+CREATE INDEX order_issues_opened_idx ON loyalty.order_issues (opened_at);
+-- delivered_check_in searches the deliveries in its window
+CREATE INDEX order_lifecycle_delivered_idx ON loyalty.order_lifecycle (delivered_at);
+
+-- A parcel returned to sender or lost (a delivery_failed issue whose carrier
+-- event says so) is for the shop to fix: one message per issue to
+-- health_settings.ops_recipient (customer_id 'loyalty:ops', as the watchdog's
+-- alerts), for the issues open at p_as_of that opened within the last 7
+-- days; none while no ops_recipient is set. Called by enqueue_due under its
+-- lock; the dedupe key makes a rerun add nothing. Returns the messages written.
+CREATE FUNCTION loyalty._ops_staff_alerts(p_as_of timestamptz)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s loyalty.health_settings;
+    n bigint;
+BEGIN
+    SELECT * INTO s FROM loyalty.health_settings;
+    IF s.ops_recipient IS NULL THEN
+        RETURN 0;
+    END IF;
+    INSERT INTO loyalty.outbox (dedupe_key, campaign_id, customer_id, channel, recipient, template, payload, due_at)
+    SELECT 'ops:issue:' || i.issue_id, NULL, 'loyalty:ops', s.ops_channel, s.ops_recipient, 'loyalty_ops_issue',
+           jsonb_build_object('issue_id', i.issue_id, 'issue', i.kind, 'event', i.detail->>'event',
+                              'carrier_status', i.detail->>'carrier_status', 'order_ref', i.order_ref,
+                              'customer_id', i.customer_id, 'opened_at', i.opened_at,
+                              'why', 'the parcel will not reach the customer: the shop must act (resend or refund)'),
+           p_as_of
+      FROM loyalty.order_issues i
+     WHERE i.opened_at > p_as_of - interval '7 days' AND i.opened_at <= p_as_of
+       AND (i.resolved_at IS NULL OR i.resolved_at > p_as_of)
+       AND i.kind = 'delivery_failed' AND i.detail->>'event' IN ('returned_to_sender', 'lost')
+    ON CONFLICT (dedupe_key) DO NOTHING;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
