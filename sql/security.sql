@@ -331,6 +331,14 @@ SELECT (SELECT count(*) FROM loyalty.ledger) - b.ledger AS ledger_rows, (SELECT 
        (SELECT count(*) FROM loyalty.earn_rules) - b.rules AS rules
   FROM fuzz_before b;
 
+-- ---- the ledger's free text (a reason or key may name the customer) is for
+-- staff; BI reads the points without it
+SELECT has_table_privilege('loyalty_reader', 'loyalty.ledger', 'SELECT') AS reader_ledger,
+       has_table_privilege('loyalty_reader', 'loyalty.points_history', 'SELECT') AS reader_points_history,
+       has_table_privilege('loyalty_support', 'loyalty.ledger', 'SELECT') AS support_ledger,
+       (SELECT count(*) FROM pg_attribute WHERE attrelid = 'loyalty.points_history'::regclass
+           AND attname IN ('reason', 'idempotency_key', 'detail', 'created_by')) AS free_text_columns;
+
 -- ---- the database's own search_path does not decide what a job calls: the
 -- jobs (and the worker, which runs the same commands as the bootstrap
 -- superuser) schema-qualify everything. A database owner who plants an

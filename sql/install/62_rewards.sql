@@ -1269,8 +1269,15 @@ GRANT EXECUTE ON FUNCTION loyalty.earn(text, bigint, text, text, timestamptz, ti
                           loyalty.balance(text),
                           loyalty.order_points(text, numeric, timestamptz) TO loyalty_app;
 GRANT SELECT ON loyalty.balances, loyalty.tiers, loyalty.customer_tiers TO loyalty_app;
+-- BI reads the ledger without its free text (a reason or key may name the
+-- customer: 'goodwill for Jane <jane@example.com>'); staff read it whole
+CREATE VIEW loyalty.points_history AS
+SELECT l.entry_id, l.customer_id, l.kind, l.points, l.order_ref, l.lot_id, l.available_at, l.expires_at, l.created_at
+  FROM loyalty.ledger l;
+COMMENT ON VIEW loyalty.points_history IS 'Every change of a customer''s points (the ledger) without its free text: reason, idempotency key, detail and author are for staff (loyalty_support)';
 GRANT SELECT ON loyalty.balances, loyalty.liability, loyalty.tiers, loyalty.customer_tiers, loyalty.tier_history,
-                loyalty.ledger, loyalty.earn_rules, loyalty.points_problems TO loyalty_reader;
+                loyalty.points_history, loyalty.earn_rules TO loyalty_reader;
+GRANT SELECT ON loyalty.ledger, loyalty.points_problems TO loyalty_support;
 GRANT EXECUTE ON FUNCTION loyalty.balance(text), loyalty.verify_ledger() TO loyalty_reader;
 
 SELECT pg_catalog.pg_extension_config_dump('loyalty.rewards_settings', '');

@@ -1,7 +1,8 @@
 -- The schema of the installed loyalty extension as comparable text rows
 -- (kind, object, definition), for the upgrade test: an upgraded database and
 -- a fresh install of the same version must list the same rows. Everything in
--- schema loyalty is listed by definition (no OIDs), with grants and comments.
+-- schema loyalty is listed by definition (no OIDs), with grants (in a fixed
+-- order: the order of grants is not meaningful) and comments.
 -- Include with \i; defines pg_temp.loyalty_catalog().
 CREATE FUNCTION pg_temp.loyalty_catalog()
 RETURNS TABLE (kind text, object text, definition text)
@@ -18,7 +19,7 @@ UNION ALL
 SELECT 'function', p.oid::regprocedure::text,
        concat_ws(E'\n', CASE WHEN p.prokind = 'a' THEN NULL ELSE pg_get_functiondef(p.oid) END,
                  'kind=' || p.prokind::text, 'parallel=' || p.proparallel::text, 'leakproof=' || p.proleakproof,
-                 'cost=' || p.procost, 'rows=' || p.prorows, 'acl=' || coalesce(p.proacl::text, '-'),
+                 'cost=' || p.procost, 'rows=' || p.prorows, 'acl=' || coalesce((SELECT array_agg(x::text ORDER BY x::text) FROM unnest(p.proacl) x)::text, '-'),
                  'owner_is_superuser=' || (SELECT rolsuper FROM pg_roles WHERE oid = p.proowner),
                  'comment=' || coalesce(obj_description(p.oid, 'pg_proc'), '-'))
   FROM pg_proc p, ns WHERE p.pronamespace = ns.oid
@@ -32,7 +33,7 @@ UNION ALL
 -- relations: kind, persistence, options, grants, comment, row security
 SELECT 'relation', c.relname,
        concat_ws(' ', c.relkind::text, c.relpersistence::text, c.reloptions::text, 'rls=' || c.relrowsecurity,
-                 'acl=' || coalesce(c.relacl::text, '-'), 'comment=' || coalesce(obj_description(c.oid, 'pg_class'), '-'))
+                 'acl=' || coalesce((SELECT array_agg(x::text ORDER BY x::text) FROM unnest(c.relacl) x)::text, '-'), 'comment=' || coalesce(obj_description(c.oid, 'pg_class'), '-'))
   FROM rel c WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f', 'c')
 UNION ALL
 -- columns in their order (dropped columns left out), with type, default, nullability, grants, comment
@@ -41,7 +42,7 @@ SELECT 'column', c.relname || '.' || a.attname,
                  CASE WHEN a.attnotnull THEN 'not null' END, 'default=' || pg_get_expr(ad.adbin, ad.adrelid),
                  nullif(a.attidentity::text, ''), nullif(a.attgenerated::text, ''),
                  CASE WHEN a.attcollation <> 0 THEN 'collate=' || a.attcollation::regcollation END,
-                 'acl=' || coalesce(a.attacl::text, '-'), 'comment=' || coalesce(col_description(c.oid, a.attnum), '-'))
+                 'acl=' || coalesce((SELECT array_agg(x::text ORDER BY x::text) FROM unnest(a.attacl) x)::text, '-'), 'comment=' || coalesce(col_description(c.oid, a.attnum), '-'))
   FROM rel c JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
   LEFT JOIN pg_attrdef ad ON ad.adrelid = c.oid AND ad.adnum = a.attnum
  WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'c')
@@ -74,11 +75,11 @@ SELECT 'type', t.typname,
        concat_ws(' ', t.typtype::text, t.typbasetype::regtype, t.typnotnull, t.typdefault,
                  (SELECT string_agg(e.enumlabel, ',' ORDER BY e.enumsortorder) FROM pg_enum e WHERE e.enumtypid = t.oid),
                  (SELECT string_agg(pg_get_constraintdef(k.oid), ',' ORDER BY k.conname) FROM pg_constraint k WHERE k.contypid = t.oid),
-                 'acl=' || coalesce(t.typacl::text, '-'), 'comment=' || coalesce(obj_description(t.oid, 'pg_type'), '-'))
+                 'acl=' || coalesce((SELECT array_agg(x::text ORDER BY x::text) FROM unnest(t.typacl) x)::text, '-'), 'comment=' || coalesce(obj_description(t.oid, 'pg_type'), '-'))
   FROM pg_type t, ns WHERE t.typnamespace = ns.oid AND t.typtype IN ('e', 'd', 'c', 'b', 'r')
    AND NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = t.typrelid AND c.relkind <> 'c')
 UNION ALL
-SELECT 'schema', n.nspname, concat_ws(' ', 'acl=' || n.nspacl::text, 'comment=' || obj_description(n.oid, 'pg_namespace'))
+SELECT 'schema', n.nspname, concat_ws(' ', 'acl=' || (SELECT array_agg(x::text ORDER BY x::text) FROM unnest(n.nspacl) x)::text, 'comment=' || obj_description(n.oid, 'pg_namespace'))
   FROM pg_namespace n, ns WHERE n.oid = ns.oid
 UNION ALL
 -- what pg_dump is told to keep, and with which filter
