@@ -331,6 +331,13 @@ SELECT (SELECT count(*) FROM loyalty.ledger) - b.ledger AS ledger_rows, (SELECT 
        (SELECT count(*) FROM loyalty.earn_rules) - b.rules AS rules
   FROM fuzz_before b;
 
+-- ---- an order's points are one entry: at most loyalty.max_points_per_entry
+-- (a huge amount made a 9e18-point entry); the app's call is refused whole
+SELECT loyalty.configure_rewards(earn_on_orders => true) IS NOT NULL AS earning;
+SELECT pg_temp.err($$SELECT loyalty.record_order('sec-huge', 'sec-huge-1', 1e11)$$) AS huge_order;
+SELECT count(*) AS huge_order_rows FROM loyalty.orders WHERE order_ref = 'sec-huge-1';
+SELECT loyalty.configure_rewards(earn_on_orders => false) IS NOT NULL AS not_earning;
+
 -- ---- the ledger's free text (a reason or key may name the customer) is for
 -- staff; BI reads the points without it
 SELECT has_table_privilege('loyalty_reader', 'loyalty.ledger', 'SELECT') AS reader_ledger,

@@ -863,6 +863,7 @@ BEGIN
         IF pts.points <= 0 THEN
             RETURN;
         END IF;
+        PERFORM loyalty._check_points(pts.points);   -- an order earns at most one entry's cap
         SELECT count(*) + 1 INTO n FROM loyalty.ledger WHERE order_ref = p_order_ref AND idempotency_key LIKE 'loyalty:order:%';
         PERFORM loyalty._add_points(p_customer, 'earn', pts.points, 'order ' || p_order_ref,
                                     'loyalty:order:' || p_order_ref || ':' || n,
