@@ -216,8 +216,11 @@ RESET ROLE;
 -- 5. Export and erasure (finding 7)
 -- ======================================================================
 SELECT loyalty.earn('c5', 25, 'goodwill for Name Of C5', 'goodwill:c5') > 0 AS earned;
+-- quarantined rows keep the tracked fields: one of c5's, and one of another
+-- customer whose order ref happens to equal c5's key (it must survive)
 INSERT INTO loyalty.rejected_rows (source_id, order_ref, reason, row_data)
-VALUES (1, 'x-1', 'test', jsonb_build_object('customer', 'c5', 'mail', 'c5@example.com', 'note', 'unrelated'));
+VALUES (1, 'x-1', 'test', jsonb_build_object('customer_id', 'c5', 'email', 'c5@example.com', 'amount', '10')),
+       (1, 'c5', 'test', jsonb_build_object('customer_id', 'c6', 'order_ref', 'c5', 'amount', '10'));
 SELECT jsonb_object_keys(loyalty.export_customer('c5')) AS export_has ORDER BY 1;
 SELECT e -> 'profile' ->> 'email' AS email, jsonb_array_length(e -> 'orders') AS orders,
        jsonb_array_length(e -> 'consent_history') AS consent_changes, jsonb_array_length(e -> 'points_ledger') AS ledger_entries,
@@ -229,6 +232,8 @@ SELECT (SELECT balance FROM loyalty.accounts WHERE customer_id = 'c5') AS balanc
 
 SELECT removed ? 'profiles' AS profile_removed, pseudonym LIKE 'erased:%' AS pseudonym
   FROM loyalty.erase_customer('c5', 'customer asked (art. 17)');
+-- the other customer's quarantined row is kept (then set aside: its order ref is the text c5)
+DELETE FROM loyalty.rejected_rows WHERE row_data->>'customer_id' = 'c6' RETURNING row_data->>'customer_id' AS kept_row_of;
 -- no loyalty table holds the customer's key, email, phone, name or birthday in any column
 CREATE FUNCTION pg_temp.mentions(pattern text) RETURNS TABLE (tab text, rows bigint) LANGUAGE plpgsql AS $$
 DECLARE t regclass;

@@ -152,11 +152,13 @@ BEGIN
     GET DIAGNOSTICS n = ROW_COUNT; done := done || jsonb_build_object('consents', n);
     DELETE FROM loyalty.consent_history c WHERE c.customer_id = cid;
     GET DIAGNOSTICS n = ROW_COUNT; done := done || jsonb_build_object('consent_history', n);
-    -- quarantined rows keep whole shop rows: any that names the customer or an address
+    -- quarantined rows (their tracked fields) of this customer or with one of
+    -- their addresses; a field that merely equals the key (an amount of 10
+    -- for customer '10') is not theirs
     DELETE FROM loyalty.rejected_rows r
-     WHERE r.order_ref = cid
-        OR EXISTS (SELECT 1 FROM jsonb_each_text(CASE WHEN jsonb_typeof(r.row_data) = 'object' THEN r.row_data END) v
-                    WHERE v.value IN (cid, prof.email, prof.phone, prof.name));
+     WHERE r.row_data->>'customer_id' = cid
+        OR (prof.email IS NOT NULL AND r.row_data->>'email' = prof.email)
+        OR (prof.phone IS NOT NULL AND r.row_data->>'phone' = prof.phone);
     GET DIAGNOSTICS n = ROW_COUNT; done := done || jsonb_build_object('rejected_rows', n);
 
     -- messages: kept for campaign reports, without address, payload or key;
@@ -172,12 +174,17 @@ BEGIN
            dedupe_key = o.campaign_id || ':' || pn || ':' || o.message_id, claim_token = NULL
      WHERE o.customer_id = cid;
     GET DIAGNOSTICS n = ROW_COUNT; done := done || jsonb_build_object('outbox', n);
+    -- messages to the shop's staff about this customer's orders name them by key
+    UPDATE loyalty.outbox o SET payload = o.payload || jsonb_build_object('customer_id', pn)
+     WHERE o.customer_id LIKE 'loyalty:%' AND o.payload->>'customer_id' = cid;
 
     -- the ledger (append-only but for this: loyalty._ledger_append_only):
     -- a key or reason naming the customer is replaced
     UPDATE loyalty.ledger l
        SET customer_id = pn,
-           idempotency_key = CASE WHEN strpos(l.idempotency_key, cid) > 0 THEN pn || ':' || l.entry_id ELSE l.idempotency_key END,
+           idempotency_key = CASE WHEN strpos(l.idempotency_key, cid) > 0 OR strpos(l.idempotency_key, prof.email) > 0
+                                     OR strpos(l.idempotency_key, prof.phone) > 0
+                                THEN pn || ':' || l.entry_id ELSE l.idempotency_key END,
            reason = CASE WHEN l.reason IS NOT NULL
                           AND (strpos(l.reason, cid) > 0 OR strpos(l.reason, prof.email) > 0 OR strpos(l.reason, prof.phone) > 0
                                OR strpos(l.reason, prof.name) > 0)
