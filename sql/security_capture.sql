@@ -198,3 +198,17 @@ DROP DOMAIN sc_money;
 DROP TYPE sc_state;
 REVOKE CREATE ON SCHEMA public FROM sc_owner;
 DROP ROLE sc_owner;
+
+-- ---- an erased customer stays erased when the shop later updates one of
+-- their old orders (the shop's row still carries the real key)
+CREATE TABLE sc_erase_orders (id text PRIMARY KEY, customer bigint, total numeric, created_at timestamptz);
+SELECT loyalty.track_orders('sc_erase_orders', 'customer', 'total', 'created_at', 'id') AS backfilled;
+INSERT INTO sc_erase_orders VALUES ('ze-1', 30, 15, '2026-01-05 10:00+00');
+SELECT loyalty.apply_events() AS applied;
+SELECT pseudonym LIKE 'erased:%' AS erased FROM loyalty.erase_customer('30');
+UPDATE sc_erase_orders SET total = 16 WHERE id = 'ze-1';
+SELECT loyalty.apply_events() AS applied;
+SELECT customer_id LIKE 'erased:%' AS still_pseudonym, amount FROM loyalty.orders WHERE order_ref = 'ze-1';
+SELECT count(*) AS real_key_back FROM loyalty.customer_state WHERE customer_id = '30';
+
+DROP TABLE sc_erase_orders;

@@ -169,11 +169,24 @@ BEGIN
         SELECT order_ref, source_id, customer_id, amount, ordered_at, status, counted
           FROM unnest(checked) WHERE op = 'u' AND reason IS NULL
         ON CONFLICT (order_ref) DO UPDATE
-           SET customer_id = excluded.customer_id, amount = excluded.amount, ordered_at = excluded.ordered_at,
+           -- an erased customer's orders keep their pseudonym when the shop's
+           -- row changes later and still carries the erased key (a row moved
+           -- to another customer follows it)
+           SET customer_id = CASE WHEN o.customer_id LIKE 'erased:%'
+                                       AND EXISTS (SELECT 1 FROM loyalty.erasures e
+                                                    WHERE e.pseudonym = o.customer_id
+                                                      AND e.customer_hash = loyalty._contact_hash('customer', excluded.customer_id))
+                                  THEN o.customer_id ELSE excluded.customer_id END,
+               amount = excluded.amount, ordered_at = excluded.ordered_at,
                status = excluded.status, counted = excluded.counted, updated_at = now()
          WHERE o.source_id IS NOT DISTINCT FROM excluded.source_id
            AND (o.customer_id, o.amount, o.ordered_at, o.status, o.counted)
-               IS DISTINCT FROM (excluded.customer_id, excluded.amount, excluded.ordered_at, excluded.status, excluded.counted)
+               IS DISTINCT FROM (CASE WHEN o.customer_id LIKE 'erased:%'
+                                       AND EXISTS (SELECT 1 FROM loyalty.erasures e
+                                                    WHERE e.pseudonym = o.customer_id
+                                                      AND e.customer_hash = loyalty._contact_hash('customer', excluded.customer_id))
+                                  THEN o.customer_id ELSE excluded.customer_id END,
+                                 excluded.amount, excluded.ordered_at, excluded.status, excluded.counted)
         RETURNING o.customer_id
     )
     SELECT array_agg(DISTINCT customer_id) INTO affected FROM up;
