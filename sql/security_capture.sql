@@ -68,7 +68,8 @@ CALL loyalty.backfill('sc_orders', 1);
 -- only the trigger's typed values were read: the owner's casts never ran, the owner is not superuser
 SELECT count(*) AS evil_casts_run FROM sc_log;
 SELECT rolsuper AS owner_is_superuser FROM pg_roles WHERE rolname = 'sc_owner';
-SELECT order_ref, customer_id, status, counted FROM loyalty.orders ORDER BY order_ref;
+SELECT order_ref, CASE WHEN customer_id LIKE 'erased:%' THEN '(pseudonym)' ELSE customer_id END AS customer_id, status, counted
+  FROM loyalty.orders ORDER BY order_ref;   -- order 1's customer c1 was erased (deleted above): it keeps the pseudonym
 SELECT order_ref, delivered_at FROM loyalty.deliveries ORDER BY 1;
 SELECT customer_id, name, phone FROM loyalty.profiles ORDER BY 1;
 -- no PL/pgSQL trigger of loyalty's on the shop's tables reads rows: one C row trigger each
