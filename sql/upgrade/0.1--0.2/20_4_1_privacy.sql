@@ -1,0 +1,1 @@
+../../install/82_privacy.sql
