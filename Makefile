@@ -36,8 +36,11 @@ include $(PGXS)
 sql/$(EXTENSION)--$(EXTVERSION).sql: $(INSTALL_FRAGMENTS)
 	cat $^ > $@
 
-sql/$(EXTENSION)--$(PREV_VERSION)--$(EXTVERSION).sql: $(UPGRADE_FRAGMENTS)
-	cat $^ > $@
+# A line "-- @function loyalty.NAME" in an upgrade fragment stands for the
+# function's current definition in sql/install/ (sql/upgrade/build.pl).
+sql/$(EXTENSION)--$(PREV_VERSION)--$(EXTVERSION).sql: sql/upgrade/build.pl $(INSTALL_FRAGMENTS) $(UPGRADE_FRAGMENTS)
+	perl sql/upgrade/build.pl $(INSTALL_FRAGMENTS) -- $(UPGRADE_FRAGMENTS) > $@.tmp
+	mv $@.tmp $@
 
 # The three suites separately (test/run_tests.sh runs each and counts).
 .PHONY: installcheck-regress installcheck-isolation installcheck-tap

@@ -2,27 +2,11 @@
 -- (src/btyd_agg.c; sql/install/40_btyd.sql). An aggregate's support functions
 -- cannot be altered: bgnbd_fit and gamma_gamma_fit are recreated with the
 -- same signature (plpgsql callers are not dependencies), comments and grants.
+-- @function loyalty.btyd_fit_combine
 
-CREATE FUNCTION loyalty.btyd_fit_combine(internal, internal)
-RETURNS internal
-AS 'MODULE_PATHNAME', 'btyd_fit_combine'
-LANGUAGE C IMMUTABLE PARALLEL SAFE;
-COMMENT ON FUNCTION loyalty.btyd_fit_combine(internal, internal) IS
-    'combine function of the BTYD fitting aggregates: merges the collected rows of two partial states';
+-- @function loyalty.btyd_fit_serial
 
-CREATE FUNCTION loyalty.btyd_fit_serial(internal)
-RETURNS bytea
-AS 'MODULE_PATHNAME', 'btyd_fit_serial'
-LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
-COMMENT ON FUNCTION loyalty.btyd_fit_serial(internal) IS
-    'serialisation function of the BTYD fitting aggregates: a partial state''s rows, sorted';
-
-CREATE FUNCTION loyalty.btyd_fit_deserial(bytea, internal)
-RETURNS internal
-AS 'MODULE_PATHNAME', 'btyd_fit_deserial'
-LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
-COMMENT ON FUNCTION loyalty.btyd_fit_deserial(bytea, internal) IS
-    'deserialisation function of the BTYD fitting aggregates';
+-- @function loyalty.btyd_fit_deserial
 
 DROP AGGREGATE loyalty.bgnbd_fit(integer, double precision, double precision);
 CREATE AGGREGATE loyalty.bgnbd_fit(x integer, t_x double precision, t double precision) (
