@@ -4,14 +4,14 @@
 # Writes the upgrade script to standard output: the upgrade fragments in the
 # order given, with each line
 #
-#     -- @function loyalty.NAME        or        -- @view loyalty.NAME
+#     -- @function loyalty.NAME     (also @view, @table, @aggregate, @type)
 #
-# replaced by the current definition of that function (every overload) or
-# view taken from the install fragments, as CREATE OR REPLACE, followed by its
-# COMMENT statements (a view's columns' too). A changed function or view is so
-# written once, in sql/install/, and an upgrade cannot end with another body
-# than a fresh install. Fails on an unknown name and on a name claimed by two
-# directives.
+# replaced by the current definition of that object taken from the install
+# fragments (a function's or aggregate's every overload; functions and views
+# as CREATE OR REPLACE), followed by its COMMENT statements (a relation's or
+# type's columns' too). A changed function or a new table is so written once,
+# in sql/install/, and an upgrade cannot end with another body than a fresh
+# install. Fails on an unknown name and on a name claimed by two directives.
 use strict;
 use warnings;
 
@@ -96,14 +96,17 @@ for my $f (@install) {
 		my @lines = split /\n/, $st, -1;
 		shift @lines while @lines && $lines[0] =~ /^\s*(--.*)?$/;
 		my $body = join "\n", @lines;
-		if ($body =~ /^CREATE (?:OR REPLACE )?(FUNCTION|VIEW) loyalty\.(\w+)[\s(]/) {
+		if ($body =~ /^CREATE (?:OR REPLACE )?(FUNCTION|VIEW|TABLE|AGGREGATE|TYPE) loyalty\.(\w+)[\s(]/) {
 			my $key = lc($1) . " $2";
 			$body =~ s/^CREATE (FUNCTION|VIEW)/CREATE OR REPLACE $1/;
 			push @{ $defs{$key} }, $body;
-		} elsif ($body =~ /^COMMENT ON FUNCTION loyalty\.(\w+)\(/) {
-			push @{ $comments{"function $1"} }, $body;
-		} elsif ($body =~ /^COMMENT ON (?:VIEW loyalty\.(\w+) |COLUMN loyalty\.(\w+)\.)/) {
-			push @{ $comments{'view ' . ($1 // $2)} }, $body;
+		} elsif ($body =~ /^COMMENT ON (FUNCTION|AGGREGATE) loyalty\.(\w+)\(/) {
+			push @{ $comments{lc($1) . " $2"} }, $body;
+		} elsif ($body =~ /^COMMENT ON (VIEW|TABLE|TYPE) loyalty\.(\w+) /) {
+			push @{ $comments{lc($1) . " $2"} }, $body;
+		} elsif ($body =~ /^COMMENT ON COLUMN loyalty\.(\w+)\./) {
+			# a column of a view, table or type: kept under each, used by the one that exists
+			push @{ $comments{"$_ $1"} }, $body for qw(view table type);
 		}
 	}
 }
@@ -114,7 +117,7 @@ for my $f (@upgrade) {
 	my $lineno = 0;
 	for my $line (split /^/, $text) {
 		$lineno++;
-		if ($line =~ /^--\s*\@(function|view)\s+loyalty\.(\w+)\s*$/) {
+		if ($line =~ /^--\s*\@(function|view|table|aggregate|type)\s+loyalty\.(\w+)\s*$/) {
 			my $key = "$1 $2";
 			die "build.pl: $f:$lineno: no $1 loyalty.$2 in sql/install\n"
 				unless $defs{$key};

@@ -47,21 +47,7 @@ GRANT EXECUTE ON FUNCTION loyalty._check_condition(text) TO loyalty_admin;
 -- @function loyalty._condition_errors
 
 -- One row per campaign whose condition ever failed: the last failure.
-CREATE TABLE loyalty.campaign_errors (
-    campaign_id     integer PRIMARY KEY,
-    failures        bigint NOT NULL DEFAULT 1,
-    first_failed_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    last_failed_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    as_of           timestamptz NOT NULL,
-    sqlstate        text NOT NULL,
-    message         text NOT NULL,
-    condition       text
-);
-COMMENT ON TABLE loyalty.campaign_errors IS
-'Custom campaigns whose condition failed in a loyalty.enqueue_due() run: the last failure per campaign (the others ran)';
-COMMENT ON COLUMN loyalty.campaign_errors.failures IS 'runs in which the condition failed, in all';
-COMMENT ON COLUMN loyalty.campaign_errors.sqlstate IS 'the error''s SQLSTATE, e.g. 22012 division by zero';
-COMMENT ON COLUMN loyalty.campaign_errors.condition IS 'the condition as it was when it failed';
+-- @table loyalty.campaign_errors
 
 -- enqueue_due inserts loyalty._condition_errors() rows; this keeps one row per campaign.
 -- @function loyalty._campaign_error_upsert

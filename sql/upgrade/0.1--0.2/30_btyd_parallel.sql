@@ -9,30 +9,10 @@
 -- @function loyalty.btyd_fit_deserial
 
 DROP AGGREGATE loyalty.bgnbd_fit(integer, double precision, double precision);
-CREATE AGGREGATE loyalty.bgnbd_fit(x integer, t_x double precision, t double precision) (
-    SFUNC = loyalty.bgnbd_fit_trans,
-    STYPE = internal,
-    FINALFUNC = loyalty.bgnbd_fit_final,
-    COMBINEFUNC = loyalty.btyd_fit_combine,
-    SERIALFUNC = loyalty.btyd_fit_serial,
-    DESERIALFUNC = loyalty.btyd_fit_deserial,
-    PARALLEL = SAFE
-);
-COMMENT ON AGGREGATE loyalty.bgnbd_fit(integer, double precision, double precision) IS
-    'maximum-likelihood BG/NBD fit over customers (x repeat purchases, last at t_x, observed for t); rows with a NULL are skipped; NULL for no rows';
+-- @aggregate loyalty.bgnbd_fit
 
 DROP AGGREGATE loyalty.gamma_gamma_fit(integer, double precision);
-CREATE AGGREGATE loyalty.gamma_gamma_fit(x integer, mean_value double precision) (
-    SFUNC = loyalty.gamma_gamma_fit_trans,
-    STYPE = internal,
-    FINALFUNC = loyalty.gamma_gamma_fit_final,
-    COMBINEFUNC = loyalty.btyd_fit_combine,
-    SERIALFUNC = loyalty.btyd_fit_serial,
-    DESERIALFUNC = loyalty.btyd_fit_deserial,
-    PARALLEL = SAFE
-);
-COMMENT ON AGGREGATE loyalty.gamma_gamma_fit(integer, double precision) IS
-    'maximum-likelihood Gamma-Gamma fit of spend per transaction over repeat buyers (x > 0, mean_value > 0); rows with x = 0 or a NULL are skipped; NULL for no rows';
+-- @aggregate loyalty.gamma_gamma_fit
 
 REVOKE ALL ON FUNCTION
     loyalty.bgnbd_fit(integer, double precision, double precision),

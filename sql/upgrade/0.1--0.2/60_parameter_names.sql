@@ -8,9 +8,7 @@
 -- dropped and created again too, with the same columns.
 DROP VIEW loyalty.model_validation;
 DROP FUNCTION loyalty.validate_models(integer);
-CREATE TYPE loyalty.holdout_check AS (
-    model text, calibration_repeats text, customers bigint, predicted_avg float8, actual_avg float8,
-    predicted_total float8, actual_total bigint, holdout_days integer, fit_converged boolean, mae float8);
+-- @type loyalty.holdout_check
 -- @function loyalty.validate_models
 -- @view loyalty.model_validation
 REVOKE ALL ON FUNCTION loyalty.validate_models(integer) FROM PUBLIC;

@@ -3,8 +3,8 @@
 -- the ops_hold decision and status, cancelling held customers' pending
 -- marketing messages. The functions carry their install bodies
 -- (sql/install/71_0_ops_hold.sql, 70_journeys.sql, 71_journeys_due.sql,
--- 72_journeys_report.sql); _due_messages, enqueue_due and
--- campaign_performance were last redefined in 40_decisions.sql.
+-- 72_journeys_report.sql); _due_messages and enqueue_due were last
+-- redefined in 40_decisions.sql.
 
 ALTER TABLE loyalty.campaigns ADD COLUMN purpose text NOT NULL DEFAULT 'marketing' CHECK (purpose IN ('marketing', 'service'));
 COMMENT ON COLUMN loyalty.campaigns.purpose IS 'marketing (held while the customer has an order issue: ops_hold) or service';
