@@ -221,6 +221,9 @@ SELECT loyalty.earn('c5', 25, 'goodwill for Name Of C5', 'goodwill:c5') > 0 AS e
 INSERT INTO loyalty.rejected_rows (source_id, order_ref, reason, row_data)
 VALUES (1, 'x-1', 'test', jsonb_build_object('customer_id', 'c5', 'email', 'c5@example.com', 'amount', '10')),
        (1, 'c5', 'test', jsonb_build_object('customer_id', 'c6', 'order_ref', 'c5', 'amount', '10'));
+-- a tracking code opens the parcel, with the address, at the carrier
+SELECT loyalty.record_shipment_event(o, 'in_transit', '2026-05-02 10:00+00', 'TRK-' || o, jsonb_build_object('to', 'Name Of C' || substr(o, 2, 1))) > 0 AS tracked
+  FROM unnest(ARRAY['o5-1', 'o6-1']) o;
 SELECT jsonb_object_keys(loyalty.export_customer('c5')) AS export_has ORDER BY 1;
 SELECT e -> 'profile' ->> 'email' AS email, jsonb_array_length(e -> 'orders') AS orders,
        jsonb_array_length(e -> 'consent_history') AS consent_changes, jsonb_array_length(e -> 'points_ledger') AS ledger_entries,
@@ -244,9 +247,10 @@ BEGIN
         IF rows > 0 THEN RETURN NEXT; END IF;
     END LOOP;
 END $$;
-SELECT * FROM pg_temp.mentions('c5@example\.com|555 0105|Name Of C5|1980-06-01|"c5"|[(,]c5[),]|:c5\M|\mc5:');
+SELECT * FROM pg_temp.mentions('c5@example\.com|555 0105|Name Of C5|1980-06-01|"c5"|[(,]c5[),]|:c5\M|\mc5:|TRK-o5-1');
 -- the control: the same scan finds another customer everywhere they are
-SELECT count(*) > 5 AS control_found FROM pg_temp.mentions('c6@example\.com|[(,]c6[),]');
+SELECT (SELECT count(*) > 5 FROM pg_temp.mentions('c6@example\.com|[(,]c6[),]')) AS control_found,
+       (SELECT count(*) FROM loyalty.shipment_events WHERE tracking_code = 'TRK-o6-1') AS other_tracking_kept;
 -- what the shop must keep is kept, under the pseudonym
 SELECT e.pseudonym = a.customer_id AS same_pseudonym, a.balance AS balance_after,
        (SELECT sum(amount) FROM loyalty.orders o WHERE o.customer_id = e.pseudonym) AS spend_after,

@@ -193,10 +193,14 @@ BEGIN
     GET DIAGNOSTICS n = ROW_COUNT; done := done || jsonb_build_object('ledger', n);
 
     -- operations data is keyed by order: carrier details and return reasons
-    -- can name the customer (recipient, address), so they go; times stay
+    -- can name the customer (recipient, address), and a tracking code opens
+    -- the parcel's page at the carrier, so they go; times and statuses stay
+    -- (the code becomes erased:<event_id>, unique as the events' key needs)
     IF to_regclass('loyalty.shipment_events') IS NOT NULL THEN
-        UPDATE loyalty.shipment_events e SET detail = NULL
-         WHERE e.detail IS NOT NULL
+        UPDATE loyalty.shipment_events e
+           SET detail = NULL,
+               tracking_code = CASE WHEN e.tracking_code IS NOT NULL THEN 'erased:' || e.event_id END
+         WHERE (e.detail IS NOT NULL OR e.tracking_code IS NOT NULL)
            AND e.order_ref IN (SELECT o.order_ref FROM loyalty.orders o WHERE o.customer_id = cid);
         GET DIAGNOSTICS n = ROW_COUNT; done := done || jsonb_build_object('shipment_events', n);
         UPDATE loyalty.order_returns r SET reason = NULL
