@@ -114,6 +114,11 @@ SELECT s.source_id, s.relation_schema || '.' || s.relation_name AS source, r.rea
  WHERE r.resolved_at IS NULL
  GROUP BY s.source_id, s.relation_schema, s.relation_name, r.reason;
 COMMENT ON VIEW loyalty.rejected_summary IS 'Open rejected shop rows per source and reason';
+COMMENT ON COLUMN loyalty.rejected_summary.source_id IS 'the attached table (loyalty.sources or loyalty.customer_sources; they share ids)';
+COMMENT ON COLUMN loyalty.rejected_summary.source IS 'schema.table of the attached table';
+COMMENT ON COLUMN loyalty.rejected_summary.reason IS 'why loyalty could not use the rows (e.g. customer is null, amount is negative)';
+COMMENT ON COLUMN loyalty.rejected_summary.first_rejected_at IS 'when the oldest of these rows was rejected';
+COMMENT ON COLUMN loyalty.rejected_summary.last_rejected_at IS 'when the newest of these rows was rejected';
 COMMENT ON COLUMN loyalty.rejected_summary.rows IS 'rows waiting to be fixed and replayed';
 
 -- Apply order changes (latest per order wins). Invalid rows are rejected, and an

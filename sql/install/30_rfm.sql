@@ -83,7 +83,7 @@ CREATE FUNCTION loyalty.configure_rfm(bins integer DEFAULT 5, mode text DEFAULT 
                                       recency_bounds float8[] DEFAULT NULL,
                                       frequency_bounds float8[] DEFAULT NULL,
                                       monetary_bounds float8[] DEFAULT NULL)
-RETURNS void
+RETURNS loyalty.rfm_config
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -130,10 +130,11 @@ BEGIN
            frequency_bounds = configure_rfm.frequency_bounds, monetary_bounds = configure_rfm.monetary_bounds;
     -- bounds of the old setting no longer apply
     DELETE FROM loyalty.rfm_bounds;
+    RETURN (SELECT c FROM loyalty.rfm_config c);
 END
 $$;
 COMMENT ON FUNCTION loyalty.configure_rfm(integer, text, float8[], float8[], float8[]) IS
-'Set RFM bins and mode (quantile, or fixed thresholds); refused when the segment rules are written for another number of bins; takes effect at the next loyalty.refresh()';
+'Set RFM bins and mode (quantile, or fixed thresholds); refused when the segment rules are written for another number of bins; takes effect at the next loyalty.refresh(); returns the settings in force';
 
 CREATE VIEW loyalty.customer_segments AS
 SELECT s.customer_id,
@@ -167,6 +168,8 @@ SELECT segment,
   FROM loyalty.customer_segments
  GROUP BY segment;
 COMMENT ON VIEW loyalty.segment_summary IS 'Customers, share, revenue, average order value and recency per RFM segment';
+COMMENT ON COLUMN loyalty.segment_summary.segment IS 'named segment from loyalty.segment_rules (Other when no rule matches)';
+COMMENT ON COLUMN loyalty.segment_summary.customers IS 'scored customers in the segment';
 COMMENT ON COLUMN loyalty.segment_summary.share_pct IS 'percent of scored customers';
 COMMENT ON COLUMN loyalty.segment_summary.revenue IS 'net spend of the segment''s customers';
 COMMENT ON COLUMN loyalty.segment_summary.avg_order_value IS 'revenue / counted orders';

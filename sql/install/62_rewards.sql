@@ -638,6 +638,8 @@ SELECT a.customer_id,
          WHERE p.customer_id = a.customer_id AND p.remaining > 0 AND (p.expires_at IS NULL OR p.expires_at > now())) l ON true
   LEFT JOIN loyalty.customer_tiers t ON t.customer_id = a.customer_id;
 COMMENT ON VIEW loyalty.balances IS 'Points per customer now (as loyalty.balance()), with debt and tier';
+COMMENT ON COLUMN loyalty.balances.customer_id IS 'the shop''s customer key, as text';
+COMMENT ON COLUMN loyalty.balances.updated_at IS 'when the customer''s points last changed';
 COMMENT ON COLUMN loyalty.balances.available IS 'points the customer can spend now (less debt)';
 COMMENT ON COLUMN loyalty.balances.pending IS 'points earned but not yet available (return window, future available_at)';
 COMMENT ON COLUMN loyalty.balances.debt IS 'points owed after refunds of orders whose points were already spent (refund_policy debt)';
@@ -660,6 +662,10 @@ SELECT sum(b.available) FILTER (WHERE b.available > 0) AS available_points,
   LEFT JOIN loyalty.balances b ON true
  GROUP BY s.point_value;
 COMMENT ON VIEW loyalty.liability IS 'Points the shop owes its customers and their value at rewards_settings.point_value';
+COMMENT ON COLUMN loyalty.liability.available_points IS 'points customers can spend now (customers with a positive balance)';
+COMMENT ON COLUMN loyalty.liability.pending_points IS 'points earned but not yet available';
+COMMENT ON COLUMN loyalty.liability.point_value IS 'value of one point in the shop''s currency (rewards_settings.point_value)';
+COMMENT ON COLUMN loyalty.liability.customers_with_points IS 'customers with available or pending points';
 COMMENT ON COLUMN loyalty.liability.outstanding_points IS 'available plus pending points (not yet expired)';
 COMMENT ON COLUMN loyalty.liability.outstanding_value IS 'outstanding_points times point_value, in the shop''s currency';
 COMMENT ON COLUMN loyalty.liability.debt_points IS 'points customers owe after refunds (not counted against the liability)';
@@ -1276,6 +1282,15 @@ CREATE VIEW loyalty.points_history AS
 SELECT l.entry_id, l.customer_id, l.kind, l.points, l.order_ref, l.lot_id, l.available_at, l.expires_at, l.created_at
   FROM loyalty.ledger l;
 COMMENT ON VIEW loyalty.points_history IS 'Every change of a customer''s points (the ledger) without its free text: reason, idempotency key, detail and author are for staff (loyalty_support)';
+COMMENT ON COLUMN loyalty.points_history.entry_id IS 'the ledger entry, in the order entries were written';
+COMMENT ON COLUMN loyalty.points_history.customer_id IS 'the shop''s customer key, as text';
+COMMENT ON COLUMN loyalty.points_history.kind IS 'earn, redeem, expire, reverse (points of a refunded order taken back) or adjust';
+COMMENT ON COLUMN loyalty.points_history.points IS 'signed: earn > 0; redeem, expire, reverse <= 0; adjust either';
+COMMENT ON COLUMN loyalty.points_history.order_ref IS 'the order the points are for (order points and their reversals); NULL otherwise';
+COMMENT ON COLUMN loyalty.points_history.lot_id IS 'for expire: the lot expired';
+COMMENT ON COLUMN loyalty.points_history.available_at IS 'for earn: when the points become spendable';
+COMMENT ON COLUMN loyalty.points_history.expires_at IS 'for earn: when the points expire (NULL: never)';
+COMMENT ON COLUMN loyalty.points_history.created_at IS 'when the entry was written';
 GRANT SELECT ON loyalty.balances, loyalty.liability, loyalty.tiers, loyalty.customer_tiers, loyalty.tier_history,
                 loyalty.points_history, loyalty.earn_rules TO loyalty_reader;
 GRANT SELECT ON loyalty.ledger, loyalty.points_problems TO loyalty_support;

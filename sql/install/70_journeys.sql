@@ -663,6 +663,24 @@ COMMENT ON FUNCTION loyalty.journey_context_at(timestamptz) IS 'Per-customer con
 CREATE VIEW loyalty.journey_context AS SELECT * FROM loyalty.journey_context_at(pg_catalog.now());
 COMMENT ON VIEW loyalty.journey_context IS
 'What a custom campaign''s condition can use, per customer with orders: profile, order aggregates, RFM scores and segment, points, tier';
+COMMENT ON COLUMN loyalty.journey_context.customer_id IS 'the shop''s customer key, as text (customers with orders)';
+COMMENT ON COLUMN loyalty.journey_context.name IS 'the customer''s name (loyalty.profiles)';
+COMMENT ON COLUMN loyalty.journey_context.email IS 'the customer''s email address';
+COMMENT ON COLUMN loyalty.journey_context.phone IS 'the customer''s phone number';
+COMMENT ON COLUMN loyalty.journey_context.birthday IS 'the customer''s birthday';
+COMMENT ON COLUMN loyalty.journey_context.time_zone IS 'the customer''s IANA time zone (NULL: journey_settings.default_time_zone)';
+COMMENT ON COLUMN loyalty.journey_context.orders IS 'counted orders (status in the counted set, not fully refunded)';
+COMMENT ON COLUMN loyalty.journey_context.first_order_at IS 'time of the first counted order';
+COMMENT ON COLUMN loyalty.journey_context.last_order_at IS 'time of the last counted order';
+COMMENT ON COLUMN loyalty.journey_context.days_since_last_order IS 'UTC calendar days from the last counted order to now (loyalty._utc_days)';
+COMMENT ON COLUMN loyalty.journey_context.net_spend IS 'spend on counted orders less refunds';
+COMMENT ON COLUMN loyalty.journey_context.avg_spend IS 'net spend per counted order';
+COMMENT ON COLUMN loyalty.journey_context.r_score IS 'RFM recency score, 1 (longest ago) to bins (most recent)';
+COMMENT ON COLUMN loyalty.journey_context.f_score IS 'RFM frequency score, 1 (fewest orders) to bins';
+COMMENT ON COLUMN loyalty.journey_context.m_score IS 'RFM monetary score, 1 (lowest spend) to bins';
+COMMENT ON COLUMN loyalty.journey_context.segment IS 'named RFM segment (loyalty.segment_rules)';
+COMMENT ON COLUMN loyalty.journey_context.points IS 'the customer''s point balance (0: no account)';
+COMMENT ON COLUMN loyalty.journey_context.tier IS 'the customer''s tier (NULL: none)';
 
 -- Fill a kind's parameter defaults and check them; raises on anything wrong.
 CREATE FUNCTION loyalty._campaign_params(p_kind text, p_params jsonb, p_condition text)
