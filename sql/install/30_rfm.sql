@@ -10,6 +10,7 @@ CREATE TABLE loyalty.rfm_config (
 );
 INSERT INTO loyalty.rfm_config DEFAULT VALUES;
 COMMENT ON TABLE loyalty.rfm_config IS 'RFM settings; change them with loyalty.configure_rfm()';
+SELECT pg_catalog.pg_extension_config_dump('loyalty.rfm_config', '');
 
 CREATE TABLE loyalty.rfm_bounds (
     singleton        boolean PRIMARY KEY DEFAULT true CHECK (singleton),
@@ -22,6 +23,8 @@ CREATE TABLE loyalty.rfm_bounds (
     computed_at      timestamptz NOT NULL
 );
 COMMENT ON TABLE loyalty.rfm_bounds IS 'RFM bin bounds in force (written by loyalty.refresh())';
+-- derived, but dumped too, so that a restored database works at once
+SELECT pg_catalog.pg_extension_config_dump('loyalty.rfm_bounds', '');
 COMMENT ON COLUMN loyalty.rfm_bounds.recency_bounds IS 'days since last order; a customer at or below the k-th bound is in the k-th most recent bin';
 
 CREATE TABLE loyalty.segment_rules (
@@ -36,6 +39,7 @@ CREATE TABLE loyalty.segment_rules (
     CHECK (r_min <= r_max AND f_min <= f_max AND m_min <= m_max)
 );
 COMMENT ON TABLE loyalty.segment_rules IS 'Named RFM segments: the first rule (by position) whose score ranges hold wins; no match is ''Other''';
+SELECT pg_catalog.pg_extension_config_dump('loyalty.segment_rules', '');
 
 -- Default rules: the rfm R package (rsquaredacademy), vignette
 -- 'rfm-customer-level-data', ranges inclusive on 1..5 scores.
@@ -61,6 +65,8 @@ CREATE TABLE loyalty.customer_rfm (
     scored_at   timestamptz NOT NULL
 );
 COMMENT ON TABLE loyalty.customer_rfm IS 'RFM scores per customer; a row is rewritten only when its scores change';
+-- derived, but dumped too, so that a restored database works at once
+SELECT pg_catalog.pg_extension_config_dump('loyalty.customer_rfm', '');
 
 -- Score customers in C (src/rfm.c). p_full: recompute bounds (quantile mode)
 -- and score everyone; else score up to p_limit queued customers.

@@ -15,6 +15,7 @@ CREATE TABLE loyalty.model_settings (
 );
 INSERT INTO loyalty.model_settings DEFAULT VALUES;
 COMMENT ON TABLE loyalty.model_settings IS 'Settings of the churn and lifetime value models';
+SELECT pg_catalog.pg_extension_config_dump('loyalty.model_settings', '');
 COMMENT ON COLUMN loyalty.model_settings.horizon_days IS 'horizon of expected purchases and CLV';
 COMMENT ON COLUMN loyalty.model_settings.margin IS 'share of revenue that is profit, applied to CLV (1 = revenue CLV)';
 COMMENT ON COLUMN loyalty.model_settings.annual_discount_rate IS 'yearly discount rate for CLV (0 = none)';
@@ -112,6 +113,7 @@ CREATE TABLE loyalty.model_fits (
 );
 CREATE INDEX model_fits_latest_idx ON loyalty.model_fits (model, fit_id DESC) WHERE status = 'fitted';
 COMMENT ON TABLE loyalty.model_fits IS 'Every model fit with its diagnostics; scores use the newest fitted row per model';
+SELECT pg_catalog.pg_extension_config_dump('loyalty.model_fits', '');
 
 -- Per-customer model inputs in days (BTYD convention: one transaction per
 -- purchase day; x = repeat purchase days, t_x = first to last purchase day,

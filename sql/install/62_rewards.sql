@@ -178,9 +178,6 @@ CREATE TABLE loyalty.points_problems (
 );
 COMMENT ON TABLE loyalty.points_problems IS 'Orders whose points could not be updated by the trigger; loyalty.retry_points_problems() retries them';
 
-ALTER TABLE loyalty.sources ADD COLUMN delivered_at_column text;
-COMMENT ON COLUMN loyalty.sources.delivered_at_column IS 'delivery time column (loyalty.track_deliveries): order points become available a return window after it';
-
 CREATE AGGREGATE loyalty._product(numeric) (SFUNC = pg_catalog.numeric_mul, STYPE = numeric, INITCOND = '1');
 
 -- ---------------------------------------------------------------- checks

@@ -102,6 +102,7 @@ CREATE TABLE loyalty.outbox_settings (
 );
 INSERT INTO loyalty.outbox_settings DEFAULT VALUES;
 COMMENT ON TABLE loyalty.outbox_settings IS 'Sender settings (one row); change with loyalty.configure_outbox()';
+SELECT pg_catalog.pg_extension_config_dump('loyalty.outbox_settings', '');
 COMMENT ON COLUMN loyalty.outbox_settings.max_attempts IS 'claims a message gets; a failure (or an expired lease) on the last one makes it dead';
 COMMENT ON COLUMN loyalty.outbox_settings.backoff_base IS 'wait after the first failure; doubled after each further one';
 COMMENT ON COLUMN loyalty.outbox_settings.backoff_max IS 'the longest wait between attempts';

@@ -15,10 +15,8 @@
 -- where start = coalesce(active_from, activated_at): occasions before the
 -- campaign was switched on are never messaged.
 
--- Indexes the occasion ranges use.
-CREATE INDEX orders_ordered_at_idx ON loyalty.orders (ordered_at);
-CREATE INDEX customer_state_first_order_idx ON loyalty.customer_state (first_order_at);
-CREATE INDEX customer_state_last_order_idx ON loyalty.customer_state (last_order_at);
+-- (the occasion ranges use orders_ordered_at_idx, customer_state_first_order_idx
+-- and customer_state_last_order_idx, created with their tables)
 
 -- Per campaign, the as_of of the last enqueue_due run (the lower end of the
 -- expiry range: occasions before it were seen by that run).
@@ -29,6 +27,7 @@ CREATE TABLE loyalty.journey_runs (
     campaign_updated_at timestamptz
 );
 COMMENT ON TABLE loyalty.journey_runs IS 'Per campaign: as_of and time of the last loyalty.enqueue_due() run, and the campaign''s updated_at it ran with';
+SELECT pg_catalog.pg_extension_config_dump('loyalty.journey_runs', '');
 
 -- Customers whose orders changed (loyalty._recompute_customers) or whose
 -- win-back lapse moved with a new fit (loyalty._journeys_refitted), since
@@ -38,6 +37,7 @@ CREATE TABLE loyalty.journey_changes (
     customer_id text NOT NULL
 );
 COMMENT ON TABLE loyalty.journey_changes IS 'Customers whose occasions may have changed since the last loyalty.enqueue_due() run';
+SELECT pg_catalog.pg_extension_config_dump('loyalty.journey_changes', '');
 
 CREATE TYPE loyalty.journey_occasion AS (
     campaign_id integer,

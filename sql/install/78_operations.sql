@@ -81,6 +81,8 @@ COMMENT ON TABLE loyalty.order_lifecycle IS
 'Stage times of watched orders, as reported by loyalty.record_fulfilment() (an order is watched from its first record_* call)';
 COMMENT ON COLUMN loyalty.order_lifecycle.dispatched_at IS 'handed to the carrier, as reported (loyalty.order_stages has the effective dispatch time)';
 COMMENT ON COLUMN loyalty.order_lifecycle.dispatch_by IS 'the order''s own dispatch deadline (wins over operations_settings.dispatch_within)';
+-- delivered_check_in campaigns search the deliveries in their window (79_notices.sql)
+CREATE INDEX order_lifecycle_delivered_idx ON loyalty.order_lifecycle (delivered_at);
 
 -- Promises are a ledger: revision 1 is the promise made at checkout;
 -- lateness is measured against it, later revisions are kept for notices.
@@ -223,6 +225,8 @@ CREATE TABLE loyalty.order_issues (
 );
 CREATE INDEX order_issues_open_idx ON loyalty.order_issues (opened_at) WHERE resolved_at IS NULL;
 CREATE INDEX order_issues_customer_idx ON loyalty.order_issues (customer_id);
+-- service notices search the issues opened in their validity window (79_notices.sql)
+CREATE INDEX order_issues_opened_idx ON loyalty.order_issues (opened_at);
 COMMENT ON TABLE loyalty.order_issues IS 'Post-purchase issues found by loyalty.scan_operations(): one per order and kind, ever';
 COMMENT ON COLUMN loyalty.order_issues.kind IS 'late_dispatch, late_delivery, stalled_parcel, delivery_failed, slow_refund, payment_pending';
 COMMENT ON COLUMN loyalty.order_issues.opened_at IS 'when the SLA was breached (the deadline, or the failure event), not when a scan saw it';

@@ -501,8 +501,7 @@ BEGIN
 END
 $$;
 
-CREATE INDEX order_issues_opened_idx ON loyalty.order_issues (opened_at);
-CREATE INDEX order_lifecycle_delivered_idx ON loyalty.order_lifecycle (delivered_at);
+-- (order_issues_opened_idx and order_lifecycle_delivered_idx: with their tables, 70_operations.sql)
 
 CREATE FUNCTION loyalty._ops_staff_alerts(p_as_of timestamptz)
 RETURNS bigint
