@@ -224,7 +224,7 @@ loyalty_as_text(PG_FUNCTION_ARGS)
 	if (PG_ARGISNULL(0))
 		PG_RETURN_NULL();
 	if (!OidIsValid(typid))
-		elog(ERROR, "loyalty._as_text: could not determine the argument type");
+		elog(ERROR, "could not determine the argument type of loyalty._as_text()");
 	getTypeOutputInfo(typid, &typoutput, &typisvarlena);
 	PG_RETURN_TEXT_P(cstring_to_text(OidOutputFunctionCall(typoutput, PG_GETARG_DATUM(0))));
 }

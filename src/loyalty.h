@@ -6,6 +6,7 @@
 
 #include "utils/guc.h"
 #include "utils/numeric.h"
+#include "utils/relcache.h"
 #include "utils/timestamp.h"
 
 /* GUCs (worker.c) */
@@ -31,6 +32,10 @@ extern const char *LoyaltyKeyProblem(const char *s, int len);
 extern const char *LoyaltyKeyProblemMax(const char *s, int len, int max_chars);
 extern const char *LoyaltyAmountProblem(Numeric n);
 extern const char *LoyaltyTimeProblem(TimestampTz t, TimestampTz reference, bool check_future);
+
+/* loyalty's own tables and columns by name (relations.c) */
+extern Oid	LoyaltyRelid(const char *name);
+extern AttrNumber LoyaltyAttnum(Relation rel, const char *name);
 
 /* Module initialisation, called from _PG_init */
 extern void LoyaltyWorkerInit(void);
