@@ -382,7 +382,7 @@ LedgerArgsOk(FunctionCallInfo fcinfo)
 		return false;
 	/* empty or blank customers and keys, reserved keys: the SQL path says why */
 	if (VARSIZE_ANY_EXHDR(customer) == 0 || strspn(text_to_cstring(customer), " ") == VARSIZE_ANY_EXHDR(customer) ||
-		strspn(k, " ") == strlen(k) || strncmp(k, "loyalty:", 8) == 0)
+		strspn(k, " ") == strlen(k) || LoyaltyKeyReserved(k, strlen(k)))
 		return false;
 	return true;
 }
@@ -451,7 +451,7 @@ ledger_earn(PG_FUNCTION_ARGS)
 	PG_RETURN_INT64(id);
 }
 
-/* first-expiring first; never-expiring last; then oldest lot */
+/* first-expiring first; never-expiring last; then oldest lot (the SQL paths: loyalty._take_points) */
 static int
 LotCompare(const void *a, const void *b)
 {

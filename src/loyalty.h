@@ -27,9 +27,12 @@ extern int	loyalty_max_points_per_entry;
  * customer keys have the same limit (62_rewards.sql _check_customer) */
 #define LOYALTY_MAX_KEY_CHARS 200
 #define LOYALTY_MAX_AMOUNT "1000000000000"
+/* keys under this prefix are loyalty's own (order points, expiry, staff messages) */
+#define LOYALTY_RESERVED_KEY_PREFIX "loyalty:"
 
 extern const char *LoyaltyKeyProblem(const char *s, int len);
 extern const char *LoyaltyKeyProblemMax(const char *s, int len, int max_chars);
+extern bool LoyaltyKeyReserved(const char *s, int len);
 extern const char *LoyaltyAmountProblem(Numeric n);
 extern const char *LoyaltyTimeProblem(TimestampTz t, TimestampTz reference, bool check_future);
 

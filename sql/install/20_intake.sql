@@ -384,6 +384,13 @@ RETURNS text
 LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
 AS 'MODULE_PATHNAME', 'loyalty_key_problem';
 
+-- keys under the prefix 'loyalty:' are loyalty's own (order points, expiry,
+-- its staff's messages); the rule is src/capture.c's, as the ledger's C path
+CREATE FUNCTION loyalty._key_reserved(value text)
+RETURNS boolean
+LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'loyalty_key_reserved';
+
 CREATE FUNCTION loyalty.check_key(value text, what text DEFAULT 'key')
 RETURNS text
 LANGUAGE c IMMUTABLE PARALLEL SAFE

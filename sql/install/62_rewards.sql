@@ -240,7 +240,7 @@ BEGIN
               USING ERRCODE = 'invalid_parameter_value',
                     HINT = 'Pass a key that names this one request, e.g. ''signup-bonus:42'': at most 500 characters, no control characters, tabs or Unicode spaces.';
     END IF;
-    IF p_key LIKE 'loyalty:%' THEN
+    IF loyalty._key_reserved(p_key) THEN
         RAISE EXCEPTION 'idempotency keys starting with "loyalty:" are reserved'
               USING ERRCODE = 'invalid_parameter_value', HINT = 'loyalty writes order points and expiry under such keys; choose another prefix.';
     END IF;
@@ -316,6 +316,8 @@ $$;
 -- Take up to p_points from a customer's lots, oldest expiry first: lots of
 -- p_order_ref first (a reversal takes back the order's own points), then
 -- available lots, then pending ones if p_pending. Returns the points taken.
+-- The FIFO order of the SQL paths (redeem, reversals); src/ledger.c's
+-- LotCompare is the same order for the C redeem.
 CREATE FUNCTION loyalty._take_points(p_customer text, p_points bigint, p_as_of timestamptz,
                                      p_pending boolean, p_order_ref text DEFAULT NULL)
 RETURNS bigint
@@ -394,7 +396,6 @@ DECLARE
     k text := _earn_sql.idempotency_key;
     owed bigint;
     id bigint;
-    done boolean;
 BEGIN
     PERFORM loyalty._check_request(c, p, k);
     IF expires_at IS NOT NULL AND (NOT isfinite(expires_at) OR expires_at <= now()) THEN
@@ -410,41 +411,15 @@ BEGIN
               USING ERRCODE = 'invalid_parameter_value', HINT = 'Points must become available before they expire.';
     END IF;
 
-    -- Fast path, one statement: the entry, then the account (locked by this
-    -- UPDATE, which re-reads the newest row version) when it owes no debt,
-    -- then the lot. A taken key inserts nothing and changes nothing.
-    WITH e AS (
-        INSERT INTO loyalty.ledger AS l (customer_id, kind, points, idempotency_key, reason, available_at, expires_at)
-        VALUES (c, 'earn', p, k, _earn_sql.reason, _earn_sql.available_at, _earn_sql.expires_at)
-        ON CONFLICT ON CONSTRAINT ledger_idempotency_key_key DO NOTHING
-        RETURNING l.entry_id
-    ), acc AS (
-        UPDATE loyalty.accounts a
-           SET balance = a.balance + p, lifetime_earned = a.lifetime_earned + p, updated_at = now()
-         WHERE a.customer_id = c AND a.debt = 0 AND EXISTS (SELECT 1 FROM e)
-        RETURNING 1
-    ), lot AS (
-        INSERT INTO loyalty.point_lots (lot_id, customer_id, points, remaining, available_at, expires_at)
-        SELECT e.entry_id, c, p, p, coalesce(_earn_sql.available_at, '-infinity'), _earn_sql.expires_at
-          FROM e WHERE EXISTS (SELECT 1 FROM acc)
-        RETURNING 1
-    )
-    SELECT e.entry_id, EXISTS (SELECT 1 FROM lot) INTO id, done FROM e;
+    -- The account locked (created for a new customer), then the one earn
+    -- write (loyalty._add_points): entry, lot, account; the new points pay
+    -- the customer's debt first. A taken key writes nothing: a replay (or an
+    -- error, which undoes the account just created).
+    owed := (loyalty._lock_account(c, true)).debt;
+    id := loyalty._add_points(c, 'earn', p, _earn_sql.reason, k, _earn_sql.expires_at, _earn_sql.available_at,
+                              NULL, NULL, owed);
     IF id IS NULL THEN
         RETURN loyalty._replayed(k, c, 'earn', p, reason, expires_at, available_at);
-    END IF;
-    IF NOT done THEN
-        -- a new customer, or one in debt: the entry is written; lock (or
-        -- create) the account and let the new points pay the debt first
-        owed := (loyalty._lock_account(c, true)).debt;
-        IF p > owed THEN
-            INSERT INTO loyalty.point_lots (lot_id, customer_id, points, remaining, available_at, expires_at)
-            VALUES (id, c, p, p - owed, coalesce(_earn_sql.available_at, '-infinity'), _earn_sql.expires_at);
-        END IF;
-        UPDATE loyalty.accounts a
-           SET balance = a.balance + p, debt = a.debt - least(owed, p),
-               lifetime_earned = a.lifetime_earned + p, updated_at = now()
-         WHERE a.customer_id = c;
     END IF;
     RETURN id;
 END
@@ -482,37 +457,24 @@ BEGIN
               USING ERRCODE = 'no_data_found', HINT = 'Only customers who have earned points can redeem; check the customer id.';
     END IF;
 
-    -- if enough is available: entry, FIFO consumption (first-expiring lots
-    -- first) and account in one statement; a taken key inserts nothing
-    WITH lots AS (
-        SELECT pl.lot_id, pl.remaining,
-               sum(pl.remaining) OVER (ORDER BY pl.expires_at NULLS LAST, pl.lot_id) AS upto
-          FROM loyalty.point_lots pl
-         WHERE pl.customer_id = c AND pl.remaining > 0 AND pl.available_at <= now()
-           AND (pl.expires_at IS NULL OR pl.expires_at > now())
-    ), have AS (
-        SELECT coalesce(max(lots.upto), 0)::bigint - owed AS n FROM lots
-    ), e AS (
+    -- if enough is available (less debt): the entry, then the points taken
+    -- from the lots in FIFO order (loyalty._take_points) and the account; a
+    -- taken key inserts nothing
+    SELECT coalesce(sum(pl.remaining), 0)::bigint - owed INTO avail
+      FROM loyalty.point_lots pl
+     WHERE pl.customer_id = c AND pl.remaining > 0 AND pl.available_at <= now()
+       AND (pl.expires_at IS NULL OR pl.expires_at > now());
+    IF avail >= p THEN
         INSERT INTO loyalty.ledger AS l (customer_id, kind, points, idempotency_key, reason)
-        SELECT c, 'redeem', -p, k, _redeem_sql.reason FROM have WHERE have.n >= p
+        VALUES (c, 'redeem', -p, k, _redeem_sql.reason)
         ON CONFLICT ON CONSTRAINT ledger_idempotency_key_key DO NOTHING
-        RETURNING l.entry_id
-    ), part AS (
-        UPDATE loyalty.point_lots pl
-           SET remaining = lots.upto - p
-          FROM lots
-         WHERE pl.lot_id = lots.lot_id AND lots.upto - lots.remaining < p AND lots.upto > p AND EXISTS (SELECT 1 FROM e)
-    ), spent AS (
-        DELETE FROM loyalty.point_lots pl
-         USING lots
-         WHERE pl.lot_id = lots.lot_id AND lots.upto <= p AND EXISTS (SELECT 1 FROM e)
-    ), acc AS (
+        RETURNING l.entry_id INTO id;
+    END IF;
+    IF id IS NOT NULL THEN
+        PERFORM loyalty._take_points(c, p, now(), false);
         UPDATE loyalty.accounts a
            SET balance = a.balance - p, lifetime_redeemed = a.lifetime_redeemed + p, updated_at = now()
-         WHERE a.customer_id = c AND EXISTS (SELECT 1 FROM e)
-    )
-    SELECT (SELECT e.entry_id FROM e), (SELECT have.n FROM have) INTO id, avail;
-    IF id IS NOT NULL THEN
+         WHERE a.customer_id = c;
         RETURN id;
     END IF;
     -- nothing written: a replay (same key) returns the first result ...

@@ -176,7 +176,7 @@ BEGIN
     GET DIAGNOSTICS n = ROW_COUNT; done := done || jsonb_build_object('outbox', n);
     -- messages to the shop's staff about this customer's orders name them by key
     UPDATE loyalty.outbox o SET payload = o.payload || jsonb_build_object('customer_id', pn)
-     WHERE o.customer_id LIKE 'loyalty:%' AND o.payload->>'customer_id' = cid;
+     WHERE loyalty._key_reserved(o.customer_id) AND o.payload->>'customer_id' = cid;
 
     -- the ledger (append-only but for this: loyalty._ledger_append_only):
     -- a key or reason naming the customer is replaced
