@@ -36,6 +36,10 @@ extern bool LoyaltyKeyReserved(const char *s, int len);
 extern const char *LoyaltyAmountProblem(Numeric n);
 extern const char *LoyaltyTimeProblem(TimestampTz t, TimestampTz reference, bool check_future);
 
+/* Days: whole UTC calendar days (days.c; SQL loyalty._utc_days) */
+extern int64 LoyaltyUtcDay(TimestampTz ts);
+extern int64 LoyaltyUtcDays(TimestampTz from, TimestampTz to);
+
 /* loyalty's own tables and columns by name (relations.c) */
 extern Oid	LoyaltyRelid(const char *name);
 extern AttrNumber LoyaltyAttnum(Relation rel, const char *name);

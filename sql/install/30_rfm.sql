@@ -144,7 +144,7 @@ COMMENT ON FUNCTION loyalty.configure_rfm(integer, text, float8[], float8[], flo
 
 CREATE VIEW loyalty.customer_segments AS
 SELECT s.customer_id,
-       floor(extract(epoch FROM (greatest(r.scored_at, b.computed_at) - s.last_order_at)) / 86400)::integer AS recency_days,
+       loyalty._utc_days(s.last_order_at, greatest(r.scored_at, b.computed_at)) AS recency_days,
        s.orders AS frequency,
        s.net_spend AS monetary,
        r.r_score, r.f_score, r.m_score,
@@ -155,7 +155,7 @@ SELECT s.customer_id,
   LEFT JOIN loyalty.rfm_bounds b ON true;
 COMMENT ON VIEW loyalty.customer_segments IS 'RFM scores and named segment per customer';
 COMMENT ON COLUMN loyalty.customer_segments.customer_id IS 'the shop''s customer key, as text';
-COMMENT ON COLUMN loyalty.customer_segments.recency_days IS 'whole days from the last counted order to computed_at';
+COMMENT ON COLUMN loyalty.customer_segments.recency_days IS 'UTC days from the last counted order to computed_at (loyalty._utc_days)';
 COMMENT ON COLUMN loyalty.customer_segments.frequency IS 'counted orders';
 COMMENT ON COLUMN loyalty.customer_segments.monetary IS 'net spend (orders less refunds)';
 COMMENT ON COLUMN loyalty.customer_segments.r_score IS 'recency score, 1 (longest ago) to bins (most recent)';

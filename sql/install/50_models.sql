@@ -121,11 +121,8 @@ SELECT pg_catalog.pg_extension_config_dump('loyalty.model_fits', '');
 -- fits and the journeys' P(alive) and lapse days all derive them from these
 -- helpers. An order dated after as_of (within the intake's clock-skew
 -- tolerance) is clamped: t never below t_x, days since the last purchase
--- never negative, so P(alive) never rises above the value at that order.
-CREATE FUNCTION loyalty._utc_days(p_from timestamptz, p_to timestamptz)
-RETURNS integer
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-RETURN greatest((p_to AT TIME ZONE 'UTC')::date - (p_from AT TIME ZONE 'UTC')::date, 0);
+-- never negative (loyalty._utc_days, 00_base.sql), so P(alive) never rises
+-- above the value at that order.
 
 CREATE FUNCTION loyalty.model_inputs_at(as_of timestamptz)
 RETURNS TABLE (customer_id text, x integer, t_x float8, t float8, repeat_value numeric, avg_spend numeric,
