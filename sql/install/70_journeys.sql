@@ -650,7 +650,7 @@ COMMENT ON COLUMN loyalty.journey_context.time_zone IS 'the customer''s IANA tim
 COMMENT ON COLUMN loyalty.journey_context.orders IS 'counted orders (status in the counted set, not fully refunded)';
 COMMENT ON COLUMN loyalty.journey_context.first_order_at IS 'time of the first counted order';
 COMMENT ON COLUMN loyalty.journey_context.last_order_at IS 'time of the last counted order';
-COMMENT ON COLUMN loyalty.journey_context.days_since_last_order IS 'UTC calendar days from the last counted order to now (loyalty._utc_days)';
+COMMENT ON COLUMN loyalty.journey_context.days_since_last_order IS '24-hour periods from the last counted order to now, rounded';
 COMMENT ON COLUMN loyalty.journey_context.net_spend IS 'spend on counted orders less refunds';
 COMMENT ON COLUMN loyalty.journey_context.avg_spend IS 'net spend per counted order';
 COMMENT ON COLUMN loyalty.journey_context.r_score IS 'RFM recency score, 1 (longest ago) to bins (most recent)';
