@@ -522,8 +522,9 @@ BEGIN
               USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass the moment it happened, or NULL to keep what is stored.';
     END IF;
     -- a time no shop can mean (year 294276, 4713 BC) would break every later
-    -- deadline computation for everyone: refused at the door
-    IF p_value < '1970-01-01 00:00+00' OR p_value >= '2100-01-01 00:00+00' THEN
+    -- deadline computation for everyone: refused at the door (the bounds of
+    -- every time loyalty accepts, src/capture.c)
+    IF loyalty._time_problem(p_value, NULL) IS NOT NULL THEN
         RAISE EXCEPTION '% is out of range: %', p_what, p_value
               USING ERRCODE = 'datetime_field_overflow', HINT = 'Times from 1970 to 2099 are accepted.';
     END IF;
