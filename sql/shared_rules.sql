@@ -63,3 +63,7 @@ SELECT l.customer_id, array_agg(l.remaining ORDER BY l.lot_id) AS remaining
 SELECT customer_id, balance, lifetime_earned, lifetime_redeemed FROM loyalty.accounts
  WHERE customer_id LIKE 'fifo%' ORDER BY 1;
 SELECT count(*) AS ledger_mismatches FROM loyalty.verify_ledger();
+
+-- leave a fresh install for the tests after this one
+DROP EXTENSION loyalty CASCADE;
+CREATE EXTENSION loyalty;

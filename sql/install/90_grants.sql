@@ -14,6 +14,8 @@ GRANT EXECUTE ON ALL PROCEDURES IN SCHEMA loyalty TO loyalty_admin;
 GRANT EXECUTE ON FUNCTION loyalty.record_order(text, text, numeric, timestamptz),
                           loyalty.record_refund(text, numeric, text) TO loyalty_app;
 GRANT SELECT ON loyalty.customer_segments, loyalty.segment_summary TO loyalty_app;
+-- customer_segments counts days with it (a view calls functions with the reader's rights)
+GRANT EXECUTE ON FUNCTION loyalty._utc_days(timestamptz, timestamptz) TO loyalty_app, loyalty_reader;
 
 -- BI tools: the documented views (and the functions they call)
 GRANT SELECT ON loyalty.customer_segments, loyalty.segment_summary, loyalty.rejected_summary,

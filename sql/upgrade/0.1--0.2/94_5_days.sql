@@ -13,3 +13,5 @@ SELECT s.customer_id,
   JOIN loyalty.customer_rfm r USING (customer_id)
   LEFT JOIN loyalty.rfm_bounds b ON true;
 COMMENT ON COLUMN loyalty.customer_segments.recency_days IS 'UTC days from the last counted order to computed_at (loyalty._utc_days)';
+-- a view calls functions with the reader's rights
+GRANT EXECUTE ON FUNCTION loyalty._utc_days(timestamptz, timestamptz) TO loyalty_app, loyalty_reader;
