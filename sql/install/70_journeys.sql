@@ -26,6 +26,7 @@ $$;
 -- ---------------------------------------------------------------- profiles
 
 -- (the attached customer tables: loyalty.customer_sources, 20_intake.sql)
+
 CREATE TABLE loyalty.profiles (
     customer_id text PRIMARY KEY,
     name        text,
