@@ -49,8 +49,10 @@ SELECT count(*) AS recorded FROM (
 SELECT events_applied, customers, rescored FROM loyalty.refresh(as_of => '2026-04-15 00:00+00');
 SELECT bins, mode, recency_bounds, frequency_bounds, monetary_bounds, customers FROM loyalty.rfm_bounds;
 -- the bounds are the inverse-CDF quantiles: the same as percentile_disc
+-- (recency in whole UTC days: the difference of the UTC dates)
 SELECT b.recency_bounds = (SELECT percentile_disc(ARRAY[0.2, 0.4, 0.6, 0.8]) WITHIN GROUP
-                             (ORDER BY floor(extract(epoch FROM (timestamptz '2026-04-15 00:00+00' - last_order_at)) / 86400)::float8)
+                             (ORDER BY ((timestamptz '2026-04-15 00:00+00' AT TIME ZONE 'UTC')::date
+                                        - (last_order_at AT TIME ZONE 'UTC')::date)::float8)
                              FROM loyalty.customer_state) AS recency_ok,
        b.frequency_bounds = (SELECT percentile_disc(ARRAY[0.2, 0.4, 0.6, 0.8]) WITHIN GROUP (ORDER BY orders::float8)
                                FROM loyalty.customer_state) AS frequency_ok,

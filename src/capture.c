@@ -150,6 +150,26 @@ loyalty_key_problem(PG_FUNCTION_ARGS)
 	PG_RETURN_TEXT_P(cstring_to_text(p));
 }
 
+/* Is the key under loyalty's reserved prefix (its own order points, expiry, staff messages)? */
+bool
+LoyaltyKeyReserved(const char *s, int len)
+{
+	int			plen = strlen(LOYALTY_RESERVED_KEY_PREFIX);
+
+	return len >= plen && strncmp(s, LOYALTY_RESERVED_KEY_PREFIX, plen) == 0;
+}
+
+PG_FUNCTION_INFO_V1(loyalty_key_reserved);
+
+/* loyalty._key_reserved(text) → whether the key is under the reserved prefix */
+Datum
+loyalty_key_reserved(PG_FUNCTION_ARGS)
+{
+	text	   *t = PG_GETARG_TEXT_PP(0);
+
+	PG_RETURN_BOOL(LoyaltyKeyReserved(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t)));
+}
+
 PG_FUNCTION_INFO_V1(loyalty_check_key);
 
 /* loyalty.check_key(value text, what text) → value, or 22004/22023 with a hint */
@@ -224,7 +244,7 @@ loyalty_as_text(PG_FUNCTION_ARGS)
 	if (PG_ARGISNULL(0))
 		PG_RETURN_NULL();
 	if (!OidIsValid(typid))
-		elog(ERROR, "loyalty._as_text: could not determine the argument type");
+		elog(ERROR, "could not determine the argument type of loyalty._as_text()");
 	getTypeOutputInfo(typid, &typoutput, &typisvarlena);
 	PG_RETURN_TEXT_P(cstring_to_text(OidOutputFunctionCall(typoutput, PG_GETARG_DATUM(0))));
 }

@@ -504,7 +504,7 @@ _condition_customers(PG_FUNCTION_ARGS)
 		ConditionRemember(campaign_id, edata);
 		ereport(WARNING,
 				(errcode(edata->sqlerrcode),
-				 errmsg("loyalty: condition of campaign %d failed: %s", campaign_id, edata->message),
+				 errmsg("condition of campaign %d failed: %s", campaign_id, edata->message),
 				 errhint("The campaign sends nothing until its condition is fixed; see loyalty.campaign_errors.")));
 		ids = NIL;
 	}

@@ -385,7 +385,6 @@ CaptureInsert(int32 source_id, char op, CapturedRow *row)
 	Datum		values[NUM_EV + 2];
 	bool		nulls[NUM_EV + 2];
 	HeapTuple	tup;
-	Oid			nsp;
 	Oid			events_relid;
 	Oid			events_seqid;
 	int			natts;
@@ -401,11 +400,8 @@ CaptureInsert(int32 source_id, char op, CapturedRow *row)
 	}
 
 	/* syscache lookups: cheap, and right even after the extension is recreated */
-	nsp = get_namespace_oid("loyalty", false);
-	events_relid = get_relname_relid("events", nsp);
-	events_seqid = get_relname_relid("events_event_id_seq", nsp);
-	if (!OidIsValid(events_relid) || !OidIsValid(events_seqid))
-		elog(ERROR, "loyalty: table loyalty.events is missing");
+	events_relid = LoyaltyRelid("events");
+	events_seqid = LoyaltyRelid("events_event_id_seq");
 
 	rel = table_open(events_relid, RowExclusiveLock);
 	desc = RelationGetDescr(rel);
@@ -439,13 +435,13 @@ CaptureInsert(int32 source_id, char op, CapturedRow *row)
 			plan = SPI_prepare("INSERT INTO loyalty.events (source_id, op, order_ref, customer_id, amount, ordered_at, status, problem, fields) "
 							   "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)", NUM_EV, argtypes);
 			if (plan == NULL)
-				elog(ERROR, "loyalty: SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+				elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
 			SPI_keepplan(plan);
 			InsertEventPlan = plan;
 		}
 		ret = SPI_execute_plan(InsertEventPlan, row->values, nullflags, false, 0);
 		if (ret != SPI_OK_INSERT)
-			elog(ERROR, "loyalty: could not capture a row change: %s", SPI_result_code_string(ret));
+			elog(ERROR, "could not capture a row change: %s", SPI_result_code_string(ret));
 		SPI_finish();
 		SetUserIdAndSecContext(save_userid, save_sec_context);
 		return;
@@ -549,16 +545,13 @@ CaptureFire(TriggerData *trigdata, int32 source_id, const CaptureSpec *spec)
 static void
 CaptureTruncate(int32 source_id, bool orders)
 {
-	Oid			nsp = get_namespace_oid("loyalty", false);
-	Oid			events_relid = get_relname_relid("events", nsp);
+	Oid			events_relid = LoyaltyRelid("events");
 	Oid			save_userid;
 	int			save_sec_context;
 	Oid			argtypes[1] = {INT4OID};
 	Datum		values[1];
 	int			ret;
 
-	if (!OidIsValid(events_relid))
-		elog(ERROR, "loyalty: table loyalty.events is missing");
 	values[0] = Int32GetDatum(source_id);
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
 	SetUserIdAndSecContext(CaptureRelOwner(events_relid),
@@ -574,7 +567,7 @@ CaptureTruncate(int32 source_id, bool orders)
 								"WHERE p.source_id OPERATOR(pg_catalog.=) $1",
 								1, argtypes, values, NULL, false, 0);
 	if (ret != SPI_OK_INSERT)
-		elog(ERROR, "loyalty: could not capture a truncate: %s", SPI_result_code_string(ret));
+		elog(ERROR, "could not capture a truncate: %s", SPI_result_code_string(ret));
 	SPI_finish();
 	SetUserIdAndSecContext(save_userid, save_sec_context);
 }
@@ -706,6 +699,9 @@ capture_type_ok(PG_FUNCTION_ARGS)
 		PG_RETURN_BOOL(CaptureTypeOk(typid, CC_TIME));
 	if (strcmp(cls, "label") == 0)
 		PG_RETURN_BOOL(CaptureTypeOk(typid, CC_LABEL));
-	elog(ERROR, "loyalty._capture_type_ok: unknown class \"%s\"", cls);
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("unknown column class \"%s\"", cls),
+			 errhint("The classes are key, amount, time and label.")));
 	PG_RETURN_BOOL(false);
 }

@@ -45,18 +45,9 @@
 #include "fmgr.h"
 #include "utils/timestamp.h"
 
+#include "loyalty.h"
+
 #define LAPSE_MAX_DAYS 3652500.0
-
-/* whole UTC days since 2000-01-01 of a finite timestamptz */
-static int64
-LapseUtcDay(TimestampTz ts)
-{
-	int64		day = ts / USECS_PER_DAY;
-
-	if (ts < 0 && ts % USECS_PER_DAY != 0)
-		day--;					/* floor, not truncation, before 2000 */
-	return day;
-}
 
 static double
 LapseClampDays(double v)
@@ -102,8 +93,8 @@ lapse_at(PG_FUNCTION_ARGS)
 	if (pd < 1 || TIMESTAMP_NOT_FINITE(first) || TIMESTAMP_NOT_FINITE(last) || last < first)
 		PG_RETURN_NULL();
 
-	first_day = LapseUtcDay(first);
-	last_day = LapseUtcDay(last);
+	first_day = LoyaltyUtcDay(first);
+	last_day = LoyaltyUtcDay(last);
 	tx = last_day - first_day;
 
 	if (!PG_ARGISNULL(4) && pd >= 2)
@@ -173,7 +164,7 @@ reorder_at(PG_FUNCTION_ARGS)
 
 	/* microseconds fit a double exactly up to 2^53 (about 285 years) */
 	due = (double) last + factor * ((double) (last - first) / (pd - 1));
-	day = LapseUtcDay((TimestampTz) floor(due));
+	day = LoyaltyUtcDay((TimestampTz) floor(due));
 	if ((double) day * USECS_PER_DAY < due)
 		day++;
 	PG_RETURN_TIMESTAMPTZ(day * USECS_PER_DAY);

@@ -63,7 +63,6 @@ typedef struct LedgerState
 	EState	   *estate;
 	Relation	rel[NUM_RELS];
 	ResultRelInfo *rri[NUM_RELS];
-	Oid			nsp;
 	TimestampTz now;
 } LedgerState;
 
@@ -77,32 +76,6 @@ typedef struct Lot
 	TupleTableSlot *slot;
 } Lot;
 
-static Oid
-LedgerRelid(Oid nsp, const char *name)
-{
-	Oid			relid = get_relname_relid(name, nsp);
-
-	if (!OidIsValid(relid))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("relation \"loyalty.%s\" does not exist", name),
-				 errhint("A table of the extension was dropped or renamed by hand: restore it from a backup (pg_dump keeps loyalty's tables).")));
-	return relid;
-}
-
-static AttrNumber
-LedgerAtt(Relation rel, const char *name)
-{
-	int			attnum = attnameAttNum(rel, name, false);
-
-	if (attnum == InvalidAttrNumber)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_COLUMN),
-				 errmsg("column \"%s\" of relation \"loyalty.%s\" does not exist", name, RelationGetRelationName(rel)),
-				 errhint("A table of the extension was altered by hand: rename or restore the column.")));
-	return (AttrNumber) attnum;
-}
-
 static void
 LedgerOpen(LedgerState *st)
 {
@@ -111,14 +84,13 @@ LedgerOpen(LedgerState *st)
 
 	/* see this transaction's earlier writes (e.g. by a previous call in the same statement) */
 	CommandCounterIncrement();
-	st->nsp = get_namespace_oid("loyalty", false);
 	st->now = GetCurrentTransactionStartTimestamp();
 	st->estate = CreateExecutorState();
 	for (int i = 0; i < NUM_RELS; i++)
 	{
 		RangeTblEntry *rte = makeNode(RangeTblEntry);
 
-		st->rel[i] = table_open(LedgerRelid(st->nsp, names[i]), RowExclusiveLock);
+		st->rel[i] = table_open(LoyaltyRelid(names[i]), RowExclusiveLock);
 		rte->rtekind = RTE_RELATION;
 		rte->relid = RelationGetRelid(st->rel[i]);
 		rte->relkind = st->rel[i]->rd_rel->relkind;
@@ -208,10 +180,10 @@ LedgerLockAccount(LedgerState *st, text *customer, TupleTableSlot *account)
 	ExecClearTuple(search);
 	for (int i = 0; i < search->tts_tupleDescriptor->natts; i++)
 		search->tts_isnull[i] = true;
-	search->tts_values[LedgerAtt(rel, "customer_id") - 1] = PointerGetDatum(customer);
-	search->tts_isnull[LedgerAtt(rel, "customer_id") - 1] = false;
+	search->tts_values[LoyaltyAttnum(rel, "customer_id") - 1] = PointerGetDatum(customer);
+	search->tts_isnull[LoyaltyAttnum(rel, "customer_id") - 1] = false;
 	ExecStoreVirtualTuple(search);
-	return RelationFindReplTupleByIndex(rel, LedgerRelid(st->nsp, "accounts_pkey"),
+	return RelationFindReplTupleByIndex(rel, LoyaltyRelid("accounts_pkey"),
 										LockTupleExclusive, search, account);
 }
 
@@ -219,7 +191,7 @@ LedgerLockAccount(LedgerState *st, text *customer, TupleTableSlot *account)
 static bool
 LedgerKeyTaken(LedgerState *st, text *key)
 {
-	Relation	idx = index_open(LedgerRelid(st->nsp, "ledger_idempotency_key_key"), RowExclusiveLock);
+	Relation	idx = index_open(LoyaltyRelid("ledger_idempotency_key_key"), RowExclusiveLock);
 	SnapshotData dirty;
 	IndexScanDesc scan;
 	ScanKeyData skey;
@@ -259,7 +231,7 @@ LedgerBegin(LedgerState *st, text *customer, text *key)
 	LedgerOpen(st);
 	account = LedgerSlot(st, REL_ACCOUNTS);
 	if (!LedgerLockAccount(st, customer, account) ||
-		GetInt64(account, LedgerAtt(st->rel[REL_ACCOUNTS], "debt")) != 0 ||
+		GetInt64(account, LoyaltyAttnum(st->rel[REL_ACCOUNTS], "debt")) != 0 ||
 		LedgerKeyTaken(st, key))
 	{
 		LedgerClose(st);
@@ -277,14 +249,14 @@ LedgerInsertEntry(LedgerState *st, text *customer, const char *kind, int64 point
 	Relation	rel = st->rel[REL_LEDGER];
 	TupleTableSlot *slot = LedgerSlot(st, REL_LEDGER);
 	TupleDesc	desc = RelationGetDescr(rel);
-	AttrNumber	id_att = LedgerAtt(rel, "entry_id");
+	AttrNumber	id_att = LoyaltyAttnum(rel, "entry_id");
 	int64		id = nextval_internal(getIdentitySequence(RelationGetRelid(rel), id_att, false), false);
 
 	ExecClearTuple(slot);
 	for (int i = 0; i < desc->natts; i++)
 		slot->tts_isnull[i] = true;
 #define SET(name, value) \
-	do { AttrNumber a_ = LedgerAtt(rel, name); slot->tts_values[a_ - 1] = (value); slot->tts_isnull[a_ - 1] = false; } while (0)
+	do { AttrNumber a_ = LoyaltyAttnum(rel, name); slot->tts_values[a_ - 1] = (value); slot->tts_isnull[a_ - 1] = false; } while (0)
 	SET("entry_id", Int64GetDatum(id));
 	SET("customer_id", PointerGetDatum(customer));
 	SET("kind", CStringGetTextDatum(kind));
@@ -326,8 +298,8 @@ LedgerUpdateAccount(LedgerState *st, TupleTableSlot *account, int64 delta, const
 	Relation	rel = st->rel[REL_ACCOUNTS];
 	TupleTableSlot *slot = LedgerSlot(st, REL_ACCOUNTS);
 	TupleDesc	desc = RelationGetDescr(rel);
-	AttrNumber	balance = LedgerAtt(rel, "balance");
-	AttrNumber	tot = LedgerAtt(rel, total);
+	AttrNumber	balance = LoyaltyAttnum(rel, "balance");
+	AttrNumber	tot = LoyaltyAttnum(rel, total);
 
 	slot_getallattrs(account);
 	ExecClearTuple(slot);
@@ -338,7 +310,7 @@ LedgerUpdateAccount(LedgerState *st, TupleTableSlot *account, int64 delta, const
 	}
 	slot->tts_values[balance - 1] = Int64GetDatum(LedgerAdd(GetInt64(account, balance), delta, "balance"));
 	slot->tts_values[tot - 1] = Int64GetDatum(LedgerAdd(GetInt64(account, tot), total_delta, total));
-	slot->tts_values[LedgerAtt(rel, "updated_at") - 1] = TimestampTzGetDatum(st->now);
+	slot->tts_values[LoyaltyAttnum(rel, "updated_at") - 1] = TimestampTzGetDatum(st->now);
 	ExecStoreVirtualTuple(slot);
 	LedgerUpdate(st, REL_ACCOUNTS, account, slot);
 }
@@ -370,7 +342,7 @@ LedgerFallback(const char *fn, FunctionCallInfo fcinfo)
 	appendStringInfoChar(&sql, ')');
 
 	{
-		Relation	ledger = table_open(LedgerRelid(get_namespace_oid("loyalty", false), "ledger"), AccessShareLock);
+		Relation	ledger = table_open(LoyaltyRelid("ledger"), AccessShareLock);
 
 		owner = ledger->rd_rel->relowner;
 		table_close(ledger, AccessShareLock);
@@ -410,7 +382,7 @@ LedgerArgsOk(FunctionCallInfo fcinfo)
 		return false;
 	/* empty or blank customers and keys, reserved keys: the SQL path says why */
 	if (VARSIZE_ANY_EXHDR(customer) == 0 || strspn(text_to_cstring(customer), " ") == VARSIZE_ANY_EXHDR(customer) ||
-		strspn(k, " ") == strlen(k) || strncmp(k, "loyalty:", 8) == 0)
+		strspn(k, " ") == strlen(k) || LoyaltyKeyReserved(k, strlen(k)))
 		return false;
 	return true;
 }
@@ -455,20 +427,20 @@ ledger_earn(PG_FUNCTION_ARGS)
 		ExecClearTuple(slot);
 		for (int i = 0; i < slot->tts_tupleDescriptor->natts; i++)
 			slot->tts_isnull[i] = true;
-		slot->tts_values[LedgerAtt(rel, "lot_id") - 1] = Int64GetDatum(id);
-		slot->tts_values[LedgerAtt(rel, "customer_id") - 1] = PointerGetDatum(customer);
-		slot->tts_values[LedgerAtt(rel, "points") - 1] = Int64GetDatum(points);
-		slot->tts_values[LedgerAtt(rel, "remaining") - 1] = Int64GetDatum(points);
-		slot->tts_values[LedgerAtt(rel, "available_at") - 1] = TimestampTzGetDatum(avail_null ? DT_NOBEGIN : avail);
-		slot->tts_isnull[LedgerAtt(rel, "lot_id") - 1] = false;
-		slot->tts_isnull[LedgerAtt(rel, "customer_id") - 1] = false;
-		slot->tts_isnull[LedgerAtt(rel, "points") - 1] = false;
-		slot->tts_isnull[LedgerAtt(rel, "remaining") - 1] = false;
-		slot->tts_isnull[LedgerAtt(rel, "available_at") - 1] = false;
+		slot->tts_values[LoyaltyAttnum(rel, "lot_id") - 1] = Int64GetDatum(id);
+		slot->tts_values[LoyaltyAttnum(rel, "customer_id") - 1] = PointerGetDatum(customer);
+		slot->tts_values[LoyaltyAttnum(rel, "points") - 1] = Int64GetDatum(points);
+		slot->tts_values[LoyaltyAttnum(rel, "remaining") - 1] = Int64GetDatum(points);
+		slot->tts_values[LoyaltyAttnum(rel, "available_at") - 1] = TimestampTzGetDatum(avail_null ? DT_NOBEGIN : avail);
+		slot->tts_isnull[LoyaltyAttnum(rel, "lot_id") - 1] = false;
+		slot->tts_isnull[LoyaltyAttnum(rel, "customer_id") - 1] = false;
+		slot->tts_isnull[LoyaltyAttnum(rel, "points") - 1] = false;
+		slot->tts_isnull[LoyaltyAttnum(rel, "remaining") - 1] = false;
+		slot->tts_isnull[LoyaltyAttnum(rel, "available_at") - 1] = false;
 		if (!exp_null)
 		{
-			slot->tts_values[LedgerAtt(rel, "expires_at") - 1] = TimestampTzGetDatum(exp);
-			slot->tts_isnull[LedgerAtt(rel, "expires_at") - 1] = false;
+			slot->tts_values[LoyaltyAttnum(rel, "expires_at") - 1] = TimestampTzGetDatum(exp);
+			slot->tts_isnull[LoyaltyAttnum(rel, "expires_at") - 1] = false;
 		}
 		ExecStoreVirtualTuple(slot);
 		LedgerInsert(&st, REL_LOTS, slot);
@@ -479,7 +451,7 @@ ledger_earn(PG_FUNCTION_ARGS)
 	PG_RETURN_INT64(id);
 }
 
-/* first-expiring first; never-expiring last; then oldest lot */
+/* first-expiring first; never-expiring last; then oldest lot (the SQL paths: loyalty._take_points) */
 static int
 LotCompare(const void *a, const void *b)
 {
@@ -527,12 +499,12 @@ ledger_redeem(PG_FUNCTION_ARGS)
 	lots = palloc(sizeof(Lot) * maxlots);
 	{
 		Relation	rel = st.rel[REL_LOTS];
-		Relation	idx = index_open(LedgerRelid(st.nsp, "point_lots_customer_idx"), RowExclusiveLock);
+		Relation	idx = index_open(LoyaltyRelid("point_lots_customer_idx"), RowExclusiveLock);
 		Snapshot	snap;
-		AttrNumber	a_id = LedgerAtt(rel, "lot_id");
-		AttrNumber	a_rem = LedgerAtt(rel, "remaining");
-		AttrNumber	a_avail = LedgerAtt(rel, "available_at");
-		AttrNumber	a_exp = LedgerAtt(rel, "expires_at");
+		AttrNumber	a_id = LoyaltyAttnum(rel, "lot_id");
+		AttrNumber	a_rem = LoyaltyAttnum(rel, "remaining");
+		AttrNumber	a_avail = LoyaltyAttnum(rel, "available_at");
+		AttrNumber	a_exp = LoyaltyAttnum(rel, "expires_at");
 		IndexScanDesc scan;
 		ScanKeyData skey;
 		TupleTableSlot *slot = LedgerSlot(&st, REL_LOTS);
@@ -595,7 +567,7 @@ ledger_redeem(PG_FUNCTION_ARGS)
 		else
 		{
 			TupleTableSlot *slot = LedgerSlot(&st, REL_LOTS);
-			AttrNumber	a_rem = LedgerAtt(st.rel[REL_LOTS], "remaining");
+			AttrNumber	a_rem = LoyaltyAttnum(st.rel[REL_LOTS], "remaining");
 
 			slot_getallattrs(lot->slot);
 			ExecClearTuple(slot);

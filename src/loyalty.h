@@ -6,6 +6,7 @@
 
 #include "utils/guc.h"
 #include "utils/numeric.h"
+#include "utils/relcache.h"
 #include "utils/timestamp.h"
 
 /* GUCs (worker.c) */
@@ -26,11 +27,22 @@ extern int	loyalty_max_points_per_entry;
  * customer keys have the same limit (62_rewards.sql _check_customer) */
 #define LOYALTY_MAX_KEY_CHARS 200
 #define LOYALTY_MAX_AMOUNT "1000000000000"
+/* keys under this prefix are loyalty's own (order points, expiry, staff messages) */
+#define LOYALTY_RESERVED_KEY_PREFIX "loyalty:"
 
 extern const char *LoyaltyKeyProblem(const char *s, int len);
 extern const char *LoyaltyKeyProblemMax(const char *s, int len, int max_chars);
+extern bool LoyaltyKeyReserved(const char *s, int len);
 extern const char *LoyaltyAmountProblem(Numeric n);
 extern const char *LoyaltyTimeProblem(TimestampTz t, TimestampTz reference, bool check_future);
+
+/* Days: whole UTC calendar days (days.c; SQL loyalty._utc_days) */
+extern int64 LoyaltyUtcDay(TimestampTz ts);
+extern int64 LoyaltyUtcDays(TimestampTz from, TimestampTz to);
+
+/* loyalty's own tables and columns by name (relations.c) */
+extern Oid	LoyaltyRelid(const char *name);
+extern AttrNumber LoyaltyAttnum(Relation rel, const char *name);
 
 /* Module initialisation, called from _PG_init */
 extern void LoyaltyWorkerInit(void);

@@ -36,6 +36,8 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
+#include "loyalty.h"
+
 #define RFM_MAX_BINS 10
 #define RFM_BATCH 10000
 #define RFM_MULTI 1000			/* rows per heap multi-insert (as COPY) */
@@ -271,11 +273,11 @@ RfmScore(const RfmBounds *b, const RfmSegments *segs, double rv, double fv, doub
 	*segi = segs->cell[((*r - 1) * b->bins + (*f - 1)) * b->bins + (*m - 1)];
 }
 
-/* Days (fractional) from ts to as_of */
+/* Days from ts to as_of: whole UTC days, as everywhere (days.c) */
 static inline double
 RfmDays(TimestampTz as_of, TimestampTz ts)
 {
-	return floor((double) (as_of - ts) / (double) USECS_PER_DAY);
+	return (double) LoyaltyUtcDays(ts, as_of);
 }
 
 /* One customer in a full pass: its values and the scores stored now */

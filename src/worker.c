@@ -103,7 +103,7 @@ LoyaltyWorkerRound(void)
 		snprintf(sql, sizeof(sql), "SELECT loyalty.worker_tick(%d)", loyalty_refresh_interval);
 		ret = SPI_execute(sql, false, 0);
 		if (ret != SPI_OK_SELECT)
-			elog(ERROR, "loyalty worker: worker_tick failed: %s", SPI_result_code_string(ret));
+			elog(ERROR, "could not run loyalty.worker_tick(): %s", SPI_result_code_string(ret));
 	}
 
 	SPI_finish();
@@ -135,7 +135,7 @@ LoyaltyWorkerHealth(void)
 		{
 			pgstat_report_activity(STATE_RUNNING, "loyalty.check_health");
 			if (SPI_execute("SELECT pg_catalog.count(*) FROM loyalty.check_health()", false, 0) != SPI_OK_SELECT)
-				elog(ERROR, "loyalty worker: check_health failed");
+				elog(ERROR, "could not run loyalty.check_health()");
 		}
 		SPI_finish();
 		PopActiveSnapshot();
@@ -198,7 +198,7 @@ LoyaltyWorkerMain(Datum main_arg)
 		{
 			LoyaltyWorkerReportAbsent(dboid);
 			if (announced)
-				elog(LOG, "loyalty worker: the extension is gone from database %u, exiting", dboid);
+				elog(LOG, "loyalty worker for database %u will stop because the extension was dropped", dboid);
 			proc_exit(0);
 		}
 		if (!announced)

@@ -31,6 +31,16 @@ COMMENT ON SCHEMA loyalty IS 'Customer loyalty system: intake, customer state, R
 --   (74200, 14) scan_operations: one scan at a time; configure_operations waits for a running scan
 
 
+-- Days, everywhere in loyalty: whole UTC calendar days, the difference of the
+-- two times' UTC dates, never negative (an order a little ahead, within
+-- loyalty.future_tolerance, is 0 days old). Purchase days, the models'
+-- inputs, RFM recency, days since the last order and the journeys' dates all
+-- count this way; src/days.c is the same rule in C. docs/rules.md.
+CREATE FUNCTION loyalty._utc_days(p_from timestamptz, p_to timestamptz)
+RETURNS integer
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN greatest((p_to AT TIME ZONE 'UTC')::date - (p_from AT TIME ZONE 'UTC')::date, 0);
+
 -- Is this session running a pg_dump script or pg_restore? Both start every
 -- session with the same fixed settings (pg_backup_archiver.c,
 -- _doSetFixedOutputState), three of them away from their defaults:

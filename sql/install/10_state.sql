@@ -22,6 +22,11 @@ COMMENT ON COLUMN loyalty.customer_state.purchase_days IS 'distinct UTC days wit
 COMMENT ON COLUMN loyalty.customer_state.net_spend IS 'order amounts less refunds';
 COMMENT ON COLUMN loyalty.customer_state.avg_spend IS 'net_spend / orders';
 COMMENT ON COLUMN loyalty.customer_state.first_day_spend IS 'net spend on the first purchase day (repeat spend = net_spend - first_day_spend)';
+-- customers by first and last order: the journeys' occasion ranges (71_journeys_due.sql)
+CREATE INDEX customer_state_first_order_idx ON loyalty.customer_state (first_order_at);
+CREATE INDEX customer_state_last_order_idx ON loyalty.customer_state (last_order_at);
+-- derived, but dumped too, so that a restored database works at once
+SELECT pg_catalog.pg_extension_config_dump('loyalty.customer_state', '');
 
 -- Customers whose scores are stale. Insert-only: an enqueue never waits for a
 -- scorer (a unique key would make it wait for any transaction deleting the

@@ -13,9 +13,34 @@ CREATE TABLE loyalty.sources (
     attached_at       timestamptz NOT NULL DEFAULT pg_catalog.now(),
     backfilled_rows   bigint NOT NULL DEFAULT 0,
     backfilled_at     timestamptz,
+    delivered_at_column text,
     UNIQUE (relation_schema, relation_name)
 );
 COMMENT ON TABLE loyalty.sources IS 'Shop tables attached with loyalty.track_orders()';
+COMMENT ON COLUMN loyalty.sources.delivered_at_column IS 'delivery time column (loyalty.track_deliveries): order points become available a return window after it';
+SELECT pg_catalog.pg_extension_config_dump('loyalty.sources', '');
+SELECT pg_catalog.pg_extension_config_dump('loyalty.sources_source_id_seq', '');
+
+-- Shop customer tables attached with loyalty.track_customers() (their rows
+-- become loyalty.profiles); ids from the same sequence as loyalty.sources, so
+-- a rejected row names either.
+CREATE TABLE loyalty.customer_sources (
+    source_id         integer PRIMARY KEY DEFAULT nextval('loyalty.sources_source_id_seq'),
+    relation_schema   text NOT NULL,
+    relation_name     text NOT NULL,
+    customer_column   text NOT NULL,
+    name_column       text,
+    email_column      text,
+    phone_column      text,
+    birthday_column   text,
+    time_zone_column  text,
+    attached_at       timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    backfilled_rows   bigint NOT NULL DEFAULT 0,
+    UNIQUE (relation_schema, relation_name)
+);
+COMMENT ON TABLE loyalty.customer_sources IS
+'Shop customer tables attached with loyalty.track_customers() (ids shared with loyalty.sources, so loyalty.rejected_rows names either)';
+SELECT pg_catalog.pg_extension_config_dump('loyalty.customer_sources', '');
 
 -- Changes captured by the triggers (and backfill), applied in capture order by
 -- loyalty.apply_events(). Each event is a snapshot of the order row, not a
@@ -38,6 +63,8 @@ CREATE TABLE loyalty.events (
 COMMENT ON TABLE loyalty.events IS 'Captured order changes not yet applied (the worker or loyalty.refresh() drains it)';
 COMMENT ON COLUMN loyalty.events.op IS 'u: the row as it is now; d: the row was deleted; k: a customer row left its key (key changed, table truncated): the profile goes, nothing is erased';
 COMMENT ON COLUMN loyalty.events.fields IS 'the other tracked columns by field name (delivered_at; a customer''s name, email, phone, birthday, time_zone); a field absent is not tracked';
+SELECT pg_catalog.pg_extension_config_dump('loyalty.events', '');
+SELECT pg_catalog.pg_extension_config_dump('loyalty.events_event_id_seq', '');
 
 CREATE TYPE loyalty.order_change AS (
     source_id   integer,
@@ -82,9 +109,12 @@ CREATE TABLE loyalty.orders (
     updated_at  timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
 CREATE INDEX orders_customer_idx ON loyalty.orders (customer_id);
+-- orders by time: the journeys' occasion ranges (71_journeys_due.sql)
+CREATE INDEX orders_ordered_at_idx ON loyalty.orders (ordered_at);
 COMMENT ON TABLE loyalty.orders IS 'Every order loyalty knows, from tracked tables (source_id) or the app (source_id NULL)';
 COMMENT ON COLUMN loyalty.orders.counted IS 'status is in the counted set and the row still exists in the shop';
 COMMENT ON COLUMN loyalty.orders.counts IS 'counted and not fully refunded: contributes to customer state';
+SELECT pg_catalog.pg_extension_config_dump('loyalty.orders', '');
 
 CREATE TABLE loyalty.refunds (
     idempotency_key text PRIMARY KEY,
@@ -94,6 +124,7 @@ CREATE TABLE loyalty.refunds (
 );
 CREATE INDEX refunds_order_idx ON loyalty.refunds (order_ref);
 COMMENT ON TABLE loyalty.refunds IS 'Refunds recorded with loyalty.record_refund()';
+SELECT pg_catalog.pg_extension_config_dump('loyalty.refunds', '');
 
 CREATE TABLE loyalty.rejected_rows (
     rejected_id bigserial PRIMARY KEY,
@@ -106,14 +137,26 @@ CREATE TABLE loyalty.rejected_rows (
 );
 CREATE UNIQUE INDEX rejected_rows_open_idx ON loyalty.rejected_rows (source_id, order_ref) WHERE resolved_at IS NULL;
 COMMENT ON TABLE loyalty.rejected_rows IS 'Shop rows loyalty could not use (kept, never blocking the shop); replay with loyalty.replay_rejected()';
+SELECT pg_catalog.pg_extension_config_dump('loyalty.rejected_rows', '');
+SELECT pg_catalog.pg_extension_config_dump('loyalty.rejected_rows_rejected_id_seq', '');
 
+-- rows of attached order and customer tables alike
 CREATE VIEW loyalty.rejected_summary AS
-SELECT s.source_id, s.relation_schema || '.' || s.relation_name AS source, r.reason,
+SELECT s.source_id, s.source, r.reason,
        count(*) AS rows, min(r.rejected_at) AS first_rejected_at, max(r.rejected_at) AS last_rejected_at
-  FROM loyalty.rejected_rows r JOIN loyalty.sources s USING (source_id)
+  FROM loyalty.rejected_rows r
+  JOIN (SELECT so.source_id, so.relation_schema || '.' || so.relation_name AS source FROM loyalty.sources so
+        UNION ALL
+        SELECT cs.source_id, cs.relation_schema || '.' || cs.relation_name FROM loyalty.customer_sources cs) s
+    ON s.source_id = r.source_id
  WHERE r.resolved_at IS NULL
- GROUP BY s.source_id, s.relation_schema, s.relation_name, r.reason;
+ GROUP BY s.source_id, s.source, r.reason;
 COMMENT ON VIEW loyalty.rejected_summary IS 'Open rejected shop rows per source and reason';
+COMMENT ON COLUMN loyalty.rejected_summary.source_id IS 'the attached table (loyalty.sources or loyalty.customer_sources; they share ids)';
+COMMENT ON COLUMN loyalty.rejected_summary.source IS 'schema.table of the attached table';
+COMMENT ON COLUMN loyalty.rejected_summary.reason IS 'why loyalty could not use the rows (e.g. customer is null, amount is negative)';
+COMMENT ON COLUMN loyalty.rejected_summary.first_rejected_at IS 'when the oldest of these rows was rejected';
+COMMENT ON COLUMN loyalty.rejected_summary.last_rejected_at IS 'when the newest of these rows was rejected';
 COMMENT ON COLUMN loyalty.rejected_summary.rows IS 'rows waiting to be fixed and replayed';
 
 -- Apply order changes (latest per order wins). Invalid rows are rejected, and an
@@ -340,6 +383,13 @@ CREATE FUNCTION loyalty._key_problem(value text, max_chars integer)
 RETURNS text
 LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
 AS 'MODULE_PATHNAME', 'loyalty_key_problem';
+
+-- keys under the prefix 'loyalty:' are loyalty's own (order points, expiry,
+-- its staff's messages); the rule is src/capture.c's, as the ledger's C path
+CREATE FUNCTION loyalty._key_reserved(value text)
+RETURNS boolean
+LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'loyalty_key_reserved';
 
 CREATE FUNCTION loyalty.check_key(value text, what text DEFAULT 'key')
 RETURNS text

@@ -10,6 +10,7 @@ CREATE TABLE loyalty.rfm_config (
 );
 INSERT INTO loyalty.rfm_config DEFAULT VALUES;
 COMMENT ON TABLE loyalty.rfm_config IS 'RFM settings; change them with loyalty.configure_rfm()';
+SELECT pg_catalog.pg_extension_config_dump('loyalty.rfm_config', '');
 
 CREATE TABLE loyalty.rfm_bounds (
     singleton        boolean PRIMARY KEY DEFAULT true CHECK (singleton),
@@ -22,6 +23,8 @@ CREATE TABLE loyalty.rfm_bounds (
     computed_at      timestamptz NOT NULL
 );
 COMMENT ON TABLE loyalty.rfm_bounds IS 'RFM bin bounds in force (written by loyalty.refresh())';
+-- derived, but dumped too, so that a restored database works at once
+SELECT pg_catalog.pg_extension_config_dump('loyalty.rfm_bounds', '');
 COMMENT ON COLUMN loyalty.rfm_bounds.recency_bounds IS 'days since last order; a customer at or below the k-th bound is in the k-th most recent bin';
 
 CREATE TABLE loyalty.segment_rules (
@@ -36,6 +39,7 @@ CREATE TABLE loyalty.segment_rules (
     CHECK (r_min <= r_max AND f_min <= f_max AND m_min <= m_max)
 );
 COMMENT ON TABLE loyalty.segment_rules IS 'Named RFM segments: the first rule (by position) whose score ranges hold wins; no match is ''Other''';
+SELECT pg_catalog.pg_extension_config_dump('loyalty.segment_rules', '');
 
 -- Default rules: the rfm R package (rsquaredacademy), vignette
 -- 'rfm-customer-level-data', ranges inclusive on 1..5 scores.
@@ -61,6 +65,8 @@ CREATE TABLE loyalty.customer_rfm (
     scored_at   timestamptz NOT NULL
 );
 COMMENT ON TABLE loyalty.customer_rfm IS 'RFM scores per customer; a row is rewritten only when its scores change';
+-- derived, but dumped too, so that a restored database works at once
+SELECT pg_catalog.pg_extension_config_dump('loyalty.customer_rfm', '');
 
 -- Score customers in C (src/rfm.c). p_full: recompute bounds (quantile mode)
 -- and score everyone; else score up to p_limit queued customers.
@@ -83,7 +89,7 @@ CREATE FUNCTION loyalty.configure_rfm(bins integer DEFAULT 5, mode text DEFAULT 
                                       recency_bounds float8[] DEFAULT NULL,
                                       frequency_bounds float8[] DEFAULT NULL,
                                       monetary_bounds float8[] DEFAULT NULL)
-RETURNS void
+RETURNS loyalty.rfm_config
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -130,14 +136,15 @@ BEGIN
            frequency_bounds = configure_rfm.frequency_bounds, monetary_bounds = configure_rfm.monetary_bounds;
     -- bounds of the old setting no longer apply
     DELETE FROM loyalty.rfm_bounds;
+    RETURN (SELECT c FROM loyalty.rfm_config c);
 END
 $$;
 COMMENT ON FUNCTION loyalty.configure_rfm(integer, text, float8[], float8[], float8[]) IS
-'Set RFM bins and mode (quantile, or fixed thresholds); refused when the segment rules are written for another number of bins; takes effect at the next loyalty.refresh()';
+'Set RFM bins and mode (quantile, or fixed thresholds); refused when the segment rules are written for another number of bins; takes effect at the next loyalty.refresh(); returns the settings in force';
 
 CREATE VIEW loyalty.customer_segments AS
 SELECT s.customer_id,
-       floor(extract(epoch FROM (greatest(r.scored_at, b.computed_at) - s.last_order_at)) / 86400)::integer AS recency_days,
+       loyalty._utc_days(s.last_order_at, greatest(r.scored_at, b.computed_at)) AS recency_days,
        s.orders AS frequency,
        s.net_spend AS monetary,
        r.r_score, r.f_score, r.m_score,
@@ -148,7 +155,7 @@ SELECT s.customer_id,
   LEFT JOIN loyalty.rfm_bounds b ON true;
 COMMENT ON VIEW loyalty.customer_segments IS 'RFM scores and named segment per customer';
 COMMENT ON COLUMN loyalty.customer_segments.customer_id IS 'the shop''s customer key, as text';
-COMMENT ON COLUMN loyalty.customer_segments.recency_days IS 'whole days from the last counted order to computed_at';
+COMMENT ON COLUMN loyalty.customer_segments.recency_days IS 'UTC days from the last counted order to computed_at (loyalty._utc_days)';
 COMMENT ON COLUMN loyalty.customer_segments.frequency IS 'counted orders';
 COMMENT ON COLUMN loyalty.customer_segments.monetary IS 'net spend (orders less refunds)';
 COMMENT ON COLUMN loyalty.customer_segments.r_score IS 'recency score, 1 (longest ago) to bins (most recent)';
@@ -167,6 +174,8 @@ SELECT segment,
   FROM loyalty.customer_segments
  GROUP BY segment;
 COMMENT ON VIEW loyalty.segment_summary IS 'Customers, share, revenue, average order value and recency per RFM segment';
+COMMENT ON COLUMN loyalty.segment_summary.segment IS 'named segment from loyalty.segment_rules (Other when no rule matches)';
+COMMENT ON COLUMN loyalty.segment_summary.customers IS 'scored customers in the segment';
 COMMENT ON COLUMN loyalty.segment_summary.share_pct IS 'percent of scored customers';
 COMMENT ON COLUMN loyalty.segment_summary.revenue IS 'net spend of the segment''s customers';
 COMMENT ON COLUMN loyalty.segment_summary.avg_order_value IS 'revenue / counted orders';

@@ -15,6 +15,7 @@ CREATE TABLE loyalty.model_settings (
 );
 INSERT INTO loyalty.model_settings DEFAULT VALUES;
 COMMENT ON TABLE loyalty.model_settings IS 'Settings of the churn and lifetime value models';
+SELECT pg_catalog.pg_extension_config_dump('loyalty.model_settings', '');
 COMMENT ON COLUMN loyalty.model_settings.horizon_days IS 'horizon of expected purchases and CLV';
 COMMENT ON COLUMN loyalty.model_settings.margin IS 'share of revenue that is profit, applied to CLV (1 = revenue CLV)';
 COMMENT ON COLUMN loyalty.model_settings.annual_discount_rate IS 'yearly discount rate for CLV (0 = none)';
@@ -112,6 +113,7 @@ CREATE TABLE loyalty.model_fits (
 );
 CREATE INDEX model_fits_latest_idx ON loyalty.model_fits (model, fit_id DESC) WHERE status = 'fitted';
 COMMENT ON TABLE loyalty.model_fits IS 'Every model fit with its diagnostics; scores use the newest fitted row per model';
+SELECT pg_catalog.pg_extension_config_dump('loyalty.model_fits', '');
 
 -- Per-customer model inputs in days (BTYD convention: one transaction per
 -- purchase day; x = repeat purchase days, t_x = first to last purchase day,
@@ -119,11 +121,8 @@ COMMENT ON TABLE loyalty.model_fits IS 'Every model fit with its diagnostics; sc
 -- fits and the journeys' P(alive) and lapse days all derive them from these
 -- helpers. An order dated after as_of (within the intake's clock-skew
 -- tolerance) is clamped: t never below t_x, days since the last purchase
--- never negative, so P(alive) never rises above the value at that order.
-CREATE FUNCTION loyalty._utc_days(p_from timestamptz, p_to timestamptz)
-RETURNS integer
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-RETURN greatest((p_to AT TIME ZONE 'UTC')::date - (p_from AT TIME ZONE 'UTC')::date, 0);
+-- never negative (loyalty._utc_days, 00_base.sql), so P(alive) never rises
+-- above the value at that order.
 
 CREATE FUNCTION loyalty.model_inputs_at(as_of timestamptz)
 RETURNS TABLE (customer_id text, x integer, t_x float8, t float8, repeat_value numeric, avg_spend numeric,
@@ -144,6 +143,7 @@ COMMENT ON FUNCTION loyalty.model_inputs_at(timestamptz) IS
 
 CREATE VIEW loyalty.model_inputs AS SELECT * FROM loyalty.model_inputs_at(pg_catalog.now());
 COMMENT ON VIEW loyalty.model_inputs IS 'Per-customer BG/NBD and Gamma-Gamma inputs, in days, as of now';
+COMMENT ON COLUMN loyalty.model_inputs.customer_id IS 'the shop''s customer key, as text';
 COMMENT ON COLUMN loyalty.model_inputs.x IS 'repeat purchase days';
 COMMENT ON COLUMN loyalty.model_inputs.t_x IS 'days from first to last purchase day';
 COMMENT ON COLUMN loyalty.model_inputs.t IS 'days from first purchase day to today';
@@ -234,6 +234,15 @@ SELECT b.fit_id AS bgnbd_fit_id,
   LEFT JOIN LATERAL (SELECT * FROM loyalty.model_fits WHERE model = 'bgnbd' AND status = 'fitted' ORDER BY fit_id DESC LIMIT 1) b ON true
   LEFT JOIN LATERAL (SELECT * FROM loyalty.model_fits WHERE model = 'gamma_gamma' AND status = 'fitted' ORDER BY fit_id DESC LIMIT 1) g ON true;
 COMMENT ON VIEW loyalty.current_fits IS 'Parameters of the newest fitted BG/NBD and Gamma-Gamma models';
+COMMENT ON COLUMN loyalty.current_fits.bgnbd_fit_id IS 'the loyalty.model_fits row of the newest fitted BG/NBD (NULL: none)';
+COMMENT ON COLUMN loyalty.current_fits.r IS 'BG/NBD r: shape of the Gamma distribution of purchase rates (Fader, Hardie and Lee 2005)';
+COMMENT ON COLUMN loyalty.current_fits.alpha IS 'BG/NBD alpha: scale of the Gamma distribution of purchase rates, in days';
+COMMENT ON COLUMN loyalty.current_fits.a IS 'BG/NBD a: first shape of the Beta distribution of dropout probabilities';
+COMMENT ON COLUMN loyalty.current_fits.b IS 'BG/NBD b: second shape of the Beta distribution of dropout probabilities';
+COMMENT ON COLUMN loyalty.current_fits.gamma_gamma_fit_id IS 'the loyalty.model_fits row of the newest fitted Gamma-Gamma (NULL: none)';
+COMMENT ON COLUMN loyalty.current_fits.p IS 'Gamma-Gamma p: shape of the Gamma distribution of a customer''s order values (Fader and Hardie 2013)';
+COMMENT ON COLUMN loyalty.current_fits.q IS 'Gamma-Gamma q: shape of the Gamma distribution of the order-value scale across customers';
+COMMENT ON COLUMN loyalty.current_fits.gamma IS 'Gamma-Gamma gamma: scale of the Gamma distribution of the order-value scale across customers';
 
 -- The shop's mean gap between purchase days of repeat buyers (the heuristic's gap for customers without one of their own; also used by the journeys).
 CREATE FUNCTION loyalty._shop_gap()
@@ -376,6 +385,9 @@ SELECT CASE WHEN f.fit_id IS NULL THEN 'heuristic'
                       WHERE mf.model = 'heuristic' AND mf.status = 'fitted'
                       ORDER BY mf.fit_id DESC LIMIT 1) h ON true;
 COMMENT ON VIEW loyalty.current_model IS 'The model that decides P(alive), expected purchases and win-back lapse days now, with its parameters (bgnbd, bgnbd_limit, heuristic); one-time buyers under BG/NBD are judged by the heuristic';
+COMMENT ON COLUMN loyalty.current_model.r IS 'the model''s r (shape of the purchase-rate distribution); NULL for the heuristic';
+COMMENT ON COLUMN loyalty.current_model.alpha IS 'the model''s alpha (scale of the purchase-rate distribution, in days); NULL for the heuristic';
+COMMENT ON COLUMN loyalty.current_model.heuristic_fit_id IS 'the loyalty.model_fits row of the newest heuristic fit (its shop_gap); NULL before any fit';
 COMMENT ON COLUMN loyalty.current_model.model IS 'bgnbd, bgnbd_limit (BG/NBD fit on its boundary: dropout without heterogeneity), or heuristic';
 COMMENT ON COLUMN loyalty.current_model.fit_id IS 'the loyalty.model_fits row of the model (NULL for the heuristic)';
 COMMENT ON COLUMN loyalty.current_model.a IS 'BG/NBD a (Pareto/NBD s)';

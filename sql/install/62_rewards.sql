@@ -178,9 +178,6 @@ CREATE TABLE loyalty.points_problems (
 );
 COMMENT ON TABLE loyalty.points_problems IS 'Orders whose points could not be updated by the trigger; loyalty.retry_points_problems() retries them';
 
-ALTER TABLE loyalty.sources ADD COLUMN delivered_at_column text;
-COMMENT ON COLUMN loyalty.sources.delivered_at_column IS 'delivery time column (loyalty.track_deliveries): order points become available a return window after it';
-
 CREATE AGGREGATE loyalty._product(numeric) (SFUNC = pg_catalog.numeric_mul, STYPE = numeric, INITCOND = '1');
 
 -- ---------------------------------------------------------------- checks
@@ -243,7 +240,7 @@ BEGIN
               USING ERRCODE = 'invalid_parameter_value',
                     HINT = 'Pass a key that names this one request, e.g. ''signup-bonus:42'': at most 500 characters, no control characters, tabs or Unicode spaces.';
     END IF;
-    IF p_key LIKE 'loyalty:%' THEN
+    IF loyalty._key_reserved(p_key) THEN
         RAISE EXCEPTION 'idempotency keys starting with "loyalty:" are reserved'
               USING ERRCODE = 'invalid_parameter_value', HINT = 'loyalty writes order points and expiry under such keys; choose another prefix.';
     END IF;
@@ -319,6 +316,8 @@ $$;
 -- Take up to p_points from a customer's lots, oldest expiry first: lots of
 -- p_order_ref first (a reversal takes back the order's own points), then
 -- available lots, then pending ones if p_pending. Returns the points taken.
+-- The FIFO order of the SQL paths (redeem, reversals); src/ledger.c's
+-- LotCompare is the same order for the C redeem.
 CREATE FUNCTION loyalty._take_points(p_customer text, p_points bigint, p_as_of timestamptz,
                                      p_pending boolean, p_order_ref text DEFAULT NULL)
 RETURNS bigint
@@ -397,7 +396,6 @@ DECLARE
     k text := _earn_sql.idempotency_key;
     owed bigint;
     id bigint;
-    done boolean;
 BEGIN
     PERFORM loyalty._check_request(c, p, k);
     IF expires_at IS NOT NULL AND (NOT isfinite(expires_at) OR expires_at <= now()) THEN
@@ -413,41 +411,15 @@ BEGIN
               USING ERRCODE = 'invalid_parameter_value', HINT = 'Points must become available before they expire.';
     END IF;
 
-    -- Fast path, one statement: the entry, then the account (locked by this
-    -- UPDATE, which re-reads the newest row version) when it owes no debt,
-    -- then the lot. A taken key inserts nothing and changes nothing.
-    WITH e AS (
-        INSERT INTO loyalty.ledger AS l (customer_id, kind, points, idempotency_key, reason, available_at, expires_at)
-        VALUES (c, 'earn', p, k, _earn_sql.reason, _earn_sql.available_at, _earn_sql.expires_at)
-        ON CONFLICT ON CONSTRAINT ledger_idempotency_key_key DO NOTHING
-        RETURNING l.entry_id
-    ), acc AS (
-        UPDATE loyalty.accounts a
-           SET balance = a.balance + p, lifetime_earned = a.lifetime_earned + p, updated_at = now()
-         WHERE a.customer_id = c AND a.debt = 0 AND EXISTS (SELECT 1 FROM e)
-        RETURNING 1
-    ), lot AS (
-        INSERT INTO loyalty.point_lots (lot_id, customer_id, points, remaining, available_at, expires_at)
-        SELECT e.entry_id, c, p, p, coalesce(_earn_sql.available_at, '-infinity'), _earn_sql.expires_at
-          FROM e WHERE EXISTS (SELECT 1 FROM acc)
-        RETURNING 1
-    )
-    SELECT e.entry_id, EXISTS (SELECT 1 FROM lot) INTO id, done FROM e;
+    -- The account locked (created for a new customer), then the one earn
+    -- write (loyalty._add_points): entry, lot, account; the new points pay
+    -- the customer's debt first. A taken key writes nothing: a replay (or an
+    -- error, which undoes the account just created).
+    owed := (loyalty._lock_account(c, true)).debt;
+    id := loyalty._add_points(c, 'earn', p, _earn_sql.reason, k, _earn_sql.expires_at, _earn_sql.available_at,
+                              NULL, NULL, owed);
     IF id IS NULL THEN
         RETURN loyalty._replayed(k, c, 'earn', p, reason, expires_at, available_at);
-    END IF;
-    IF NOT done THEN
-        -- a new customer, or one in debt: the entry is written; lock (or
-        -- create) the account and let the new points pay the debt first
-        owed := (loyalty._lock_account(c, true)).debt;
-        IF p > owed THEN
-            INSERT INTO loyalty.point_lots (lot_id, customer_id, points, remaining, available_at, expires_at)
-            VALUES (id, c, p, p - owed, coalesce(_earn_sql.available_at, '-infinity'), _earn_sql.expires_at);
-        END IF;
-        UPDATE loyalty.accounts a
-           SET balance = a.balance + p, debt = a.debt - least(owed, p),
-               lifetime_earned = a.lifetime_earned + p, updated_at = now()
-         WHERE a.customer_id = c;
     END IF;
     RETURN id;
 END
@@ -485,37 +457,24 @@ BEGIN
               USING ERRCODE = 'no_data_found', HINT = 'Only customers who have earned points can redeem; check the customer id.';
     END IF;
 
-    -- if enough is available: entry, FIFO consumption (first-expiring lots
-    -- first) and account in one statement; a taken key inserts nothing
-    WITH lots AS (
-        SELECT pl.lot_id, pl.remaining,
-               sum(pl.remaining) OVER (ORDER BY pl.expires_at NULLS LAST, pl.lot_id) AS upto
-          FROM loyalty.point_lots pl
-         WHERE pl.customer_id = c AND pl.remaining > 0 AND pl.available_at <= now()
-           AND (pl.expires_at IS NULL OR pl.expires_at > now())
-    ), have AS (
-        SELECT coalesce(max(lots.upto), 0)::bigint - owed AS n FROM lots
-    ), e AS (
+    -- if enough is available (less debt): the entry, then the points taken
+    -- from the lots in FIFO order (loyalty._take_points) and the account; a
+    -- taken key inserts nothing
+    SELECT coalesce(sum(pl.remaining), 0)::bigint - owed INTO avail
+      FROM loyalty.point_lots pl
+     WHERE pl.customer_id = c AND pl.remaining > 0 AND pl.available_at <= now()
+       AND (pl.expires_at IS NULL OR pl.expires_at > now());
+    IF avail >= p THEN
         INSERT INTO loyalty.ledger AS l (customer_id, kind, points, idempotency_key, reason)
-        SELECT c, 'redeem', -p, k, _redeem_sql.reason FROM have WHERE have.n >= p
+        VALUES (c, 'redeem', -p, k, _redeem_sql.reason)
         ON CONFLICT ON CONSTRAINT ledger_idempotency_key_key DO NOTHING
-        RETURNING l.entry_id
-    ), part AS (
-        UPDATE loyalty.point_lots pl
-           SET remaining = lots.upto - p
-          FROM lots
-         WHERE pl.lot_id = lots.lot_id AND lots.upto - lots.remaining < p AND lots.upto > p AND EXISTS (SELECT 1 FROM e)
-    ), spent AS (
-        DELETE FROM loyalty.point_lots pl
-         USING lots
-         WHERE pl.lot_id = lots.lot_id AND lots.upto <= p AND EXISTS (SELECT 1 FROM e)
-    ), acc AS (
+        RETURNING l.entry_id INTO id;
+    END IF;
+    IF id IS NOT NULL THEN
+        PERFORM loyalty._take_points(c, p, now(), false);
         UPDATE loyalty.accounts a
            SET balance = a.balance - p, lifetime_redeemed = a.lifetime_redeemed + p, updated_at = now()
-         WHERE a.customer_id = c AND EXISTS (SELECT 1 FROM e)
-    )
-    SELECT (SELECT e.entry_id FROM e), (SELECT have.n FROM have) INTO id, avail;
-    IF id IS NOT NULL THEN
+         WHERE a.customer_id = c;
         RETURN id;
     END IF;
     -- nothing written: a replay (same key) returns the first result ...
@@ -638,6 +597,8 @@ SELECT a.customer_id,
          WHERE p.customer_id = a.customer_id AND p.remaining > 0 AND (p.expires_at IS NULL OR p.expires_at > now())) l ON true
   LEFT JOIN loyalty.customer_tiers t ON t.customer_id = a.customer_id;
 COMMENT ON VIEW loyalty.balances IS 'Points per customer now (as loyalty.balance()), with debt and tier';
+COMMENT ON COLUMN loyalty.balances.customer_id IS 'the shop''s customer key, as text';
+COMMENT ON COLUMN loyalty.balances.updated_at IS 'when the customer''s points last changed';
 COMMENT ON COLUMN loyalty.balances.available IS 'points the customer can spend now (less debt)';
 COMMENT ON COLUMN loyalty.balances.pending IS 'points earned but not yet available (return window, future available_at)';
 COMMENT ON COLUMN loyalty.balances.debt IS 'points owed after refunds of orders whose points were already spent (refund_policy debt)';
@@ -660,6 +621,10 @@ SELECT sum(b.available) FILTER (WHERE b.available > 0) AS available_points,
   LEFT JOIN loyalty.balances b ON true
  GROUP BY s.point_value;
 COMMENT ON VIEW loyalty.liability IS 'Points the shop owes its customers and their value at rewards_settings.point_value';
+COMMENT ON COLUMN loyalty.liability.available_points IS 'points customers can spend now (customers with a positive balance)';
+COMMENT ON COLUMN loyalty.liability.pending_points IS 'points earned but not yet available';
+COMMENT ON COLUMN loyalty.liability.point_value IS 'value of one point in the shop''s currency (rewards_settings.point_value)';
+COMMENT ON COLUMN loyalty.liability.customers_with_points IS 'customers with available or pending points';
 COMMENT ON COLUMN loyalty.liability.outstanding_points IS 'available plus pending points (not yet expired)';
 COMMENT ON COLUMN loyalty.liability.outstanding_value IS 'outstanding_points times point_value, in the shop''s currency';
 COMMENT ON COLUMN loyalty.liability.debt_points IS 'points customers owe after refunds (not counted against the liability)';
@@ -1276,6 +1241,15 @@ CREATE VIEW loyalty.points_history AS
 SELECT l.entry_id, l.customer_id, l.kind, l.points, l.order_ref, l.lot_id, l.available_at, l.expires_at, l.created_at
   FROM loyalty.ledger l;
 COMMENT ON VIEW loyalty.points_history IS 'Every change of a customer''s points (the ledger) without its free text: reason, idempotency key, detail and author are for staff (loyalty_support)';
+COMMENT ON COLUMN loyalty.points_history.entry_id IS 'the ledger entry, in the order entries were written';
+COMMENT ON COLUMN loyalty.points_history.customer_id IS 'the shop''s customer key, as text';
+COMMENT ON COLUMN loyalty.points_history.kind IS 'earn, redeem, expire, reverse (points of a refunded order taken back) or adjust';
+COMMENT ON COLUMN loyalty.points_history.points IS 'signed: earn > 0; redeem, expire, reverse <= 0; adjust either';
+COMMENT ON COLUMN loyalty.points_history.order_ref IS 'the order the points are for (order points and their reversals); NULL otherwise';
+COMMENT ON COLUMN loyalty.points_history.lot_id IS 'for expire: the lot expired';
+COMMENT ON COLUMN loyalty.points_history.available_at IS 'for earn: when the points become spendable';
+COMMENT ON COLUMN loyalty.points_history.expires_at IS 'for earn: when the points expire (NULL: never)';
+COMMENT ON COLUMN loyalty.points_history.created_at IS 'when the entry was written';
 GRANT SELECT ON loyalty.balances, loyalty.liability, loyalty.tiers, loyalty.customer_tiers, loyalty.tier_history,
                 loyalty.points_history, loyalty.earn_rules TO loyalty_reader;
 GRANT SELECT ON loyalty.ledger, loyalty.points_problems TO loyalty_support;

@@ -102,6 +102,7 @@ CREATE TABLE loyalty.outbox_settings (
 );
 INSERT INTO loyalty.outbox_settings DEFAULT VALUES;
 COMMENT ON TABLE loyalty.outbox_settings IS 'Sender settings (one row); change with loyalty.configure_outbox()';
+SELECT pg_catalog.pg_extension_config_dump('loyalty.outbox_settings', '');
 COMMENT ON COLUMN loyalty.outbox_settings.max_attempts IS 'claims a message gets; a failure (or an expired lease) on the last one makes it dead';
 COMMENT ON COLUMN loyalty.outbox_settings.backoff_base IS 'wait after the first failure; doubled after each further one';
 COMMENT ON COLUMN loyalty.outbox_settings.backoff_max IS 'the longest wait between attempts';
@@ -558,6 +559,9 @@ SELECT m.status, m.channel,
           LEFT JOIN loyalty.outbox_queue q ON q.message_id = o.message_id) m
  GROUP BY m.status, m.channel;
 COMMENT ON VIEW loyalty.outbox_summary IS 'Outbox messages per status (claimed: pending under a sender''s lease) and channel: how many, how many are due now, how long the oldest has waited';
+COMMENT ON COLUMN loyalty.outbox_summary.status IS 'the messages'' outbox status (claimed: pending under a sender''s lease)';
+COMMENT ON COLUMN loyalty.outbox_summary.channel IS 'email, sms, whatsapp, push or the shop''s own channel';
+COMMENT ON COLUMN loyalty.outbox_summary.messages IS 'messages with this status and channel';
 COMMENT ON COLUMN loyalty.outbox_summary.due_now IS 'pending messages whose due time has come (the senders'' backlog)';
 COMMENT ON COLUMN loyalty.outbox_summary.oldest_due_age IS 'how long the oldest due pending message has waited; growing means no sender is draining the outbox';
 COMMENT ON COLUMN loyalty.outbox_summary.next_due_at IS 'when the next pending message that is not yet due becomes due (quiet hours, retries)';
@@ -570,5 +574,14 @@ SELECT o.message_id, o.campaign_id, o.customer_id, o.channel, o.recipient, o.tem
   FROM loyalty.outbox o
  WHERE o.status = 'dead';
 COMMENT ON VIEW loyalty.dead_letters IS 'Messages given up after outbox_settings.max_attempts; loyalty.requeue_dead() gives them new attempts';
+COMMENT ON COLUMN loyalty.dead_letters.message_id IS 'the outbox message (loyalty.requeue_dead takes these ids)';
+COMMENT ON COLUMN loyalty.dead_letters.campaign_id IS 'the campaign that decided the message (NULL: loyalty''s own messages)';
+COMMENT ON COLUMN loyalty.dead_letters.customer_id IS 'the shop''s customer key, as text';
+COMMENT ON COLUMN loyalty.dead_letters.channel IS 'the channel the message was for';
+COMMENT ON COLUMN loyalty.dead_letters.recipient IS 'email address or phone number the message was for';
+COMMENT ON COLUMN loyalty.dead_letters.template IS 'the template the sender was to render';
+COMMENT ON COLUMN loyalty.dead_letters.last_due_at IS 'when the message was last due (its last retry)';
+COMMENT ON COLUMN loyalty.dead_letters.created_at IS 'when the message was written to the outbox';
+COMMENT ON COLUMN loyalty.dead_letters.payload IS 'what the template needs and why the message was chosen';
 COMMENT ON COLUMN loyalty.dead_letters.last_error IS 'the error of the last failed attempt, as the sender reported it';
 COMMENT ON COLUMN loyalty.dead_letters.attempts IS 'claims the message had';

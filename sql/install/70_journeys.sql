@@ -25,22 +25,7 @@ $$;
 
 -- ---------------------------------------------------------------- profiles
 
-CREATE TABLE loyalty.customer_sources (
-    source_id         integer PRIMARY KEY DEFAULT nextval('loyalty.sources_source_id_seq'),
-    relation_schema   text NOT NULL,
-    relation_name     text NOT NULL,
-    customer_column   text NOT NULL,
-    name_column       text,
-    email_column      text,
-    phone_column      text,
-    birthday_column   text,
-    time_zone_column  text,
-    attached_at       timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    backfilled_rows   bigint NOT NULL DEFAULT 0,
-    UNIQUE (relation_schema, relation_name)
-);
-COMMENT ON TABLE loyalty.customer_sources IS
-'Shop customer tables attached with loyalty.track_customers() (ids shared with loyalty.sources, so loyalty.rejected_rows names either)';
+-- (the attached customer tables: loyalty.customer_sources, 20_intake.sql)
 
 CREATE TABLE loyalty.profiles (
     customer_id text PRIMARY KEY,
@@ -56,21 +41,9 @@ CREATE TABLE loyalty.profiles (
 );
 CREATE INDEX profiles_birthday_idx ON loyalty.profiles (birthday_md) WHERE birthday_md IS NOT NULL;
 COMMENT ON TABLE loyalty.profiles IS 'Customer contact data for the journeys: from a tracked customers table (source_id) or loyalty.upsert_customer() (source_id NULL)';
+SELECT pg_catalog.pg_extension_config_dump('loyalty.profiles', '');
 COMMENT ON COLUMN loyalty.profiles.time_zone IS 'IANA zone name (loyalty.time_zones); NULL: journey_settings.default_time_zone';
 COMMENT ON COLUMN loyalty.profiles.birthday_md IS 'month * 100 + day of the birthday (indexed: birthday campaigns look up a few days)';
-
--- Customers attached rows that loyalty cannot use land in rejected_rows; the
--- summary names customer tables too.
-CREATE OR REPLACE VIEW loyalty.rejected_summary AS
-SELECT s.source_id, s.source, r.reason,
-       count(*) AS rows, min(r.rejected_at) AS first_rejected_at, max(r.rejected_at) AS last_rejected_at
-  FROM loyalty.rejected_rows r
-  JOIN (SELECT so.source_id, so.relation_schema || '.' || so.relation_name AS source FROM loyalty.sources so
-        UNION ALL
-        SELECT cs.source_id, cs.relation_schema || '.' || cs.relation_name FROM loyalty.customer_sources cs) s
-    ON s.source_id = r.source_id
- WHERE r.resolved_at IS NULL
- GROUP BY s.source_id, s.source, r.reason;
 
 -- Store one profile from a tracked table's captured row; never raises. p_fields
 -- holds the tracked columns only (src/intake.c): a field absent is not tracked
@@ -372,6 +345,7 @@ CREATE TABLE loyalty.deliveries (
 );
 CREATE INDEX deliveries_delivered_idx ON loyalty.deliveries (delivered_at);
 COMMENT ON TABLE loyalty.deliveries IS 'When tracked orders were delivered (the delivery column named with loyalty.track_deliveries)';
+SELECT pg_catalog.pg_extension_config_dump('loyalty.deliveries', '');
 
 -- Delivery times from captured order changes (loyalty._apply_changes): the
 -- capture trigger reads the delivery column with the rest of the order.
@@ -434,6 +408,7 @@ CREATE TABLE loyalty.consent_history (
 );
 CREATE INDEX consent_history_customer_idx ON loyalty.consent_history (customer_id, change_id);
 COMMENT ON TABLE loyalty.consent_history IS 'Every consent change (opt-in or opt-out per channel), with time and source; never updated';
+SELECT pg_catalog.pg_extension_config_dump('loyalty.consent_history', '');
 
 CREATE TABLE loyalty.consents (
     customer_id text NOT NULL,
@@ -446,6 +421,7 @@ CREATE TABLE loyalty.consents (
 );
 COMMENT ON TABLE loyalty.consents IS
 'Current consent per customer and channel (the newest change); channel ''all'' with granted false is a global unsubscribe';
+SELECT pg_catalog.pg_extension_config_dump('loyalty.consents', '');
 
 CREATE FUNCTION loyalty.set_consent(customer_id text, channel text, granted boolean, source text DEFAULT NULL)
 RETURNS bigint
@@ -523,6 +499,7 @@ CREATE TABLE loyalty.journey_settings (
 );
 INSERT INTO loyalty.journey_settings DEFAULT VALUES;
 COMMENT ON TABLE loyalty.journey_settings IS 'Journey policy settings (one row); change with loyalty.configure_journeys()';
+SELECT pg_catalog.pg_extension_config_dump('loyalty.journey_settings', '');
 COMMENT ON COLUMN loyalty.journey_settings.cap_messages IS 'at most this many messages per customer within cap_window (all campaigns)';
 COMMENT ON COLUMN loyalty.journey_settings.quiet_start IS 'quiet hours start (customer''s local time); equal to quiet_end: no quiet hours';
 COMMENT ON COLUMN loyalty.journey_settings.quiet_end IS 'quiet hours end (local time): a message falling in quiet hours is due then';
@@ -599,6 +576,8 @@ CREATE TABLE loyalty.campaigns (
     CHECK (active_from IS NULL OR active_until IS NULL OR active_from < active_until)
 );
 COMMENT ON TABLE loyalty.campaigns IS 'Campaigns the shop edits: kind, channel, template, params, priority, cooldown, holdout share, active window';
+SELECT pg_catalog.pg_extension_config_dump('loyalty.campaigns', '');
+SELECT pg_catalog.pg_extension_config_dump('loyalty.campaigns_campaign_id_seq', '');
 COMMENT ON COLUMN loyalty.campaigns.kind IS 'welcome, post_purchase, repurchase_reminder, win_back, birthday, points_expiring, tier_changed, milestone, custom; service notices (one per order issue): order_delayed, parcel_stalled, delivery_failed, refund_delayed; delivered_check_in (one per delivered order that had an issue)';
 COMMENT ON COLUMN loyalty.campaigns.params IS 'per-kind parameters (README: Journeys); missing ones are filled with their defaults when saved';
 COMMENT ON COLUMN loyalty.campaigns.priority IS 'lower wins: when the frequency cap allows fewer messages than are due, the lowest priority numbers go';
@@ -663,6 +642,24 @@ COMMENT ON FUNCTION loyalty.journey_context_at(timestamptz) IS 'Per-customer con
 CREATE VIEW loyalty.journey_context AS SELECT * FROM loyalty.journey_context_at(pg_catalog.now());
 COMMENT ON VIEW loyalty.journey_context IS
 'What a custom campaign''s condition can use, per customer with orders: profile, order aggregates, RFM scores and segment, points, tier';
+COMMENT ON COLUMN loyalty.journey_context.customer_id IS 'the shop''s customer key, as text (customers with orders)';
+COMMENT ON COLUMN loyalty.journey_context.name IS 'the customer''s name (loyalty.profiles)';
+COMMENT ON COLUMN loyalty.journey_context.email IS 'the customer''s email address';
+COMMENT ON COLUMN loyalty.journey_context.phone IS 'the customer''s phone number';
+COMMENT ON COLUMN loyalty.journey_context.birthday IS 'the customer''s birthday';
+COMMENT ON COLUMN loyalty.journey_context.time_zone IS 'the customer''s IANA time zone (NULL: journey_settings.default_time_zone)';
+COMMENT ON COLUMN loyalty.journey_context.orders IS 'counted orders (status in the counted set, not fully refunded)';
+COMMENT ON COLUMN loyalty.journey_context.first_order_at IS 'time of the first counted order';
+COMMENT ON COLUMN loyalty.journey_context.last_order_at IS 'time of the last counted order';
+COMMENT ON COLUMN loyalty.journey_context.days_since_last_order IS '24-hour periods from the last counted order to now, rounded';
+COMMENT ON COLUMN loyalty.journey_context.net_spend IS 'spend on counted orders less refunds';
+COMMENT ON COLUMN loyalty.journey_context.avg_spend IS 'net spend per counted order';
+COMMENT ON COLUMN loyalty.journey_context.r_score IS 'RFM recency score, 1 (longest ago) to bins (most recent)';
+COMMENT ON COLUMN loyalty.journey_context.f_score IS 'RFM frequency score, 1 (fewest orders) to bins';
+COMMENT ON COLUMN loyalty.journey_context.m_score IS 'RFM monetary score, 1 (lowest spend) to bins';
+COMMENT ON COLUMN loyalty.journey_context.segment IS 'named RFM segment (loyalty.segment_rules)';
+COMMENT ON COLUMN loyalty.journey_context.points IS 'the customer''s point balance (0: no account)';
+COMMENT ON COLUMN loyalty.journey_context.tier IS 'the customer''s tier (NULL: none)';
 
 -- Fill a kind's parameter defaults and check them; raises on anything wrong.
 CREATE FUNCTION loyalty._campaign_params(p_kind text, p_params jsonb, p_condition text)

@@ -15,10 +15,8 @@
 -- where start = coalesce(active_from, activated_at): occasions before the
 -- campaign was switched on are never messaged.
 
--- Indexes the occasion ranges use.
-CREATE INDEX orders_ordered_at_idx ON loyalty.orders (ordered_at);
-CREATE INDEX customer_state_first_order_idx ON loyalty.customer_state (first_order_at);
-CREATE INDEX customer_state_last_order_idx ON loyalty.customer_state (last_order_at);
+-- (the occasion ranges use orders_ordered_at_idx, customer_state_first_order_idx
+-- and customer_state_last_order_idx, created with their tables)
 
 -- Per campaign, the as_of of the last enqueue_due run (the lower end of the
 -- expiry range: occasions before it were seen by that run).
@@ -29,6 +27,7 @@ CREATE TABLE loyalty.journey_runs (
     campaign_updated_at timestamptz
 );
 COMMENT ON TABLE loyalty.journey_runs IS 'Per campaign: as_of and time of the last loyalty.enqueue_due() run, and the campaign''s updated_at it ran with';
+SELECT pg_catalog.pg_extension_config_dump('loyalty.journey_runs', '');
 
 -- Customers whose orders changed (loyalty._recompute_customers) or whose
 -- win-back lapse moved with a new fit (loyalty._journeys_refitted), since
@@ -38,6 +37,7 @@ CREATE TABLE loyalty.journey_changes (
     customer_id text NOT NULL
 );
 COMMENT ON TABLE loyalty.journey_changes IS 'Customers whose occasions may have changed since the last loyalty.enqueue_due() run';
+SELECT pg_catalog.pg_extension_config_dump('loyalty.journey_changes', '');
 
 CREATE TYPE loyalty.journey_occasion AS (
     campaign_id integer,
@@ -785,6 +785,15 @@ COMMENT ON FUNCTION loyalty.due_messages_at(timestamptz) IS
 CREATE VIEW loyalty.due_messages AS SELECT * FROM loyalty.due_messages_at(pg_catalog.now());
 COMMENT ON VIEW loyalty.due_messages IS
 'What loyalty.enqueue_due() would do now: each occasion not yet in the outbox with its decision (send and quiet_hours become pending messages; held_out, expired, no_consent, no_contact, cooldown, capped, superseded and ops_hold are recorded with that status and never sent) and why';
+COMMENT ON COLUMN loyalty.due_messages.campaign_id IS 'the campaign (loyalty.campaigns)';
+COMMENT ON COLUMN loyalty.due_messages.campaign IS 'the campaign''s name';
+COMMENT ON COLUMN loyalty.due_messages.kind IS 'the campaign''s kind (welcome, post_purchase, win_back, ...)';
+COMMENT ON COLUMN loyalty.due_messages.channel IS 'the channel the message goes out on';
+COMMENT ON COLUMN loyalty.due_messages.customer_id IS 'the shop''s customer key, as text';
+COMMENT ON COLUMN loyalty.due_messages.dedupe_key IS 'campaign:customer:occasion, the outbox''s unique key';
+COMMENT ON COLUMN loyalty.due_messages.expires_at IS 'after this the message is not sent (recorded as expired)';
+COMMENT ON COLUMN loyalty.due_messages.template IS 'the template the sender renders';
+COMMENT ON COLUMN loyalty.due_messages.priority IS 'the campaign''s priority (lower wins under the frequency cap)';
 COMMENT ON COLUMN loyalty.due_messages.occasion IS 'the occasion key (first, order:<ref>, birthday:<year>, ...); with campaign and customer it is the dedupe key';
 COMMENT ON COLUMN loyalty.due_messages.occasion_at IS 'when the occasion became due';
 COMMENT ON COLUMN loyalty.due_messages.decision IS 'send, quiet_hours (pending, due at due_at), held_out, expired, capped, cooldown, no_consent, no_contact, superseded (a tier upgrade when a win-back of the customer is due in the same run), ops_hold (marketing while the customer has an order issue)';
@@ -878,5 +887,9 @@ SELECT ch.channel,
   LEFT JOIN loyalty.profiles p ON p.customer_id = s.customer_id
  GROUP BY ch.channel;
 COMMENT ON VIEW loyalty.contact_quality IS 'Per channel: customers with orders, and how many have no profile, no usable contact (missing or malformed), or can be reached';
+COMMENT ON COLUMN loyalty.contact_quality.channel IS 'email, sms or whatsapp';
+COMMENT ON COLUMN loyalty.contact_quality.customers IS 'customers with orders';
+COMMENT ON COLUMN loyalty.contact_quality.no_profile IS 'customers with orders but no profile (no contact data at all)';
+COMMENT ON COLUMN loyalty.contact_quality.reachable IS 'customers with a usable recipient on this channel';
 COMMENT ON COLUMN loyalty.contact_quality.unusable_contact IS 'profile without a usable email (email) or phone number (sms, whatsapp)';
 COMMENT ON COLUMN loyalty.contact_quality.no_time_zone IS 'profiles without a time zone (journey_settings.default_time_zone applies)';

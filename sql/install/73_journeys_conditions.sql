@@ -69,5 +69,14 @@ SELECT cp.campaign_id, cp.name AS campaign, cp.active, e.first_failed_at, e.last
  WHERE cp.active AND (r.last_run_at IS NULL OR e.last_failed_at >= r.last_run_at);
 COMMENT ON VIEW loyalty.failing_campaigns IS
 'Active custom campaigns whose condition failed in the last loyalty.enqueue_due() run (they sent nothing then; the other campaigns ran)';
+COMMENT ON COLUMN loyalty.failing_campaigns.campaign_id IS 'the campaign (loyalty.campaigns)';
+COMMENT ON COLUMN loyalty.failing_campaigns.campaign IS 'the campaign''s name';
+COMMENT ON COLUMN loyalty.failing_campaigns.active IS 'whether the campaign is switched on (always true here)';
+COMMENT ON COLUMN loyalty.failing_campaigns.first_failed_at IS 'when the condition first failed';
+COMMENT ON COLUMN loyalty.failing_campaigns.last_failed_at IS 'when the condition last failed (in the last loyalty.enqueue_due() run)';
+COMMENT ON COLUMN loyalty.failing_campaigns.failures IS 'runs in which the condition failed, in all';
+COMMENT ON COLUMN loyalty.failing_campaigns.sqlstate IS 'the error''s SQLSTATE, e.g. 22012 division by zero';
+COMMENT ON COLUMN loyalty.failing_campaigns.message IS 'the error message';
+COMMENT ON COLUMN loyalty.failing_campaigns.condition IS 'the campaign''s condition as it is now';
 
 SELECT pg_catalog.pg_extension_config_dump('loyalty.campaign_errors', '');

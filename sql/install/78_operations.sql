@@ -81,6 +81,8 @@ COMMENT ON TABLE loyalty.order_lifecycle IS
 'Stage times of watched orders, as reported by loyalty.record_fulfilment() (an order is watched from its first record_* call)';
 COMMENT ON COLUMN loyalty.order_lifecycle.dispatched_at IS 'handed to the carrier, as reported (loyalty.order_stages has the effective dispatch time)';
 COMMENT ON COLUMN loyalty.order_lifecycle.dispatch_by IS 'the order''s own dispatch deadline (wins over operations_settings.dispatch_within)';
+-- delivered_check_in campaigns search the deliveries in their window (79_notices.sql)
+CREATE INDEX order_lifecycle_delivered_idx ON loyalty.order_lifecycle (delivered_at);
 
 -- Promises are a ledger: revision 1 is the promise made at checkout;
 -- lateness is measured against it, later revisions are kept for notices.
@@ -223,6 +225,8 @@ CREATE TABLE loyalty.order_issues (
 );
 CREATE INDEX order_issues_open_idx ON loyalty.order_issues (opened_at) WHERE resolved_at IS NULL;
 CREATE INDEX order_issues_customer_idx ON loyalty.order_issues (customer_id);
+-- service notices search the issues opened in their validity window (79_notices.sql)
+CREATE INDEX order_issues_opened_idx ON loyalty.order_issues (opened_at);
 COMMENT ON TABLE loyalty.order_issues IS 'Post-purchase issues found by loyalty.scan_operations(): one per order and kind, ever';
 COMMENT ON COLUMN loyalty.order_issues.kind IS 'late_dispatch, late_delivery, stalled_parcel, delivery_failed, slow_refund, payment_pending';
 COMMENT ON COLUMN loyalty.order_issues.opened_at IS 'when the SLA was breached (the deadline, or the failure event), not when a scan saw it';
@@ -518,8 +522,9 @@ BEGIN
               USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass the moment it happened, or NULL to keep what is stored.';
     END IF;
     -- a time no shop can mean (year 294276, 4713 BC) would break every later
-    -- deadline computation for everyone: refused at the door
-    IF p_value < '1970-01-01 00:00+00' OR p_value >= '2100-01-01 00:00+00' THEN
+    -- deadline computation for everyone: refused at the door (the bounds of
+    -- every time loyalty accepts, src/capture.c)
+    IF loyalty._time_problem(p_value, NULL) IS NOT NULL THEN
         RAISE EXCEPTION '% is out of range: %', p_what, p_value
               USING ERRCODE = 'datetime_field_overflow', HINT = 'Times from 1970 to 2099 are accepted.';
     END IF;
@@ -1088,6 +1093,17 @@ COMMENT ON FUNCTION loyalty.order_stages_at(text[]) IS 'Effective stage times an
 
 CREATE VIEW loyalty.order_stages AS SELECT * FROM loyalty.order_stages_at(NULL);
 COMMENT ON VIEW loyalty.order_stages IS 'Per watched order: when it was placed, paid, dispatched and delivered (effective times), its deadlines and promise';
+COMMENT ON COLUMN loyalty.order_stages.order_ref IS 'the order (loyalty.orders)';
+COMMENT ON COLUMN loyalty.order_stages.customer_id IS 'the shop''s customer key, as text';
+COMMENT ON COLUMN loyalty.order_stages.ordered_at IS 'when the order was placed';
+COMMENT ON COLUMN loyalty.order_stages.counted IS 'the order counts as a purchase (status in the counted set, row still in the shop)';
+COMMENT ON COLUMN loyalty.order_stages.paid_at IS 'when the order was paid (NULL: not recorded)';
+COMMENT ON COLUMN loyalty.order_stages.promise_revisions IS 'delivery promises recorded for the order (0: none)';
+COMMENT ON COLUMN loyalty.order_stages.last_event_at IS 'time of the order''s latest shipment event';
+COMMENT ON COLUMN loyalty.order_stages.last_status IS 'status of the order''s latest shipment event';
+COMMENT ON COLUMN loyalty.order_stages.return_requested_at IS 'when the customer asked to return the order';
+COMMENT ON COLUMN loyalty.order_stages.return_received_at IS 'when the shop received the return';
+COMMENT ON COLUMN loyalty.order_stages.refunded_at IS 'when the money went back (the return''s refund time, else the first refund recorded)';
 COMMENT ON COLUMN loyalty.order_stages.dispatched_at IS 'effective: the dispatch time, or the delivery time if earlier or dispatch missing';
 COMMENT ON COLUMN loyalty.order_stages.delivered_at IS 'effective: the delivery time, or the carrier''s first delivered event if earlier';
 COMMENT ON COLUMN loyalty.order_stages.dispatch_due IS 'dispatch deadline (the order''s dispatch_by, else the dispatch_within rule); as of the last scan';
@@ -1115,6 +1131,14 @@ COMMENT ON FUNCTION loyalty.open_issues_at(timestamptz) IS 'Open issues with the
 
 CREATE VIEW loyalty.open_issues AS SELECT * FROM loyalty.open_issues_at(pg_catalog.now());
 COMMENT ON VIEW loyalty.open_issues IS 'The operations dashboard: open post-purchase issues, most valuable customers first, then oldest';
+COMMENT ON COLUMN loyalty.open_issues.issue_id IS 'the issue (loyalty.order_issues)';
+COMMENT ON COLUMN loyalty.open_issues.order_ref IS 'the order the issue is about';
+COMMENT ON COLUMN loyalty.open_issues.customer_id IS 'the shop''s customer key, as text';
+COMMENT ON COLUMN loyalty.open_issues.kind IS 'late_dispatch, late_delivery, stalled_parcel, delivery_failed, slow_refund, payment_pending';
+COMMENT ON COLUMN loyalty.open_issues.opened_at IS 'when the SLA was breached (the deadline, or the failure event)';
+COMMENT ON COLUMN loyalty.open_issues.customer_orders IS 'the customer''s counted orders';
+COMMENT ON COLUMN loyalty.open_issues.notified_at IS 'when the customer was told (loyalty.issue_notified); NULL: not yet';
+COMMENT ON COLUMN loyalty.open_issues.detail IS 'the deadline and what set it, the carrier event of a failure';
 COMMENT ON COLUMN loyalty.open_issues.age IS 'time since the SLA was breached';
 COMMENT ON COLUMN loyalty.open_issues.customer_value IS 'the customer''s net spend to date (customer_state)';
 COMMENT ON COLUMN loyalty.open_issues.segment IS 'the customer''s RFM segment';
@@ -1205,6 +1229,10 @@ COMMENT ON FUNCTION loyalty.sla_summary_at(timestamptz) IS 'Per week of ordering
 
 CREATE VIEW loyalty.sla_summary AS SELECT * FROM loyalty.sla_summary_at(pg_catalog.now());
 COMMENT ON VIEW loyalty.sla_summary IS 'Per week of ordering (shop''s zone, weeks start Monday): orders, on-time dispatch and delivery, median times payment -> dispatch -> delivery';
+COMMENT ON COLUMN loyalty.sla_summary.week IS 'Monday of the week the orders were placed, in the shop''s time zone';
+COMMENT ON COLUMN loyalty.sla_summary.orders IS 'counted orders placed that week';
+COMMENT ON COLUMN loyalty.sla_summary.dispatched IS 'of these, orders dispatched';
+COMMENT ON COLUMN loyalty.sla_summary.delivered IS 'of these, orders delivered';
 COMMENT ON COLUMN loyalty.sla_summary.dispatch_on_time_rate IS 'dispatched by the deadline, of the orders dispatched or past their deadline';
 COMMENT ON COLUMN loyalty.sla_summary.delivery_on_time_rate IS 'delivered by the deadline (first promise or deliver_within), of the orders delivered or past it';
 COMMENT ON COLUMN loyalty.sla_summary.median_hours_to_pay IS 'median hours from order to payment';
@@ -1266,6 +1294,8 @@ COMMENT ON FUNCTION loyalty.experience_impact_at(timestamptz) IS 'Repeat-purchas
 CREATE VIEW loyalty.experience_impact AS SELECT * FROM loyalty.experience_impact_at(pg_catalog.now());
 COMMENT ON VIEW loyalty.experience_impact IS
 'What lateness costs the shop: repeat-purchase rate after an on-time vs a late delivery (95% Wilson intervals), and WISMO contacts per 100 orders with and without a proactive notice';
+COMMENT ON COLUMN loyalty.experience_impact.repeat_rate IS 'repeat_orders / orders';
+COMMENT ON COLUMN loyalty.experience_impact.wismo_contacts IS 'support contacts with reason wismo from ordering to two days after delivery';
 COMMENT ON COLUMN loyalty.experience_impact.experience IS 'on_time; late (delivered after its deadline, or any issue before delivery); late_notified / late_not_notified: late, split by whether an issue was notified';
 COMMENT ON COLUMN loyalty.experience_impact.orders IS 'delivered counted orders with a deadline, delivered at least impact_window ago';
 COMMENT ON COLUMN loyalty.experience_impact.repeat_orders IS 'of these, orders followed by another counted order of the customer within impact_window of delivery';

@@ -5,10 +5,8 @@
 -- loyalty.order_issues, and the shop staff's copy of the issues a customer
 -- cannot fix.
 
--- the notices search the issues opened in their validity window
-CREATE INDEX order_issues_opened_idx ON loyalty.order_issues (opened_at);
--- delivered_check_in searches the deliveries in its window
-CREATE INDEX order_lifecycle_delivered_idx ON loyalty.order_lifecycle (delivered_at);
+-- (the notices search loyalty.order_issues by opened_at, delivered_check_in
+-- loyalty.order_lifecycle by delivered_at: indexed in 78_operations.sql)
 
 -- A parcel returned to sender or lost (a delivery_failed issue whose carrier
 -- event says so) is for the shop to fix: one message per issue to

@@ -176,7 +176,7 @@ BEGIN
     GET DIAGNOSTICS n = ROW_COUNT; done := done || jsonb_build_object('outbox', n);
     -- messages to the shop's staff about this customer's orders name them by key
     UPDATE loyalty.outbox o SET payload = o.payload || jsonb_build_object('customer_id', pn)
-     WHERE o.customer_id LIKE 'loyalty:%' AND o.payload->>'customer_id' = cid;
+     WHERE loyalty._key_reserved(o.customer_id) AND o.payload->>'customer_id' = cid;
 
     -- the ledger (append-only but for this: loyalty._ledger_append_only):
     -- a key or reason naming the customer is replaced
@@ -315,6 +315,24 @@ SELECT k.customer_id, p.name, p.email, p.phone, p.birthday, p.time_zone,
   LEFT JOIN loyalty.customer_tiers t ON t.customer_id = k.customer_id;
 COMMENT ON VIEW loyalty.customer_360 IS
 'For staff (loyalty_support): a customer''s profile and contact data, consents, order state, RFM scores, points, tier and last 10 messages';
+COMMENT ON COLUMN loyalty.customer_360.customer_id IS 'the shop''s customer key, as text (customers with a profile or orders)';
+COMMENT ON COLUMN loyalty.customer_360.name IS 'the customer''s name (loyalty.profiles)';
+COMMENT ON COLUMN loyalty.customer_360.email IS 'the customer''s email address';
+COMMENT ON COLUMN loyalty.customer_360.phone IS 'the customer''s phone number';
+COMMENT ON COLUMN loyalty.customer_360.birthday IS 'the customer''s birthday';
+COMMENT ON COLUMN loyalty.customer_360.time_zone IS 'the customer''s IANA time zone (NULL: journey_settings.default_time_zone)';
+COMMENT ON COLUMN loyalty.customer_360.orders IS 'counted orders (NULL: none)';
+COMMENT ON COLUMN loyalty.customer_360.first_order_at IS 'time of the first counted order';
+COMMENT ON COLUMN loyalty.customer_360.last_order_at IS 'time of the last counted order';
+COMMENT ON COLUMN loyalty.customer_360.net_spend IS 'spend on counted orders less refunds';
+COMMENT ON COLUMN loyalty.customer_360.avg_spend IS 'net spend per counted order';
+COMMENT ON COLUMN loyalty.customer_360.r_score IS 'RFM recency score, 1 (longest ago) to bins (most recent)';
+COMMENT ON COLUMN loyalty.customer_360.f_score IS 'RFM frequency score, 1 (fewest orders) to bins';
+COMMENT ON COLUMN loyalty.customer_360.m_score IS 'RFM monetary score, 1 (lowest spend) to bins';
+COMMENT ON COLUMN loyalty.customer_360.segment IS 'named RFM segment (loyalty.segment_rules)';
+COMMENT ON COLUMN loyalty.customer_360.points IS 'the customer''s point balance (0: no account)';
+COMMENT ON COLUMN loyalty.customer_360.points_debt IS 'points the customer owes after refunds of orders whose points were spent';
+COMMENT ON COLUMN loyalty.customer_360.tier IS 'the customer''s tier (NULL: none)';
 COMMENT ON COLUMN loyalty.customer_360.consents IS 'current consent per channel: {channel: {granted, source, changed_at}}';
 COMMENT ON COLUMN loyalty.customer_360.recent_messages IS 'the last 10 messages (campaign, channel, status, created_at, sent_at), newest first';
 
@@ -336,6 +354,19 @@ COMMENT ON FUNCTION loyalty.due_decisions_at(timestamptz) IS
 CREATE VIEW loyalty.due_decisions AS SELECT * FROM loyalty.due_decisions_at(pg_catalog.now());
 COMMENT ON VIEW loyalty.due_decisions IS
 'For BI: what loyalty.enqueue_due() would decide now, per occasion, with the reason; pseudonymous (loyalty.due_messages with recipient and payload is for loyalty_support)';
+COMMENT ON COLUMN loyalty.due_decisions.campaign_id IS 'the campaign (loyalty.campaigns)';
+COMMENT ON COLUMN loyalty.due_decisions.campaign IS 'the campaign''s name';
+COMMENT ON COLUMN loyalty.due_decisions.kind IS 'the campaign''s kind (welcome, post_purchase, win_back, ...)';
+COMMENT ON COLUMN loyalty.due_decisions.channel IS 'the channel the message would go out on';
+COMMENT ON COLUMN loyalty.due_decisions.customer_id IS 'the shop''s customer key, as text';
+COMMENT ON COLUMN loyalty.due_decisions.occasion IS 'the occasion key (first, order:<ref>, birthday:<year>, ...)';
+COMMENT ON COLUMN loyalty.due_decisions.occasion_at IS 'when the occasion became due';
+COMMENT ON COLUMN loyalty.due_decisions.decision IS 'send, quiet_hours, held_out, expired, capped, cooldown, no_consent, no_contact, superseded, ops_hold (as loyalty.due_messages)';
+COMMENT ON COLUMN loyalty.due_decisions.reason IS 'why, in words';
+COMMENT ON COLUMN loyalty.due_decisions.due_at IS 'when the message may go out (after quiet hours); NULL when it will not be sent';
+COMMENT ON COLUMN loyalty.due_decisions.expires_at IS 'after this the message is not sent (recorded as expired)';
+COMMENT ON COLUMN loyalty.due_decisions.template IS 'the template the sender would render';
+COMMENT ON COLUMN loyalty.due_decisions.priority IS 'the campaign''s priority (lower wins under the frequency cap)';
 
 GRANT SELECT ON loyalty.customer_360 TO loyalty_support;
 GRANT EXECUTE ON FUNCTION loyalty.export_customer(text) TO loyalty_support;

@@ -465,6 +465,8 @@ SELECT c."check", c.status, c.detail,
   FROM loyalty._health_checks() c
   LEFT JOIN loyalty.health_state h ON h."check" = c."check";
 COMMENT ON VIEW loyalty.health IS 'Is loyalty itself alive? One row per check, evaluated when read: status ok, warning or critical, the measured value and threshold, since when, and what to do';
+COMMENT ON COLUMN loyalty.health."check" IS 'the check''s name, e.g. jobs, apply_backlog, outbox_waiting, models, rejected_rows';
+COMMENT ON COLUMN loyalty.health.status IS 'ok, warning or critical';
 COMMENT ON COLUMN loyalty.health.detail IS 'the measured value and the threshold, in words';
 COMMENT ON COLUMN loyalty.health.since IS 'when the check entered this status (as recorded by loyalty.check_health(); now if it has just changed)';
 COMMENT ON COLUMN loyalty.health.hint IS 'what to do about it';

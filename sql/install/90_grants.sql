@@ -14,6 +14,8 @@ GRANT EXECUTE ON ALL PROCEDURES IN SCHEMA loyalty TO loyalty_admin;
 GRANT EXECUTE ON FUNCTION loyalty.record_order(text, text, numeric, timestamptz),
                           loyalty.record_refund(text, numeric, text) TO loyalty_app;
 GRANT SELECT ON loyalty.customer_segments, loyalty.segment_summary TO loyalty_app;
+-- customer_segments counts days with it (a view calls functions with the reader's rights)
+GRANT EXECUTE ON FUNCTION loyalty._utc_days(timestamptz, timestamptz) TO loyalty_app, loyalty_reader;
 
 -- BI tools: the documented views (and the functions they call)
 GRANT SELECT ON loyalty.customer_segments, loyalty.segment_summary, loyalty.rejected_summary,
@@ -36,29 +38,7 @@ GRANT EXECUTE ON FUNCTION loyalty.due_messages_at(timestamptz), loyalty.journey_
                           loyalty._recipient(text, text, text, text) TO loyalty_support;
 GRANT SELECT ON loyalty.campaign_performance, loyalty.journey_report_settings TO loyalty_reader;
 
--- Tables holding the shop's data are kept by pg_dump.
-SELECT pg_catalog.pg_extension_config_dump('loyalty.sources', '');
-SELECT pg_catalog.pg_extension_config_dump('loyalty.sources_source_id_seq', '');
-SELECT pg_catalog.pg_extension_config_dump('loyalty.events', '');
-SELECT pg_catalog.pg_extension_config_dump('loyalty.events_event_id_seq', '');
-SELECT pg_catalog.pg_extension_config_dump('loyalty.orders', '');
-SELECT pg_catalog.pg_extension_config_dump('loyalty.refunds', '');
-SELECT pg_catalog.pg_extension_config_dump('loyalty.rejected_rows', '');
-SELECT pg_catalog.pg_extension_config_dump('loyalty.rejected_rows_rejected_id_seq', '');
-SELECT pg_catalog.pg_extension_config_dump('loyalty.rfm_config', '');
-SELECT pg_catalog.pg_extension_config_dump('loyalty.segment_rules', '');
-SELECT pg_catalog.pg_extension_config_dump('loyalty.model_settings', '');
-SELECT pg_catalog.pg_extension_config_dump('loyalty.model_fits', '');
-SELECT pg_catalog.pg_extension_config_dump('loyalty.customer_sources', '');
-SELECT pg_catalog.pg_extension_config_dump('loyalty.profiles', '');
-SELECT pg_catalog.pg_extension_config_dump('loyalty.deliveries', '');
-SELECT pg_catalog.pg_extension_config_dump('loyalty.consent_history', '');
-SELECT pg_catalog.pg_extension_config_dump('loyalty.consents', '');
-SELECT pg_catalog.pg_extension_config_dump('loyalty.journey_settings', '');
-SELECT pg_catalog.pg_extension_config_dump('loyalty.campaigns', '');
-SELECT pg_catalog.pg_extension_config_dump('loyalty.campaigns_campaign_id_seq', '');
-SELECT pg_catalog.pg_extension_config_dump('loyalty.journey_runs', '');
-SELECT pg_catalog.pg_extension_config_dump('loyalty.journey_changes', '');
+-- (each fragment registers its own tables for pg_dump: pg_extension_config_dump)
 
 -- the shop's sender: the sender API only
 GRANT EXECUTE ON FUNCTION loyalty.claim_messages(integer, interval),
@@ -66,11 +46,6 @@ GRANT EXECUTE ON FUNCTION loyalty.claim_messages(integer, interval),
                           loyalty.ack_messages(bigint[], uuid),
                           loyalty.fail_message(bigint, uuid, text, interval) TO loyalty_sender;
 GRANT SELECT ON loyalty.outbox_summary TO loyalty_reader;
-SELECT pg_catalog.pg_extension_config_dump('loyalty.outbox_settings', '');
--- derived, but dumped too, so that a restored database works at once
-SELECT pg_catalog.pg_extension_config_dump('loyalty.customer_state', '');
-SELECT pg_catalog.pg_extension_config_dump('loyalty.customer_rfm', '');
-SELECT pg_catalog.pg_extension_config_dump('loyalty.rfm_bounds', '');
 
 -- Restore. pg_dump keeps the settings tables above whole, but by the time
 -- pg_restore copies their rows back, CREATE EXTENSION has already installed

@@ -15,8 +15,7 @@ COMMENT ON COLUMN loyalty.campaigns.kind IS 'welcome, post_purchase, repurchase_
 
 -- @function loyalty._occasions
 
-CREATE INDEX order_issues_opened_idx ON loyalty.order_issues (opened_at);
-CREATE INDEX order_lifecycle_delivered_idx ON loyalty.order_lifecycle (delivered_at);
+-- (order_issues_opened_idx and order_lifecycle_delivered_idx: with their tables, 70_operations.sql)
 
 -- @function loyalty._ops_staff_alerts
 REVOKE ALL ON FUNCTION loyalty._ops_staff_alerts(timestamptz) FROM PUBLIC;

@@ -1,0 +1,34 @@
+/*
+ * days.c — loyalty's one definition of a day
+ *
+ * Days are whole UTC calendar days: an order's day is its UTC date, and the
+ * days from one time to another are the difference of their UTC dates, never
+ * negative (an order dated a little ahead, within loyalty.future_tolerance,
+ * is 0 days old). Customer state counts purchase days this way, the models
+ * take x, t_x, t and the days since the last purchase this way (SQL:
+ * loyalty._utc_days, 00_base.sql), RFM recency (rfm.c) and the journeys'
+ * lapse and reorder dates (journey_dates.c) too.
+ */
+#include "postgres.h"
+
+#include "datatype/timestamp.h"
+
+#include "loyalty.h"
+
+/* Whole UTC days since 2000-01-01 of a finite timestamptz (floor, also before 2000) */
+int64
+LoyaltyUtcDay(TimestampTz ts)
+{
+	int64		day = ts / USECS_PER_DAY;
+
+	if (ts < 0 && ts % USECS_PER_DAY != 0)
+		day--;
+	return day;
+}
+
+/* UTC days from one finite time to another, never negative (loyalty._utc_days) */
+int64
+LoyaltyUtcDays(TimestampTz from, TimestampTz to)
+{
+	return Max(LoyaltyUtcDay(to) - LoyaltyUtcDay(from), 0);
+}
