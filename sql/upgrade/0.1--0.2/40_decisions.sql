@@ -111,9 +111,6 @@ BEGIN
 END
 $$;
 
--- RFM: bins must match the segment rules
--- @function loyalty.configure_rfm
-
 -- a tier upgrade gives way to a win-back due in the same run: status superseded
 ALTER TABLE loyalty.outbox DROP CONSTRAINT outbox_status_check;
 ALTER TABLE loyalty.outbox ADD CONSTRAINT outbox_status_check
