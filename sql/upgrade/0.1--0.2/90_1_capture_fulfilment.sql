@@ -1,0 +1,676 @@
+
+-- ---------------------------------------------------------------- 90_1_capture_fulfilment
+-- Issue 14, the capture side: the fulfilment columns of loyalty.track_orders
+-- and tracked carrier-events tables read by the one C capture trigger and
+-- applied through the operations writers (the new objects are in
+-- 90_0_operations_capture.sql = install/78_operations_capture.sql);
+-- track_deliveries is the delivery column of track_orders; untrack_* no
+-- longer fail when another tracked table was dropped. The functions below
+-- as in sql/install/ (20_intake.sql, 62_rewards.sql, 70_journeys.sql).
+
+DROP FUNCTION loyalty.track_orders(text, text, text, text, text, text, text[], boolean, integer);
+DROP FUNCTION loyalty._track_orders(regclass, text, text, text, text, text, text, text[], boolean, integer);
+DROP FUNCTION loyalty._backfill_deliveries(integer);
+
+COMMENT ON FUNCTION loyalty.capture_row() IS 'Trigger attached by loyalty.track_orders(), loyalty.track_customers() and loyalty.track_shipment_events(); do not call directly';
+
+-- Apply order changes (latest per order wins). Invalid rows are rejected, and an
+-- order that becomes invalid stops counting. Returns the number of changes.
+CREATE OR REPLACE FUNCTION loyalty._apply_changes(p_changes loyalty.order_change[], p_enqueue boolean DEFAULT true)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    affected text[];
+    checked loyalty.order_change_checked[];
+BEGIN
+    IF coalesce(cardinality(p_changes), 0) = 0 THEN
+        RETURN 0;
+    END IF;
+
+    SELECT array_agg(ROW(c.source_id, c.op, c.order_ref, c.customer_id, c.amount, c.ordered_at, c.status,
+           (s.status_column IS NULL OR c.status = ANY (s.counted_statuses)),
+           CASE WHEN c.op = 'd' THEN NULL
+                WHEN c.problem IS NOT NULL THEN c.problem
+                WHEN c.order_ref IS NULL THEN 'order id is null'
+                WHEN loyalty._key_problem(c.order_ref) IS NOT NULL THEN 'order id ' || loyalty._key_problem(c.order_ref)
+                WHEN c.customer_id IS NULL THEN 'customer is null'
+                WHEN loyalty._key_problem(c.customer_id) IS NOT NULL THEN 'customer ' || loyalty._key_problem(c.customer_id)
+                WHEN c.amount IS NULL THEN 'amount is null'
+                WHEN loyalty._amount_problem(c.amount) IS NOT NULL THEN 'amount ' || loyalty._amount_problem(c.amount)
+                WHEN c.ordered_at IS NULL THEN 'order time is null'
+                WHEN loyalty._time_problem(c.ordered_at, coalesce(c.captured_at, now())) IS NOT NULL
+                     THEN 'order time ' || loyalty._time_problem(c.ordered_at, coalesce(c.captured_at, now()))
+                WHEN loyalty._time_problem((c.fields ->> 'delivered_at')::timestamptz, NULL) IS NOT NULL
+                     THEN 'delivery time ' || loyalty._time_problem((c.fields ->> 'delivered_at')::timestamptz, NULL)
+                WHEN loyalty._fulfilment_problem(c.fields) IS NOT NULL THEN loyalty._fulfilment_problem(c.fields)
+                WHEN o.order_ref IS NOT NULL AND o.source_id IS DISTINCT FROM c.source_id
+                     THEN 'order id already recorded by another source'
+           END,
+           o.customer_id, c.fields)::loyalty.order_change_checked)
+      INTO checked
+      FROM (SELECT DISTINCT ON (ch.order_ref) ch.*
+              FROM unnest(p_changes) WITH ORDINALITY AS ch(source_id, op, order_ref, customer_id, amount, ordered_at, status, problem, fields, captured_at, ord)
+             ORDER BY ch.order_ref, ch.ord DESC) c
+      JOIN loyalty.sources s ON s.source_id = c.source_id
+      LEFT JOIN loyalty.orders o ON o.order_ref = c.order_ref;
+
+    -- rejections: keep the newest reason per open row
+    PERFORM loyalty._quarantine(source_id, order_ref, reason,
+                                jsonb_build_object('customer_id', customer_id, 'amount', amount::text,
+                                                   'ordered_at', ordered_at, 'status', status) || coalesce(fields, '{}'))
+       FROM unnest(checked) WHERE reason IS NOT NULL;
+
+    -- valid upserts; an existing row of another source is never touched
+    WITH up AS (
+        INSERT INTO loyalty.orders AS o (order_ref, source_id, customer_id, amount, ordered_at, status, counted)
+        SELECT order_ref, source_id, customer_id, amount, ordered_at, status, counted
+          FROM unnest(checked) WHERE op = 'u' AND reason IS NULL
+        ON CONFLICT (order_ref) DO UPDATE
+           -- an erased customer's orders keep their pseudonym when the shop's
+           -- row changes later and still carries the erased key (a row moved
+           -- to another customer follows it)
+           SET customer_id = CASE WHEN o.customer_id LIKE 'erased:%'
+                                       AND EXISTS (SELECT 1 FROM loyalty.erasures e
+                                                    WHERE e.pseudonym = o.customer_id
+                                                      AND e.customer_hash = loyalty._contact_hash('customer', excluded.customer_id))
+                                  THEN o.customer_id ELSE excluded.customer_id END,
+               amount = excluded.amount, ordered_at = excluded.ordered_at,
+               status = excluded.status, counted = excluded.counted, updated_at = now()
+         WHERE o.source_id IS NOT DISTINCT FROM excluded.source_id
+           AND (o.customer_id, o.amount, o.ordered_at, o.status, o.counted)
+               IS DISTINCT FROM (CASE WHEN o.customer_id LIKE 'erased:%'
+                                       AND EXISTS (SELECT 1 FROM loyalty.erasures e
+                                                    WHERE e.pseudonym = o.customer_id
+                                                      AND e.customer_hash = loyalty._contact_hash('customer', excluded.customer_id))
+                                  THEN o.customer_id ELSE excluded.customer_id END,
+                                 excluded.amount, excluded.ordered_at, excluded.status, excluded.counted)
+        RETURNING o.customer_id
+    )
+    SELECT array_agg(DISTINCT customer_id) INTO affected FROM up;
+    -- an order that moved to another customer changes the old one too
+    affected := coalesce(affected, '{}') || ARRAY(
+        SELECT old_customer FROM unnest(checked)
+         WHERE op = 'u' AND reason IS NULL AND old_customer IS DISTINCT FROM customer_id AND old_customer IS NOT NULL);
+
+    -- deletes and rows that became invalid stop counting (the row is kept: refunds may refer to it)
+    WITH gone AS (
+        UPDATE loyalty.orders o SET counted = false, updated_at = now()
+          FROM unnest(checked) a
+         WHERE o.order_ref = a.order_ref AND o.source_id IS NOT DISTINCT FROM a.source_id
+           AND (a.op = 'd' OR a.reason IS NOT NULL) AND o.counted
+        RETURNING o.customer_id
+    )
+    SELECT coalesce(affected, '{}') || coalesce(array_agg(customer_id), '{}') INTO affected FROM gone;
+
+    -- a row that is valid again resolves its rejection
+    UPDATE loyalty.rejected_rows r SET resolved_at = now()
+      FROM unnest(checked) a
+     WHERE r.resolved_at IS NULL AND r.source_id = a.source_id AND r.order_ref = a.order_ref
+       AND (a.reason IS NULL);
+
+    IF cardinality(affected) > 0 THEN
+        PERFORM loyalty._recompute_customers(affected, p_enqueue);
+    END IF;
+    -- what else the captured order carries (70_journeys.sql, 78_operations_capture.sql, 62_rewards.sql)
+    PERFORM loyalty._apply_deliveries(checked);
+    PERFORM loyalty._apply_fulfilment(p_changes, checked);
+    IF p_enqueue THEN
+        PERFORM loyalty._apply_order_points(checked);   -- not for a backfill: history earns nothing
+    END IF;
+    RETURN cardinality(p_changes);
+END
+$$;
+
+-- Drain the captured changes, oldest first. The drain lock keeps one applier at a
+-- time; events of one shop row are captured in commit order (the row lock
+-- orders the writers), so applying them by event_id keeps the newest version.
+-- Changes of tracked customers tables go to the profiles (70_journeys.sql),
+-- rows of tracked carrier-events tables to the shipment events
+-- (78_operations_capture.sql).
+CREATE OR REPLACE FUNCTION loyalty.apply_events(max_events integer DEFAULT 10000)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    ch loyalty.order_change[];
+    cust loyalty.events[];
+    ship loyalty.events[];
+    n bigint := 0;
+BEGIN
+    IF max_events IS NULL OR max_events < 1 THEN
+        RAISE EXCEPTION 'max_events must be at least 1'
+              USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass the largest number of captured changes to apply in this call.';
+    END IF;
+    PERFORM pg_advisory_xact_lock(74200, 1);
+    WITH d AS (
+        DELETE FROM loyalty.events
+         WHERE event_id IN (SELECT event_id FROM loyalty.events ORDER BY event_id LIMIT max_events)
+        RETURNING *
+    )
+    SELECT array_agg(ROW(d.source_id, d.op, d.order_ref, d.customer_id, d.amount, d.ordered_at, d.status, d.problem,
+                         d.fields, d.captured_at)::loyalty.order_change ORDER BY d.event_id)
+                FILTER (WHERE cs.source_id IS NULL AND ss.source_id IS NULL),
+           array_agg(d ORDER BY d.event_id) FILTER (WHERE cs.source_id IS NOT NULL),
+           array_agg(d ORDER BY d.event_id) FILTER (WHERE ss.source_id IS NOT NULL)
+      INTO ch, cust, ship
+      FROM d LEFT JOIN loyalty.customer_sources cs ON cs.source_id = d.source_id
+             LEFT JOIN loyalty.shipment_sources ss ON ss.source_id = d.source_id;
+    IF cust IS NOT NULL THEN
+        n := loyalty._apply_customer_changes(cust);
+    END IF;
+    IF ship IS NOT NULL THEN
+        n := n + loyalty._apply_shipment_changes(ship);
+    END IF;
+    RETURN n + loyalty._apply_or_split(ch);
+END
+$$;
+COMMENT ON FUNCTION loyalty.apply_events(integer) IS 'Apply up to max_events captured order changes to orders and customer state';
+
+-- Check a tracked column's type at track_* time (a domain, enum or type of the
+-- shop's for a key, amount or time column is refused), returning it.
+CREATE OR REPLACE FUNCTION loyalty._capture_column(rel regclass, p_role text, p_column text, p_class text)
+RETURNS regtype
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t regtype;
+BEGIN
+    t := loyalty._column_type(rel, p_role, p_column);   -- exists, or a clear error
+    SELECT a.atttypid::regtype INTO t FROM pg_attribute a
+     WHERE a.attrelid = rel AND a.attname = p_column AND a.attnum > 0 AND NOT a.attisdropped;
+    IF NOT loyalty._capture_type_ok(t, p_class) THEN
+        RAISE EXCEPTION '% "%" is of type %, which loyalty does not read', p_role, p_column, t
+              USING ERRCODE = 'datatype_mismatch',
+                    HINT = CASE p_class
+                           WHEN 'key' THEN 'A key column must be text, varchar, char, smallint, integer, bigint or uuid (not a domain or enum).'
+                           WHEN 'amount' THEN 'An amount column must be numeric, an integer type or a float type (not a domain).'
+                           WHEN 'detail' THEN 'A detail column must be jsonb, text, varchar or char (not a domain).'
+                           ELSE 'A time column must be timestamptz, timestamp or date (not a domain).' END;
+    END IF;
+    RETURN t;
+END
+$$;
+
+-- (Re)create the capture trigger of a tracked orders table from its sources row.
+CREATE OR REPLACE FUNCTION loyalty._attach_capture(p_source_id integer)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s loyalty.sources;
+BEGIN
+    SELECT * INTO STRICT s FROM loyalty.sources WHERE source_id = p_source_id;
+    -- arguments: source, kind, then src/intake.c's OrderFields in order
+    EXECUTE format('CREATE OR REPLACE TRIGGER loyalty_capture_orders AFTER INSERT OR UPDATE OR DELETE ON %I.%I '
+                   'FOR EACH ROW EXECUTE FUNCTION loyalty.capture_row(%L, ''o'', %L, %L, %L, %L, %L, %L, %L, %L, %L, %L)',
+                   s.relation_schema, s.relation_name, s.source_id, s.order_id_column, s.customer_column,
+                   s.amount_column, s.ordered_at_column, coalesce(s.status_column, ''),
+                   coalesce(s.delivered_at_column, ''), coalesce(s.paid_at_column, ''),
+                   coalesce(s.dispatched_at_column, ''), coalesce(s.promised_at_column, ''),
+                   coalesce(s.dispatch_by_column, ''));
+    EXECUTE format('CREATE OR REPLACE TRIGGER loyalty_capture_truncate AFTER TRUNCATE ON %I.%I '
+                   'FOR EACH STATEMENT EXECUTE FUNCTION loyalty.capture_row(%L, ''o'')',
+                   s.relation_schema, s.relation_name, s.source_id);
+END
+$$;
+
+-- Backfill one source's existing rows in batches of p_batch, in order id order.
+-- Rerun-safe: an order already known with the same values changes nothing.
+-- Ordering: each batch first drains the queue (holding the drain lock), then
+-- reads its rows with a newer snapshot. A change committed before that read is
+-- either already applied or read here; one committed later is queued and
+-- applied after this transaction, so an older row version never wins.
+-- Before SQL reads a tracked table's rows (backfill, replay): lock it against
+-- ALTER TABLE and check its tracked columns are still of types loyalty reads
+-- (the capture trigger checks every row; this is the same rule for SQL).
+-- Returns the order id column's type, for keyset comparisons.
+CREATE OR REPLACE FUNCTION loyalty._source_read_check(s loyalty.sources)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    rel regclass := to_regclass(format('%I.%I', s.relation_schema, s.relation_name));
+    id_type text;
+BEGIN
+    IF rel IS NULL THEN
+        RAISE EXCEPTION 'tracked table %.% does not exist', s.relation_schema, s.relation_name
+              USING ERRCODE = 'undefined_table', HINT = 'Attach the table again with loyalty.track_orders().';
+    END IF;
+    EXECUTE format('LOCK TABLE %s IN ACCESS SHARE MODE', rel);
+    PERFORM loyalty._capture_column(rel, 'order_id_column', s.order_id_column, 'key');
+    PERFORM loyalty._capture_column(rel, 'customer_column', s.customer_column, 'key');
+    PERFORM loyalty._capture_column(rel, 'amount_column', s.amount_column, 'amount');
+    PERFORM loyalty._capture_column(rel, 'ordered_at_column', s.ordered_at_column, 'time');
+    IF s.status_column IS NOT NULL THEN
+        PERFORM loyalty._capture_column(rel, 'status_column', s.status_column, 'label');
+    END IF;
+    IF s.delivered_at_column IS NOT NULL THEN
+        PERFORM loyalty._capture_column(rel, 'delivered_at_column', s.delivered_at_column, 'time');
+    END IF;
+    IF s.paid_at_column IS NOT NULL THEN
+        PERFORM loyalty._capture_column(rel, 'paid_at_column', s.paid_at_column, 'time');
+    END IF;
+    IF s.dispatched_at_column IS NOT NULL THEN
+        PERFORM loyalty._capture_column(rel, 'dispatched_at_column', s.dispatched_at_column, 'time');
+    END IF;
+    IF s.promised_at_column IS NOT NULL THEN
+        PERFORM loyalty._capture_column(rel, 'promised_at_column', s.promised_at_column, 'time');
+    END IF;
+    IF s.dispatch_by_column IS NOT NULL THEN
+        PERFORM loyalty._capture_column(rel, 'dispatch_by_column', s.dispatch_by_column, 'time');
+    END IF;
+    SELECT format_type(a.atttypid, a.atttypmod) INTO id_type FROM pg_attribute a
+     WHERE a.attrelid = rel AND a.attname = s.order_id_column;
+    RETURN id_type;
+END
+$$;
+
+-- The events.fields of a tracked orders row as an SQL expression over the
+-- table's columns: what the capture trigger writes (src/intake.c's
+-- OrderFields), read the same way, for backfill and replay. Only built-in
+-- conversions of the built-in time types loyalty._source_read_check
+-- confirmed; a date promise stays a date (promised_on).
+CREATE FUNCTION loyalty._order_fields_sql(s loyalty.sources)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    parts text[] := '{}';
+    promise_is_date boolean;
+BEGIN
+    IF s.delivered_at_column IS NOT NULL THEN
+        parts := parts || format('''delivered_at'', %I::timestamptz', s.delivered_at_column);
+    END IF;
+    IF s.paid_at_column IS NOT NULL THEN
+        parts := parts || format('''paid_at'', %I::timestamptz', s.paid_at_column);
+    END IF;
+    IF s.dispatched_at_column IS NOT NULL THEN
+        parts := parts || format('''dispatched_at'', %I::timestamptz', s.dispatched_at_column);
+    END IF;
+    IF s.promised_at_column IS NOT NULL THEN
+        SELECT a.atttypid = 'date'::regtype INTO promise_is_date FROM pg_attribute a
+         WHERE a.attrelid = to_regclass(format('%I.%I', s.relation_schema, s.relation_name))
+           AND a.attname = s.promised_at_column AND NOT a.attisdropped;
+        parts := parts || CASE WHEN promise_is_date THEN format('''promised_on'', %I', s.promised_at_column)
+                               ELSE format('''promised_at'', %I::timestamptz', s.promised_at_column) END;
+    END IF;
+    IF s.dispatch_by_column IS NOT NULL THEN
+        parts := parts || format('''dispatch_by'', %I::timestamptz', s.dispatch_by_column);
+    END IF;
+    IF cardinality(parts) = 0 THEN
+        RETURN 'NULL::jsonb';
+    END IF;
+    RETURN 'jsonb_build_object(' || array_to_string(parts, ', ') || ')';
+END
+$$;
+
+CREATE OR REPLACE FUNCTION loyalty._backfill(p_source_id integer, p_batch integer,
+                                  p_after text DEFAULT NULL, p_max_batches integer DEFAULT NULL,
+                                  OUT n_rows bigint, OUT last_key text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s loyalty.sources;
+    id_type text;
+    q text;
+    ch loyalty.order_change[];
+    n bigint := 0;
+    got integer;
+    batches integer := 0;
+    last_notice timestamptz := clock_timestamp();
+BEGIN
+    SELECT * INTO STRICT s FROM loyalty.sources WHERE source_id = p_source_id;
+    id_type := loyalty._source_read_check(s);
+    -- typed reads only (src/intake.c's rules): built-in conversions of the
+    -- built-in key, amount and time types the check just confirmed, and the
+    -- output function (never a cast) for the status column
+    q := format(
+        'SELECT array_agg(ROW(%s, ''u'', loyalty._as_text(k), loyalty._as_text(c), m::numeric, t::timestamptz, loyalty._as_text(st), NULL,
+                              fl, NULL)::loyalty.order_change ORDER BY k)
+           FROM (SELECT %I AS k, %I AS c, %I AS m, %I AS t, %s AS st, %s AS fl FROM %I.%I
+                  WHERE $1 IS NULL OR %I > CAST($1 AS %s) ORDER BY %I LIMIT %s) b',
+        s.source_id,
+        s.order_id_column, s.customer_column, s.amount_column, s.ordered_at_column,
+        CASE WHEN s.status_column IS NULL THEN 'NULL::text' ELSE quote_ident(s.status_column) END,
+        loyalty._order_fields_sql(s),
+        s.relation_schema, s.relation_name, s.order_id_column, id_type, s.order_id_column, p_batch);
+    last_key := p_after;
+    PERFORM pg_advisory_xact_lock(74200, 1);
+    LOOP
+        PERFORM loyalty.apply_events(100000);
+        EXECUTE q INTO ch USING last_key;
+        got := coalesce(cardinality(ch), 0);
+        EXIT WHEN got = 0;
+        last_key := ch[got].order_ref;   -- keyset position: the batch is in key order
+        PERFORM loyalty._apply_changes(ch, false);
+        n := n + got;
+        IF clock_timestamp() - last_notice > interval '5 seconds' THEN
+            RAISE NOTICE 'loyalty: backfilled % rows of %.%', n, s.relation_schema, s.relation_name;
+            last_notice := clock_timestamp();
+        END IF;
+        batches := batches + 1;
+        EXIT WHEN got < p_batch OR batches = p_max_batches;
+    END LOOP;
+    IF p_max_batches IS NULL THEN
+        UPDATE loyalty.sources SET backfilled_rows = n, backfilled_at = now() WHERE source_id = p_source_id;
+    END IF;
+    n_rows := n;
+END
+$$;
+
+CREATE FUNCTION loyalty._track_orders(
+    p_rel             regclass,
+    source            text,
+    customer_column   text,
+    amount_column     text,
+    ordered_at_column text,
+    order_id_column   text,
+    status_column     text DEFAULT NULL,
+    counted_statuses  text[] DEFAULT NULL,
+    backfill          boolean DEFAULT true,
+    batch_size        integer DEFAULT 10000,
+    paid_at_column       text DEFAULT NULL,
+    dispatched_at_column text DEFAULT NULL,
+    delivered_at_column  text DEFAULT NULL,
+    promised_at_column   text DEFAULT NULL,
+    dispatch_by_column   text DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    rel regclass := loyalty._resolve_table(p_rel, source);
+    col text;
+    colname text;
+    sch text;
+    tbl text;
+    prev loyalty.sources;
+    sid integer;
+    n bigint := 0;
+BEGIN
+    SELECT n2.nspname, c.relname INTO sch, tbl
+      FROM pg_class c JOIN pg_namespace n2 ON n2.oid = c.relnamespace WHERE c.oid = rel;
+
+    -- attached again: a column not named keeps its stored value (never drops what is tracked)
+    SELECT * INTO prev FROM loyalty.sources so WHERE so.relation_schema = sch AND so.relation_name = tbl;
+    IF FOUND AND status_column IS NULL AND counted_statuses IS NULL THEN
+        status_column := prev.status_column;
+        counted_statuses := prev.counted_statuses;
+    END IF;
+    -- fulfilment columns: NULL keeps what is tracked, '' stops tracking it
+    paid_at_column := nullif(coalesce(paid_at_column, prev.paid_at_column), '');
+    dispatched_at_column := nullif(coalesce(dispatched_at_column, prev.dispatched_at_column), '');
+    delivered_at_column := nullif(coalesce(delivered_at_column, prev.delivered_at_column), '');
+    promised_at_column := nullif(coalesce(promised_at_column, prev.promised_at_column), '');
+    dispatch_by_column := nullif(coalesce(dispatch_by_column, prev.dispatch_by_column), '');
+    FOR col, colname IN SELECT * FROM unnest(
+            ARRAY['paid_at_column', 'dispatched_at_column', 'delivered_at_column', 'promised_at_column', 'dispatch_by_column'],
+            ARRAY[paid_at_column, dispatched_at_column, delivered_at_column, promised_at_column, dispatch_by_column]) LOOP
+        IF colname IS NOT NULL THEN
+            PERFORM loyalty._capture_column(rel, col, colname, 'time');
+        END IF;
+    END LOOP;
+
+    PERFORM loyalty._capture_column(rel, 'customer_column', customer_column, 'key');
+    PERFORM loyalty._capture_column(rel, 'amount_column', amount_column, 'amount');
+    PERFORM loyalty._capture_column(rel, 'ordered_at_column', ordered_at_column, 'time');
+    PERFORM loyalty._capture_column(rel, 'order_id_column', order_id_column, 'key');
+    IF NOT EXISTS (
+        SELECT 1 FROM pg_index i
+         WHERE i.indrelid = rel AND i.indisunique AND i.indnkeyatts = 1 AND i.indpred IS NULL
+           AND i.indkey[0] = (SELECT a.attnum FROM pg_attribute a WHERE a.attrelid = rel AND a.attname = order_id_column)) THEN
+        RAISE EXCEPTION 'order id column "%" of "%" is not unique', order_id_column, rel::text
+              USING ERRCODE = 'invalid_table_definition',
+                    HINT = 'Track a column with a primary key or unique constraint of its own; it identifies the order.';
+    END IF;
+
+    IF status_column IS NOT NULL THEN
+        PERFORM loyalty._capture_column(rel, 'status_column', status_column, 'label');
+        IF counted_statuses IS NULL OR cardinality(counted_statuses) = 0 OR array_position(counted_statuses, NULL) IS NOT NULL THEN
+            RAISE EXCEPTION 'counted_statuses must list the statuses that count as a purchase'
+                  USING ERRCODE = 'invalid_parameter_value', HINT = 'For example counted_statuses => ARRAY[''paid'', ''shipped''].';
+        END IF;
+    ELSIF counted_statuses IS NOT NULL THEN
+        RAISE EXCEPTION 'counted_statuses needs a status_column'
+              USING ERRCODE = 'invalid_parameter_value', HINT = 'Name the column holding the order status.';
+    END IF;
+
+    IF batch_size IS NULL OR batch_size < 1 THEN
+        RAISE EXCEPTION 'batch_size must be at least 1'
+              USING ERRCODE = 'invalid_parameter_value', HINT = 'The default of 10000 rows per batch suits most shops.';
+    END IF;
+
+    INSERT INTO loyalty.sources AS s (relation_schema, relation_name, customer_column, amount_column,
+                                      ordered_at_column, order_id_column, status_column, counted_statuses,
+                                      delivered_at_column, paid_at_column, dispatched_at_column, promised_at_column,
+                                      dispatch_by_column)
+    VALUES (sch, tbl, customer_column, amount_column, ordered_at_column, order_id_column, status_column, counted_statuses,
+            delivered_at_column, paid_at_column, dispatched_at_column, promised_at_column, dispatch_by_column)
+    ON CONFLICT (relation_schema, relation_name) DO UPDATE
+       SET customer_column = excluded.customer_column, amount_column = excluded.amount_column,
+           ordered_at_column = excluded.ordered_at_column, order_id_column = excluded.order_id_column,
+           status_column = excluded.status_column, counted_statuses = excluded.counted_statuses,
+           delivered_at_column = excluded.delivered_at_column, paid_at_column = excluded.paid_at_column,
+           dispatched_at_column = excluded.dispatched_at_column, promised_at_column = excluded.promised_at_column,
+           dispatch_by_column = excluded.dispatch_by_column
+    RETURNING s.source_id INTO sid;
+
+    PERFORM loyalty._attach_capture(sid);
+
+    IF backfill THEN
+        n := (loyalty._backfill(sid, batch_size)).n_rows;
+        RAISE NOTICE 'loyalty: tracking %.% (source %), % existing rows backfilled', sch, tbl, sid, n;
+    ELSE
+        RAISE NOTICE 'loyalty: tracking %.% (source %), no backfill', sch, tbl, sid;
+    END IF;
+    RETURN n;
+END
+$$;
+
+-- Public entry points that name a shop table resolve it in the caller's
+-- search_path (so 'orders' works as the caller means it) and hand the oid to
+-- the implementation, which runs with a pinned search_path.
+CREATE FUNCTION loyalty.track_orders(
+    source            text,
+    customer_column   text,
+    amount_column     text,
+    ordered_at_column text,
+    order_id_column   text,
+    status_column     text DEFAULT NULL,
+    counted_statuses  text[] DEFAULT NULL,
+    backfill          boolean DEFAULT true,
+    batch_size        integer DEFAULT 10000,
+    paid_at_column       text DEFAULT NULL,
+    dispatched_at_column text DEFAULT NULL,
+    delivered_at_column  text DEFAULT NULL,
+    promised_at_column   text DEFAULT NULL,
+    dispatch_by_column   text DEFAULT NULL)
+RETURNS bigint
+LANGUAGE sql
+AS $$
+SELECT loyalty._track_orders(loyalty._lookup_table(source), source, customer_column, amount_column,
+                             ordered_at_column, order_id_column, status_column, counted_statuses, backfill, batch_size,
+                             paid_at_column, dispatched_at_column, delivered_at_column, promised_at_column, dispatch_by_column)
+$$;
+COMMENT ON FUNCTION loyalty.track_orders(text, text, text, text, text, text, text[], boolean, integer, text, text, text, text, text) IS
+'Attach a shop orders table: capture every insert/update/delete/truncate and backfill existing rows; the fulfilment columns (paid, dispatched, delivered, promised, dispatch by) feed the operations facts; on re-attach NULL keeps a column, '''' stops tracking it; returns rows backfilled';
+
+-- Re-capture the shop rows behind open rejections (after the shop fixed them).
+-- Returns the number of rows accepted now.
+CREATE OR REPLACE FUNCTION loyalty._replay_rejected(p_rel regclass, source text)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s loyalty.sources;
+    keys text[];
+    all_keys text[] := '{}';
+    id_type text;
+    still bigint;
+    only_sid integer;
+    ship_sid integer;
+BEGIN
+    IF source IS NOT NULL THEN
+        -- by name: another tracked table may have been dropped meanwhile
+        SELECT so.source_id INTO only_sid
+          FROM (SELECT source_id, relation_schema, relation_name FROM loyalty.sources
+                UNION ALL
+                SELECT source_id, relation_schema, relation_name FROM loyalty.shipment_sources) so
+          JOIN pg_class c ON c.oid = loyalty._resolve_table(p_rel, source)
+          JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE so.relation_schema = n.nspname AND so.relation_name = c.relname;
+        IF only_sid IS NULL THEN
+            RAISE EXCEPTION '"%" is not tracked', source
+                  USING ERRCODE = 'undefined_object', HINT = 'See loyalty.sources for the tracked tables.';
+        END IF;
+    END IF;
+    FOR s IN SELECT * FROM loyalty.sources so
+              WHERE (only_sid IS NULL OR so.source_id = only_sid)
+                AND to_regclass(format('%I.%I', so.relation_schema, so.relation_name)) IS NOT NULL LOOP
+        -- resolved now; a row still bad is rejected again when its event applies
+        WITH u AS (
+            UPDATE loyalty.rejected_rows r SET resolved_at = now()
+             WHERE r.source_id = s.source_id AND r.resolved_at IS NULL AND r.order_ref IS NOT NULL
+            RETURNING r.order_ref)
+        SELECT array_agg(order_ref) INTO keys FROM u;
+        CONTINUE WHEN keys IS NULL;
+        all_keys := all_keys || keys;
+        id_type := loyalty._source_read_check(s);   -- typed reads only, as in _backfill
+        EXECUTE format('INSERT INTO loyalty.events (source_id, op, order_ref, customer_id, amount, ordered_at, status, fields)
+                        SELECT %s, ''u'', loyalty._as_text(%I), loyalty._as_text(%I), %I::numeric, %I::timestamptz, %s, %s
+                          FROM %I.%I WHERE %I = ANY (CAST($1 AS %s[]))',
+                       s.source_id, s.order_id_column, s.customer_column, s.amount_column, s.ordered_at_column,
+                       CASE WHEN s.status_column IS NULL THEN 'NULL' ELSE 'loyalty._as_text(' || quote_ident(s.status_column) || ')' END,
+                       loyalty._order_fields_sql(s),
+                       s.relation_schema, s.relation_name, s.order_id_column, id_type)
+        USING keys;
+    END LOOP;
+    -- carrier events: every row of the rejected orders again (recording is idempotent)
+    FOR ship_sid IN SELECT ss.source_id FROM loyalty.shipment_sources ss
+                     WHERE (only_sid IS NULL OR ss.source_id = only_sid)
+                       AND to_regclass(format('%I.%I', ss.relation_schema, ss.relation_name)) IS NOT NULL LOOP
+        WITH u AS (
+            UPDATE loyalty.rejected_rows r SET resolved_at = now()
+             WHERE r.source_id = ship_sid AND r.resolved_at IS NULL AND r.order_ref IS NOT NULL
+            RETURNING r.order_ref)
+        SELECT array_agg(order_ref) INTO keys FROM u;
+        CONTINUE WHEN keys IS NULL;
+        all_keys := all_keys || keys;
+        PERFORM loyalty._capture_shipments(ship_sid, keys);
+    END LOOP;
+    WHILE loyalty.apply_events(100000) > 0 LOOP
+    END LOOP;
+    SELECT count(*) INTO still FROM loyalty.rejected_rows r
+     WHERE r.resolved_at IS NULL AND r.order_ref = ANY (all_keys);
+    RETURN cardinality(all_keys) - still;
+END
+$$;
+
+-- Is source (as the caller wrote it: 'schema.table' or 'table') a tracked
+-- table of p_sources (loyalty.sources or loyalty.shipment_sources) that no
+-- longer exists? An unqualified name matches when one tracked table has it.
+CREATE FUNCTION loyalty._dropped_source(source text, p_sources regclass)
+RETURNS boolean
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    parts text[];
+    hits integer;
+BEGIN
+    BEGIN
+        parts := parse_ident(source);
+    EXCEPTION WHEN OTHERS THEN
+        RETURN false;
+    END;
+    EXECUTE format('SELECT count(*) FROM %s so
+                     WHERE so.relation_name = $1[cardinality($1)]
+                       AND (cardinality($1) = 1 OR so.relation_schema = $1[cardinality($1) - 1])
+                       AND to_regclass(format(''%%I.%%I'', so.relation_schema, so.relation_name)) IS NULL', p_sources)
+    INTO hits USING parts;
+    RETURN cardinality(parts) <= 2 AND hits = 1;
+END
+$$;
+
+-- Stop tracking a table: removes the triggers; orders already captured stay.
+CREATE OR REPLACE FUNCTION loyalty._untrack_orders(p_rel regclass, source text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    rel regclass;
+BEGIN
+    IF p_rel IS NULL AND loyalty._dropped_source(source, 'loyalty.sources') THEN
+        RAISE NOTICE 'loyalty: table "%" was dropped, and its triggers with it; its captured orders stay', source;
+        RETURN;
+    END IF;
+    rel := loyalty._resolve_table(p_rel, source);
+    -- by name, never casting a stored name (another tracked table may be gone)
+    IF NOT EXISTS (SELECT 1 FROM loyalty.sources so JOIN pg_class c ON c.oid = rel
+                     JOIN pg_namespace n ON n.oid = c.relnamespace
+                    WHERE so.relation_schema = n.nspname AND so.relation_name = c.relname) THEN
+        RAISE EXCEPTION '"%" is not tracked', source
+              USING ERRCODE = 'undefined_object', HINT = 'See loyalty.sources for the tracked tables.';
+    END IF;
+    EXECUTE format('DROP TRIGGER IF EXISTS loyalty_capture_orders ON %s', rel);
+    EXECUTE format('DROP TRIGGER IF EXISTS loyalty_capture_truncate ON %s', rel);
+    EXECUTE format('DROP TRIGGER IF EXISTS loyalty_earn_orders ON %s', rel);
+    EXECUTE format('DROP TRIGGER IF EXISTS loyalty_capture_deliveries ON %s', rel);
+END
+$$;
+
+-- 0.1's API, now the delivery column of loyalty.track_orders (one code path:
+-- the trigger, backfill, points, loyalty.deliveries and the operations facts
+-- follow it). NULL stops tracking the delivery time.
+CREATE OR REPLACE FUNCTION loyalty._track_deliveries(p_rel regclass, source text, delivered_at_column text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    rel regclass := loyalty._resolve_table(p_rel, source);
+    s loyalty.sources;
+BEGIN
+    SELECT so.* INTO s FROM loyalty.sources so JOIN pg_class c ON c.oid = rel
+      JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE so.relation_schema = n.nspname AND so.relation_name = c.relname;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION '"%" is not tracked', source
+              USING ERRCODE = 'undefined_object', HINT = 'Track it first with loyalty.track_orders().';
+    END IF;
+    PERFORM loyalty._track_orders(rel, source, s.customer_column, s.amount_column, s.ordered_at_column,
+                                  s.order_id_column, NULL, NULL, true, 10000,
+                                  delivered_at_column => coalesce(delivered_at_column, ''));
+END
+$$;
+
+CREATE OR REPLACE FUNCTION loyalty.untrack_customers(source regclass)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    rel regclass := loyalty._resolve_table(source, source::text);
+BEGIN
+    -- by name, never casting a stored name (another tracked table may be gone)
+    IF NOT EXISTS (SELECT 1 FROM loyalty.customer_sources s JOIN pg_class c ON c.oid = rel
+                     JOIN pg_namespace n ON n.oid = c.relnamespace
+                    WHERE s.relation_schema = n.nspname AND s.relation_name = c.relname) THEN
+        RAISE EXCEPTION '"%" is not tracked', source
+              USING ERRCODE = 'undefined_object', HINT = 'See loyalty.customer_sources for the tracked customer tables.';
+    END IF;
+    EXECUTE format('DROP TRIGGER IF EXISTS loyalty_capture_customers ON %s', rel);
+    EXECUTE format('DROP TRIGGER IF EXISTS loyalty_capture_customers_truncate ON %s', rel);
+END
+$$;
+COMMENT ON FUNCTION loyalty.untrack_customers(regclass) IS 'Detach a tracked customers table (its triggers); profiles already stored stay';
