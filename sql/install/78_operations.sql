@@ -428,8 +428,9 @@ BEGIN
                          WHERE s.dispatched_at IS NOT NULL AND e.at >= s.dispatched_at AND e.status <> 'label_purchased'
                            AND e.at <= least(s.delivered_at, 'infinity')
                         UNION ALL
+                        -- (>=: an order without a dispatch time counts as dispatched at delivery)
                         SELECT s.order_ref, s.delivered_at, true, 2 FROM s
-                         WHERE s.delivered_at IS NOT NULL AND s.delivered_at > s.dispatched_at) q
+                         WHERE s.delivered_at IS NOT NULL AND s.delivered_at >= s.dispatched_at) q
                 WINDOW w AS (PARTITION BY q.order_ref ORDER BY q.at, q.seq)) p
          WHERE p.threshold IS NOT NULL AND NOT p.terminal
            AND (p.next_at IS NULL OR p.next_at > p.at + p.threshold)
