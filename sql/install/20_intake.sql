@@ -37,7 +37,7 @@ CREATE TABLE loyalty.events (
 );
 COMMENT ON TABLE loyalty.events IS 'Captured order changes not yet applied (the worker or loyalty.refresh() drains it)';
 COMMENT ON COLUMN loyalty.events.op IS 'u: the row as it is now; d: the row was deleted; k: a customer row left its key (key changed, table truncated): the profile goes, nothing is erased';
-COMMENT ON COLUMN loyalty.events.fields IS 'the other tracked columns by field name (delivered_at; a customer''s name, email, phone, birthday, time_zone); a field absent is not tracked';
+COMMENT ON COLUMN loyalty.events.fields IS 'the other tracked columns by field name (an order''s delivered_at, paid_at, dispatched_at, promised_at or promised_on, dispatch_by; a customer''s name, email, phone, birthday, time_zone; a carrier event''s at, tracking_code, detail); a field absent is not tracked';
 
 CREATE TYPE loyalty.order_change AS (
     source_id   integer,
@@ -146,7 +146,8 @@ BEGIN
                      THEN 'order time ' || loyalty._time_problem(c.ordered_at, coalesce(c.captured_at, now()))
                 WHEN loyalty._time_problem((c.fields ->> 'delivered_at')::timestamptz, NULL) IS NOT NULL
                      THEN 'delivery time ' || loyalty._time_problem((c.fields ->> 'delivered_at')::timestamptz, NULL)
-                WHEN loyalty._fulfilment_problem(c.fields) IS NOT NULL THEN loyalty._fulfilment_problem(c.fields)
+                WHEN c.fields IS NOT NULL AND loyalty._fulfilment_problem(c.fields) IS NOT NULL
+                     THEN loyalty._fulfilment_problem(c.fields)
                 WHEN o.order_ref IS NOT NULL AND o.source_id IS DISTINCT FROM c.source_id
                      THEN 'order id already recorded by another source'
            END,

@@ -78,7 +78,7 @@ CREATE TABLE loyalty.order_lifecycle (
     updated_at    timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
 COMMENT ON TABLE loyalty.order_lifecycle IS
-'Stage times of watched orders, as reported by loyalty.record_fulfilment() (an order is watched from its first record_* call)';
+'Stage times of watched orders, from a tracked orders table''s fulfilment columns or loyalty.record_fulfilment() (an order is watched from its first captured version or record_* call)';
 COMMENT ON COLUMN loyalty.order_lifecycle.dispatched_at IS 'handed to the carrier, as reported (loyalty.order_stages has the effective dispatch time)';
 COMMENT ON COLUMN loyalty.order_lifecycle.dispatch_by IS 'the order''s own dispatch deadline (wins over operations_settings.dispatch_within)';
 

@@ -12,6 +12,7 @@ DROP FUNCTION loyalty.track_orders(text, text, text, text, text, text, text[], b
 DROP FUNCTION loyalty._track_orders(regclass, text, text, text, text, text, text, text[], boolean, integer);
 DROP FUNCTION loyalty._backfill_deliveries(integer);
 
+COMMENT ON COLUMN loyalty.events.fields IS 'the other tracked columns by field name (an order''s delivered_at, paid_at, dispatched_at, promised_at or promised_on, dispatch_by; a customer''s name, email, phone, birthday, time_zone; a carrier event''s at, tracking_code, detail); a field absent is not tracked';
 COMMENT ON FUNCTION loyalty.capture_row() IS 'Trigger attached by loyalty.track_orders(), loyalty.track_customers() and loyalty.track_shipment_events(); do not call directly';
 
 -- Apply order changes (latest per order wins). Invalid rows are rejected, and an
@@ -44,7 +45,8 @@ BEGIN
                      THEN 'order time ' || loyalty._time_problem(c.ordered_at, coalesce(c.captured_at, now()))
                 WHEN loyalty._time_problem((c.fields ->> 'delivered_at')::timestamptz, NULL) IS NOT NULL
                      THEN 'delivery time ' || loyalty._time_problem((c.fields ->> 'delivered_at')::timestamptz, NULL)
-                WHEN loyalty._fulfilment_problem(c.fields) IS NOT NULL THEN loyalty._fulfilment_problem(c.fields)
+                WHEN c.fields IS NOT NULL AND loyalty._fulfilment_problem(c.fields) IS NOT NULL
+                     THEN loyalty._fulfilment_problem(c.fields)
                 WHEN o.order_ref IS NOT NULL AND o.source_id IS DISTINCT FROM c.source_id
                      THEN 'order id already recorded by another source'
            END,
