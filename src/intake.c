@@ -682,7 +682,7 @@ CaptureTriggerData(FunctionCallInfo fcinfo, const char *fname, int min_args)
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("%s must be called as a trigger", fname),
-				 errhint("Attach tables with loyalty.track_orders() or loyalty.track_customers().")));
+				 errhint("Attach tables with loyalty.track_orders(), loyalty.track_customers() or loyalty.track_shipment_events().")));
 	if (TRIGGER_FIRED_BY_TRUNCATE(trigdata->tg_event) && TRIGGER_FIRED_AFTER(trigdata->tg_event) &&
 		trigdata->tg_trigger->tgnargs >= 2)
 		return trigdata;
@@ -691,7 +691,7 @@ CaptureTriggerData(FunctionCallInfo fcinfo, const char *fname, int min_args)
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("%s must be an AFTER ROW trigger with at least %d arguments", fname, min_args),
-				 errhint("Attach tables with loyalty.track_orders() or loyalty.track_customers().")));
+				 errhint("Attach tables with loyalty.track_orders(), loyalty.track_customers() or loyalty.track_shipment_events().")));
 	return trigdata;
 }
 
@@ -739,7 +739,7 @@ capture_row(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("unknown capture kind \"%s\"", args[1]),
-				 errhint("Attach tables with loyalty.track_orders() or loyalty.track_customers().")));
+				 errhint("Attach tables with loyalty.track_orders(), loyalty.track_customers() or loyalty.track_shipment_events().")));
 	if (TRIGGER_FIRED_BY_TRUNCATE(trigdata->tg_event))
 	{
 		if (spec.append_only)

@@ -44,7 +44,10 @@ $$;
 -- every version of an order whose latest change was applied, in capture
 -- order (consecutive equal versions once), so a promise revised before the
 -- queue drained is still revision 2, not the first promise. A NULL keeps what
--- is stored; a promise is noted at the time of the shop's write.
+-- is stored; a promise is noted at the time of the shop's write. The
+-- versions and the applied orders are matched by one sort (window over both
+-- arrays), not a join: the planner cannot size the arrays, and a nested
+-- loop over them is quadratic in the batch.
 CREATE FUNCTION loyalty._apply_fulfilment(p_changes loyalty.order_change[], p_checked loyalty.order_change_checked[])
 RETURNS void
 LANGUAGE plpgsql
@@ -54,17 +57,25 @@ DECLARE
     f record;
 BEGIN
     FOR f IN
-        SELECT v.*
-          FROM (SELECT ch.order_ref, ch.ord, ch.captured_at, ch.fields,
-                       lag(ch.fields) OVER (PARTITION BY ch.order_ref ORDER BY ch.ord) AS before
-                  FROM unnest(p_changes) WITH ORDINALITY
-                       AS ch(source_id, op, order_ref, customer_id, amount, ordered_at, status, problem, fields, captured_at, ord)
-                  JOIN unnest(p_checked) a ON a.order_ref = ch.order_ref AND a.source_id = ch.source_id
-                 WHERE a.op = 'u' AND a.reason IS NULL AND ch.op = 'u' AND ch.problem IS NULL
-                   AND ch.fields ?| ARRAY['paid_at', 'dispatched_at', 'delivered_at', 'promised_at', 'promised_on', 'dispatch_by']
-                   AND loyalty._time_problem((ch.fields ->> 'delivered_at')::timestamptz, NULL) IS NULL
-                   AND loyalty._fulfilment_problem(ch.fields) IS NULL) v
-         WHERE v.fields IS DISTINCT FROM v.before
+        SELECT v.order_ref, v.fields, v.captured_at
+          FROM (SELECT x.*,
+                       bool_or(x.is_applied) OVER (PARTITION BY x.order_ref, x.source_id) AS order_applied,
+                       lag(x.fields) OVER (PARTITION BY x.order_ref, x.source_id, x.is_applied ORDER BY x.ord) AS before
+                  FROM (SELECT ch.source_id, ch.order_ref, ch.ord, ch.fields, ch.captured_at, false AS is_applied,
+                               ch.op = 'u' AND ch.problem IS NULL AS usable
+                          FROM unnest(p_changes) WITH ORDINALITY
+                               AS ch(source_id, op, order_ref, customer_id, amount, ordered_at, status, problem, fields,
+                                     captured_at, ord)
+                         WHERE ch.fields ?| ARRAY['paid_at', 'dispatched_at', 'delivered_at', 'promised_at', 'promised_on',
+                                                  'dispatch_by']
+                        UNION ALL
+                        SELECT a.source_id, a.order_ref, NULL, NULL, NULL, true, false
+                          FROM unnest(p_checked) a
+                         WHERE a.op = 'u' AND a.reason IS NULL) x) v
+         WHERE v.order_applied AND v.usable
+           AND v.fields IS DISTINCT FROM v.before
+           AND loyalty._time_problem((v.fields ->> 'delivered_at')::timestamptz, NULL) IS NULL
+           AND loyalty._fulfilment_problem(v.fields) IS NULL
          ORDER BY v.ord
     LOOP
         PERFORM loyalty._record_fulfilment(f.order_ref, (f.fields ->> 'paid_at')::timestamptz,
