@@ -68,7 +68,7 @@ SELECT orders, net_spend FROM loyalty.customer_state WHERE customer_id = 'c4';
 -- privileges: nothing for PUBLIC, the app role gets the API
 SELECT has_function_privilege('public', 'loyalty.record_order(text,text,numeric,timestamptz)', 'EXECUTE') AS public_can_record;
 SELECT has_function_privilege('loyalty_app', 'loyalty.record_order(text,text,numeric,timestamptz)', 'EXECUTE') AS app_can_record;
-SELECT has_function_privilege('loyalty_app', 'loyalty.track_orders(text,text,text,text,text,text,text[],boolean,integer)', 'EXECUTE') AS app_can_track;
+SELECT has_function_privilege('loyalty_app', 'loyalty.track_orders(text,text,text,text,text,text,text[],boolean,integer,text,text,text,text,text)', 'EXECUTE') AS app_can_track;
 SELECT has_table_privilege('loyalty_reader', 'loyalty.segment_summary', 'SELECT') AS reader_sees_summary;
 SELECT has_table_privilege('loyalty_reader', 'loyalty.orders', 'SELECT') AS reader_sees_orders;
 -- every function pins search_path, except plain C math, SQL-standard bodies

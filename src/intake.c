@@ -2,13 +2,15 @@
  * intake.c — the one capture trigger of every tracked shop table
  *
  * loyalty.capture_row() is attached to the shop's orders table (by
- * loyalty.track_orders) and customers table (loyalty.track_customers). It
+ * loyalty.track_orders), customers table (loyalty.track_customers) and
+ * carrier-events table (loyalty.track_shipment_events). It
  * reads only the tracked columns, by attribute number, into typed values and
  * writes one loyalty.events row per row version: a snapshot of the tracked
  * values, not a delta, so applying one twice changes nothing. The order's
- * points, its delivery time and the customer's profile are all derived from
- * that event when loyalty.apply_events() applies it, so the shop's write pays
- * for this one trigger.
+ * points, its stage times and promise (operations), its delivery time, a
+ * carrier event and the customer's profile are all derived from that event
+ * when loyalty.apply_events() applies it, so the shop's write pays for this
+ * one trigger.
  *
  * Safety: the trigger never makes the shop's write fail for a bad value: a row
  * loyalty cannot use is still captured with the problem noted and quarantined
@@ -21,9 +23,9 @@
  * (loyalty._capture_type_ok, checked by track_*); a column whose type changed
  * since is captured with a problem instead.
  *
- * Adding a tracked column (issue 14's fulfilment columns): append a field to
- * OrderFields with its class, and a trigger argument in loyalty._attach_capture.
- * Triggers created with fewer arguments read the missing fields as untracked.
+ * Adding a tracked column: append a field to OrderFields with its class, and
+ * a trigger argument in loyalty._attach_capture. Triggers created with fewer
+ * arguments read the missing fields as untracked.
  *
  * Speed: the event row is written with heap_insert() straight into
  * loyalty.events, which has no index (the drain sorts by event_id), rather
@@ -63,6 +65,8 @@ typedef enum CaptureClass
 	CC_AMOUNT,					/* built-in number, as numeric */
 	CC_TIME,					/* timestamptz, timestamp or date, as timestamptz */
 	CC_DATE,					/* date, timestamp or timestamptz, as date */
+	CC_PROMISE,					/* a date as date (under date_name), else as timestamptz */
+	CC_DETAIL,					/* jsonb as JSON, text types as {"text": ...} */
 	CC_LABEL					/* any type, as text through its output function */
 } CaptureClass;
 
@@ -86,6 +90,7 @@ typedef struct CaptureField
 	const char *name;			/* the field's name (a key of events.fields) */
 	CaptureClass cls;
 	int			target;			/* EV_* */
+	const char *date_name;		/* CC_PROMISE: the key of a date value */
 } CaptureField;
 
 /* The first field identifies the row; trigger arguments follow this order */
@@ -96,6 +101,11 @@ static const CaptureField OrderFields[] = {
 	{"ordered_at", CC_TIME, EV_ORDERED_AT},
 	{"status", CC_LABEL, EV_STATUS},
 	{"delivered_at", CC_TIME, EV_FIELDS},
+	/* fulfilment (operations, 78_operations_capture.sql) */
+	{"paid_at", CC_TIME, EV_FIELDS},
+	{"dispatched_at", CC_TIME, EV_FIELDS},
+	{"promised_at", CC_PROMISE, EV_FIELDS, "promised_on"},
+	{"dispatch_by", CC_TIME, EV_FIELDS},
 };
 #define NUM_ORDER_FIELDS lengthof(OrderFields)
 #define NUM_ORDER_REQUIRED 4	/* order_id .. ordered_at */
@@ -111,6 +121,17 @@ static const CaptureField CustomerFields[] = {
 #define NUM_CUSTOMER_FIELDS lengthof(CustomerFields)
 #define NUM_CUSTOMER_REQUIRED 1
 
+/* A carrier-events table: every row version is an event (append-only) */
+static const CaptureField ShipmentFields[] = {
+	{"order_id", CC_KEY, EV_ORDER_REF},
+	{"event", CC_LABEL, EV_STATUS},
+	{"at", CC_TIME, EV_FIELDS},
+	{"tracking_code", CC_LABEL, EV_FIELDS},
+	{"detail", CC_DETAIL, EV_FIELDS},
+};
+#define NUM_SHIPMENT_FIELDS lengthof(ShipmentFields)
+#define NUM_SHIPMENT_REQUIRED 3
+
 #define MAX_FIELDS 16
 
 /* One kind of tracked table, and the columns its trigger names */
@@ -121,6 +142,7 @@ typedef struct CaptureSpec
 	int			nrequired;
 	const char *columns[MAX_FIELDS];	/* NULL: not tracked */
 	const char *attach;			/* the track_* function, for messages */
+	bool		append_only;	/* rows are facts: no delete events */
 } CaptureSpec;
 
 typedef struct CapturedRow
@@ -163,7 +185,10 @@ CaptureTypeOk(Oid typid, CaptureClass cls)
 				typid == INT8OID || typid == FLOAT4OID || typid == FLOAT8OID;
 		case CC_TIME:
 		case CC_DATE:
+		case CC_PROMISE:
 			return typid == TIMESTAMPTZOID || typid == TIMESTAMPOID || typid == DATEOID;
+		case CC_DETAIL:
+			return typid == JSONBOID || typid == TEXTOID || typid == VARCHAROID || typid == BPCHAROID;
 		case CC_LABEL:
 			return true;
 	}
@@ -232,26 +257,80 @@ CaptureDate(Datum d, Oid typid)
 	}
 }
 
-/* Add key: value (text or JSON null) to a jsonb object being built */
+/* Add a key to a jsonb object being built */
 static void
-CapturePushField(JsonbParseState **state, const char *key, const char *value)
+CapturePushKey(JsonbParseState **state, const char *key)
 {
 	JsonbValue	k;
-	JsonbValue	v;
 
 	k.type = jbvString;
 	k.val.string.val = (char *) key;
 	k.val.string.len = strlen(key);
 	pushJsonbValue(state, WJB_KEY, &k);
+}
+
+/* Add key: value (text or JSON null) to a jsonb object being built */
+static void
+CapturePushField(JsonbParseState **state, const char *key, const char *value)
+{
+	JsonbValue	v;
+
+	CapturePushKey(state, key);
 	if (value == NULL)
 		v.type = jbvNull;
 	else
 	{
+		/* a copy: the parse state keeps the pointer, and time values share one buffer */
 		v.type = jbvString;
-		v.val.string.val = (char *) value;
+		v.val.string.val = pstrdup(value);
 		v.val.string.len = strlen(value);
 	}
 	pushJsonbValue(state, WJB_VALUE, &v);
+}
+
+/*
+ * Add key: a detail value, always a JSON object: a jsonb object as it is,
+ * another jsonb value as {"value": v}, a text as {"text": t}. Built-in
+ * conversions of built-in types only.
+ */
+static void
+CapturePushDetail(JsonbParseState **state, const char *key, Datum d, Oid typid)
+{
+	JsonbValue	v;
+
+	CapturePushKey(state, key);
+	if (typid == JSONBOID)
+	{
+		Jsonb	   *jb = DatumGetJsonbP(d);
+
+		if (JB_ROOT_IS_OBJECT(jb))
+		{
+			v.type = jbvBinary;
+			v.val.binary.data = &jb->root;
+			v.val.binary.len = VARSIZE(jb) - VARHDRSZ;
+			pushJsonbValue(state, WJB_VALUE, &v);
+			return;
+		}
+		pushJsonbValue(state, WJB_BEGIN_OBJECT, NULL);
+		CapturePushKey(state, "value");
+		if (JB_ROOT_IS_SCALAR(jb))
+		{
+			if (!JsonbExtractScalar(&jb->root, &v))
+				elog(ERROR, "loyalty: could not read a jsonb scalar");
+		}
+		else
+		{
+			v.type = jbvBinary;
+			v.val.binary.data = &jb->root;
+			v.val.binary.len = VARSIZE(jb) - VARHDRSZ;
+		}
+		pushJsonbValue(state, WJB_VALUE, &v);
+		pushJsonbValue(state, WJB_END_OBJECT, NULL);
+		return;
+	}
+	pushJsonbValue(state, WJB_BEGIN_OBJECT, NULL);
+	CapturePushField(state, "text", TextDatumGetCString(CaptureText(d, typid)));
+	pushJsonbValue(state, WJB_END_OBJECT, NULL);
 }
 
 /*
@@ -318,6 +397,12 @@ CaptureRead(CapturedRow *row, HeapTuple tuple, TupleDesc tupdesc, const CaptureS
 				case CC_DATE:
 					value = CaptureDate(d, typid);
 					break;
+				case CC_PROMISE:
+					value = typid == DATEOID ? d : CaptureTimestamp(d, typid);
+					break;
+				case CC_DETAIL:
+					value = d;	/* pushed below */
+					break;
 			}
 		}
 		if (field->target != EV_FIELDS)
@@ -335,6 +420,12 @@ CaptureRead(CapturedRow *row, HeapTuple tuple, TupleDesc tupdesc, const CaptureS
 			CapturePushField(&state, field->name, JsonEncodeDateTime(buf, value, TIMESTAMPTZOID, NULL));
 		else if (field->cls == CC_DATE)
 			CapturePushField(&state, field->name, JsonEncodeDateTime(buf, value, DATEOID, NULL));
+		else if (field->cls == CC_PROMISE && typid == DATEOID)
+			CapturePushField(&state, field->date_name, JsonEncodeDateTime(buf, value, DATEOID, NULL));
+		else if (field->cls == CC_PROMISE)
+			CapturePushField(&state, field->name, JsonEncodeDateTime(buf, value, TIMESTAMPTZOID, NULL));
+		else if (field->cls == CC_DETAIL)
+			CapturePushDetail(&state, field->name, value, typid);
 		else
 			CapturePushField(&state, field->name, TextDatumGetCString(value));
 	}
@@ -511,6 +602,8 @@ CaptureFire(TriggerData *trigdata, int32 source_id, const CaptureSpec *spec)
 	}
 	else if (TRIGGER_FIRED_BY_DELETE(trigdata->tg_event))
 	{
+		if (spec->append_only)
+			return;				/* an event that happened stays recorded */
 		CaptureRead(&oldrow, trigdata->tg_trigtuple, tupdesc, spec);
 		oldrow.problem = NULL;
 		CaptureInsert(source_id, 'd', &oldrow);
@@ -525,7 +618,7 @@ CaptureFire(TriggerData *trigdata, int32 source_id, const CaptureSpec *spec)
 		/* the identifying key changed: the old row is gone */
 		oldid = CaptureIdentity(&oldrow, spec);
 		newid = CaptureIdentity(&newrow, spec);
-		if (oldid != NULL && (newid == NULL || strcmp(oldid, newid) != 0))
+		if (!spec->append_only && oldid != NULL && (newid == NULL || strcmp(oldid, newid) != 0))
 		{
 			/* a customer whose key changed is not a deleted customer ('k': no erasure) */
 			oldrow.problem = NULL;
@@ -582,7 +675,7 @@ CaptureTriggerData(FunctionCallInfo fcinfo, const char *fname, int min_args)
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("%s must be called as a trigger", fname),
-				 errhint("Attach tables with loyalty.track_orders() or loyalty.track_customers().")));
+				 errhint("Attach tables with loyalty.track_orders(), loyalty.track_customers() or loyalty.track_shipment_events().")));
 	if (TRIGGER_FIRED_BY_TRUNCATE(trigdata->tg_event) && TRIGGER_FIRED_AFTER(trigdata->tg_event) &&
 		trigdata->tg_trigger->tgnargs >= 2)
 		return trigdata;
@@ -591,7 +684,7 @@ CaptureTriggerData(FunctionCallInfo fcinfo, const char *fname, int min_args)
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("%s must be an AFTER ROW trigger with at least %d arguments", fname, min_args),
-				 errhint("Attach tables with loyalty.track_orders() or loyalty.track_customers().")));
+				 errhint("Attach tables with loyalty.track_orders(), loyalty.track_customers() or loyalty.track_shipment_events().")));
 	return trigdata;
 }
 
@@ -599,9 +692,10 @@ PG_FUNCTION_INFO_V1(capture_row);
 
 /*
  * AFTER ROW trigger on a tracked table. Arguments: source id, kind ('o'
- * orders, 'c' customers), then the column of each field of the kind in the
- * order of OrderFields / CustomerFields ('' or missing: not tracked). As an
- * AFTER TRUNCATE statement trigger it takes the source id and kind only.
+ * orders, 'c' customers, 's' carrier events), then the column of each field
+ * of the kind in the order of OrderFields / CustomerFields / ShipmentFields
+ * ('' or missing: not tracked). As an AFTER TRUNCATE statement trigger it
+ * takes the source id and kind only (carrier events: nothing to do).
  */
 Datum
 capture_row(PG_FUNCTION_ARGS)
@@ -626,13 +720,23 @@ capture_row(PG_FUNCTION_ARGS)
 		spec.nrequired = NUM_CUSTOMER_REQUIRED;
 		spec.attach = "loyalty.track_customers()";
 	}
+	else if (strcmp(args[1], "s") == 0)
+	{
+		spec.fields = ShipmentFields;
+		spec.nfields = NUM_SHIPMENT_FIELDS;
+		spec.nrequired = NUM_SHIPMENT_REQUIRED;
+		spec.attach = "loyalty.track_shipment_events()";
+		spec.append_only = true;
+	}
 	else
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("unknown capture kind \"%s\"", args[1]),
-				 errhint("Attach tables with loyalty.track_orders() or loyalty.track_customers().")));
+				 errhint("Attach tables with loyalty.track_orders(), loyalty.track_customers() or loyalty.track_shipment_events().")));
 	if (TRIGGER_FIRED_BY_TRUNCATE(trigdata->tg_event))
 	{
+		if (spec.append_only)
+			return PointerGetDatum(NULL);
 		CaptureTruncate(pg_strtoint32(args[0]), spec.fields == OrderFields);
 		return PointerGetDatum(NULL);
 	}
@@ -699,9 +803,11 @@ capture_type_ok(PG_FUNCTION_ARGS)
 		PG_RETURN_BOOL(CaptureTypeOk(typid, CC_TIME));
 	if (strcmp(cls, "label") == 0)
 		PG_RETURN_BOOL(CaptureTypeOk(typid, CC_LABEL));
+	if (strcmp(cls, "detail") == 0)
+		PG_RETURN_BOOL(CaptureTypeOk(typid, CC_DETAIL));
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 			 errmsg("unknown column class \"%s\"", cls),
-			 errhint("The classes are key, amount, time and label.")));
+			 errhint("The classes are key, amount, time, label and detail.")));
 	PG_RETURN_BOOL(false);
 }

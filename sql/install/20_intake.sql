@@ -62,7 +62,7 @@ CREATE TABLE loyalty.events (
 );
 COMMENT ON TABLE loyalty.events IS 'Captured order changes not yet applied (the worker or loyalty.refresh() drains it)';
 COMMENT ON COLUMN loyalty.events.op IS 'u: the row as it is now; d: the row was deleted; k: a customer row left its key (key changed, table truncated): the profile goes, nothing is erased';
-COMMENT ON COLUMN loyalty.events.fields IS 'the other tracked columns by field name (delivered_at; a customer''s name, email, phone, birthday, time_zone); a field absent is not tracked';
+COMMENT ON COLUMN loyalty.events.fields IS 'the other tracked columns by field name (an order''s delivered_at, paid_at, dispatched_at, promised_at or promised_on, dispatch_by; a customer''s name, email, phone, birthday, time_zone; a carrier event''s at, tracking_code, detail); a field absent is not tracked';
 SELECT pg_catalog.pg_extension_config_dump('loyalty.events', '');
 SELECT pg_catalog.pg_extension_config_dump('loyalty.events_event_id_seq', '');
 
@@ -189,6 +189,8 @@ BEGIN
                      THEN 'order time ' || loyalty._time_problem(c.ordered_at, coalesce(c.captured_at, now()))
                 WHEN loyalty._time_problem((c.fields ->> 'delivered_at')::timestamptz, NULL) IS NOT NULL
                      THEN 'delivery time ' || loyalty._time_problem((c.fields ->> 'delivered_at')::timestamptz, NULL)
+                WHEN c.fields IS NOT NULL AND loyalty._fulfilment_problem(c.fields) IS NOT NULL
+                     THEN loyalty._fulfilment_problem(c.fields)
                 WHEN o.order_ref IS NOT NULL AND o.source_id IS DISTINCT FROM c.source_id
                      THEN 'order id already recorded by another source'
            END,
@@ -257,8 +259,9 @@ BEGIN
     IF cardinality(affected) > 0 THEN
         PERFORM loyalty._recompute_customers(affected, p_enqueue);
     END IF;
-    -- what else the captured order carries (70_journeys.sql, 62_rewards.sql)
+    -- what else the captured order carries (70_journeys.sql, 78_operations_capture.sql, 62_rewards.sql)
     PERFORM loyalty._apply_deliveries(checked);
+    PERFORM loyalty._apply_fulfilment(p_changes, checked);
     IF p_enqueue THEN
         PERFORM loyalty._apply_order_points(checked);   -- not for a backfill: history earns nothing
     END IF;
@@ -323,7 +326,9 @@ $$;
 -- Drain the captured changes, oldest first. The drain lock keeps one applier at a
 -- time; events of one shop row are captured in commit order (the row lock
 -- orders the writers), so applying them by event_id keeps the newest version.
--- Changes of tracked customers tables go to the profiles (70_journeys.sql).
+-- Changes of tracked customers tables go to the profiles (70_journeys.sql),
+-- rows of tracked carrier-events tables to the shipment events
+-- (78_operations_capture.sql).
 CREATE FUNCTION loyalty.apply_events(max_events integer DEFAULT 10000)
 RETURNS bigint
 LANGUAGE plpgsql
@@ -332,6 +337,7 @@ AS $$
 DECLARE
     ch loyalty.order_change[];
     cust loyalty.events[];
+    ship loyalty.events[];
     n bigint := 0;
 BEGIN
     IF max_events IS NULL OR max_events < 1 THEN
@@ -346,12 +352,17 @@ BEGIN
     )
     SELECT array_agg(ROW(d.source_id, d.op, d.order_ref, d.customer_id, d.amount, d.ordered_at, d.status, d.problem,
                          d.fields, d.captured_at)::loyalty.order_change ORDER BY d.event_id)
-                FILTER (WHERE cs.source_id IS NULL),
-           array_agg(d ORDER BY d.event_id) FILTER (WHERE cs.source_id IS NOT NULL)
-      INTO ch, cust
-      FROM d LEFT JOIN loyalty.customer_sources cs ON cs.source_id = d.source_id;
+                FILTER (WHERE cs.source_id IS NULL AND ss.source_id IS NULL),
+           array_agg(d ORDER BY d.event_id) FILTER (WHERE cs.source_id IS NOT NULL),
+           array_agg(d ORDER BY d.event_id) FILTER (WHERE ss.source_id IS NOT NULL)
+      INTO ch, cust, ship
+      FROM d LEFT JOIN loyalty.customer_sources cs ON cs.source_id = d.source_id
+             LEFT JOIN loyalty.shipment_sources ss ON ss.source_id = d.source_id;
     IF cust IS NOT NULL THEN
         n := loyalty._apply_customer_changes(cust);
+    END IF;
+    IF ship IS NOT NULL THEN
+        n := n + loyalty._apply_shipment_changes(ship);
     END IF;
     RETURN n + loyalty._apply_or_split(ch);
 END
@@ -366,7 +377,7 @@ CREATE FUNCTION loyalty.capture_row()
 RETURNS trigger
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'capture_row';
-COMMENT ON FUNCTION loyalty.capture_row() IS 'Trigger attached by loyalty.track_orders() and loyalty.track_customers(); do not call directly';
+COMMENT ON FUNCTION loyalty.capture_row() IS 'Trigger attached by loyalty.track_orders(), loyalty.track_customers() and loyalty.track_shipment_events(); do not call directly';
 
 CREATE FUNCTION loyalty._capture_type_ok(typ regtype, class text)
 RETURNS boolean
@@ -434,6 +445,7 @@ BEGIN
                     HINT = CASE p_class
                            WHEN 'key' THEN 'A key column must be text, varchar, char, smallint, integer, bigint or uuid (not a domain or enum).'
                            WHEN 'amount' THEN 'An amount column must be numeric, an integer type or a float type (not a domain).'
+                           WHEN 'detail' THEN 'A detail column must be jsonb, text, varchar or char (not a domain).'
                            ELSE 'A time column must be timestamptz, timestamp or date (not a domain).' END;
     END IF;
     RETURN t;
@@ -452,10 +464,12 @@ BEGIN
     SELECT * INTO STRICT s FROM loyalty.sources WHERE source_id = p_source_id;
     -- arguments: source, kind, then src/intake.c's OrderFields in order
     EXECUTE format('CREATE OR REPLACE TRIGGER loyalty_capture_orders AFTER INSERT OR UPDATE OR DELETE ON %I.%I '
-                   'FOR EACH ROW EXECUTE FUNCTION loyalty.capture_row(%L, ''o'', %L, %L, %L, %L, %L, %L)',
+                   'FOR EACH ROW EXECUTE FUNCTION loyalty.capture_row(%L, ''o'', %L, %L, %L, %L, %L, %L, %L, %L, %L, %L)',
                    s.relation_schema, s.relation_name, s.source_id, s.order_id_column, s.customer_column,
                    s.amount_column, s.ordered_at_column, coalesce(s.status_column, ''),
-                   coalesce(s.delivered_at_column, ''));
+                   coalesce(s.delivered_at_column, ''), coalesce(s.paid_at_column, ''),
+                   coalesce(s.dispatched_at_column, ''), coalesce(s.promised_at_column, ''),
+                   coalesce(s.dispatch_by_column, ''));
     EXECUTE format('CREATE OR REPLACE TRIGGER loyalty_capture_truncate AFTER TRUNCATE ON %I.%I '
                    'FOR EACH STATEMENT EXECUTE FUNCTION loyalty.capture_row(%L, ''o'')',
                    s.relation_schema, s.relation_name, s.source_id);
@@ -570,9 +584,61 @@ BEGIN
     IF s.delivered_at_column IS NOT NULL THEN
         PERFORM loyalty._capture_column(rel, 'delivered_at_column', s.delivered_at_column, 'time');
     END IF;
+    IF s.paid_at_column IS NOT NULL THEN
+        PERFORM loyalty._capture_column(rel, 'paid_at_column', s.paid_at_column, 'time');
+    END IF;
+    IF s.dispatched_at_column IS NOT NULL THEN
+        PERFORM loyalty._capture_column(rel, 'dispatched_at_column', s.dispatched_at_column, 'time');
+    END IF;
+    IF s.promised_at_column IS NOT NULL THEN
+        PERFORM loyalty._capture_column(rel, 'promised_at_column', s.promised_at_column, 'time');
+    END IF;
+    IF s.dispatch_by_column IS NOT NULL THEN
+        PERFORM loyalty._capture_column(rel, 'dispatch_by_column', s.dispatch_by_column, 'time');
+    END IF;
     SELECT format_type(a.atttypid, a.atttypmod) INTO id_type FROM pg_attribute a
      WHERE a.attrelid = rel AND a.attname = s.order_id_column;
     RETURN id_type;
+END
+$$;
+
+-- The events.fields of a tracked orders row as an SQL expression over the
+-- table's columns: what the capture trigger writes (src/intake.c's
+-- OrderFields), read the same way, for backfill and replay. Only built-in
+-- conversions of the built-in time types loyalty._source_read_check
+-- confirmed; a date promise stays a date (promised_on).
+CREATE FUNCTION loyalty._order_fields_sql(s loyalty.sources)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    parts text[] := '{}';
+    promise_is_date boolean;
+BEGIN
+    IF s.delivered_at_column IS NOT NULL THEN
+        parts := parts || format('''delivered_at'', %I::timestamptz', s.delivered_at_column);
+    END IF;
+    IF s.paid_at_column IS NOT NULL THEN
+        parts := parts || format('''paid_at'', %I::timestamptz', s.paid_at_column);
+    END IF;
+    IF s.dispatched_at_column IS NOT NULL THEN
+        parts := parts || format('''dispatched_at'', %I::timestamptz', s.dispatched_at_column);
+    END IF;
+    IF s.promised_at_column IS NOT NULL THEN
+        SELECT a.atttypid = 'date'::regtype INTO promise_is_date FROM pg_attribute a
+         WHERE a.attrelid = to_regclass(format('%I.%I', s.relation_schema, s.relation_name))
+           AND a.attname = s.promised_at_column AND NOT a.attisdropped;
+        parts := parts || CASE WHEN promise_is_date THEN format('''promised_on'', %I', s.promised_at_column)
+                               ELSE format('''promised_at'', %I::timestamptz', s.promised_at_column) END;
+    END IF;
+    IF s.dispatch_by_column IS NOT NULL THEN
+        parts := parts || format('''dispatch_by'', %I::timestamptz', s.dispatch_by_column);
+    END IF;
+    IF cardinality(parts) = 0 THEN
+        RETURN 'NULL::jsonb';
+    END IF;
+    RETURN 'jsonb_build_object(' || array_to_string(parts, ', ') || ')';
 END
 $$;
 
@@ -596,17 +662,16 @@ BEGIN
     id_type := loyalty._source_read_check(s);
     -- typed reads only (src/intake.c's rules): built-in conversions of the
     -- built-in key, amount and time types the check just confirmed, and the
-    -- output function (never a cast) for the status and delivery columns
+    -- output function (never a cast) for the status column
     q := format(
         'SELECT array_agg(ROW(%s, ''u'', loyalty._as_text(k), loyalty._as_text(c), m::numeric, t::timestamptz, loyalty._as_text(st), NULL,
-                              %s, NULL)::loyalty.order_change ORDER BY k)
-           FROM (SELECT %I AS k, %I AS c, %I AS m, %I AS t, %s AS st, %s AS dl FROM %I.%I
+                              fl, NULL)::loyalty.order_change ORDER BY k)
+           FROM (SELECT %I AS k, %I AS c, %I AS m, %I AS t, %s AS st, %s AS fl FROM %I.%I
                   WHERE $1 IS NULL OR %I > CAST($1 AS %s) ORDER BY %I LIMIT %s) b',
         s.source_id,
-        CASE WHEN s.delivered_at_column IS NULL THEN 'NULL' ELSE 'jsonb_build_object(''delivered_at'', dl::timestamptz)' END,
         s.order_id_column, s.customer_column, s.amount_column, s.ordered_at_column,
         CASE WHEN s.status_column IS NULL THEN 'NULL::text' ELSE quote_ident(s.status_column) END,
-        CASE WHEN s.delivered_at_column IS NULL THEN 'NULL' ELSE quote_ident(s.delivered_at_column) END,
+        loyalty._order_fields_sql(s),
         s.relation_schema, s.relation_name, s.order_id_column, id_type, s.order_id_column, p_batch);
     last_key := p_after;
     PERFORM pg_advisory_xact_lock(74200, 1);
@@ -642,13 +707,20 @@ CREATE FUNCTION loyalty._track_orders(
     status_column     text DEFAULT NULL,
     counted_statuses  text[] DEFAULT NULL,
     backfill          boolean DEFAULT true,
-    batch_size        integer DEFAULT 10000)
+    batch_size        integer DEFAULT 10000,
+    paid_at_column       text DEFAULT NULL,
+    dispatched_at_column text DEFAULT NULL,
+    delivered_at_column  text DEFAULT NULL,
+    promised_at_column   text DEFAULT NULL,
+    dispatch_by_column   text DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     rel regclass := loyalty._resolve_table(p_rel, source);
+    col text;
+    colname text;
     sch text;
     tbl text;
     prev loyalty.sources;
@@ -664,6 +736,19 @@ BEGIN
         status_column := prev.status_column;
         counted_statuses := prev.counted_statuses;
     END IF;
+    -- fulfilment columns: NULL keeps what is tracked, '' stops tracking it
+    paid_at_column := nullif(coalesce(paid_at_column, prev.paid_at_column), '');
+    dispatched_at_column := nullif(coalesce(dispatched_at_column, prev.dispatched_at_column), '');
+    delivered_at_column := nullif(coalesce(delivered_at_column, prev.delivered_at_column), '');
+    promised_at_column := nullif(coalesce(promised_at_column, prev.promised_at_column), '');
+    dispatch_by_column := nullif(coalesce(dispatch_by_column, prev.dispatch_by_column), '');
+    FOR col, colname IN SELECT * FROM unnest(
+            ARRAY['paid_at_column', 'dispatched_at_column', 'delivered_at_column', 'promised_at_column', 'dispatch_by_column'],
+            ARRAY[paid_at_column, dispatched_at_column, delivered_at_column, promised_at_column, dispatch_by_column]) LOOP
+        IF colname IS NOT NULL THEN
+            PERFORM loyalty._capture_column(rel, col, colname, 'time');
+        END IF;
+    END LOOP;
 
     PERFORM loyalty._capture_column(rel, 'customer_column', customer_column, 'key');
     PERFORM loyalty._capture_column(rel, 'amount_column', amount_column, 'amount');
@@ -695,12 +780,18 @@ BEGIN
     END IF;
 
     INSERT INTO loyalty.sources AS s (relation_schema, relation_name, customer_column, amount_column,
-                                      ordered_at_column, order_id_column, status_column, counted_statuses)
-    VALUES (sch, tbl, customer_column, amount_column, ordered_at_column, order_id_column, status_column, counted_statuses)
+                                      ordered_at_column, order_id_column, status_column, counted_statuses,
+                                      delivered_at_column, paid_at_column, dispatched_at_column, promised_at_column,
+                                      dispatch_by_column)
+    VALUES (sch, tbl, customer_column, amount_column, ordered_at_column, order_id_column, status_column, counted_statuses,
+            delivered_at_column, paid_at_column, dispatched_at_column, promised_at_column, dispatch_by_column)
     ON CONFLICT (relation_schema, relation_name) DO UPDATE
        SET customer_column = excluded.customer_column, amount_column = excluded.amount_column,
            ordered_at_column = excluded.ordered_at_column, order_id_column = excluded.order_id_column,
-           status_column = excluded.status_column, counted_statuses = excluded.counted_statuses
+           status_column = excluded.status_column, counted_statuses = excluded.counted_statuses,
+           delivered_at_column = excluded.delivered_at_column, paid_at_column = excluded.paid_at_column,
+           dispatched_at_column = excluded.dispatched_at_column, promised_at_column = excluded.promised_at_column,
+           dispatch_by_column = excluded.dispatch_by_column
     RETURNING s.source_id INTO sid;
 
     PERFORM loyalty._attach_capture(sid);
@@ -727,15 +818,21 @@ CREATE FUNCTION loyalty.track_orders(
     status_column     text DEFAULT NULL,
     counted_statuses  text[] DEFAULT NULL,
     backfill          boolean DEFAULT true,
-    batch_size        integer DEFAULT 10000)
+    batch_size        integer DEFAULT 10000,
+    paid_at_column       text DEFAULT NULL,
+    dispatched_at_column text DEFAULT NULL,
+    delivered_at_column  text DEFAULT NULL,
+    promised_at_column   text DEFAULT NULL,
+    dispatch_by_column   text DEFAULT NULL)
 RETURNS bigint
 LANGUAGE sql
 AS $$
 SELECT loyalty._track_orders(loyalty._lookup_table(source), source, customer_column, amount_column,
-                             ordered_at_column, order_id_column, status_column, counted_statuses, backfill, batch_size)
+                             ordered_at_column, order_id_column, status_column, counted_statuses, backfill, batch_size,
+                             paid_at_column, dispatched_at_column, delivered_at_column, promised_at_column, dispatch_by_column)
 $$;
-COMMENT ON FUNCTION loyalty.track_orders(text, text, text, text, text, text, text[], boolean, integer) IS
-'Attach a shop orders table: capture every insert/update/delete/truncate and backfill existing rows; returns rows backfilled';
+COMMENT ON FUNCTION loyalty.track_orders(text, text, text, text, text, text, text[], boolean, integer, text, text, text, text, text) IS
+'Attach a shop orders table: capture every insert/update/delete/truncate and backfill existing rows; the fulfilment columns (paid, dispatched, delivered, promised, dispatch by) feed the operations facts; on re-attach NULL keeps a column, '''' stops tracking it; returns rows backfilled';
 
 -- Batch-committing backfill for large tables: CALL loyalty.backfill('public.orders').
 -- A procedure (no SET clause, everything qualified) so that it can commit per batch.
@@ -928,16 +1025,25 @@ DECLARE
     id_type text;
     still bigint;
     only_sid integer;
+    ship_sid integer;
 BEGIN
     IF source IS NOT NULL THEN
-        SELECT so.source_id INTO only_sid FROM loyalty.sources so
-         WHERE format('%I.%I', so.relation_schema, so.relation_name)::regclass = loyalty._resolve_table(p_rel, source);
+        -- by name: another tracked table may have been dropped meanwhile
+        SELECT so.source_id INTO only_sid
+          FROM (SELECT source_id, relation_schema, relation_name FROM loyalty.sources
+                UNION ALL
+                SELECT source_id, relation_schema, relation_name FROM loyalty.shipment_sources) so
+          JOIN pg_class c ON c.oid = loyalty._resolve_table(p_rel, source)
+          JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE so.relation_schema = n.nspname AND so.relation_name = c.relname;
         IF only_sid IS NULL THEN
             RAISE EXCEPTION '"%" is not tracked', source
                   USING ERRCODE = 'undefined_object', HINT = 'See loyalty.sources for the tracked tables.';
         END IF;
     END IF;
-    FOR s IN SELECT * FROM loyalty.sources WHERE only_sid IS NULL OR source_id = only_sid LOOP
+    FOR s IN SELECT * FROM loyalty.sources so
+              WHERE (only_sid IS NULL OR so.source_id = only_sid)
+                AND to_regclass(format('%I.%I', so.relation_schema, so.relation_name)) IS NOT NULL LOOP
         -- resolved now; a row still bad is rejected again when its event applies
         WITH u AS (
             UPDATE loyalty.rejected_rows r SET resolved_at = now()
@@ -952,10 +1058,22 @@ BEGIN
                           FROM %I.%I WHERE %I = ANY (CAST($1 AS %s[]))',
                        s.source_id, s.order_id_column, s.customer_column, s.amount_column, s.ordered_at_column,
                        CASE WHEN s.status_column IS NULL THEN 'NULL' ELSE 'loyalty._as_text(' || quote_ident(s.status_column) || ')' END,
-                       CASE WHEN s.delivered_at_column IS NULL THEN 'NULL'
-                            ELSE format('jsonb_build_object(''delivered_at'', %I::timestamptz)', s.delivered_at_column) END,
+                       loyalty._order_fields_sql(s),
                        s.relation_schema, s.relation_name, s.order_id_column, id_type)
         USING keys;
+    END LOOP;
+    -- carrier events: every row of the rejected orders again (recording is idempotent)
+    FOR ship_sid IN SELECT ss.source_id FROM loyalty.shipment_sources ss
+                     WHERE (only_sid IS NULL OR ss.source_id = only_sid)
+                       AND to_regclass(format('%I.%I', ss.relation_schema, ss.relation_name)) IS NOT NULL LOOP
+        WITH u AS (
+            UPDATE loyalty.rejected_rows r SET resolved_at = now()
+             WHERE r.source_id = ship_sid AND r.resolved_at IS NULL AND r.order_ref IS NOT NULL
+            RETURNING r.order_ref)
+        SELECT array_agg(order_ref) INTO keys FROM u;
+        CONTINUE WHEN keys IS NULL;
+        all_keys := all_keys || keys;
+        PERFORM loyalty._capture_shipments(ship_sid, keys);
     END LOOP;
     WHILE loyalty.apply_events(100000) > 0 LOOP
     END LOOP;
@@ -970,6 +1088,32 @@ LANGUAGE sql
 AS $$ SELECT loyalty._replay_rejected(loyalty._lookup_table(source), source) $$;
 COMMENT ON FUNCTION loyalty.replay_rejected(text) IS 'Re-capture rejected shop rows (all sources, or one); returns how many are accepted now';
 
+-- Is source (as the caller wrote it: 'schema.table' or 'table') a tracked
+-- table of p_sources (loyalty.sources or loyalty.shipment_sources) that no
+-- longer exists? An unqualified name matches when one tracked table has it.
+CREATE FUNCTION loyalty._dropped_source(source text, p_sources regclass)
+RETURNS boolean
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    parts text[];
+    hits integer;
+BEGIN
+    BEGIN
+        parts := parse_ident(source);
+    EXCEPTION WHEN OTHERS THEN
+        RETURN false;
+    END;
+    EXECUTE format('SELECT count(*) FROM %s so
+                     WHERE so.relation_name = $1[cardinality($1)]
+                       AND (cardinality($1) = 1 OR so.relation_schema = $1[cardinality($1) - 1])
+                       AND to_regclass(format(''%%I.%%I'', so.relation_schema, so.relation_name)) IS NULL', p_sources)
+    INTO hits USING parts;
+    RETURN cardinality(parts) <= 2 AND hits = 1;
+END
+$$;
+
 -- Stop tracking a table: removes the triggers; orders already captured stay.
 CREATE FUNCTION loyalty._untrack_orders(p_rel regclass, source text)
 RETURNS void
@@ -977,10 +1121,17 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    rel regclass := loyalty._resolve_table(p_rel, source);
+    rel regclass;
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM loyalty.sources so
-                    WHERE format('%I.%I', so.relation_schema, so.relation_name)::regclass = rel) THEN
+    IF p_rel IS NULL AND loyalty._dropped_source(source, 'loyalty.sources') THEN
+        RAISE NOTICE 'loyalty: table "%" was dropped, and its triggers with it; its captured orders stay', source;
+        RETURN;
+    END IF;
+    rel := loyalty._resolve_table(p_rel, source);
+    -- by name, never casting a stored name (another tracked table may be gone)
+    IF NOT EXISTS (SELECT 1 FROM loyalty.sources so JOIN pg_class c ON c.oid = rel
+                     JOIN pg_namespace n ON n.oid = c.relnamespace
+                    WHERE so.relation_schema = n.nspname AND so.relation_name = c.relname) THEN
         RAISE EXCEPTION '"%" is not tracked', source
               USING ERRCODE = 'undefined_object', HINT = 'See loyalty.sources for the tracked tables.';
     END IF;

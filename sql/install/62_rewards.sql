@@ -1031,6 +1031,9 @@ $$;
 COMMENT ON FUNCTION loyalty.retry_points_problems() IS
 'Bring the points of orders listed in loyalty.points_problems in line with loyalty.orders; returns the orders retried';
 
+-- 0.1's API, now the delivery column of loyalty.track_orders (one code path:
+-- the trigger, backfill, points, loyalty.deliveries and the operations facts
+-- follow it). NULL stops tracking the delivery time.
 CREATE FUNCTION loyalty._track_deliveries(p_rel regclass, source text, delivered_at_column text)
 RETURNS void
 LANGUAGE plpgsql
@@ -1038,22 +1041,18 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     rel regclass := loyalty._resolve_table(p_rel, source);
-    t regtype;
-    sid integer;
+    s loyalty.sources;
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM loyalty.sources so
-                    WHERE format('%I.%I', so.relation_schema, so.relation_name)::regclass = rel) THEN
+    SELECT so.* INTO s FROM loyalty.sources so JOIN pg_class c ON c.oid = rel
+      JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE so.relation_schema = n.nspname AND so.relation_name = c.relname;
+    IF NOT FOUND THEN
         RAISE EXCEPTION '"%" is not tracked', source
               USING ERRCODE = 'undefined_object', HINT = 'Track it first with loyalty.track_orders().';
     END IF;
-    IF delivered_at_column IS NOT NULL THEN
-        t := loyalty._capture_column(rel, 'delivered_at_column', delivered_at_column, 'time');
-    END IF;
-    UPDATE loyalty.sources so SET delivered_at_column = _track_deliveries.delivered_at_column
-     WHERE format('%I.%I', so.relation_schema, so.relation_name)::regclass = rel
-    RETURNING so.source_id INTO sid;
-    PERFORM loyalty._attach_capture(sid);          -- the capture trigger reads the column too
-    PERFORM loyalty._backfill_deliveries(sid);     -- delivery times of existing rows (70_journeys.sql)
+    PERFORM loyalty._track_orders(rel, source, s.customer_column, s.amount_column, s.ordered_at_column,
+                                  s.order_id_column, NULL, NULL, true, 10000,
+                                  delivered_at_column => coalesce(delivered_at_column, ''));
 END
 $$;
 CREATE FUNCTION loyalty.track_deliveries(source text, delivered_at_column text)

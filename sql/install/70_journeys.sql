@@ -283,8 +283,10 @@ AS $$
 DECLARE
     rel regclass := loyalty._resolve_table(source, source::text);
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM loyalty.customer_sources s
-                    WHERE format('%I.%I', s.relation_schema, s.relation_name)::regclass = rel) THEN
+    -- by name, never casting a stored name (another tracked table may be gone)
+    IF NOT EXISTS (SELECT 1 FROM loyalty.customer_sources s JOIN pg_class c ON c.oid = rel
+                     JOIN pg_namespace n ON n.oid = c.relnamespace
+                    WHERE s.relation_schema = n.nspname AND s.relation_name = c.relname) THEN
         RAISE EXCEPTION '"%" is not tracked', source
               USING ERRCODE = 'undefined_object', HINT = 'See loyalty.customer_sources for the tracked customer tables.';
     END IF;
@@ -365,33 +367,6 @@ BEGIN
      WHERE a.op = 'u' AND a.reason IS NULL AND a.fields ->> 'delivered_at' IS NOT NULL
     ON CONFLICT (order_ref) DO UPDATE SET delivered_at = excluded.delivered_at, recorded_at = now()
      WHERE d.delivered_at IS DISTINCT FROM excluded.delivered_at;
-END
-$$;
-
--- Delivery times of a tracked table's existing rows (loyalty.track_deliveries),
--- read as the capture trigger reads them: typed, no cast of the shop's types.
-CREATE FUNCTION loyalty._backfill_deliveries(p_source_id integer)
-RETURNS void
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    s loyalty.sources;
-BEGIN
-    SELECT * INTO STRICT s FROM loyalty.sources WHERE source_id = p_source_id;
-    IF s.delivered_at_column IS NULL THEN
-        RETURN;
-    END IF;
-    PERFORM loyalty._source_read_check(s);
-    EXECUTE format('INSERT INTO loyalty.deliveries AS d (order_ref, delivered_at, source_id)
-                    SELECT loyalty._as_text(%I), %I::timestamptz, %s FROM %I.%I
-                     WHERE %I IS NOT NULL AND %I IS NOT NULL
-                       AND loyalty._time_problem(%I::timestamptz, NULL) IS NULL
-                       AND loyalty._key_problem(loyalty._as_text(%I)) IS NULL
-                    ON CONFLICT (order_ref) DO UPDATE SET delivered_at = excluded.delivered_at
-                     WHERE d.delivered_at IS DISTINCT FROM excluded.delivered_at',
-                   s.order_id_column, s.delivered_at_column, s.source_id, s.relation_schema, s.relation_name,
-                   s.order_id_column, s.delivered_at_column, s.delivered_at_column, s.order_id_column);
 END
 $$;
 

@@ -78,7 +78,7 @@ CREATE TABLE loyalty.order_lifecycle (
     updated_at    timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
 COMMENT ON TABLE loyalty.order_lifecycle IS
-'Stage times of watched orders, as reported by loyalty.record_fulfilment() (an order is watched from its first record_* call)';
+'Stage times of watched orders, from a tracked orders table''s fulfilment columns or loyalty.record_fulfilment() (an order is watched from its first captured version or record_* call)';
 COMMENT ON COLUMN loyalty.order_lifecycle.dispatched_at IS 'handed to the carrier, as reported (loyalty.order_stages has the effective dispatch time)';
 COMMENT ON COLUMN loyalty.order_lifecycle.dispatch_by IS 'the order''s own dispatch deadline (wins over operations_settings.dispatch_within)';
 -- delivered_check_in campaigns search the deliveries in their window (79_notices.sql)
@@ -432,8 +432,9 @@ BEGIN
                          WHERE s.dispatched_at IS NOT NULL AND e.at >= s.dispatched_at AND e.status <> 'label_purchased'
                            AND e.at <= least(s.delivered_at, 'infinity')
                         UNION ALL
+                        -- (>=: an order without a dispatch time counts as dispatched at delivery)
                         SELECT s.order_ref, s.delivered_at, true, 2 FROM s
-                         WHERE s.delivered_at IS NOT NULL AND s.delivered_at > s.dispatched_at) q
+                         WHERE s.delivered_at IS NOT NULL AND s.delivered_at >= s.dispatched_at) q
                 WINDOW w AS (PARTITION BY q.order_ref ORDER BY q.at, q.seq)) p
          WHERE p.threshold IS NOT NULL AND NOT p.terminal
            AND (p.next_at IS NULL OR p.next_at > p.at + p.threshold)
@@ -545,9 +546,62 @@ BEGIN
 END
 $$;
 
--- Record stage times of an order (idempotent: a NULL keeps what is stored, a
+-- Store stage times of an order (idempotent: a NULL keeps what is stored, a
 -- replay changes nothing). A promise different from the latest one is a new
--- revision of the ledger.
+-- revision of the ledger. The one writer of these facts: the API
+-- (record_fulfilment) and the capture of a tracked orders table's
+-- fulfilment columns (loyalty._apply_fulfilment) call it with checked values.
+CREATE FUNCTION loyalty._record_fulfilment(p_order_ref text, p_paid_at timestamptz, p_dispatched_at timestamptz,
+                                           p_delivered_at timestamptz, p_promised_at timestamptz,
+                                           p_dispatch_by timestamptz, p_promised_on date, p_noted_at timestamptz)
+RETURNS loyalty.order_lifecycle
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    old loyalty.order_lifecycle;
+    l loyalty.order_lifecycle;
+    p loyalty.order_promises;
+    changed boolean;
+BEGIN
+    -- the lifecycle row lock serialises every writer of this order
+    INSERT INTO loyalty.order_lifecycle AS t (order_ref) VALUES (p_order_ref)
+    ON CONFLICT ON CONSTRAINT order_lifecycle_pkey DO NOTHING;
+    SELECT * INTO old FROM loyalty.order_lifecycle t WHERE t.order_ref = p_order_ref FOR UPDATE;
+    UPDATE loyalty.order_lifecycle t
+       SET paid_at = coalesce(p_paid_at, t.paid_at),
+           dispatched_at = coalesce(p_dispatched_at, t.dispatched_at),
+           delivered_at = coalesce(p_delivered_at, t.delivered_at),
+           dispatch_by = coalesce(p_dispatch_by, t.dispatch_by),
+           updated_at = now()
+     WHERE t.order_ref = p_order_ref
+       AND (t.paid_at, t.dispatched_at, t.delivered_at, t.dispatch_by) IS DISTINCT FROM
+           (coalesce(p_paid_at, t.paid_at), coalesce(p_dispatched_at, t.dispatched_at),
+            coalesce(p_delivered_at, t.delivered_at), coalesce(p_dispatch_by, t.dispatch_by))
+    RETURNING * INTO l;
+    changed := FOUND OR old.created_at = now();
+
+    IF p_promised_at IS NOT NULL OR p_promised_on IS NOT NULL THEN
+        SELECT * INTO p FROM loyalty.order_promises op WHERE op.order_ref = p_order_ref
+         ORDER BY op.revision DESC LIMIT 1;
+        IF NOT FOUND OR (p.promised_at, p.promised_on) IS DISTINCT FROM (p_promised_at, p_promised_on) THEN
+            INSERT INTO loyalty.order_promises (order_ref, revision, promised_at, promised_on, noted_at)
+            VALUES (p_order_ref, coalesce(p.revision, 0) + 1, p_promised_at, p_promised_on, coalesce(p_noted_at, now()));
+            changed := true;
+        END IF;
+    END IF;
+    IF changed THEN
+        INSERT INTO loyalty.operations_changes (order_ref) VALUES (p_order_ref);
+    END IF;
+    IF l.order_ref IS NULL THEN
+        l := old;
+    END IF;
+    RETURN l;
+END
+$$;
+
+-- Record stage times of an order from the app (checked, then stored by
+-- loyalty._record_fulfilment).
 CREATE FUNCTION loyalty.record_fulfilment(order_ref text, paid_at timestamptz DEFAULT NULL,
                                           dispatched_at timestamptz DEFAULT NULL, delivered_at timestamptz DEFAULT NULL,
                                           promised_at timestamptz DEFAULT NULL, dispatch_by timestamptz DEFAULT NULL,
@@ -557,11 +611,6 @@ LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    old loyalty.order_lifecycle;
-    l loyalty.order_lifecycle;
-    p loyalty.order_promises;
-    changed boolean;
 BEGIN
     PERFORM loyalty._check_order_ref(order_ref);
     PERFORM loyalty._check_time(paid_at, 'paid_at');
@@ -583,48 +632,52 @@ BEGIN
         RAISE EXCEPTION 'promised_on is out of range: %', promised_on
               USING ERRCODE = 'datetime_field_overflow', HINT = 'Dates from 1970 to 2099 are accepted.';
     END IF;
-
-    -- the lifecycle row lock serialises every writer of this order
-    INSERT INTO loyalty.order_lifecycle AS t (order_ref) VALUES (record_fulfilment.order_ref)
-    ON CONFLICT ON CONSTRAINT order_lifecycle_pkey DO NOTHING;
-    SELECT * INTO old FROM loyalty.order_lifecycle t WHERE t.order_ref = record_fulfilment.order_ref FOR UPDATE;
-    UPDATE loyalty.order_lifecycle t
-       SET paid_at = coalesce(record_fulfilment.paid_at, t.paid_at),
-           dispatched_at = coalesce(record_fulfilment.dispatched_at, t.dispatched_at),
-           delivered_at = coalesce(record_fulfilment.delivered_at, t.delivered_at),
-           dispatch_by = coalesce(record_fulfilment.dispatch_by, t.dispatch_by),
-           updated_at = now()
-     WHERE t.order_ref = record_fulfilment.order_ref
-       AND (t.paid_at, t.dispatched_at, t.delivered_at, t.dispatch_by) IS DISTINCT FROM
-           (coalesce(record_fulfilment.paid_at, t.paid_at), coalesce(record_fulfilment.dispatched_at, t.dispatched_at),
-            coalesce(record_fulfilment.delivered_at, t.delivered_at), coalesce(record_fulfilment.dispatch_by, t.dispatch_by))
-    RETURNING * INTO l;
-    changed := FOUND OR old.created_at = now();
-
-    IF promised_at IS NOT NULL OR promised_on IS NOT NULL THEN
-        SELECT * INTO p FROM loyalty.order_promises op WHERE op.order_ref = record_fulfilment.order_ref
-         ORDER BY op.revision DESC LIMIT 1;
-        IF NOT FOUND OR (p.promised_at, p.promised_on) IS DISTINCT FROM (record_fulfilment.promised_at, record_fulfilment.promised_on) THEN
-            INSERT INTO loyalty.order_promises (order_ref, revision, promised_at, promised_on, noted_at)
-            VALUES (record_fulfilment.order_ref, coalesce(p.revision, 0) + 1, record_fulfilment.promised_at,
-                    record_fulfilment.promised_on, coalesce(record_fulfilment.noted_at, now()));
-            changed := true;
-        END IF;
-    END IF;
-    IF changed THEN
-        INSERT INTO loyalty.operations_changes (order_ref) VALUES (record_fulfilment.order_ref);
-    END IF;
-    IF l.order_ref IS NULL THEN
-        l := old;
-    END IF;
-    RETURN l;
+    RETURN loyalty._record_fulfilment(order_ref, paid_at, dispatched_at, delivered_at, promised_at,
+                                      dispatch_by, promised_on, noted_at);
 END
 $$;
 COMMENT ON FUNCTION loyalty.record_fulfilment(text, timestamptz, timestamptz, timestamptz, timestamptz, timestamptz, date, timestamptz) IS
 'Record stage times of an order (paid, dispatched, delivered), its own dispatch deadline and delivery promise (promised_at, or promised_on: a date, by its end in the shop''s zone); idempotent, NULL keeps what is stored; a changed promise is a new revision';
 
--- Record one carrier event (idempotent by order, time, carrier status and
--- tracking code); returns its id (the first one's on a replay).
+-- Store one carrier event (idempotent by order, time, carrier status and
+-- tracking code), mapped onto the vocabulary (unknown when not listed);
+-- returns its id (the first one's on a replay). The one writer of carrier
+-- events: the API (record_shipment_event) and the capture of a tracked
+-- carrier-events table (loyalty._apply_shipment_changes) call it with
+-- checked values.
+CREATE FUNCTION loyalty._record_shipment_event(p_order_ref text, p_event text, p_at timestamptz,
+                                               p_tracking_code text, p_detail jsonb)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    raw text := btrim(p_event);
+    code text := nullif(btrim(p_tracking_code), '');
+    id bigint;
+BEGIN
+    INSERT INTO loyalty.order_lifecycle (order_ref) VALUES (p_order_ref)
+    ON CONFLICT ON CONSTRAINT order_lifecycle_pkey DO NOTHING;
+    INSERT INTO loyalty.shipment_events AS e (order_ref, status, carrier_status, at, tracking_code, detail)
+    VALUES (p_order_ref,
+            coalesce((SELECT m.status FROM loyalty.shipment_statuses m WHERE m.carrier_status = loyalty._carrier_status_key(raw)),
+                     'unknown'),
+            raw, p_at, code, p_detail)
+    ON CONFLICT ON CONSTRAINT shipment_events_key DO NOTHING
+    RETURNING e.event_id INTO id;
+    IF id IS NULL THEN
+        SELECT e.event_id INTO id FROM loyalty.shipment_events e
+         WHERE e.order_ref = p_order_ref AND e.at = p_at
+           AND e.carrier_status = raw AND e.tracking_code IS NOT DISTINCT FROM code;
+        RETURN id;   -- replay
+    END IF;
+    INSERT INTO loyalty.operations_changes (order_ref) VALUES (p_order_ref);
+    RETURN id;
+END
+$$;
+
+-- Record one carrier event from the app (checked, then stored by
+-- loyalty._record_shipment_event); returns its id.
 CREATE FUNCTION loyalty.record_shipment_event(order_ref text, event text, at timestamptz,
                                               tracking_code text DEFAULT NULL, detail jsonb DEFAULT NULL)
 RETURNS bigint
@@ -634,7 +687,6 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     raw text := btrim(event);
-    id bigint;
 BEGIN
     PERFORM loyalty._check_order_ref(order_ref);
     IF raw IS NULL OR raw = '' THEN
@@ -654,23 +706,7 @@ BEGIN
     PERFORM loyalty._check_text(raw, 'event', 200);
     PERFORM loyalty._check_text(tracking_code, 'tracking_code', 200);
     PERFORM loyalty._check_text(detail::text, 'detail', 8000);
-    INSERT INTO loyalty.order_lifecycle (order_ref) VALUES (record_shipment_event.order_ref)
-    ON CONFLICT ON CONSTRAINT order_lifecycle_pkey DO NOTHING;
-    INSERT INTO loyalty.shipment_events AS e (order_ref, status, carrier_status, at, tracking_code, detail)
-    VALUES (record_shipment_event.order_ref,
-            coalesce((SELECT m.status FROM loyalty.shipment_statuses m WHERE m.carrier_status = loyalty._carrier_status_key(raw)),
-                     'unknown'),
-            raw, record_shipment_event.at, nullif(btrim(tracking_code), ''), record_shipment_event.detail)
-    ON CONFLICT ON CONSTRAINT shipment_events_key DO NOTHING
-    RETURNING e.event_id INTO id;
-    IF id IS NULL THEN
-        SELECT e.event_id INTO id FROM loyalty.shipment_events e
-         WHERE e.order_ref = record_shipment_event.order_ref AND e.at = record_shipment_event.at
-           AND e.carrier_status = raw AND e.tracking_code IS NOT DISTINCT FROM nullif(btrim(record_shipment_event.tracking_code), '');
-        RETURN id;   -- replay
-    END IF;
-    INSERT INTO loyalty.operations_changes (order_ref) VALUES (record_shipment_event.order_ref);
-    RETURN id;
+    RETURN loyalty._record_shipment_event(order_ref, raw, at, tracking_code, detail);
 END
 $$;
 COMMENT ON FUNCTION loyalty.record_shipment_event(text, text, timestamptz, text, jsonb) IS

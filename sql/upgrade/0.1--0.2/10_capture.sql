@@ -42,8 +42,6 @@ ALTER TYPE loyalty.order_change_checked ADD ATTRIBUTE fields jsonb;
 
 -- @function loyalty._backfill
 
--- @function loyalty._track_orders
-
 CREATE OR REPLACE PROCEDURE loyalty.backfill(source text, batch_size integer DEFAULT 10000)
 LANGUAGE plpgsql
 AS $$
@@ -108,8 +106,6 @@ COMMENT ON PROCEDURE loyalty.backfill(text, integer) IS 'Backfill a tracked tabl
 
 -- @function loyalty._apply_deliveries
 
--- @function loyalty._backfill_deliveries
-
 -- @function loyalty.set_consent
 
 
@@ -122,7 +118,7 @@ REVOKE ALL ON FUNCTION loyalty.capture_row(), loyalty._capture_type_ok(regtype, 
                        loyalty._apply_order_points(loyalty.order_change_checked[]), loyalty._store_profile(integer, text, jsonb),
                        loyalty._customer_deleted(integer, text), loyalty._apply_customer_changes(loyalty.events[]),
                        loyalty._apply_customer_change(loyalty.events),
-                       loyalty._apply_deliveries(loyalty.order_change_checked[]), loyalty._backfill_deliveries(integer)
+                       loyalty._apply_deliveries(loyalty.order_change_checked[])
   FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION loyalty.capture_row(), loyalty._capture_type_ok(regtype, text), loyalty._key_problem(text), loyalty._key_problem(text, integer),
                        loyalty.check_key(text, text), loyalty._amount_problem(numeric), loyalty._time_problem(timestamptz, timestamptz),
@@ -132,60 +128,9 @@ GRANT EXECUTE ON FUNCTION loyalty.capture_row(), loyalty._capture_type_ok(regtyp
                        loyalty._apply_order_points(loyalty.order_change_checked[]), loyalty._store_profile(integer, text, jsonb),
                        loyalty._customer_deleted(integer, text), loyalty._apply_customer_changes(loyalty.events[]),
                        loyalty._apply_customer_change(loyalty.events),
-                       loyalty._apply_deliveries(loyalty.order_change_checked[]), loyalty._backfill_deliveries(integer)
+                       loyalty._apply_deliveries(loyalty.order_change_checked[])
   TO loyalty_admin;
 
--- Re-attach every tracked table with the one capture trigger; the PL/pgSQL
--- triggers of 0.1 (to_jsonb of the shop's row as the extension owner) go.
-DO $$
-DECLARE
-    s record;
-    rel regclass;
-BEGIN
-    FOR s IN SELECT * FROM loyalty.sources ORDER BY source_id LOOP
-        rel := pg_catalog.to_regclass(pg_catalog.format('%I.%I', s.relation_schema, s.relation_name));
-        CONTINUE WHEN rel IS NULL;
-        EXECUTE pg_catalog.format('DROP TRIGGER IF EXISTS loyalty_earn_orders ON %s', rel);
-        EXECUTE pg_catalog.format('DROP TRIGGER IF EXISTS loyalty_capture_deliveries ON %s', rel);
-        IF EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t WHERE t.tgrelid OPERATOR(pg_catalog.=) rel
-                      AND t.tgname OPERATOR(pg_catalog.=) 'loyalty_capture_orders') THEN
-            PERFORM loyalty._attach_capture(s.source_id);
-        ELSE
-            EXECUTE pg_catalog.format('DROP TRIGGER IF EXISTS loyalty_capture_truncate ON %s', rel);
-        END IF;
-    END LOOP;
-    FOR s IN SELECT * FROM loyalty.customer_sources ORDER BY source_id LOOP
-        rel := pg_catalog.to_regclass(pg_catalog.format('%I.%I', s.relation_schema, s.relation_name));
-        CONTINUE WHEN rel IS NULL;
-        IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t WHERE t.tgrelid OPERATOR(pg_catalog.=) rel
-                          AND t.tgname OPERATOR(pg_catalog.=) 'loyalty_capture_customers') THEN
-            EXECUTE pg_catalog.format('DROP TRIGGER IF EXISTS loyalty_capture_customers_truncate ON %s', rel);
-            CONTINUE;
-        END IF;
-        EXECUTE pg_catalog.format('CREATE OR REPLACE TRIGGER loyalty_capture_customers AFTER INSERT OR UPDATE OR DELETE ON %s '
-                                  'FOR EACH ROW EXECUTE FUNCTION loyalty.capture_row(%L, ''c'', %L, %L, %L, %L, %L, %L)',
-                                  rel, s.source_id, s.customer_column, coalesce(s.name_column, ''),
-                                  coalesce(s.email_column, ''), coalesce(s.phone_column, ''),
-                                  coalesce(s.birthday_column, ''), coalesce(s.time_zone_column, ''));
-        EXECUTE pg_catalog.format('CREATE OR REPLACE TRIGGER loyalty_capture_customers_truncate AFTER TRUNCATE ON %s '
-                                  'FOR EACH STATEMENT EXECUTE FUNCTION loyalty.capture_row(%L, ''c'')', rel, s.source_id);
-    END LOOP;
-END
-$$;
-
--- rejected rows keep only the tracked columns (0.1 kept the whole shop row of a customer)
-UPDATE loyalty.rejected_rows r
-   SET row_data = (SELECT pg_catalog.jsonb_object_agg(k, v) FROM pg_catalog.jsonb_each(r.row_data) AS e(k, v)
-                    WHERE k OPERATOR(pg_catalog.=) ANY (ARRAY['customer_id', cs.customer_column, cs.name_column, cs.email_column,
-                                                              cs.phone_column, cs.birthday_column, cs.time_zone_column]))
-  FROM loyalty.customer_sources cs
- WHERE cs.source_id OPERATOR(pg_catalog.=) r.source_id AND r.row_data IS NOT NULL;
-
-DROP FUNCTION loyalty.earn_order_points();
-DROP FUNCTION loyalty.capture_customer();
-DROP FUNCTION loyalty.capture_delivery();
-DROP FUNCTION loyalty.capture_order();
-DROP FUNCTION loyalty._sync_delivery_trigger(regclass);
-DROP FUNCTION loyalty._store_profile(integer, text, text, text, text, date, text, jsonb);
-DROP FUNCTION loyalty.capture_truncate();
-DROP FUNCTION loyalty.capture_customer_truncate();
+-- The tracked tables are attached again with the one capture trigger, and
+-- the 0.1 trigger functions dropped, at the end of the upgrade
+-- (99_reattach.sql), when every function they call is final.

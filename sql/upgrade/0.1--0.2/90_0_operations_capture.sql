@@ -1,0 +1,1 @@
+../../install/78_operations_capture.sql
