@@ -567,19 +567,27 @@ BEGIN
     "check" := 'unreachable_customers';
     SELECT CASE WHEN c.reltuples > 5000 THEN 100 * 5000 / c.reltuples::numeric ELSE 100 END INTO x1
       FROM pg_catalog.pg_class c WHERE c.oid = 'loyalty.customer_state'::regclass;
-    SELECT pg_catalog.count(*), pg_catalog.count(*) FILTER (WHERE NOT y.contact),
-           pg_catalog.count(*) FILTER (WHERE y.contact AND NOT y.reachable)
+    -- per sampled customer two probes: the profile, and every consent row
+    -- (one range of consents_pkey)
+    SELECT pg_catalog.count(*), pg_catalog.count(*) FILTER (WHERE NOT (y.ce OR y.cs OR y.cw)),
+           pg_catalog.count(*) FILTER (WHERE (y.ce OR y.cs OR y.cw)
+                                         AND NOT (y.g_all IS DISTINCT FROM false
+                                                  AND ((y.ce AND coalesce(y.g_email, y.g_all))
+                                                       OR (y.cs AND coalesce(y.g_sms, y.g_all))
+                                                       OR (y.cw AND coalesce(y.g_whatsapp, y.g_all))) IS TRUE))
       INTO n, m, k
-      FROM loyalty.customer_state cs TABLESAMPLE SYSTEM (x1) REPEATABLE (pg_catalog.date_part('doy', pg_catalog.now()))
-     CROSS JOIN LATERAL (
-        SELECT coalesce(pg_catalog.bool_or(r.rcpt IS NOT NULL), false) AS contact,
-               coalesce(pg_catalog.bool_or(r.rcpt IS NOT NULL AND r.ga IS DISTINCT FROM false AND coalesce(r.gc, r.ga) IS TRUE), false) AS reachable
-          FROM (SELECT loyalty._recipient(ch.channel, p.customer_id, p.email, p.phone) AS rcpt,
-                       (SELECT g.granted FROM loyalty.consents g WHERE g.customer_id = p.customer_id AND g.channel = ch.channel) AS gc,
-                       (SELECT g.granted FROM loyalty.consents g WHERE g.customer_id = p.customer_id AND g.channel = 'all') AS ga
-                  FROM loyalty.profiles p
-                 CROSS JOIN (VALUES ('email'), ('sms'), ('whatsapp')) ch(channel)
-                 WHERE p.customer_id = cs.customer_id) r) y;
+      FROM (SELECT loyalty._recipient('email', st.customer_id, p.email, p.phone) IS NOT NULL AS ce,
+                   loyalty._recipient('sms', st.customer_id, p.email, p.phone) IS NOT NULL AS cs,
+                   loyalty._recipient('whatsapp', st.customer_id, p.email, p.phone) IS NOT NULL AS cw,
+                   g.g_all, g.g_email, g.g_sms, g.g_whatsapp
+              FROM loyalty.customer_state st TABLESAMPLE SYSTEM (x1) REPEATABLE (pg_catalog.date_part('doy', pg_catalog.now()))
+              -- OFFSET 0: one probe per sampled customer, never a join reading every profile
+              LEFT JOIN LATERAL (SELECT p.email, p.phone FROM loyalty.profiles p WHERE p.customer_id = st.customer_id OFFSET 0) p ON true
+              LEFT JOIN LATERAL (SELECT pg_catalog.bool_or(c.granted) FILTER (WHERE c.channel = 'all') AS g_all,
+                                        pg_catalog.bool_or(c.granted) FILTER (WHERE c.channel = 'email') AS g_email,
+                                        pg_catalog.bool_or(c.granted) FILTER (WHERE c.channel = 'sms') AS g_sms,
+                                        pg_catalog.bool_or(c.granted) FILTER (WHERE c.channel = 'whatsapp') AS g_whatsapp
+                                   FROM loyalty.consents c WHERE c.customer_id = st.customer_id) g ON true) y;
     IF n > 0 AND (m + k)::numeric / n >= s.unreachable_warning THEN
         status := 'warning';
         hint := 'Collect email addresses or phone numbers and opt-ins (loyalty.track_customers, loyalty.upsert_customer, loyalty.set_consent); loyalty.contact_quality counts per channel.';
