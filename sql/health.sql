@@ -193,6 +193,103 @@ SELECT loyalty.configure_health(backlog_warning => '2 hours');
 SELECT loyalty.configure_health(retain_sent => '1 day');
 SELECT backlog_warning, retain_sent FROM loyalty.health_settings;
 
+-- ---------------------------------------------------------------- checks of issue 15's last review
+-- Each is broken, seen by check_health() with exactly one alert (a second run
+-- repeats nothing), then mended with exactly one recovery message.
+CREATE FUNCTION pg_temp.cycle(c text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE st text; a bigint; r bigint;
+BEGIN
+    SELECT h.status INTO st FROM loyalty.check_health() h WHERE h."check" = c;
+    PERFORM count(*) FROM loyalty.check_health();
+    SELECT count(*) FILTER (WHERE o.template = 'loyalty_health_alert'), count(*) FILTER (WHERE o.template = 'loyalty_health_recovered')
+      INTO a, r FROM loyalty.outbox o WHERE o.dedupe_key LIKE 'health:%' AND o.payload->>'check' = c;
+    RETURN format('%s, %s alert(s), %s recovery message(s)', st, a, r);
+END $$;
+CREATE FUNCTION pg_temp.detail(c text) RETURNS text LANGUAGE sql AS
+$$ SELECT detail FROM loyalty.health WHERE "check" = c $$;
+-- the ten customers of the models part get an email address and an opt-in:
+-- every customer with orders can be reached (the contact check starts ok)
+INSERT INTO loyalty.profiles (customer_id, email) SELECT customer_id, customer_id || '@example.com' FROM loyalty.customer_state;
+SELECT count(loyalty.set_consent(customer_id, 'email', true, 'test')) FROM loyalty.customer_state;
+SELECT count(*) FROM loyalty.check_health();
+DELETE FROM loyalty.outbox WHERE dedupe_key LIKE 'health:%';
+SELECT "check", status FROM loyalty.health WHERE status <> 'ok' AND "check" NOT LIKE 'job%' ORDER BY 1;
+
+-- model_validation: the holdout error against the median of its earlier comparisons
+INSERT INTO loyalty.model_choice (model, models, holdout_days, chosen_at, comparison, reason)
+VALUES ('heuristic', '{heuristic}', 90, now() - interval '1 hour', '{"heuristic": {"customers": 100, "mae": 0.95}}', 'test')
+ON CONFLICT (singleton) DO UPDATE SET model = EXCLUDED.model, models = EXCLUDED.models, holdout_days = EXCLUDED.holdout_days,
+                                      chosen_at = EXCLUDED.chosen_at, comparison = EXCLUDED.comparison;
+SELECT pg_temp.st('model_validation') AS no_history_yet, pg_temp.detail('model_validation');
+INSERT INTO loyalty.validation_history (model, holdout_days, customers, mae, compared_at)
+SELECT 'heuristic', 90, 100, 0.30 + i / 100.0, now() - make_interval(days => i) FROM generate_series(1, 6) i;
+SELECT pg_temp.cycle('model_validation') AS error_far_above_median, pg_temp.detail('model_validation');
+-- the next comparison is back to usual (the 0.95 is history now, recorded by check_health)
+UPDATE loyalty.model_choice SET chosen_at = now(), comparison = '{"heuristic": {"customers": 100, "mae": 0.33}}';
+SELECT pg_temp.cycle('model_validation') AS error_usual_again, pg_temp.detail('model_validation');
+SELECT count(*) AS comparisons_recorded, max(mae) FROM loyalty.validation_history;
+DELETE FROM loyalty.model_choice;
+
+-- unreachable_customers: 6 of the 11 customers unsubscribe from everything (54.5%, warning from 50%)
+SELECT count(loyalty.set_consent('m' || i, 'all', false, 'test')) FROM generate_series(1, 6) i;
+SELECT pg_temp.cycle('unreachable_customers') AS six_of_eleven, pg_temp.detail('unreachable_customers');
+-- 2 of them come back, and one of the rest has no usable email address any more: 5 of 11 (45.5%)
+SELECT count(loyalty.set_consent('m' || i, 'all', true, 'test')) FROM generate_series(1, 2) i;
+UPDATE loyalty.profiles SET email = 'not an address' WHERE customer_id = 'm7';
+SELECT pg_temp.cycle('unreachable_customers') AS five_of_eleven, pg_temp.detail('unreachable_customers');
+
+-- implausible_orders: an order dated three days ahead; an order 1000 times the median
+UPDATE loyalty.orders SET ordered_at = now() + interval '3 days' WHERE order_ref = 'mo1';
+SELECT pg_temp.cycle('implausible_orders') AS future_dated, pg_temp.detail('implausible_orders');
+UPDATE loyalty.orders SET ordered_at = now() WHERE order_ref = 'mo1';
+SELECT pg_temp.cycle('implausible_orders') AS dated_now;
+SELECT loyalty.record_order('m2', 'typo', 10000) IS NOT NULL AS recorded;
+SELECT pg_temp.st('implausible_orders') AS huge_amount, pg_temp.detail('implausible_orders');
+-- a second problem: a second alert
+SELECT pg_temp.cycle('implausible_orders') AS huge_amount_alerts;
+SELECT loyalty.record_refund('typo', 10000, 'typo-refund') IS NOT NULL AS refunded;
+-- refunded in full, it counts no more: a second recovery
+SELECT pg_temp.cycle('implausible_orders') AS refunded_in_full;
+
+-- issues_overdue: an open issue whose SLA was breached 3 days ago (warning after 2 days)
+INSERT INTO loyalty.order_issues (order_ref, customer_id, kind, opened_at) VALUES ('mo3', 'm3', 'late_dispatch', now() - interval '3 days');
+SELECT pg_temp.cycle('issues_overdue') AS overdue_3_days, pg_temp.detail('issues_overdue');
+UPDATE loyalty.order_issues SET resolved_at = now();
+SELECT pg_temp.cycle('issues_overdue') AS resolved;
+
+-- on_time_rate: dispatch on time 100% of 30 deadlines in the 4 weeks before, 50% of 30 in the last 7 days
+INSERT INTO loyalty.order_deadlines (order_ref, kind, due_at, done_at)
+SELECT 'd' || i, 'late_dispatch', now() - make_interval(days => 10 + i % 20), now() - make_interval(days => 11 + i % 20) FROM generate_series(1, 30) i
+UNION ALL
+SELECT 'e' || i, 'late_dispatch', now() - make_interval(hours => 1 + i), CASE WHEN i % 2 = 0 THEN now() - make_interval(hours => 2 + i) END FROM generate_series(1, 30) i;
+SELECT pg_temp.cycle('on_time_rate') AS dispatch_on_time_falling, pg_temp.detail('on_time_rate');
+UPDATE loyalty.order_deadlines SET done_at = due_at - interval '1 hour' WHERE order_ref LIKE 'e%' AND order_ref NOT IN ('e1', 'e3');
+SELECT pg_temp.cycle('on_time_rate') AS on_time_again, pg_temp.detail('on_time_rate');
+DELETE FROM loyalty.order_deadlines;
+
+-- jobs_edited: a job's schedule and another's command changed by hand; schedule() mends
+SELECT pg_temp.st('jobs_edited') AS as_installed;
+SELECT cron.alter_job(jobid, schedule => '*/2 * * * *') FROM cron.job WHERE jobname = 'loyalty-health';
+SELECT cron.alter_job(jobid, command => 'SELECT 1') FROM cron.job WHERE jobname = 'loyalty-purge';
+SELECT pg_temp.cycle('jobs_edited') AS edited, pg_temp.detail('jobs_edited');
+-- a schedule chosen with schedule() is no edit
+SELECT count(*) FROM loyalty.schedule(health => '*/2 * * * *');
+SELECT pg_temp.cycle('jobs_edited') AS rescheduled;
+SELECT job_name, schedule FROM loyalty.scheduled_jobs WHERE job_name = 'loyalty-health';
+
+-- extension_version (a stub: the catalog says 0.1 while the library is 0.2;
+-- test/t/017_health_elsewhere.pl runs the real ALTER EXTENSION UPDATE)
+UPDATE pg_catalog.pg_extension SET extversion = '0.1' WHERE extname = 'loyalty';
+SELECT pg_temp.cycle('extension_version') AS update_pending, pg_temp.detail('extension_version');
+UPDATE pg_catalog.pg_extension SET extversion = '0.2' WHERE extname = 'loyalty';
+SELECT pg_temp.cycle('extension_version') AS updated;
+
+-- thresholds are settings
+SELECT (c).validation_factor, (c).unreachable_warning, (c).amount_factor, (c).issue_overdue, (c).on_time_drop
+  FROM (SELECT loyalty.configure_health(validation_factor => 3, unreachable_warning => 0.8, amount_factor => 20,
+                                        issue_overdue => '1 day', on_time_drop => 0.2) c) x;
+SELECT loyalty.configure_health(overdue_warning => 30);
+
 -- ---------------------------------------------------------------- purge
 INSERT INTO loyalty.outbox (dedupe_key, campaign_id, customer_id, channel, recipient, template, status, sent_at, created_at, due_at)
 VALUES ('p:old_sent', 1, 'c1', 'email', 'x', 'x', 'sent', now() - interval '500 days', now() - interval '500 days', now() - interval '500 days'),

@@ -70,6 +70,18 @@ AS $$
            ('loyalty-purge',   purge,   'SELECT loyalty.purge_history()')
 $$;
 
+-- What schedule() last installed, per job (its name in cron.job), so that the
+-- watchdog can tell a job edited by hand (schedule or command changed in
+-- cron.job) from one that schedule() made.
+CREATE TABLE loyalty.scheduled_jobs (
+    job_name     text PRIMARY KEY,
+    schedule     text NOT NULL,
+    command      text NOT NULL,
+    scheduled_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+COMMENT ON TABLE loyalty.scheduled_jobs IS 'The pg_cron jobs loyalty.schedule() last installed, with their schedule and command (the health check jobs_edited compares cron.job with them)';
+SELECT pg_catalog.pg_extension_config_dump('loyalty.scheduled_jobs', '');
+
 -- Run one statement returning a bigint in pg_cron's database: here, or through dblink.
 CREATE FUNCTION loyalty._cron_exec(stmt text, in_cron_db boolean, cron_db text, cron_connection text)
 RETURNS bigint
@@ -103,6 +115,39 @@ BEGIN
                                   loyalty._conninfo_quote(current_user));
     END IF;
     EXECUTE pg_catalog.format('SELECT r.v FROM %I.dblink($1, $2) AS r(v bigint)', dblink_schema)
+       INTO result USING conn, stmt;
+    RETURN result;
+END
+$$;
+
+-- Run one query returning one text value in pg_cron's database, through
+-- dblink (the health checks read cron.job there); NULL when dblink is not
+-- installed here. Connects as _cron_exec does by default (the local socket,
+-- as the current user), never with a connection string a role wrote: the
+-- checks run it as the extension's owner.
+CREATE FUNCTION loyalty._cron_query(stmt text, cron_db text)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    dblink_schema name;
+    conn text;
+    sockdir text;
+    result text;
+BEGIN
+    SELECT n.nspname INTO dblink_schema
+      FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) e.extnamespace
+     WHERE e.extname OPERATOR(pg_catalog.=) 'dblink';
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    sockdir := pg_catalog.btrim(pg_catalog.split_part(pg_catalog.current_setting('unix_socket_directories'), ',', 1));
+    conn := pg_catalog.format('dbname=%s port=%s host=%s user=%s',
+                              loyalty._conninfo_quote(cron_db), pg_catalog.current_setting('port'),
+                              loyalty._conninfo_quote(CASE WHEN sockdir OPERATOR(pg_catalog.=) '' THEN 'localhost' ELSE sockdir END),
+                              loyalty._conninfo_quote(current_user));
+    EXECUTE pg_catalog.format('SELECT r.v FROM %I.dblink($1, $2) AS r(v text)', dblink_schema)
        INTO result USING conn, stmt;
     RETURN result;
 END
@@ -166,8 +211,13 @@ BEGIN
                 -- the statement counts the jobs it removed; there is no job id any more
                 action := CASE WHEN jobid OPERATOR(pg_catalog.>) 0 THEN 'unscheduled' ELSE 'absent' END;
                 jobid := NULL;
+                DELETE FROM loyalty.scheduled_jobs sj WHERE sj.job_name OPERATOR(pg_catalog.=) schedule.job_name;
             ELSE
                 action := 'scheduled';
+                INSERT INTO loyalty.scheduled_jobs AS sj (job_name, schedule, command)
+                VALUES (schedule.job_name, j.schedule, j.command)
+                ON CONFLICT ON CONSTRAINT scheduled_jobs_pkey DO UPDATE
+                   SET schedule = EXCLUDED.schedule, command = EXCLUDED.command, scheduled_at = pg_catalog.now();
             END IF;
         END IF;
         RETURN NEXT;

@@ -36,6 +36,16 @@ CREATE TABLE loyalty.health_settings (
     owner_recipient      text,
     owner_channel        text NOT NULL DEFAULT 'email' CHECK (btrim(owner_channel) <> ''),
     digest_hour          integer NOT NULL DEFAULT 8 CHECK (digest_hour BETWEEN 0 AND 23),
+    validation_factor    numeric NOT NULL DEFAULT 2 CHECK (validation_factor > 1),
+    validation_min_history integer NOT NULL DEFAULT 5 CHECK (validation_min_history >= 2),
+    unreachable_warning  numeric NOT NULL DEFAULT 0.5 CHECK (unreachable_warning > 0 AND unreachable_warning <= 1),
+    future_order_tolerance interval NOT NULL DEFAULT '1 day' CHECK (future_order_tolerance >= '0'),
+    amount_factor        numeric NOT NULL DEFAULT 50 CHECK (amount_factor > 1),
+    issue_overdue        interval NOT NULL DEFAULT '2 days' CHECK (issue_overdue >= '0'),
+    overdue_warning      integer NOT NULL DEFAULT 1 CHECK (overdue_warning >= 1),
+    overdue_critical     integer NOT NULL DEFAULT 25 CHECK (overdue_critical >= overdue_warning),
+    on_time_drop         numeric NOT NULL DEFAULT 0.10 CHECK (on_time_drop > 0 AND on_time_drop <= 1),
+    on_time_min          integer NOT NULL DEFAULT 20 CHECK (on_time_min >= 1),
     heartbeat_sent_at    timestamptz,
     updated_at           timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
@@ -45,6 +55,11 @@ COMMENT ON COLUMN loyalty.health_settings.ops_recipient IS 'who gets alerts (the
 COMMENT ON COLUMN loyalty.health_settings.alert_after IS 'a check must stay warning or critical this long before it alerts (''0'': at once)';
 COMMENT ON COLUMN loyalty.health_settings.remind_every IS 'while a check stays in trouble, one reminder per this interval';
 COMMENT ON COLUMN loyalty.health_settings.heartbeat_recipient IS 'a dead man''s switch ping URL; NULL: no heartbeat';
+COMMENT ON COLUMN loyalty.health_settings.validation_factor IS 'model_validation warns when the chosen model''s holdout error exceeds this many times its median over the last 30 comparisons';
+COMMENT ON COLUMN loyalty.health_settings.unreachable_warning IS 'unreachable_customers warns from this share of customers with orders that marketing cannot reach';
+COMMENT ON COLUMN loyalty.health_settings.amount_factor IS 'implausible_orders: an order of the last 7 days above this many times the median order amount';
+COMMENT ON COLUMN loyalty.health_settings.issue_overdue IS 'issues_overdue counts open issues whose SLA was breached longer ago than this';
+COMMENT ON COLUMN loyalty.health_settings.on_time_drop IS 'on_time_rate warns when the last 7 days'' on-time rate is this much (a share: 0.10 = 10 points) below the 4 weeks before';
 COMMENT ON COLUMN loyalty.health_settings.owner_recipient IS 'who gets the weekly digest (Monday from digest_hour, journey_settings.default_time_zone); NULL: no digest';
 
 -- The last evaluated status of each check and its alerting state.
@@ -71,6 +86,20 @@ CREATE TABLE loyalty.health_history (
 );
 CREATE INDEX health_history_changed_idx ON loyalty.health_history (changed_at);
 COMMENT ON TABLE loyalty.health_history IS 'Every status change of a health check seen by loyalty.check_health()';
+
+-- The holdout errors of the models' comparisons (loyalty.model_choice), one
+-- row per comparison and model, appended by check_health(): the check
+-- model_validation compares the newest with the median of the earlier ones.
+CREATE TABLE loyalty.validation_history (
+    history_id   bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    model        text NOT NULL,
+    holdout_days integer NOT NULL,
+    customers    bigint,
+    mae          numeric NOT NULL,
+    compared_at  timestamptz NOT NULL,
+    UNIQUE (model, compared_at)
+);
+COMMENT ON TABLE loyalty.validation_history IS 'Holdout error (mean absolute error per customer) of each model at each comparison of loyalty.model_choice, as seen by loyalty.check_health()';
 
 -- A cron schedule's period: how often a job whose schedule it is should start.
 -- Covers pg_cron's forms ('N seconds', @hourly..., five fields with *, */N,
@@ -162,12 +191,22 @@ DECLARE
     t timestamptz;
     t2 timestamptz;
     j record;
-    job_row record;
-    run record;
+    job_row jsonb;
+    names text[];
+    q text;
+    cron_jobs jsonb;
+    cron_error text;
+    t_sched text;
+    edited text;
     period interval;
     refresh_job boolean := false;
     sev text;
     f record;
+    k bigint;
+    examples text;
+    fell text;
+    x1 numeric;
+    x2 numeric;
 BEGIN
     SELECT * INTO s FROM loyalty.health_settings;
     worker := EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a
@@ -177,63 +216,113 @@ BEGIN
     cron_here := cron_db IS NOT NULL AND cron_db = here
                  AND pg_catalog.to_regclass('cron.job') IS NOT NULL;
 
-    -- pg_cron jobs that schedule() installs (one row each)
+    -- pg_cron jobs that schedule() installs (one row each). pg_cron keeps
+    -- them in the database cron.database_name names: read here, or there
+    -- through dblink (as schedule() installs them there); one query either way.
+    IF cron_db IS NOT NULL AND cron_db <> '' THEN
+        SELECT pg_catalog.array_agg(CASE WHEN cron_db = here THEN x.job ELSE x.job || '@' || here END)
+          INTO names FROM loyalty._cron_jobs('x', 'x', 'x', 'x', 'x', 'x', 'x', 'x') x;
+        -- per job (its name without @database): the newest cron.job row and its last run
+        q := pg_catalog.format($q$
+            SELECT coalesce(pg_catalog.jsonb_object_agg(pg_catalog.split_part(j.jobname, '@', 1),
+                       pg_catalog.jsonb_build_object('jobid', j.jobid, 'schedule', j.schedule, 'command', j.command,
+                                                     'active', j.active, 'database', j.database, 'jobname', j.jobname,
+                                                     'run_status', r.status, 'start_time', r.start_time, 'end_time', r.end_time,
+                                                     'return_message', pg_catalog.left(r.return_message, 300))), '{}'::pg_catalog.jsonb)::pg_catalog.text
+              FROM (SELECT DISTINCT ON (cj.jobname) cj.* FROM cron.job cj
+                     WHERE cj.jobname OPERATOR(pg_catalog.=) ANY (%L::pg_catalog.text[])
+                     ORDER BY cj.jobname, cj.jobid DESC) j
+              LEFT JOIN LATERAL (SELECT d.status, d.start_time, d.end_time, d.return_message FROM cron.job_run_details d
+                                  WHERE d.jobid OPERATOR(pg_catalog.=) j.jobid ORDER BY d.runid DESC LIMIT 1) r ON true
+            $q$, names);
+        BEGIN
+            IF cron_here THEN
+                EXECUTE q INTO q;
+                cron_jobs := q::jsonb;
+            ELSIF cron_db <> here THEN
+                cron_jobs := loyalty._cron_query(q, cron_db)::jsonb;
+                cron_error := CASE WHEN cron_jobs IS NULL THEN 'dblink is not installed here' END;
+            END IF;
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS cron_error = PG_EXCEPTION_DETAIL;
+            cron_jobs := NULL;
+            cron_error := SQLERRM || coalesce(' (' || pg_catalog.btrim(NULLIF(cron_error, ''), E' \n') || ')', '');
+        END;
+    END IF;
     IF cron_db IS NULL OR cron_db = '' THEN
         "check" := 'jobs'; status := 'warning';
         detail := 'pg_cron is not loaded: nothing runs enqueue_due, notify_due, expire_points, recompute_tiers, check_health or purge_history on a schedule';
         hint := 'Install pg_cron (shared_preload_libraries, cron.database_name) and run SELECT * FROM loyalty.schedule(); or call those functions from your own scheduler.';
         RETURN NEXT;
-    ELSIF NOT cron_here THEN
+    ELSIF cron_jobs IS NULL AND cron_db = here THEN
         "check" := 'jobs'; status := 'warning';
-        detail := pg_catalog.format('pg_cron keeps its jobs in database %s, which cannot be read from here', cron_db);
-        hint := pg_catalog.format('Watch the jobs named loyalty-*@%s in cron.job and cron.job_run_details of database %s.', here, cron_db);
+        detail := pg_catalog.format('pg_cron is loaded with cron.database_name = %s, but cron.job cannot be read here%s', cron_db,
+                                    CASE WHEN cron_error IS NOT NULL THEN ': ' || cron_error ELSE ' (CREATE EXTENSION pg_cron has not run)' END);
+        hint := 'Run CREATE EXTENSION pg_cron; in this database, then SELECT * FROM loyalty.schedule();';
+        RETURN NEXT;
+    ELSIF cron_jobs IS NULL THEN
+        -- pg_cron in another database and no way to read it from here
+        "check" := 'jobs'; status := 'warning';
+        detail := pg_catalog.format('pg_cron keeps its jobs in database %s (cron.database_name); they cannot be read from here: %s', cron_db, cron_error);
+        hint := pg_catalog.format('CREATE EXTENSION dblink; here lets the checks read cron.job in %s (connecting as the extension''s owner over the local socket: pg_hba.conf must let it in, e.g. peer, or a ~/.pgpass of the server''s user). Else watch the jobs named loyalty-*@%s there (made with cron.schedule_in_database by loyalty.schedule()).', cron_db, here);
         RETURN NEXT;
     ELSE
         FOR j IN SELECT c.job, c.command FROM loyalty._cron_jobs('x', 'x', 'x', 'x', 'x', 'x', 'x', 'x') c LOOP
             "check" := 'job ' || j.job;
             -- enqueue_due with an active campaign: the customers' messages stop
             sev := CASE WHEN j.job = 'loyalty-enqueue' AND active_campaigns THEN 'critical' ELSE 'warning' END;
-            SELECT cj.jobid, cj.schedule, cj.active INTO job_row
-              FROM cron.job cj WHERE cj.jobname = j.job
-             ORDER BY cj.jobid DESC LIMIT 1;
-            IF NOT FOUND THEN
+            job_row := cron_jobs -> j.job;
+            IF job_row IS NULL THEN
                 IF j.job = 'loyalty-refresh' AND worker THEN
                     status := 'ok'; detail := 'no job, and none needed: a loyalty worker serves this database'; hint := NULL;
                 ELSE
-                    status := sev; detail := pg_catalog.format('job %s is missing from cron.job', j.job);
+                    status := sev; detail := pg_catalog.format('job %s is missing from cron.job%s', j.job,
+                                                               CASE WHEN cron_db <> here THEN ' of database ' || cron_db ELSE '' END);
                     hint := 'Run SELECT * FROM loyalty.schedule(); to install the jobs.';
                 END IF;
                 RETURN NEXT; CONTINUE;
             END IF;
-            IF j.job = 'loyalty-refresh' THEN
-                refresh_job := job_row.active;
+            -- edited by hand: schedule (against what schedule() recorded) or command (fixed) differs
+            SELECT sj.schedule INTO t_sched FROM loyalty.scheduled_jobs sj WHERE sj.job_name = job_row->>'jobname';
+            IF (t_sched IS NOT NULL AND t_sched IS DISTINCT FROM job_row->>'schedule')
+               OR j.command IS DISTINCT FROM job_row->>'command'
+               OR (job_row->>'database') IS DISTINCT FROM here THEN
+                edited := coalesce(edited || '; ', '') || pg_catalog.format('%s: %s', job_row->>'jobname', pg_catalog.concat_ws(', ',
+                    CASE WHEN t_sched IS NOT NULL AND t_sched IS DISTINCT FROM job_row->>'schedule'
+                         THEN pg_catalog.format('schedule %L, schedule() installed %L', job_row->>'schedule', t_sched) END,
+                    CASE WHEN j.command IS DISTINCT FROM job_row->>'command'
+                         THEN pg_catalog.format('command %L, schedule() installs %L', pg_catalog.left(job_row->>'command', 200), j.command) END,
+                    CASE WHEN (job_row->>'database') IS DISTINCT FROM here
+                         THEN pg_catalog.format('runs in database %s', job_row->>'database') END));
             END IF;
-            IF NOT job_row.active THEN
+            IF j.job = 'loyalty-refresh' THEN
+                refresh_job := (job_row->>'active')::boolean;
+            END IF;
+            IF NOT (job_row->>'active')::boolean THEN
                 status := sev; detail := pg_catalog.format('job %s is disabled (cron.job.active = false)', j.job);
-                hint := pg_catalog.format('Run SELECT cron.alter_job(%s, active => true); or SELECT * FROM loyalty.schedule();', job_row.jobid);
+                hint := pg_catalog.format('Run SELECT cron.alter_job(%s, active => true); %sor SELECT * FROM loyalty.schedule();', job_row->>'jobid',
+                                          CASE WHEN cron_db <> here THEN 'in database ' || cron_db || ', ' ELSE '' END);
                 RETURN NEXT; CONTINUE;
             END IF;
-            period := loyalty._cron_period(job_row.schedule) + s.job_grace;
-            SELECT d.status AS run_status, d.start_time, d.end_time, d.return_message INTO run
-              FROM cron.job_run_details d WHERE d.jobid = job_row.jobid
-             ORDER BY d.runid DESC LIMIT 1;
-            IF NOT FOUND THEN
-                status := 'ok'; detail := pg_catalog.format('job %s (%s) has no run recorded yet', j.job, job_row.schedule);
+            period := loyalty._cron_period(job_row->>'schedule') + s.job_grace;
+            t := (job_row->>'start_time')::timestamptz;
+            IF job_row->>'run_status' IS NULL THEN
+                status := 'ok'; detail := pg_catalog.format('job %s (%s) has no run recorded yet', j.job, job_row->>'schedule');
                 hint := 'If it stays so past its schedule, check that cron.log_run is on and the pg_cron scheduler runs.';
-            ELSIF run.run_status = 'failed' THEN
+            ELSIF job_row->>'run_status' = 'failed' THEN
                 status := sev;
-                detail := pg_catalog.format('job %s failed at %s: %s', j.job, run.end_time, pg_catalog.left(run.return_message, 300));
+                detail := pg_catalog.format('job %s failed at %s: %s', j.job, (job_row->>'end_time')::timestamptz, job_row->>'return_message');
                 hint := 'Read cron.job_run_details for the job; run its command by hand to see the error.';
-            ELSIF run.run_status IN ('running', 'starting', 'connecting', 'sending')
-                  AND run.start_time < pg_catalog.now() - period THEN
+            ELSIF job_row->>'run_status' IN ('running', 'starting', 'connecting', 'sending')
+                  AND t < pg_catalog.now() - period THEN
                 status := 'warning';
                 detail := pg_catalog.format('job %s has been running for %s (its schedule %s allows %s)', j.job,
-                                            loyalty._health_age(pg_catalog.now() - run.start_time), job_row.schedule, loyalty._health_age(period));
+                                            loyalty._health_age(pg_catalog.now() - t), job_row->>'schedule', loyalty._health_age(period));
                 hint := 'Look for locks or a slow query in pg_stat_activity; pg_cron does not start a job again while it runs.';
-            ELSIF run.start_time < pg_catalog.now() - period THEN
+            ELSIF t < pg_catalog.now() - period THEN
                 status := sev;
                 detail := pg_catalog.format('job %s last started %s ago; its schedule %s plus the grace of %s allows %s', j.job,
-                                            loyalty._health_age(pg_catalog.now() - run.start_time), job_row.schedule,
+                                            loyalty._health_age(pg_catalog.now() - t), job_row->>'schedule',
                                             loyalty._health_age(s.job_grace), loyalty._health_age(period));
                 hint := 'Check that the pg_cron scheduler runs (pg_stat_activity, server log) and that cron.max_running_jobs is not exhausted.';
             ELSIF j.job = 'loyalty-enqueue' AND active_campaigns
@@ -244,12 +333,23 @@ BEGIN
                 hint := pg_catalog.format('The job''s command should be %s; compare with cron.job.', j.command);
             ELSE
                 status := 'ok';
-                detail := pg_catalog.format('job %s (%s) last started %s ago, %s', j.job, job_row.schedule,
-                                            loyalty._health_age(pg_catalog.now() - run.start_time), run.run_status);
+                detail := pg_catalog.format('job %s (%s) last started %s ago, %s', j.job, job_row->>'schedule',
+                                            loyalty._health_age(pg_catalog.now() - t), job_row->>'run_status');
                 hint := NULL;
             END IF;
             RETURN NEXT;
         END LOOP;
+
+        -- a job edited by hand (cron.alter_job, an UPDATE of cron.job): its own finding
+        "check" := 'jobs_edited';
+        IF edited IS NOT NULL THEN
+            status := 'warning';
+            detail := 'edited by hand: ' || edited;
+            hint := 'Run SELECT * FROM loyalty.schedule(...); with the schedules you want (it records them), instead of editing cron.job.';
+        ELSE
+            status := 'ok'; detail := 'every job runs the command and schedule loyalty.schedule() installed'; hint := NULL;
+        END IF;
+        RETURN NEXT;
     END IF;
 
     -- captured changes not applied
@@ -268,8 +368,8 @@ BEGIN
         hint := 'Look for errors of the loyalty worker or the loyalty-refresh job in the server log; SELECT loyalty.refresh(); applies them by hand.';
     ELSE
         status := 'ok';
-        detail := pg_catalog.format('oldest captured change: %s old (warning after %s)',
-                                    CASE WHEN oldest IS NULL THEN 'none waiting' ELSE loyalty._health_age(pg_catalog.now() - oldest) END,
+        detail := pg_catalog.format('oldest captured change: %s (warning after %s)',
+                                    CASE WHEN oldest IS NULL THEN 'none waiting' ELSE loyalty._health_age(pg_catalog.now() - oldest) || ' old' END,
                                     loyalty._health_age(s.backlog_warning));
         hint := NULL;
     END IF;
@@ -412,6 +512,40 @@ BEGIN
     END IF;
     RETURN NEXT;
 
+    -- models: the holdout error (mean absolute error per customer) of the
+    -- chosen model in the last comparison (loyalty.model_choice, at most daily)
+    -- against the median of its earlier comparisons (validation_history, which
+    -- check_health() appends to), same model and holdout window, last 30
+    "check" := 'model_validation';
+    SELECT c.model, (c.comparison -> c.model ->> 'mae')::numeric AS mae, c.holdout_days, c.chosen_at INTO f
+      FROM loyalty.model_choice c;
+    IF NOT FOUND OR f.mae IS NULL THEN
+        status := 'ok'; detail := 'no holdout comparison yet (loyalty.refresh() compares the models at most daily)'; hint := NULL;
+    ELSE
+        SELECT pg_catalog.percentile_cont(0.5) WITHIN GROUP (ORDER BY v.mae)::numeric, pg_catalog.count(*) INTO x1, n
+          FROM (SELECT v.mae FROM loyalty.validation_history v
+                 WHERE v.model = f.model AND v.holdout_days = f.holdout_days AND v.compared_at < f.chosen_at
+                 ORDER BY v.compared_at DESC LIMIT 30) v;
+        IF n < s.validation_min_history THEN
+            status := 'ok';
+            detail := pg_catalog.format('%s holdout error %s; %s earlier comparisons recorded, %s needed to judge it', f.model,
+                                        pg_catalog.round(f.mae, 3), n, s.validation_min_history);
+            hint := NULL;
+        ELSIF x1 > 0 AND f.mae > s.validation_factor * x1 THEN
+            status := 'warning';
+            detail := pg_catalog.format('%s holdout error (mean absolute error per customer over %s days) is %s, %s times its median %s over the last %s comparisons (warning above %s times)',
+                                        f.model, f.holdout_days, pg_catalog.round(f.mae, 3), pg_catalog.round(f.mae / x1, 1),
+                                        pg_catalog.round(x1, 3), n, s.validation_factor);
+            hint := 'The customers'' behaviour or the data changed: look at loyalty.model_validation per bin and loyalty.model_choice.comparison; check recent orders (implausible_orders, rejected_rows) before trusting churn scores.';
+        ELSE
+            status := 'ok';
+            detail := pg_catalog.format('%s holdout error %s, median of the last %s comparisons %s (warning above %s times)', f.model,
+                                        pg_catalog.round(f.mae, 3), n, pg_catalog.round(x1, 3), s.validation_factor);
+            hint := NULL;
+        END IF;
+    END IF;
+    RETURN NEXT;
+
     -- data quality: shop rows rejected in the last day and still open
     SELECT pg_catalog.count(*) INTO n FROM loyalty.rejected_rows r
      WHERE r.resolved_at IS NULL AND r.rejected_at > pg_catalog.now() - '1 day'::interval;
@@ -422,6 +556,147 @@ BEGIN
         hint := 'See loyalty.rejected_summary for the reasons; fix the rows and SELECT loyalty.replay_rejected();';
     ELSE
         status := 'ok'; detail := pg_catalog.format('%s shop rows rejected in the last day (warning from %s)', n, s.rejected_warning); hint := NULL;
+    END IF;
+    RETURN NEXT;
+
+    -- data quality: customers with orders that marketing cannot reach (no
+    -- usable email or phone number, or no opt-in on a channel they have: the
+    -- rules of loyalty.due_messages), on a sample of about 5,000 customers
+    -- (TABLESAMPLE SYSTEM, the same blocks all day) so the cost does not grow
+    -- with the shop
+    "check" := 'unreachable_customers';
+    SELECT CASE WHEN c.reltuples > 5000 THEN 100 * 5000 / c.reltuples::numeric ELSE 100 END INTO x1
+      FROM pg_catalog.pg_class c WHERE c.oid = 'loyalty.customer_state'::regclass;
+    -- per sampled customer two probes: the profile, and every consent row
+    -- (one range of consents_pkey)
+    SELECT pg_catalog.count(*), pg_catalog.count(*) FILTER (WHERE NOT (y.ce OR y.cs OR y.cw)),
+           pg_catalog.count(*) FILTER (WHERE (y.ce OR y.cs OR y.cw)
+                                         AND NOT (y.g_all IS DISTINCT FROM false
+                                                  AND ((y.ce AND coalesce(y.g_email, y.g_all))
+                                                       OR (y.cs AND coalesce(y.g_sms, y.g_all))
+                                                       OR (y.cw AND coalesce(y.g_whatsapp, y.g_all))) IS TRUE))
+      INTO n, m, k
+      FROM (SELECT loyalty._recipient('email', st.customer_id, p.email, p.phone) IS NOT NULL AS ce,
+                   loyalty._recipient('sms', st.customer_id, p.email, p.phone) IS NOT NULL AS cs,
+                   loyalty._recipient('whatsapp', st.customer_id, p.email, p.phone) IS NOT NULL AS cw,
+                   g.g_all, g.g_email, g.g_sms, g.g_whatsapp
+              FROM loyalty.customer_state st TABLESAMPLE SYSTEM (x1) REPEATABLE (pg_catalog.date_part('doy', pg_catalog.now()))
+              -- OFFSET 0: one probe per sampled customer, never a join reading every profile
+              LEFT JOIN LATERAL (SELECT p.email, p.phone FROM loyalty.profiles p WHERE p.customer_id = st.customer_id OFFSET 0) p ON true
+              LEFT JOIN LATERAL (SELECT pg_catalog.bool_or(c.granted) FILTER (WHERE c.channel = 'all') AS g_all,
+                                        pg_catalog.bool_or(c.granted) FILTER (WHERE c.channel = 'email') AS g_email,
+                                        pg_catalog.bool_or(c.granted) FILTER (WHERE c.channel = 'sms') AS g_sms,
+                                        pg_catalog.bool_or(c.granted) FILTER (WHERE c.channel = 'whatsapp') AS g_whatsapp
+                                   FROM loyalty.consents c WHERE c.customer_id = st.customer_id) g ON true) y;
+    IF n > 0 AND (m + k)::numeric / n >= s.unreachable_warning THEN
+        status := 'warning';
+        hint := 'Collect email addresses or phone numbers and opt-ins (loyalty.track_customers, loyalty.upsert_customer, loyalty.set_consent); loyalty.contact_quality counts per channel.';
+    ELSE
+        status := 'ok'; hint := NULL;
+    END IF;
+    detail := CASE WHEN n = 0 THEN 'no customers with orders'
+                   ELSE pg_catalog.format('%s of %s customers with orders%s (%s%%) cannot be reached by marketing: %s without a usable email address or phone number, %s without an opt-in on a channel they have (warning from %s%%)',
+                                          m + k, n, CASE WHEN x1 < 100 THEN ' in a sample' ELSE '' END,
+                                          pg_catalog.round(100 * (m + k)::numeric / n, 1), m, k, pg_catalog.round(100 * s.unreachable_warning, 1)) END;
+    RETURN NEXT;
+
+    -- data quality: orders that count (not cancelled, not refunded in full)
+    -- dated after now beyond future_order_tolerance (the capture refuses them
+    -- past loyalty.future_tolerance: these came earlier, or the clock was set
+    -- back), and those of the last 7 days above amount_factor times the
+    -- shop's median order amount (the median of a sample of about 5,000
+    -- orders). Both read orders_ordered_at_idx ranges.
+    "check" := 'implausible_orders';
+    SELECT pg_catalog.count(*), pg_catalog.string_agg(z.order_ref, ', ') FILTER (WHERE z.rn <= 3) INTO n, examples
+      FROM (SELECT o.order_ref, pg_catalog.row_number() OVER (ORDER BY o.ordered_at DESC) AS rn
+              FROM loyalty.orders o WHERE o.ordered_at > pg_catalog.now() + s.future_order_tolerance AND o.counts) z;
+    SELECT CASE WHEN c.reltuples > 5000 THEN 100 * 5000 / c.reltuples::numeric ELSE 100 END INTO x1
+      FROM pg_catalog.pg_class c WHERE c.oid = 'loyalty.orders'::regclass;
+    SELECT pg_catalog.percentile_cont(0.5) WITHIN GROUP (ORDER BY o.amount)::numeric INTO x2
+      FROM loyalty.orders o TABLESAMPLE SYSTEM (x1) REPEATABLE (pg_catalog.date_part('doy', pg_catalog.now()))
+     WHERE o.counted AND o.amount > 0;
+    SELECT pg_catalog.count(*), pg_catalog.string_agg(pg_catalog.format('%s (%s)', z.order_ref, z.amount), ', ') FILTER (WHERE z.rn <= 3)
+      INTO m, q
+      FROM (SELECT o.order_ref, o.amount, pg_catalog.row_number() OVER (ORDER BY o.amount DESC) AS rn
+              FROM loyalty.orders o
+             WHERE o.ordered_at > pg_catalog.now() - '7 days'::interval
+               AND o.ordered_at <= pg_catalog.now() + s.future_order_tolerance
+               AND o.amount > s.amount_factor * x2 AND o.counts) z;
+    IF n > 0 OR m > 0 THEN
+        status := 'warning';
+        detail := pg_catalog.concat_ws('; ',
+            CASE WHEN n > 0 THEN pg_catalog.format('%s orders dated more than %s after now (%s)', n,
+                                                   loyalty._health_age(s.future_order_tolerance), examples) END,
+            CASE WHEN m > 0 THEN pg_catalog.format('%s orders of the last 7 days above %s times the median order amount %s (%s)', m,
+                                                   s.amount_factor, pg_catalog.round(x2, 2), q) END);
+        hint := 'Correct the orders in the shop (a tracked table''s change updates loyalty.orders) or cancel them; a real large order stops counting here 7 days after it was placed (or raise configure_health(amount_factor => ...)).';
+    ELSE
+        status := 'ok';
+        detail := pg_catalog.format('no order dated more than %s after now, none of the last 7 days above %s times the median order amount (%s)',
+                                    loyalty._health_age(s.future_order_tolerance), s.amount_factor, coalesce(pg_catalog.round(x2, 2)::text, 'no orders'));
+        hint := NULL;
+    END IF;
+    RETURN NEXT;
+
+    -- operations: open issues past their SLA (order_issues.opened_at is the
+    -- breach) for longer than issue_overdue, counted up to overdue_critical
+    -- through order_issues_open_idx
+    "check" := 'issues_overdue';
+    SELECT pg_catalog.count(*) INTO n
+      FROM (SELECT 1 FROM loyalty.order_issues i
+             WHERE i.resolved_at IS NULL AND i.opened_at < pg_catalog.now() - s.issue_overdue
+             LIMIT s.overdue_critical) i;
+    SELECT pg_catalog.min(i.opened_at) INTO t FROM loyalty.order_issues i WHERE i.resolved_at IS NULL;
+    IF n >= s.overdue_warning THEN
+        status := CASE WHEN n >= s.overdue_critical THEN 'critical' ELSE 'warning' END;
+        detail := pg_catalog.format('%s%s open issues breached their SLA more than %s ago, the oldest %s ago (warning from %s, critical from %s)',
+                                    CASE WHEN n >= s.overdue_critical THEN 'at least ' ELSE '' END, n, loyalty._health_age(s.issue_overdue),
+                                    loyalty._health_age(pg_catalog.now() - t), s.overdue_warning, s.overdue_critical);
+        hint := 'Work through loyalty.open_issues (most valuable customers first); an issue resolves when its stage is recorded (loyalty.record_fulfilment, record_shipment_event, record_refund).';
+    ELSE
+        status := 'ok';
+        detail := pg_catalog.format('no open issue breached its SLA more than %s ago (oldest open issue: %s)', loyalty._health_age(s.issue_overdue),
+                                    coalesce(loyalty._health_age(pg_catalog.now() - t) || ' old', 'none'));
+        hint := NULL;
+    END IF;
+    RETURN NEXT;
+
+    -- operations: the on-time rate of dispatch and delivery deadlines due in
+    -- the last 7 days against the 4 weeks before (loyalty.order_deadlines, an
+    -- index range on due_at; on time: the stage completed by the deadline, as
+    -- in loyalty.sla_summary)
+    "check" := 'on_time_rate';
+    detail := NULL; fell := NULL;
+    FOR f IN
+        SELECT CASE d.kind WHEN 'late_dispatch' THEN 'dispatch' ELSE 'delivery' END AS stage,
+               pg_catalog.count(*) FILTER (WHERE d.due_at > pg_catalog.now() - '7 days'::interval) AS n_recent,
+               pg_catalog.count(*) FILTER (WHERE d.due_at > pg_catalog.now() - '7 days'::interval AND d.done_at <= d.due_at) AS ok_recent,
+               pg_catalog.count(*) FILTER (WHERE d.due_at <= pg_catalog.now() - '7 days'::interval) AS n_before,
+               pg_catalog.count(*) FILTER (WHERE d.due_at <= pg_catalog.now() - '7 days'::interval AND d.done_at <= d.due_at) AS ok_before
+          FROM loyalty.order_deadlines d
+         WHERE d.due_at > pg_catalog.now() - '35 days'::interval AND d.due_at <= pg_catalog.now()
+           AND d.kind IN ('late_dispatch', 'late_delivery')
+         GROUP BY 1 ORDER BY 1
+    LOOP
+        x1 := CASE WHEN f.n_recent > 0 THEN f.ok_recent::numeric / f.n_recent END;
+        x2 := CASE WHEN f.n_before > 0 THEN f.ok_before::numeric / f.n_before END;
+        q := pg_catalog.format('%s on time %s of %s deadlines in the last 7 days, %s of %s in the 4 weeks before', f.stage,
+                               coalesce(pg_catalog.round(100 * x1, 1) || '%', '-'), f.n_recent,
+                               coalesce(pg_catalog.round(100 * x2, 1) || '%', '-'), f.n_before);
+        detail := coalesce(detail || '; ', '') || q;
+        IF f.n_recent >= s.on_time_min AND f.n_before >= s.on_time_min AND x1 < x2 - s.on_time_drop THEN
+            fell := coalesce(fell || '; ', '') || q;
+        END IF;
+    END LOOP;
+    IF fell IS NOT NULL THEN
+        status := 'warning';
+        detail := fell || pg_catalog.format(' (warning when %s points lower, from %s deadlines in each period)', pg_catalog.round(100 * s.on_time_drop, 1), s.on_time_min);
+        hint := 'See loyalty.sla_summary per week and loyalty.open_issues: a warehouse or carrier is slower than before.';
+    ELSE
+        status := 'ok';
+        detail := coalesce(detail, 'no dispatch or delivery deadline in the last 5 weeks')
+                  || pg_catalog.format(' (warning when %s points lower, from %s deadlines in each period)', pg_catalog.round(100 * s.on_time_drop, 1), s.on_time_min);
+        hint := NULL;
     END IF;
     RETURN NEXT;
 
@@ -496,10 +771,26 @@ DECLARE
     ts timestamptz := pg_catalog.now();
     stamp text := pg_catalog.to_char(pg_catalog.now() AT TIME ZONE 'UTC', 'YYYYMMDD"T"HH24MISS.US');
     payload jsonb;
+    n bigint;
 BEGIN
     -- one evaluation at a time (the worker and the loyalty-health job may meet)
     PERFORM pg_catalog.pg_advisory_xact_lock(74200, 15);
     SELECT * INTO s FROM loyalty.health_settings;
+    -- the models' newest holdout comparison, for model_validation's median
+    -- (recorded before the checks: the newest is compared with the earlier ones)
+    INSERT INTO loyalty.validation_history (model, holdout_days, customers, mae, compared_at)
+    SELECT e.key, mc.holdout_days, (e.value ->> 'customers')::bigint, (e.value ->> 'mae')::numeric, mc.chosen_at
+      FROM loyalty.model_choice mc, pg_catalog.jsonb_each(mc.comparison) e
+     WHERE pg_catalog.jsonb_typeof(e.value -> 'mae') = 'number'
+    ON CONFLICT (model, compared_at) DO NOTHING;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    IF n > 0 THEN   -- the newest 100 comparisons per model are plenty (the check reads 30)
+        DELETE FROM loyalty.validation_history v
+         WHERE v.history_id IN (SELECT w.history_id
+                                  FROM (SELECT w.history_id, pg_catalog.row_number() OVER (PARTITION BY w.model ORDER BY w.compared_at DESC) AS rn
+                                          FROM loyalty.validation_history w) w
+                                 WHERE w.rn > 100);
+    END IF;
     FOR c IN SELECT * FROM loyalty._health_checks() LOOP
         SELECT * INTO h FROM loyalty.health_state x WHERE x."check" = c."check" FOR UPDATE;
         IF NOT FOUND OR h.status IS DISTINCT FROM c.status THEN
@@ -597,7 +888,17 @@ CREATE FUNCTION loyalty.configure_health(
     retain_cron_runs     interval DEFAULT NULL,
     owner_recipient      text DEFAULT NULL,
     owner_channel        text DEFAULT NULL,
-    digest_hour          integer DEFAULT NULL)
+    digest_hour          integer DEFAULT NULL,
+    validation_factor    numeric DEFAULT NULL,
+    validation_min_history integer DEFAULT NULL,
+    unreachable_warning  numeric DEFAULT NULL,
+    future_order_tolerance interval DEFAULT NULL,
+    amount_factor        numeric DEFAULT NULL,
+    issue_overdue        interval DEFAULT NULL,
+    overdue_warning      integer DEFAULT NULL,
+    overdue_critical     integer DEFAULT NULL,
+    on_time_drop         numeric DEFAULT NULL,
+    on_time_min          integer DEFAULT NULL)
 RETURNS loyalty.health_settings
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -637,6 +938,16 @@ BEGIN
                                   ELSE NULLIF(pg_catalog.btrim(configure_health.owner_recipient), '') END,
            owner_channel = coalesce(configure_health.owner_channel, x.owner_channel),
            digest_hour = coalesce(configure_health.digest_hour, x.digest_hour),
+           validation_factor = coalesce(configure_health.validation_factor, x.validation_factor),
+           validation_min_history = coalesce(configure_health.validation_min_history, x.validation_min_history),
+           unreachable_warning = coalesce(configure_health.unreachable_warning, x.unreachable_warning),
+           future_order_tolerance = coalesce(configure_health.future_order_tolerance, x.future_order_tolerance),
+           amount_factor = coalesce(configure_health.amount_factor, x.amount_factor),
+           issue_overdue = coalesce(configure_health.issue_overdue, x.issue_overdue),
+           overdue_warning = coalesce(configure_health.overdue_warning, x.overdue_warning),
+           overdue_critical = coalesce(configure_health.overdue_critical, x.overdue_critical),
+           on_time_drop = coalesce(configure_health.on_time_drop, x.on_time_drop),
+           on_time_min = coalesce(configure_health.on_time_min, x.on_time_min),
            updated_at = pg_catalog.now()
     RETURNING * INTO st;
     RETURN st;
@@ -646,7 +957,7 @@ EXCEPTION WHEN check_violation THEN
                 HINT = 'Warning thresholds must not exceed critical ones, rates lie in (0, 1], retain_sent is at least 90 days; see docs/watchdog.md.';
 END
 $$;
-COMMENT ON FUNCTION loyalty.configure_health(text, text, interval, interval, text, text, interval, interval, interval, interval, interval, interval, numeric, numeric, numeric, interval, interval, integer, integer, bigint, interval, interval, interval, interval, text, text, integer) IS
+COMMENT ON FUNCTION loyalty.configure_health(text, text, interval, interval, text, text, interval, interval, interval, interval, interval, interval, numeric, numeric, numeric, interval, interval, integer, integer, bigint, interval, interval, interval, interval, text, text, integer, numeric, integer, numeric, interval, numeric, interval, integer, integer, numeric, integer) IS
 'Change where alerts and the weekly digest go, the health checks'' thresholds and retention (NULL keeps a setting, '''' clears a recipient); returns the settings in force';
 
 -- Purge loyalty's own history past the retention settings: finished outbox
@@ -688,17 +999,17 @@ $$;
 COMMENT ON FUNCTION loyalty.purge_history() IS
 'Delete loyalty''s own history past the retention settings of loyalty.configure_health(): finished outbox messages, health history, long-resolved rejected rows, run details of loyalty''s pg_cron jobs; returns the counts';
 
-REVOKE ALL ON TABLE loyalty.health_settings, loyalty.health_state, loyalty.health_history, loyalty.health FROM PUBLIC;
+REVOKE ALL ON TABLE loyalty.health_settings, loyalty.health_state, loyalty.health_history, loyalty.health, loyalty.validation_history FROM PUBLIC;
 REVOKE ALL ON FUNCTION loyalty._cron_period(text), loyalty._health_age(interval), loyalty._health_checks(),
                        loyalty._health_message(text, text, text, text, jsonb), loyalty.check_health(),
-                       loyalty.configure_health(text, text, interval, interval, text, text, interval, interval, interval, interval, interval, interval, numeric, numeric, numeric, interval, interval, integer, integer, bigint, interval, interval, interval, interval, text, text, integer),
+                       loyalty.configure_health(text, text, interval, interval, text, text, interval, interval, interval, interval, interval, interval, numeric, numeric, numeric, interval, interval, integer, integer, bigint, interval, interval, interval, interval, text, text, integer, numeric, integer, numeric, interval, numeric, interval, integer, integer, numeric, integer),
                        loyalty.purge_history() FROM PUBLIC;
 GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE loyalty.health_settings, loyalty.health_state, loyalty.health_history,
-                                             loyalty.health TO loyalty_admin;
-GRANT ALL ON SEQUENCE loyalty.health_history_history_id_seq TO loyalty_admin;
+                                             loyalty.health, loyalty.validation_history TO loyalty_admin;
+GRANT ALL ON SEQUENCE loyalty.health_history_history_id_seq, loyalty.validation_history_history_id_seq TO loyalty_admin;
 GRANT EXECUTE ON FUNCTION loyalty._cron_period(text), loyalty._health_age(interval), loyalty._health_checks(),
                           loyalty._health_message(text, text, text, text, jsonb), loyalty.check_health(),
-                          loyalty.configure_health(text, text, interval, interval, text, text, interval, interval, interval, interval, interval, interval, numeric, numeric, numeric, interval, interval, integer, integer, bigint, interval, interval, interval, interval, text, text, integer),
+                          loyalty.configure_health(text, text, interval, interval, text, text, interval, interval, interval, interval, interval, interval, numeric, numeric, numeric, interval, interval, integer, integer, bigint, interval, interval, interval, interval, text, text, integer, numeric, integer, numeric, interval, numeric, interval, integer, integer, numeric, integer),
                           loyalty.purge_history() TO loyalty_admin;
 -- monitoring reads the view (Prometheus exporters, check_postgres-style scripts)
 GRANT SELECT ON loyalty.health, loyalty.health_history TO loyalty_reader;
@@ -706,3 +1017,5 @@ GRANT EXECUTE ON FUNCTION loyalty._health_checks() TO loyalty_reader;
 SELECT pg_catalog.pg_extension_config_dump('loyalty.health_settings', '');
 SELECT pg_catalog.pg_extension_config_dump('loyalty.health_history', '');
 SELECT pg_catalog.pg_extension_config_dump('loyalty.health_history_history_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('loyalty.validation_history', '');
+SELECT pg_catalog.pg_extension_config_dump('loyalty.validation_history_history_id_seq', '');
