@@ -245,6 +245,9 @@ SELECT count(*) AS customers,
                                     * (1 - power((l.alpha + s.t) / (l.alpha + s.t + q.p * 90), l.r + s.x))) < 1e-8) AS limit_closed_forms
   FROM mb_shop s CROSS JOIN lim l CROSS JOIN LATERAL (SELECT l.a / (l.a + l.b) AS p) q;
 -- the same shop through fit_models: fitted, marked as the limit, and said so
+-- (on an empty shop: the earlier tests share this database)
+TRUNCATE loyalty.orders, loyalty.refunds, loyalty.customer_state, loyalty.score_queue, loyalty.customer_rfm,
+         loyalty.events, loyalty.rfm_bounds, loyalty.model_fits, loyalty.stored_scores, loyalty.model_choice;
 CREATE TABLE mb_orders AS
 SELECT 'mb' || i AS customer_id, g.k, now() - make_interval(days => s.t::integer) + make_interval(days => g.day) AS at
   FROM (SELECT row_number() OVER () AS i, * FROM mb_shop LIMIT 2000) s
@@ -257,3 +260,5 @@ SELECT count(*) > 0 AS fitted FROM loyalty.fit_models();
 SELECT model, status, (params->>'limit')::boolean AS on_boundary, abs((params->>'p')::float8 - 0.3) < 0.1 AS p_near_truth,
        note LIKE 'maximum on the boundary%' AS noted
   FROM loyalty.model_fits WHERE model = 'mbgnbd';
+SELECT models, min_customers, min_repeat_customers
+  FROM loyalty.configure_models(models => '{bgnbd,heuristic}', min_customers => 200, min_repeat_customers => 30);

@@ -579,7 +579,9 @@ BEGIN
             EXECUTE format('SELECT (loyalty.%s_fit(c.x, c.t_x, c.t)).* FROM unnest($1, $2, $3) c(x, t_x, t)', m)
                INTO f USING cx, ctx, ct;
             fj := to_jsonb(f);
-            IF m = 'bgnbd' AND least(f.a, f.b) >= 1e6 AND f.loglik > '-Infinity' THEN
+            -- (through fj: f has no field a when m is pareto_nbd, and PL/pgSQL
+            -- resolves every field of the condition, whatever m is)
+            IF m = 'bgnbd' AND least((fj->>'a')::float8, (fj->>'b')::float8) >= 1e6 AND (fj->>'loglik')::float8 > '-Infinity' THEN
                 nm := 'bgnbd_limit';
             ELSE
                 ok := (fj->>'converged')::boolean;

@@ -92,3 +92,81 @@ BEGIN
             CASE WHEN NOT g.converged THEN 'optimiser did not converge; scores keep the last fitted parameters or the heuristic' END);
 END
 $$;
+
+-- validate_models with Pareto/NBD enabled and BG/NBD not: f.a was resolved
+-- for every model and raised "record f has no field a" (fit_models failed).
+CREATE OR REPLACE FUNCTION loyalty.validate_models(holdout_days integer DEFAULT NULL)
+RETURNS SETOF loyalty.holdout_check
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET jit = off   -- per-row model expressions: compiling them costs seconds, running them milliseconds
+AS $$
+DECLARE
+    st loyalty.model_settings;
+    h integer;
+    cal_end date;
+    m text;
+    f record;
+    fj jsonb;
+    ok boolean;
+    nm text;
+    gap float8;
+    cx integer[];
+    ctx float8[];
+    ct float8[];
+    cact bigint[];
+BEGIN
+    SELECT * INTO st FROM loyalty.model_settings;
+    h := coalesce(validate_models.holdout_days, st.holdout_days);
+    IF h < 1 THEN
+        RAISE EXCEPTION 'holdout_days must be at least 1'
+              USING ERRCODE = 'invalid_parameter_value', HINT = 'Pick a window the shop can wait for, e.g. 90 days.';
+    END IF;
+    cal_end := (now() AT TIME ZONE 'UTC')::date - h;
+    -- the calibration inputs, read once (arrays: no temp table, so a reader in
+    -- a read-only transaction can run this too)
+    WITH days AS (
+        SELECT DISTINCT o.customer_id, (o.ordered_at AT TIME ZONE 'UTC')::date AS d
+          FROM loyalty.orders o WHERE o.counts
+    ), cal AS (
+        SELECT count(*) FILTER (WHERE d < cal_end) - 1 AS x,
+               (max(d) FILTER (WHERE d < cal_end) - min(d))::float8 AS t_x,
+               (cal_end - min(d))::float8 AS t,
+               count(*) FILTER (WHERE d >= cal_end) AS actual
+          FROM days GROUP BY customer_id HAVING min(d) < cal_end
+    )
+    SELECT array_agg(cal.x::integer), array_agg(cal.t_x), array_agg(cal.t), array_agg(cal.actual),
+           coalesce(avg(cal.t_x / cal.x) FILTER (WHERE cal.x > 0 AND cal.t_x > 0), 90)
+      INTO cx, ctx, ct, cact, gap
+      FROM cal;
+    FOREACH m IN ARRAY st.models LOOP
+        CONTINUE WHEN NOT loyalty._model_available(m);
+        fj := '{}';
+        nm := m;
+        ok := true;
+        IF m <> 'heuristic' THEN
+            EXECUTE format('SELECT (loyalty.%s_fit(c.x, c.t_x, c.t)).* FROM unnest($1, $2, $3) c(x, t_x, t)', m)
+               INTO f USING cx, ctx, ct;
+            fj := to_jsonb(f);
+            -- (through fj: f has no field a when m is pareto_nbd, and PL/pgSQL
+            -- resolves every field of the condition, whatever m is)
+            IF m = 'bgnbd' AND least((fj->>'a')::float8, (fj->>'b')::float8) >= 1e6 AND (fj->>'loglik')::float8 > '-Infinity' THEN
+                nm := 'bgnbd_limit';
+            ELSE
+                ok := (fj->>'converged')::boolean;
+            END IF;
+        END IF;
+        RETURN QUERY
+        SELECT m, CASE WHEN c.x >= 7 THEN '7+' ELSE c.x::text END,
+               count(*), avg(p.pred), avg(c.actual)::float8, sum(p.pred), sum(c.actual)::bigint, h, coalesce(ok, false),
+               avg(abs(p.pred - c.actual))
+          FROM unnest(cx, ctx, ct, cact) c(x, t_x, t, actual)
+         CROSS JOIN LATERAL (SELECT loyalty._expected_days(nm, h, c.x, c.t_x, c.t, c.t - c.t_x,
+                                                           (fj->>'r')::float8, (fj->>'alpha')::float8,
+                                                           coalesce(fj->>'a', fj->>'s')::float8,
+                                                           coalesce(fj->>'b', fj->>'beta')::float8,
+                                                           gap) AS pred) p
+         GROUP BY 2 ORDER BY min(c.x);
+    END LOOP;
+END
+$$;
