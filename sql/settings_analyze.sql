@@ -52,3 +52,9 @@ SELECT analyses - :before AS new_analyses FROM pg_temp.stats('loyalty.segment_ru
 
 -- every settings table carries the trigger
 SELECT count(*) AS tables_with_trigger FROM pg_trigger WHERE tgname = 'analyze_settings';
+-- attached to a table outside loyalty, it analyses nothing (it runs as the owner)
+CREATE TABLE sa_elsewhere (v int);
+CREATE TRIGGER analyze_settings AFTER INSERT ON sa_elsewhere FOR EACH STATEMENT EXECUTE FUNCTION loyalty._analyze_settings();
+INSERT INTO sa_elsewhere VALUES (1), (2);
+SELECT analyses AS elsewhere_analyses, reltuples FROM pg_temp.stats('sa_elsewhere');
+DROP TABLE sa_elsewhere;

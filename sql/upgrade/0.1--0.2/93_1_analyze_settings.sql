@@ -7,7 +7,10 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    EXECUTE format('ANALYZE %I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME);
+    -- only loyalty's own tables (attached elsewhere by an admin, it does nothing)
+    IF TG_TABLE_SCHEMA OPERATOR(pg_catalog.=) 'loyalty' THEN
+        EXECUTE format('ANALYZE %I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME);
+    END IF;
     RETURN NULL;
 END
 $$;
