@@ -1068,10 +1068,9 @@ MbgnbdLimitObjective(const double *theta, double *grad, void *arg)
  * heterogeneity, which is a model (the limit above), not a failure.  Its
  * three parameters (r, alpha, p) are then fitted; when that maximum is an
  * interior one and at least as good, the fit is converged and reports the
- * limit as a = p S / m, b = (1-p) S / m with m = min(p, 1-p) and S =
- * BTYD_LIMIT_SCALE: a/(a+b) = p exactly and min(a, b) = S, at which the
- * per-customer functions equal the limit's to about x/S.  loglik is the
- * limit's.
+ * limit as min(a, b) = S = BTYD_LIMIT_SCALE exactly and the other S times
+ * the odds, so a/(a+b) = p, at which the per-customer functions equal the
+ * limit's to about x/S.  loglik is the limit's.
  */
 Datum
 BtydFinishDropoutFit(FunctionCallInfo fcinfo, BtydState *st, int shift)
@@ -1125,8 +1124,9 @@ BtydFinishDropoutFit(FunctionCallInfo fcinfo, BtydState *st, int shift)
 			(void) BtydSoftplus(-lt[2], &q);	/* 1 - p without cancellation */
 			vals[0] = exp(lt[0]);
 			vals[1] = exp(lt[1]);
-			vals[2] = BTYD_LIMIT_SCALE * p / Min(p, q);
-			vals[3] = BTYD_LIMIT_SCALE * q / Min(p, q);
+			/* the smaller of a, b exactly S, the other S times the odds */
+			vals[2] = p <= q ? BTYD_LIMIT_SCALE : BTYD_LIMIT_SCALE * (p / q);
+			vals[3] = p <= q ? BTYD_LIMIT_SCALE * (q / p) : BTYD_LIMIT_SCALE;
 			vals[4] = -lfmin * d.wsum;
 			converged = true;
 		}
