@@ -188,3 +188,77 @@ RESET parallel_tuple_cost;
 RESET min_parallel_table_scan_size;
 RESET max_parallel_workers_per_gather;
 DROP TABLE btyd_par;
+
+-- The boundary a, b -> infinity (issue 12): every customer drops out with
+-- the same probability p, no heterogeneity. The likelihood rises towards
+-- a, b -> infinity with a/(a+b) -> p; that limit is a model, fitted in its
+-- own three parameters (r, alpha, p) and reported as converged with
+-- min(a, b) = 1e12 and a/(a+b) = p (BtydFinishDropoutFit, btyd.c).
+-- Simulated (seeded): rates ~ Gamma(1, 20) + 0.005 per day, dropout
+-- p = 0.3 after every purchase (MBG/NBD: the first one too).
+CREATE FUNCTION pg_temp.sim_dropout(n integer, p float8, first_flip boolean)
+RETURNS TABLE (x integer, t_x float8, t float8)
+LANGUAGE plpgsql AS $$
+DECLARE
+    rate float8;
+    at float8;
+    alive boolean;
+BEGIN
+    FOR i IN 1..n LOOP
+        t := 30 + floor(random() * 700);
+        rate := -ln(1 - random()) * 0.05 + 0.005;
+        x := 0;
+        t_x := 0;
+        at := 0;
+        alive := NOT first_flip OR random() >= p;
+        WHILE alive LOOP
+            at := at - ln(1 - random()) / rate;
+            EXIT WHEN at > t;
+            x := x + 1;
+            t_x := at;
+            alive := random() >= p;
+        END LOOP;
+        RETURN NEXT;
+    END LOOP;
+END $$;
+SELECT setseed(0.3);
+CREATE TEMP TABLE mb_shop AS SELECT * FROM pg_temp.sim_dropout(4000, 0.3, true);
+CREATE TEMP TABLE lim AS SELECT (loyalty.mbgnbd_fit(x, t_x, t)).* FROM mb_shop;
+SELECT converged, least(a, b) = 1e12 AS reported_as_limit, abs(a / (a + b) - 0.3) < 0.03 AS p_near_truth,
+       r > 0 AND alpha > 0 AS rate_fitted
+  FROM lim;
+-- its log-likelihood is the per-customer function's sum at the reported
+-- parameters, and above that of finite (a, b) on the way to the limit
+SELECT abs(sum(loyalty.mbgnbd_loglik(s.x, s.t_x, s.t, l.r, l.alpha, l.a, l.b)) - min(l.loglik)) < 1e-6 AS loglik_is_sum
+  FROM mb_shop s CROSS JOIN lim l;
+SELECT k.k, min(l.loglik) > sum(loyalty.mbgnbd_loglik(s.x, s.t_x, s.t, l.r, l.alpha, l.a / l.b * k.k, k.k)) AS limit_is_higher
+  FROM mb_shop s CROSS JOIN lim l CROSS JOIN (VALUES (10.0), (1000.0), (1e6)) k(k)
+ GROUP BY k.k ORDER BY k.k;
+-- MBG/NBD's per-customer functions at the reported a, b are the limit's
+-- closed forms: P(alive) = 1/(1 + p/(1-p) ((alpha+T)/(alpha+t_x))^(r+x)),
+-- E[purchases in h] = P(alive) (1/p) (1 - ((alpha+T)/(alpha+T+p h))^(r+x))
+SELECT count(*) AS customers,
+       count(*) FILTER (WHERE abs(loyalty.mbgnbd_p_alive(s.x, s.t_x, s.t, l.r, l.alpha, l.a, l.b)
+                                  - 1 / (1 + q.p / (1 - q.p) * power((l.alpha + s.t) / (l.alpha + CASE WHEN s.x = 0 THEN 0 ELSE s.t_x END), l.r + s.x))) < 1e-9
+                          AND abs(loyalty.mbgnbd_expected(90, s.x, s.t_x, s.t, l.r, l.alpha, l.a, l.b)
+                                  - loyalty.mbgnbd_p_alive(s.x, s.t_x, s.t, l.r, l.alpha, l.a, l.b) / q.p
+                                    * (1 - power((l.alpha + s.t) / (l.alpha + s.t + q.p * 90), l.r + s.x))) < 1e-8) AS limit_closed_forms
+  FROM mb_shop s CROSS JOIN lim l CROSS JOIN LATERAL (SELECT l.a / (l.a + l.b) AS p) q;
+-- the same shop through fit_models: fitted, marked as the limit, and said so
+-- (on an empty shop: the earlier tests share this database)
+TRUNCATE loyalty.orders, loyalty.refunds, loyalty.customer_state, loyalty.score_queue, loyalty.customer_rfm,
+         loyalty.events, loyalty.rfm_bounds, loyalty.model_fits, loyalty.stored_scores, loyalty.model_choice;
+CREATE TABLE mb_orders AS
+SELECT 'mb' || i AS customer_id, g.k, now() - make_interval(days => s.t::integer) + make_interval(days => g.day) AS at
+  FROM (SELECT row_number() OVER () AS i, * FROM mb_shop LIMIT 2000) s
+ CROSS JOIN LATERAL (SELECT 0 AS k, 0 AS day UNION ALL
+                     SELECT k, (s.t_x * k / greatest(s.x, 1))::integer FROM generate_series(1, s.x) k) g;
+SELECT count(*) > 0 AS recorded FROM (SELECT loyalty.record_order(customer_id, customer_id || '-' || k, 20, at) FROM mb_orders ORDER BY customer_id, k) r;
+DROP TABLE mb_orders;
+SELECT models FROM loyalty.configure_models(models => '{mbgnbd,heuristic}', min_customers => 100, min_repeat_customers => 20);
+SELECT count(*) > 0 AS fitted FROM loyalty.fit_models();
+SELECT model, status, (params->>'limit')::boolean AS on_boundary, abs((params->>'p')::float8 - 0.3) < 0.1 AS p_near_truth,
+       note LIKE 'maximum on the boundary%' AS noted
+  FROM loyalty.model_fits WHERE model = 'mbgnbd';
+SELECT models, min_customers, min_repeat_customers
+  FROM loyalty.configure_models(models => '{bgnbd,heuristic}', min_customers => 200, min_repeat_customers => 30);

@@ -35,3 +35,25 @@ BEGIN
 END $$;
 SELECT pg_temp.plan($$SELECT customer_id FROM loyalty._journey_context(now()) WHERE net_spend > 500 AND days_since_last_order > 60$$)
        !~ '(Join|profiles|customer_rfm|accounts|customer_tiers|Function Scan)' AS reads_customer_state_only;
+
+-- points: what the customer can spend (points) and what is still in the
+-- return window (points_pending) apart (issue 12: the context said 495 where
+-- 175 were usable). c7's recent order is inside a 14-day return window.
+SELECT return_window FROM loyalty.configure_rewards(return_window => '14 days');
+SELECT loyalty.record_order('c7', 'o7-0', 100, now() - interval '40 days') > 0 AS old_order,
+       loyalty.record_order('c7', 'o7-1', 300, now() - interval '2 days') > 0 AS recent_order;
+SELECT customer_id, points, points_pending FROM loyalty.journey_context WHERE customer_id = 'c7';
+-- every customer, in the context, the staff view and loyalty.balance() alike
+SELECT count(*) AS customers,
+       count(*) FILTER (WHERE c.points = b.available AND c.points_pending = b.pending) AS context_agrees,
+       count(*) FILTER (WHERE s.points = b.available AND s.points_pending = b.pending) AS customer_360_agrees,
+       count(*) FILTER (WHERE c.points_pending > 0) AS with_pending
+  FROM loyalty.journey_context c
+  JOIN loyalty.customer_360 s USING (customer_id)
+ CROSS JOIN LATERAL loyalty.balance(c.customer_id) b;
+-- as of a time: pending until the window (from the order, 2 days ago) has passed
+SELECT points, points_pending FROM loyalty._journey_context(now() + interval '11 days') WHERE customer_id = 'c7'
+UNION ALL
+SELECT points, points_pending FROM loyalty._journey_context(now() + interval '13 days') WHERE customer_id = 'c7';
+-- a condition on points reads the point lots; one that does not, does not (above)
+SELECT pg_temp.plan($$SELECT customer_id FROM loyalty._journey_context(now()) WHERE points > 100$$) ~ 'point_lots' AS points_read_lots;

@@ -52,6 +52,8 @@
 #define BTYD_MAX_STEP		4.0		/* max change of a log parameter/step */
 #define BTYD_MAX_PARAMS		4
 #define BTYD_MAX_SE			10.0	/* largest acceptable SE of a log parameter */
+#define BTYD_BOUNDARY_AB	1e6		/* a and b beyond this: on the boundary */
+#define BTYD_LIMIT_SCALE	1e12	/* min(a, b) reported for the limit */
 
 /* Expected-purchases series: exact terms before block summation */
 #define BTYD_EXACT_TERMS	200000
@@ -69,6 +71,9 @@ typedef struct GgData
 	int64		ngroups;
 	double		wsum;
 } GgData;
+
+static Datum BtydFitResult(FunctionCallInfo fcinfo, const double *vals, int nvals,
+						   bool converged, int iterations);
 
 
 /* ------------------------------------------------------------------------
@@ -887,32 +892,56 @@ BgnbdCompress(const BtydState *st, BgnbdData *d)
 }
 
 /*
- * Mean negative BG/NBD log-likelihood over the cells and its gradient in
- * theta = log(r, alpha, a, b); the per-row terms are those of
- * BgnbdLoglikRow ([FHL05] eq. 6).  With s = 1/(1+e^-d) the weight of the
- * second term of eq. (6), the log-likelihood derivatives are
+ * The dropout models' mean negative log-likelihood over the cells and its
+ * gradient: BG/NBD (shift 0) and MBG/NBD (shift 1) differ only in the
+ * number of dropout coin flips a customer with x repeat purchases has
+ * survived, k = x + shift (MBG/NBD flips after the first purchase too).
+ * Per row, [FHL05] eq. (6) and [BDF07] eq. (4) are both
+ *   log L = lpoch(r,x) + lpoch(b,k) - lpoch(a+b,k) - r log1p(T/alpha) - x log(alpha+T)
+ *         + [k > 0] softplus(d),  d = log a - log(b+k-1) + (r+x) (log1p(T/alpha) - log1p(t_x/alpha))
+ * (B(a+1, b+k-1)/B(a, b+k) = a/(b+k-1)), theta = log(r, alpha, a, b).  With
+ * s = 1/(1+e^-d) the weight of the "dropped at the last purchase" term and
+ * qv = alpha/(alpha+v), the derivatives are
  *   r dl/dr     = r [psi(r+x) - psi(r) - log1p(T/alpha) + s (log1p(T/alpha) - log1p(t_x/alpha))]
- *   alpha dl/da = r (1 - qT) - x qT - s (r+x) (qtx - qT),  qv = alpha/(alpha+v)
- *   a dl/da     = a [psi(a+b) - psi(a+b+x)] + s
- *   b dl/db     = b [psi(a+b) + psi(b+x) - psi(b) - psi(a+b+x)] - s b/(b+x-1)
+ *   alpha dl/da = r (1 - qT) - x qT - s (r+x) (qtx - qT)
+ *   a dl/da     = a [psi(a+b) - psi(a+b+k)] + s
+ *   b dl/db     = b [psi(a+b) + psi(b+k) - psi(b) - psi(a+b+k)] - s b/(b+k-1)
+ *
+ * limit: the boundary a, b -> infinity with p = a/(a+b) fixed (everyone
+ * drops out with the same probability p: no heterogeneity in dropout),
+ * theta = (log r, log alpha, logit p).  B(a, b+k)/B(a, b) -> (1-p)^k and
+ * a/(b+k-1) -> p/(1-p), so
+ *   log L = lpoch(r,x) + k log(1-p) - ... + [k > 0] softplus(d),  d = logit p + (r+x) (...)
+ *   dl/dlogit p = -k p + s
  * Gamma-function terms are computed once per x, time terms once per
  * distinct time value.
  */
 static double
-BgnbdObjective(const double *theta, double *grad, void *arg)
+BtydDropoutObjective(const double *theta, double *grad, const BgnbdData *d,
+					 int shift, bool limit)
 {
-	BgnbdData  *d = (BgnbdData *) arg;
 	double		r = exp(theta[0]),
 				alpha = exp(theta[1]),
-				a = exp(theta[2]),
-				b = exp(theta[3]),
-				lalpha = log(alpha),
-				loga = log(a);
+				lalpha = log(alpha);
+	double		a = 0.0,
+				b = 0.0,
+				loga = 0.0,
+				p = 0.0,
+				log1mp = 0.0;
 	double		ll = 0.0,
 				gr = 0.0,
 				gal = 0.0,
 				ga = 0.0,
 				gb = 0.0;
+
+	if (limit)
+		log1mp = -BtydSoftplus(theta[2], &p);	/* log(1-p), p = 1/(1+e^-theta) */
+	else
+	{
+		a = exp(theta[2]);
+		b = exp(theta[3]);
+		loga = log(a);
+	}
 
 	for (int64 i = 0; i < d->ntv; i++)
 	{
@@ -924,10 +953,13 @@ BgnbdObjective(const double *theta, double *grad, void *arg)
 	{
 		const BtydGroup *g = &d->groups[gi];
 		int32		x = g->x;
-		double		cconst = BtydLogPoch(r, x) + BtydLogPoch(b, x) - BtydLogPoch(a + b, x);
+		double		k = x + (double) shift;
+		double		rx = r + x;
 		double		dr = BtydDigammaDiff(r, x);
-		double		da = -BtydDigammaDiff(a + b, x);
-		double		db = BtydDigammaDiff(b, x) - BtydDigammaDiff(a + b, x);
+		double		cconst,
+					dconst = 0.0,
+					da = 0.0,
+					db = 0.0;
 		double		sw = 0.0,	/* sum of weights */
 					sl1 = 0.0,	/* sum w log1p(T/alpha) */
 					sq = 0.0,	/* sum w qT */
@@ -936,8 +968,23 @@ BgnbdObjective(const double *theta, double *grad, void *arg)
 					ssl = 0.0,	/* sum w s (l1T - l1tx) */
 					ssq = 0.0;	/* sum w s (qtx - qT) */
 
-		if (x == 0)
+		if (limit)
 		{
+			cconst = BtydLogPoch(r, x) + k * log1mp;
+			dconst = theta[2];
+		}
+		else
+		{
+			cconst = BtydLogPoch(r, x) + BtydLogPoch(b, k) - BtydLogPoch(a + b, k);
+			da = -BtydDigammaDiff(a + b, k);
+			db = BtydDigammaDiff(b, k) - BtydDigammaDiff(a + b, k);
+			if (k > 0)
+				dconst = loga - log(b + (k - 1.0));
+		}
+
+		if (k == 0)
+		{
+			/* BG/NBD one-time buyers: no dropout term */
 			for (int64 i = g->start; i < g->end; i++)
 			{
 				const BgnbdCell *c = &d->cells[i];
@@ -949,29 +996,14 @@ BgnbdObjective(const double *theta, double *grad, void *arg)
 		}
 		else
 		{
-			double		dconst = loga - log(b + (x - 1.0));
-			double		rx = r + x;
-
 			for (int64 i = g->start; i < g->end; i++)
 			{
 				const BgnbdCell *c = &d->cells[i];
 				double		l1T = d->l1[c->iT];
 				double		dl = l1T - d->l1[c->itx];
-				double		dd = dconst + rx * dl;
-				double		e = exp(-fabs(dd));
-				double		sp,
-							s;
+				double		s;
+				double		sp = BtydSoftplus(dconst + rx * dl, &s);
 
-				if (dd >= 0)
-				{
-					s = 1.0 / (1.0 + e);
-					sp = dd + log1p(e);
-				}
-				else
-				{
-					s = e / (1.0 + e);
-					sp = log1p(e);
-				}
 				sw += c->w;
 				sl1 += c->w * l1T;
 				sq += c->w * d->qv[c->iT];
@@ -981,18 +1013,129 @@ BgnbdObjective(const double *theta, double *grad, void *arg)
 				ssq += c->w * s * (d->qv[c->itx] - d->qv[c->iT]);
 			}
 		}
-		ll += sw * (cconst - x * lalpha) - (r + x) * sl1 + ssp;
+		ll += sw * (cconst - x * lalpha) - rx * sl1 + ssp;
 		gr += r * (sw * dr - sl1 + ssl);
-		gal += r * (sw - sq) - x * sq - (r + x) * ssq;
-		ga += a * sw * da + ss;
-		if (x > 0)
-			gb += b * sw * db - ss * b / (b + (x - 1.0));
+		gal += r * (sw - sq) - x * sq - rx * ssq;
+		if (limit)
+			ga += -k * p * sw + ss;
+		else
+		{
+			ga += a * sw * da + ss;
+			if (k > 0)
+				gb += b * sw * db - ss * b / (b + (k - 1.0));
+		}
 	}
 	grad[0] = -gr / d->wsum;
 	grad[1] = -gal / d->wsum;
 	grad[2] = -ga / d->wsum;
-	grad[3] = -gb / d->wsum;
+	if (!limit)
+		grad[3] = -gb / d->wsum;
 	return -ll / d->wsum;
+}
+
+/* The four objectives BtydFinishDropoutFit minimises */
+static double
+BgnbdObjective(const double *theta, double *grad, void *arg)
+{
+	return BtydDropoutObjective(theta, grad, (const BgnbdData *) arg, 0, false);
+}
+
+static double
+BgnbdLimitObjective(const double *theta, double *grad, void *arg)
+{
+	return BtydDropoutObjective(theta, grad, (const BgnbdData *) arg, 0, true);
+}
+
+static double
+MbgnbdObjective(const double *theta, double *grad, void *arg)
+{
+	return BtydDropoutObjective(theta, grad, (const BgnbdData *) arg, 1, false);
+}
+
+static double
+MbgnbdLimitObjective(const double *theta, double *grad, void *arg)
+{
+	return BtydDropoutObjective(theta, grad, (const BgnbdData *) arg, 1, true);
+}
+
+/*
+ * The final function of bgnbd_fit (shift 0) and mbgnbd_fit (shift 1):
+ * compress the rows, maximise the likelihood over (r, alpha, a, b), and
+ * return parameters, log-likelihood and diagnostics.
+ *
+ * A maximum on the boundary a, b -> infinity (both beyond
+ * BTYD_BOUNDARY_AB, not an interior maximum): dropout without
+ * heterogeneity, which is a model (the limit above), not a failure.  Its
+ * three parameters (r, alpha, p) are then fitted; when that maximum is an
+ * interior one and at least as good, the fit is converged and reports the
+ * limit as min(a, b) = S = BTYD_LIMIT_SCALE exactly and the other S times
+ * the odds, so a/(a+b) = p, at which the per-customer functions equal the
+ * limit's to about x/S.  loglik is the limit's.
+ */
+Datum
+BtydFinishDropoutFit(FunctionCallInfo fcinfo, BtydState *st, int shift)
+{
+	BtydObjective objective = shift ? MbgnbdObjective : BgnbdObjective;
+	BtydObjective limitobj = shift ? MbgnbdLimitObjective : BgnbdLimitObjective;
+	MemoryContext fitcxt,
+				oldcxt;
+	BgnbdData	d;
+	double		start[4],
+			   *startp;
+	double		theta[4] = {0.0, 0.0, 0.0, 0.0};
+	double		vals[5];
+	double		fmin;
+	bool		converged;
+	int			iterations;
+
+	fitcxt = AllocSetContextCreate(CurrentMemoryContext, "btyd dropout fit",
+								   ALLOCSET_DEFAULT_SIZES);
+	startp = BtydSubsampleStart(st, objective, fitcxt, start);
+	oldcxt = MemoryContextSwitchTo(fitcxt);
+	BgnbdCompress(st, &d);
+
+	for (int i = 0; startp != NULL && i < 4; i++)
+		theta[i] = startp[i];
+	BtydMinimize(4, objective, &d, theta, &fmin, &converged, &iterations);
+	if (converged)
+		converged = BtydWellDetermined(4, objective, &d, theta, d.wsum);
+	for (int i = 0; i < 4; i++)
+		vals[i] = exp(theta[i]);
+	vals[4] = -fmin * d.wsum;
+
+	if (!converged && isfinite(fmin) &&
+		theta[2] > log(BTYD_BOUNDARY_AB) && theta[3] > log(BTYD_BOUNDARY_AB))
+	{
+		/* from the boundary point: logit p = log(a/b) */
+		double		lt[3] = {theta[0], theta[1], theta[2] - theta[3]};
+		double		lfmin;
+		bool		lconv;
+		int			lit;
+
+		BtydMinimize(3, limitobj, &d, lt, &lfmin, &lconv, &lit);
+		if (lconv)
+			lconv = BtydWellDetermined(3, limitobj, &d, lt, d.wsum);
+		if (lconv && lfmin <= fmin + 1e-12 * fabs(fmin))
+		{
+			double		p,
+						q;
+
+			(void) BtydSoftplus(lt[2], &p);
+			(void) BtydSoftplus(-lt[2], &q);	/* 1 - p without cancellation */
+			vals[0] = exp(lt[0]);
+			vals[1] = exp(lt[1]);
+			/* the smaller of a, b exactly S, the other S times the odds */
+			vals[2] = p <= q ? BTYD_LIMIT_SCALE : BTYD_LIMIT_SCALE * (p / q);
+			vals[3] = p <= q ? BTYD_LIMIT_SCALE * (q / p) : BTYD_LIMIT_SCALE;
+			vals[4] = -lfmin * d.wsum;
+			converged = true;
+		}
+		iterations += lit;
+	}
+	MemoryContextSwitchTo(oldcxt);
+	MemoryContextDelete(fitcxt);
+
+	return BtydFitResult(fcinfo, vals, 5, converged, iterations);
 }
 
 /* Append one row to the aggregate state, growing it geometrically */
@@ -1114,22 +1257,10 @@ Datum
 bgnbd_fit_final(PG_FUNCTION_ARGS)
 {
 	BtydState  *st = PG_ARGISNULL(0) ? NULL : (BtydState *) PG_GETARG_POINTER(0);
-	MemoryContext fitcxt,
-				oldcxt;
-	BgnbdData	d;
-	double		start[4],
-			   *startp;
 
 	if (st == NULL || st->n == 0)
 		PG_RETURN_NULL();
-
-	fitcxt = AllocSetContextCreate(CurrentMemoryContext, "bgnbd_fit",
-								   ALLOCSET_DEFAULT_SIZES);
-	startp = BtydSubsampleStart(st, BgnbdObjective, fitcxt, start);
-	oldcxt = MemoryContextSwitchTo(fitcxt);
-	BgnbdCompress(st, &d);
-	MemoryContextSwitchTo(oldcxt);
-	return BtydFinishFitFrom(fcinfo, 4, BgnbdObjective, &d, d.wsum, fitcxt, startp);
+	return BtydFinishDropoutFit(fcinfo, st, 0);
 }
 
 /* loyalty.bgnbd_loglik(x, t_x, t, r, alpha, a, b) */

@@ -93,6 +93,7 @@ extern Datum BtydFinishFit(FunctionCallInfo fcinfo, int np, BtydObjective object
 extern Datum BtydFinishFitFrom(FunctionCallInfo fcinfo, int np, BtydObjective objective,
 							   void *data, double wsum, MemoryContext fitcxt,
 							   const double *start);
+extern Datum BtydFinishDropoutFit(FunctionCallInfo fcinfo, BtydState *st, int shift);
 extern void BtydMinimize(int n, BtydObjective fn, void *arg, double *theta,
 						 double *fmin, bool *converged, int *iterations);
 

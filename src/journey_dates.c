@@ -24,6 +24,14 @@
  *   one-time buyers), so they are judged by the heuristic below, as
  *   loyalty._p_alive() does.
  *
+ *   MBG/NBD [BDF07, eq. 6], every x >= 0 (t_x = 0 for one purchase day):
+ *     P(alive) = 1 / (1 + a/(b+x) * ((alpha+T)/(alpha+t_x))^(r+x)) < theta
+ *     <=>  T > T* = (alpha+t_x) * ((1/theta - 1)(b+x)/a)^(1/(r+x)) - alpha
+ *   (loyalty._lapse_at_mbgnbd), the same first day T = floor(T*) + 1, and
+ *   from the last purchase day itself when T* < t_x (MBG/NBD's P(alive)
+ *   starts below 1: a customer may drop out at the purchase).  Its boundary
+ *   limit, reported with huge a and b (btyd.c), is the same formula.
+ *
  *   Heuristic: exp(-d/gap) < theta  <=>  d > -ln(theta) * gap, with
  *   gap = (t_x + G) / (x + 1): the customer's own gaps shrunk towards the
  *   shop's mean gap G by one pseudo-gap (G alone for one-time buyers), so
@@ -36,6 +44,9 @@
  *
  *   [FHL05] Fader, Hardie & Lee (2005), "Counting Your Customers the Easy
  *           Way", Marketing Science 24(2), 275-284.
+ *   [BDF07] Batislam, Denizel & Filiztekin (2007), "Empirical validation
+ *           and comparison of models for customer base analysis",
+ *           International Journal of Research in Marketing 24(3), 201-209.
  */
 #include "postgres.h"
 
@@ -129,6 +140,60 @@ lapse_at(PG_FUNCTION_ARGS)
 	}
 
 	at = day * USECS_PER_DAY;
+	PG_RETURN_TIMESTAMPTZ(Max(at, last));
+}
+
+/*
+ * loyalty._lapse_at_mbgnbd(purchase_days, first_order_at, last_order_at,
+ *                          below, r, alpha, a, b): the MBG/NBD closed form
+ * above; NULL when an argument is NULL.
+ */
+PG_FUNCTION_INFO_V1(lapse_at_mbgnbd);
+Datum
+lapse_at_mbgnbd(PG_FUNCTION_ARGS)
+{
+	int32		pd;
+	TimestampTz first;
+	TimestampTz last;
+	double		below,
+				r,
+				alpha,
+				a,
+				b,
+				x,
+				tstar;
+	int64		first_day;
+	int64		tx;
+	int64		t;
+	TimestampTz at;
+
+	for (int i = 0; i < 8; i++)
+		if (PG_ARGISNULL(i))
+			PG_RETURN_NULL();
+	pd = PG_GETARG_INT32(0);
+	first = PG_GETARG_TIMESTAMPTZ(1);
+	last = PG_GETARG_TIMESTAMPTZ(2);
+	below = PG_GETARG_FLOAT8(3);
+	r = PG_GETARG_FLOAT8(4);
+	alpha = PG_GETARG_FLOAT8(5);
+	a = PG_GETARG_FLOAT8(6);
+	b = PG_GETARG_FLOAT8(7);
+	if (!(below > 0.0 && below < 1.0))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("the P(alive) threshold must be above 0 and below 1, got %g", below),
+				 errhint("It is a win-back campaign's p_alive_below.")));
+	if (pd < 1 || TIMESTAMP_NOT_FINITE(first) || TIMESTAMP_NOT_FINITE(last) || last < first)
+		PG_RETURN_NULL();
+	if (!(r > 0.0 && alpha > 0.0 && a > 0.0 && b > 0.0))
+		PG_RETURN_NULL();
+
+	first_day = LoyaltyUtcDay(first);
+	tx = LoyaltyUtcDay(last) - first_day;
+	x = pd - 1;
+	tstar = (alpha + (double) tx) * pow((1.0 / below - 1.0) * (b + x) / a, 1.0 / (r + x)) - alpha;
+	t = (int64) LapseClampDays(tstar) + 1;
+	at = (first_day + Max(t, tx)) * USECS_PER_DAY;
 	PG_RETURN_TIMESTAMPTZ(Max(at, last));
 }
 

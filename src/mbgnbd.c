@@ -113,111 +113,20 @@ MbgnbdExpected(double t, int32 x, double tx, double T,
 }
 
 /*
- * Mean negative MBG/NBD log-likelihood over the compressed cells and its
- * gradient in theta = log(r, alpha, a, b).  With s = 1/(1+e^-d) and
- * qv = alpha/(alpha+v):
- *   r dl/dr     = r [psi(r+x) - psi(r) - log1p(T/alpha) + s (log1p(T/alpha) - log1p(t_x/alpha))]
- *   alpha dl/da = r (1 - qT) - x qT - s (r+x) (qtx - qT)
- *   a dl/da     = a [psi(a+b) - psi(a+b+x+1)] + s
- *   b dl/db     = b [psi(b+x+1) - psi(b) - psi(a+b+x+1) + psi(a+b)] - s b/(b+x)
- * BgnbdCompress has set t_x = 0 for x = 0.
- */
-static double
-MbgnbdObjective(const double *theta, double *grad, void *arg)
-{
-	BgnbdData  *d = (BgnbdData *) arg;
-	double		r = exp(theta[0]),
-				alpha = exp(theta[1]),
-				a = exp(theta[2]),
-				b = exp(theta[3]),
-				lalpha = log(alpha),
-				loga = log(a);
-	double		ll = 0.0,
-				gr = 0.0,
-				gal = 0.0,
-				ga = 0.0,
-				gb = 0.0;
-
-	for (int64 i = 0; i < d->ntv; i++)
-	{
-		d->l1[i] = BtydLog1pRatio(d->tv[i], alpha);
-		d->qv[i] = alpha / (alpha + d->tv[i]);
-	}
-
-	for (int64 gi = 0; gi < d->ngroups; gi++)
-	{
-		const BtydGroup *g = &d->groups[gi];
-		int32		x = g->x;
-		double		cconst = BtydLogPoch(r, x) + BtydLogPoch(b, x + 1.0)
-			- BtydLogPoch(a + b, x + 1.0);
-		double		dr = BtydDigammaDiff(r, x);
-		double		da = -BtydDigammaDiff(a + b, x + 1.0);
-		double		db = BtydDigammaDiff(b, x + 1.0) - BtydDigammaDiff(a + b, x + 1.0);
-		double		dconst = loga - log(b + x);
-		double		rx = r + x;
-		double		sw = 0.0,	/* sum of weights */
-					sl1 = 0.0,	/* sum w log1p(T/alpha) */
-					sq = 0.0,	/* sum w qT */
-					ssp = 0.0,	/* sum w softplus(d) */
-					ss = 0.0,	/* sum w s */
-					ssl = 0.0,	/* sum w s (l1T - l1tx) */
-					ssq = 0.0;	/* sum w s (qtx - qT) */
-
-		for (int64 i = g->start; i < g->end; i++)
-		{
-			const BgnbdCell *c = &d->cells[i];
-			double		l1T = d->l1[c->iT];
-			double		dl = l1T - d->l1[c->itx];
-			double		dd = dconst + rx * dl;
-			double		s;
-			double		sp = BtydSoftplus(dd, &s);
-
-			sw += c->w;
-			sl1 += c->w * l1T;
-			sq += c->w * d->qv[c->iT];
-			ssp += c->w * sp;
-			ss += c->w * s;
-			ssl += c->w * s * dl;
-			ssq += c->w * s * (d->qv[c->itx] - d->qv[c->iT]);
-		}
-		ll += sw * (cconst - x * lalpha) - rx * sl1 + ssp;
-		gr += r * (sw * dr - sl1 + ssl);
-		gal += r * (sw - sq) - x * sq - rx * ssq;
-		ga += a * sw * da + ss;
-		gb += b * sw * db - ss * b / (b + x);
-	}
-	grad[0] = -gr / d->wsum;
-	grad[1] = -gal / d->wsum;
-	grad[2] = -ga / d->wsum;
-	grad[3] = -gb / d->wsum;
-	return -ll / d->wsum;
-}
-
-/*
- * mbgnbd_fit final: compress, maximise the likelihood, return the row.
- * The transition function is bgnbd_fit_trans (same rows, same checks).
+ * mbgnbd_fit final.  The transition function is bgnbd_fit_trans (same rows,
+ * same checks); the likelihood, its gradient and the boundary a, b ->
+ * infinity are BG/NBD's with one more dropout coin flip
+ * (BtydFinishDropoutFit, btyd.c, shift 1).
  */
 PG_FUNCTION_INFO_V1(mbgnbd_fit_final);
 Datum
 mbgnbd_fit_final(PG_FUNCTION_ARGS)
 {
 	BtydState  *st = PG_ARGISNULL(0) ? NULL : (BtydState *) PG_GETARG_POINTER(0);
-	MemoryContext fitcxt,
-				oldcxt;
-	BgnbdData	d;
-	double		start[4],
-			   *startp;
 
 	if (st == NULL || st->n == 0)
 		PG_RETURN_NULL();
-
-	fitcxt = AllocSetContextCreate(CurrentMemoryContext, "mbgnbd_fit",
-								   ALLOCSET_DEFAULT_SIZES);
-	startp = BtydSubsampleStart(st, MbgnbdObjective, fitcxt, start);
-	oldcxt = MemoryContextSwitchTo(fitcxt);
-	BgnbdCompress(st, &d);
-	MemoryContextSwitchTo(oldcxt);
-	return BtydFinishFitFrom(fcinfo, 4, MbgnbdObjective, &d, d.wsum, fitcxt, startp);
+	return BtydFinishDropoutFit(fcinfo, st, 1);
 }
 
 /* loyalty.mbgnbd_loglik(x, t_x, t, r, alpha, a, b) */

@@ -316,9 +316,19 @@ BEGIN
         CONTINUE WHEN m IN ('bgnbd', 'heuristic') OR NOT loyalty._model_available(m);
         EXECUTE format('SELECT (loyalty.%s_fit(x, t_x, t)).* FROM loyalty.model_inputs', m) INTO f;
         mst := CASE WHEN (to_jsonb(f)->>'converged')::boolean THEN 'fitted' ELSE 'not_converged' END;
+        -- MBG/NBD on its boundary a, b -> infinity: mbgnbd_fit fits that limit
+        -- and reports it with min(a, b) = 1e12, a/(a+b) = p (src/btyd.c)
+        lim := m = 'mbgnbd' AND mst = 'fitted' AND least((to_jsonb(f)->>'a')::float8, (to_jsonb(f)->>'b')::float8) >= 1e6;
         INSERT INTO loyalty.model_fits (model, status, as_of, customers, params, loglik, iterations, note)
-        VALUES (m, mst, now(), n, to_jsonb(f) - 'loglik' - 'converged' - 'iterations', f.loglik, f.iterations,
-                CASE WHEN mst = 'not_converged' THEN 'optimiser did not converge' END);
+        VALUES (m, mst, now(), n,
+                to_jsonb(f) - 'loglik' - 'converged' - 'iterations'
+                || CASE WHEN lim THEN jsonb_build_object('limit', true, 'p', (to_jsonb(f)->>'a')::float8
+                                                           / ((to_jsonb(f)->>'a')::float8 + (to_jsonb(f)->>'b')::float8))
+                        ELSE '{}' END,
+                f.loglik, f.iterations,
+                CASE WHEN lim THEN format('maximum on the boundary a, b -> infinity: every customer drops out with probability %s at each purchase, the first included (MBG/NBD without heterogeneity in dropout); fitted and scored as that limit',
+                                          round(((to_jsonb(f)->>'a')::float8 / ((to_jsonb(f)->>'a')::float8 + (to_jsonb(f)->>'b')::float8))::numeric, 4))
+                     WHEN mst = 'not_converged' THEN 'optimiser did not converge' END);
     END LOOP;
     PERFORM loyalty._choose_model(false);
     PERFORM loyalty._journeys_refitted();   -- win-back lapse days moved (71_journeys_due.sql)
@@ -581,7 +591,9 @@ BEGIN
             EXECUTE format('SELECT (loyalty.%s_fit(c.x, c.t_x, c.t)).* FROM unnest($1, $2, $3) c(x, t_x, t)', m)
                INTO f USING cx, ctx, ct;
             fj := to_jsonb(f);
-            IF m = 'bgnbd' AND least(f.a, f.b) >= 1e6 AND f.loglik > '-Infinity' THEN
+            -- (through fj: f has no field a when m is pareto_nbd, and PL/pgSQL
+            -- resolves every field of the condition, whatever m is)
+            IF m = 'bgnbd' AND least((fj->>'a')::float8, (fj->>'b')::float8) >= 1e6 AND (fj->>'loglik')::float8 > '-Infinity' THEN
                 nm := 'bgnbd_limit';
             ELSE
                 ok := (fj->>'converged')::boolean;

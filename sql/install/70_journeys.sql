@@ -573,27 +573,40 @@ CREATE FUNCTION loyalty._journey_context(as_of timestamptz)
 RETURNS TABLE (customer_id text, name text, email text, phone text, birthday date, time_zone text,
                orders integer, first_order_at timestamptz, last_order_at timestamptz, days_since_last_order integer,
                net_spend numeric, avg_spend numeric, r_score smallint, f_score smallint, m_score smallint, segment text,
-               points bigint, tier text)
+               points bigint, tier text, points_pending bigint)
 LANGUAGE sql STABLE
 BEGIN ATOMIC
     SELECT s.customer_id, p.name, p.email, p.phone, p.birthday, p.time_zone,
            s.orders, s.first_order_at, s.last_order_at,
-           (date_part('epoch', as_of - s.last_order_at) / 86400)::integer,
+           loyalty._utc_days(s.last_order_at, as_of),
            s.net_spend, s.avg_spend, r.r_score, r.f_score, r.m_score, r.segment,
-           coalesce(a.balance, 0), t.tier
+           (coalesce(pl.available, 0) - coalesce(a.debt, 0))::bigint, t.tier, coalesce(pl.pending, 0)::bigint
       FROM loyalty.customer_state s
       LEFT JOIN loyalty.profiles p ON p.customer_id = s.customer_id
       LEFT JOIN loyalty.customer_rfm r ON r.customer_id = s.customer_id
       LEFT JOIN loyalty.accounts a ON a.customer_id = s.customer_id
-      LEFT JOIN loyalty.customer_tiers t ON t.customer_id = s.customer_id;
+      LEFT JOIN loyalty.customer_tiers t ON t.customer_id = s.customer_id
+      -- points as loyalty.balance() counts them, as of as_of: available
+      -- (spendable, less debt) and pending (return window) apart, as in
+      -- the payloads (issue 12: 495 points shown of which 175 usable).
+      -- Grouped, not LATERAL: the planner drops the join when the
+      -- condition does not use points.
+      LEFT JOIN (SELECT l.customer_id,
+                        sum(l.remaining) FILTER (WHERE l.available_at <= as_of) AS available,
+                        sum(l.remaining) FILTER (WHERE l.available_at > as_of) AS pending
+                   FROM loyalty.point_lots l
+                  WHERE l.expires_at IS NULL OR l.expires_at > as_of
+                  GROUP BY l.customer_id) pl ON pl.customer_id = s.customer_id;
 END;
 
 -- Custom conditions run as loyalty_condition (src/condition.c): it reads the
 -- context and nothing else. The check when a campaign is saved: the
 -- condition's allowlist (22023), then planned against the context as that role.
 GRANT EXECUTE ON FUNCTION loyalty._journey_context(timestamptz) TO loyalty_condition;
+GRANT EXECUTE ON FUNCTION loyalty._utc_days(timestamptz, timestamptz) TO loyalty_condition;
 GRANT SELECT ON loyalty.customer_state, loyalty.profiles, loyalty.customer_rfm, loyalty.accounts, loyalty.customer_tiers
    TO loyalty_condition;
+GRANT SELECT ON loyalty.point_lots TO loyalty_condition;
 CREATE FUNCTION loyalty._check_condition(condition text)
 RETURNS void
 LANGUAGE c STRICT
@@ -605,7 +618,7 @@ CREATE FUNCTION loyalty.journey_context_at(as_of timestamptz)
 RETURNS TABLE (customer_id text, name text, email text, phone text, birthday date, time_zone text,
                orders integer, first_order_at timestamptz, last_order_at timestamptz, days_since_last_order integer,
                net_spend numeric, avg_spend numeric, r_score smallint, f_score smallint, m_score smallint, segment text,
-               points bigint, tier text)
+               points bigint, tier text, points_pending bigint)
 LANGUAGE sql STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -626,15 +639,16 @@ COMMENT ON COLUMN loyalty.journey_context.time_zone IS 'the customer''s IANA tim
 COMMENT ON COLUMN loyalty.journey_context.orders IS 'counted orders (status in the counted set, not fully refunded)';
 COMMENT ON COLUMN loyalty.journey_context.first_order_at IS 'time of the first counted order';
 COMMENT ON COLUMN loyalty.journey_context.last_order_at IS 'time of the last counted order';
-COMMENT ON COLUMN loyalty.journey_context.days_since_last_order IS '24-hour periods from the last counted order to now, rounded';
+COMMENT ON COLUMN loyalty.journey_context.days_since_last_order IS 'whole UTC days from the last counted order to now (loyalty._utc_days)';
 COMMENT ON COLUMN loyalty.journey_context.net_spend IS 'spend on counted orders less refunds';
 COMMENT ON COLUMN loyalty.journey_context.avg_spend IS 'net spend per counted order';
 COMMENT ON COLUMN loyalty.journey_context.r_score IS 'RFM recency score, 1 (longest ago) to bins (most recent)';
 COMMENT ON COLUMN loyalty.journey_context.f_score IS 'RFM frequency score, 1 (fewest orders) to bins';
 COMMENT ON COLUMN loyalty.journey_context.m_score IS 'RFM monetary score, 1 (lowest spend) to bins';
 COMMENT ON COLUMN loyalty.journey_context.segment IS 'named RFM segment (loyalty.segment_rules)';
-COMMENT ON COLUMN loyalty.journey_context.points IS 'the customer''s point balance (0: no account)';
 COMMENT ON COLUMN loyalty.journey_context.tier IS 'the customer''s tier (NULL: none)';
+COMMENT ON COLUMN loyalty.journey_context.points IS 'points the customer can spend now (available, less any debt; as loyalty.balance().available)';
+COMMENT ON COLUMN loyalty.journey_context.points_pending IS 'points earned but not yet available (return window, future available_at)';
 
 -- Fill a kind's parameter defaults and check them; raises on anything wrong.
 CREATE FUNCTION loyalty._campaign_params(p_kind text, p_params jsonb, p_condition text)

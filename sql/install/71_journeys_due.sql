@@ -95,6 +95,14 @@ RETURNS timestamptz
 LANGUAGE c IMMUTABLE PARALLEL SAFE
 AS 'MODULE_PATHNAME', 'lapse_at';
 
+-- MBG/NBD's lapse day in closed form (Batislam, Denizel & Filiztekin 2007,
+-- eq. 6; src/journey_dates.c), one-time buyers included.
+CREATE FUNCTION loyalty._lapse_at_mbgnbd(p_purchase_days integer, p_first timestamptz, p_last timestamptz, p_below float8,
+                                         r float8, alpha float8, a float8, b float8)
+RETURNS timestamptz
+LANGUAGE c IMMUTABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'lapse_at_mbgnbd';
+
 -- The first UTC midnight at which P(alive) under a model without a closed
 -- form for its lapse day is below p_below: bisection over whole days since
 -- the first purchase day (P(alive) only falls while the customer does not
@@ -143,7 +151,9 @@ $$;
 
 -- The lapse day under the shop's model: the closed forms of _lapse_at for
 -- BG/NBD, its boundary limit (the large a, b give p/(1-p) to 1e-9) and the
--- heuristic (one-time buyers under BG/NBD too), else the search above.
+-- heuristic (one-time buyers under BG/NBD too), of _lapse_at_mbgnbd for
+-- MBG/NBD (and its limit), else the search above (Pareto/NBD; cached per
+-- customer by loyalty._lapse_day_cached, 74_lapse_cache.sql).
 CREATE FUNCTION loyalty._lapse_day(p_model text, p_purchase_days integer, p_first timestamptz, p_last timestamptz,
                                    p_below float8, r float8, alpha float8, a float8, b float8, p_shop_gap float8)
 RETURNS timestamptz
@@ -152,6 +162,7 @@ RETURN CASE loyalty._p_alive_model(p_model, p_purchase_days - 1)
             WHEN 'bgnbd' THEN loyalty._lapse_at(p_purchase_days, p_first, p_last, p_below, r, alpha, a, b, p_shop_gap)
             WHEN 'bgnbd_limit' THEN loyalty._lapse_at(p_purchase_days, p_first, p_last, p_below, r, alpha, a, b, p_shop_gap)
             WHEN 'heuristic' THEN loyalty._lapse_at(p_purchase_days, p_first, p_last, p_below, NULL, NULL, NULL, NULL, p_shop_gap)
+            WHEN 'mbgnbd' THEN loyalty._lapse_at_mbgnbd(p_purchase_days, p_first, p_last, p_below, r, alpha, a, b)
             ELSE loyalty._lapse_search(p_model, p_purchase_days, p_first, p_last, p_below, r, alpha, a, b, p_shop_gap) END;
 
 -- When a win-back occasion is dated: when the lapse began (p_lapsed_at: the
@@ -195,6 +206,7 @@ BEGIN
     -- as enqueue_due: no run may search with the old fit after this reads its
     -- last as_of and before the new fit commits (held until then)
     PERFORM pg_advisory_xact_lock(74200, 5);
+    PERFORM loyalty._lapse_cache_fill(now());   -- the new fit's searched lapse days (74_lapse_cache.sql)
     SELECT * INTO f FROM loyalty.current_model;
     FOR c IN
         SELECT r.last_as_of, cp.valid_for, (cp.params->>'p_alive_below')::float8 AS below,
@@ -208,8 +220,9 @@ BEGIN
         SELECT s.customer_id
           FROM loyalty.customer_state s
          WHERE s.last_order_at >= c.last_as_of - c.max_quiet AND s.last_order_at <= c.last_as_of
-           AND loyalty._win_back_at(loyalty._lapse_day(f.model, s.purchase_days, s.first_order_at, s.last_order_at, c.below,
-                                                       f.r, f.alpha, f.a, f.b, f.shop_gap),
+           AND loyalty._win_back_at(loyalty._lapse_day_cached(s.customer_id, f.fit_id, f.model, s.purchase_days,
+                                                              s.first_order_at, s.last_order_at, c.below,
+                                                              f.r, f.alpha, f.a, f.b, f.shop_gap),
                                     s.last_order_at, c.min_days, c.lapse_from)
                BETWEEN c.last_as_of - c.valid_for AND c.last_as_of;
     END LOOP;
@@ -380,8 +393,9 @@ BEGIN
                          CROSS JOIN LATERAL (
                                -- either reason: least() of the two, a missing one ignored
                                SELECT least(CASE WHEN below IS NOT NULL
-                                                 THEN loyalty._lapse_day(f.model, s.purchase_days, s.first_order_at, s.last_order_at,
-                                                                         below, f.r, f.alpha, f.a, f.b, gap) END,
+                                                 THEN loyalty._lapse_day_cached(s.customer_id, f.fit_id, f.model, s.purchase_days,
+                                                                                s.first_order_at, s.last_order_at,
+                                                                                below, f.r, f.alpha, f.a, f.b, gap) END,
                                             CASE WHEN rf.segment = ANY (segs) THEN rf.scored_at END) AS lapsed_at) l
                          WHERE s.last_order_at >= p_as_of - make_interval(days => (c.params->>'max_days_since_last')::integer)
                            AND s.last_order_at <= p_as_of - make_interval(days => min_days)
@@ -825,6 +839,7 @@ BEGIN
     PERFORM pg_advisory_xact_lock(74200, 5);
     PERFORM loyalty._ops_hold_cancel(enqueue_due.as_of);   -- ops_hold (issue 14)
     PERFORM loyalty._ops_staff_alerts(enqueue_due.as_of);  -- service notices (issue 14)
+    PERFORM loyalty._lapse_cache_fill(enqueue_due.as_of);  -- searched lapse days, cached (74_lapse_cache.sql)
     -- the customers whose occasions may have changed since the last run (see
     -- loyalty._occasions); a run at an as_of before an earlier run's searches
     -- every window and leaves the log to the next run

@@ -301,7 +301,9 @@ SELECT k.customer_id, p.name, p.email, p.phone, p.birthday, p.time_zone,
                    FROM loyalty.consents c WHERE c.customer_id = k.customer_id), '{}') AS consents,
        s.orders, s.first_order_at, s.last_order_at, s.net_spend, s.avg_spend,
        r.r_score, r.f_score, r.m_score, r.segment,
-       coalesce(a.balance, 0) AS points, coalesce(a.debt, 0) AS points_debt, t.tier,
+       -- available (spendable, less debt) and pending apart, as loyalty.balances
+       (coalesce(pt.available, 0) - coalesce(a.debt, 0))::bigint AS points, coalesce(pt.pending, 0)::bigint AS points_pending,
+       coalesce(a.debt, 0) AS points_debt, t.tier,
        coalesce((SELECT jsonb_agg(m ORDER BY m.message_id DESC)
                    FROM (SELECT o.message_id, cp.name AS campaign, o.channel, o.status, o.created_at, o.sent_at
                            FROM loyalty.outbox o LEFT JOIN loyalty.campaigns cp ON cp.campaign_id = o.campaign_id
@@ -312,7 +314,11 @@ SELECT k.customer_id, p.name, p.email, p.phone, p.birthday, p.time_zone,
   LEFT JOIN loyalty.customer_state s ON s.customer_id = k.customer_id
   LEFT JOIN loyalty.customer_rfm r ON r.customer_id = k.customer_id
   LEFT JOIN loyalty.accounts a ON a.customer_id = k.customer_id
-  LEFT JOIN loyalty.customer_tiers t ON t.customer_id = k.customer_id;
+  LEFT JOIN loyalty.customer_tiers t ON t.customer_id = k.customer_id
+  LEFT JOIN LATERAL (SELECT sum(l.remaining) FILTER (WHERE l.available_at <= now()) AS available,
+                            sum(l.remaining) FILTER (WHERE l.available_at > now()) AS pending
+                       FROM loyalty.point_lots l
+                      WHERE l.customer_id = k.customer_id AND (l.expires_at IS NULL OR l.expires_at > now())) pt ON true;
 COMMENT ON VIEW loyalty.customer_360 IS
 'For staff (loyalty_support): a customer''s profile and contact data, consents, order state, RFM scores, points, tier and last 10 messages';
 COMMENT ON COLUMN loyalty.customer_360.customer_id IS 'the shop''s customer key, as text (customers with a profile or orders)';
@@ -330,9 +336,10 @@ COMMENT ON COLUMN loyalty.customer_360.r_score IS 'RFM recency score, 1 (longest
 COMMENT ON COLUMN loyalty.customer_360.f_score IS 'RFM frequency score, 1 (fewest orders) to bins';
 COMMENT ON COLUMN loyalty.customer_360.m_score IS 'RFM monetary score, 1 (lowest spend) to bins';
 COMMENT ON COLUMN loyalty.customer_360.segment IS 'named RFM segment (loyalty.segment_rules)';
-COMMENT ON COLUMN loyalty.customer_360.points IS 'the customer''s point balance (0: no account)';
 COMMENT ON COLUMN loyalty.customer_360.points_debt IS 'points the customer owes after refunds of orders whose points were spent';
 COMMENT ON COLUMN loyalty.customer_360.tier IS 'the customer''s tier (NULL: none)';
+COMMENT ON COLUMN loyalty.customer_360.points IS 'points the customer can spend now (less debt), as loyalty.balances.available';
+COMMENT ON COLUMN loyalty.customer_360.points_pending IS 'points earned but not yet available (return window)';
 COMMENT ON COLUMN loyalty.customer_360.consents IS 'current consent per channel: {channel: {granted, source, changed_at}}';
 COMMENT ON COLUMN loyalty.customer_360.recent_messages IS 'the last 10 messages (campaign, channel, status, created_at, sent_at), newest first';
 

@@ -83,7 +83,6 @@ DROP FUNCTION loyalty._p_alive(integer, timestamptz, timestamptz, timestamptz, f
 
 -- @function loyalty._lapse_search
 
--- @function loyalty._lapse_day
 
 -- @function loyalty._win_back_at
 

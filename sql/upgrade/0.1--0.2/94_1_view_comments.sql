@@ -69,15 +69,13 @@ COMMENT ON COLUMN loyalty.journey_context.birthday IS 'the customer''s birthday'
 COMMENT ON COLUMN loyalty.journey_context.time_zone IS 'the customer''s IANA time zone (NULL: journey_settings.default_time_zone)';
 COMMENT ON COLUMN loyalty.journey_context.orders IS 'counted orders (status in the counted set, not fully refunded)';
 COMMENT ON COLUMN loyalty.journey_context.first_order_at IS 'time of the first counted order';
-COMMENT ON COLUMN loyalty.journey_context.last_order_at IS 'time of the last counted order';
-COMMENT ON COLUMN loyalty.journey_context.days_since_last_order IS '24-hour periods from the last counted order to now, rounded';
+COMMENT ON COLUMN loyalty.journey_context.last_order_at IS 'time of the last counted order';COMMENT ON COLUMN loyalty.journey_context.days_since_last_order IS 'whole UTC days from the last counted order to now (loyalty._utc_days)';
 COMMENT ON COLUMN loyalty.journey_context.net_spend IS 'spend on counted orders less refunds';
 COMMENT ON COLUMN loyalty.journey_context.avg_spend IS 'net spend per counted order';
 COMMENT ON COLUMN loyalty.journey_context.r_score IS 'RFM recency score, 1 (longest ago) to bins (most recent)';
 COMMENT ON COLUMN loyalty.journey_context.f_score IS 'RFM frequency score, 1 (fewest orders) to bins';
 COMMENT ON COLUMN loyalty.journey_context.m_score IS 'RFM monetary score, 1 (lowest spend) to bins';
-COMMENT ON COLUMN loyalty.journey_context.segment IS 'named RFM segment (loyalty.segment_rules)';
-COMMENT ON COLUMN loyalty.journey_context.points IS 'the customer''s point balance (0: no account)';
+COMMENT ON COLUMN loyalty.journey_context.segment IS 'named RFM segment (loyalty.segment_rules)';COMMENT ON COLUMN loyalty.journey_context.points IS 'points the customer can spend now (available, less any debt; as loyalty.balance().available)';
 COMMENT ON COLUMN loyalty.journey_context.tier IS 'the customer''s tier (NULL: none)';
 
 -- sql/install/71_journeys_due.sql
@@ -172,8 +170,7 @@ COMMENT ON COLUMN loyalty.customer_360.avg_spend IS 'net spend per counted order
 COMMENT ON COLUMN loyalty.customer_360.r_score IS 'RFM recency score, 1 (longest ago) to bins (most recent)';
 COMMENT ON COLUMN loyalty.customer_360.f_score IS 'RFM frequency score, 1 (fewest orders) to bins';
 COMMENT ON COLUMN loyalty.customer_360.m_score IS 'RFM monetary score, 1 (lowest spend) to bins';
-COMMENT ON COLUMN loyalty.customer_360.segment IS 'named RFM segment (loyalty.segment_rules)';
-COMMENT ON COLUMN loyalty.customer_360.points IS 'the customer''s point balance (0: no account)';
+COMMENT ON COLUMN loyalty.customer_360.segment IS 'named RFM segment (loyalty.segment_rules)';COMMENT ON COLUMN loyalty.customer_360.points IS 'points the customer can spend now (less debt), as loyalty.balances.available';
 COMMENT ON COLUMN loyalty.customer_360.points_debt IS 'points the customer owes after refunds of orders whose points were spent';
 COMMENT ON COLUMN loyalty.customer_360.tier IS 'the customer''s tier (NULL: none)';
 COMMENT ON COLUMN loyalty.customer_360.consents IS 'current consent per channel: {channel: {granted, source, changed_at}}';

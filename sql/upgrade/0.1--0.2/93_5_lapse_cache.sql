@@ -1,0 +1,1 @@
+../../install/74_lapse_cache.sql
