@@ -260,21 +260,33 @@ CREATE TRIGGER holidays_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON 
 -- ---------------------------------------------------------------- service recovery
 
 -- When an issue of a kind lasts longer than after (open, or resolved later
--- than opened_at + after), the customer gets points through the ledger, once
--- per order and kind (the ledger's idempotency key), granted by the scan.
+-- than opened_at + after), the customer gets points through the ledger
+-- and/or a temporary tier (loyalty.tier_overrides), once per order and kind
+-- (the ledger's idempotency key, the overrides' unique key), granted by the
+-- scan.
 CREATE TABLE loyalty.recovery_rules (
     rule_id    serial PRIMARY KEY,
     kind       text NOT NULL CHECK (kind IN ('late_dispatch', 'late_delivery', 'stalled_parcel', 'delivery_failed',
                                              'slow_refund', 'payment_pending')),
     after      interval NOT NULL DEFAULT '0' CHECK (after >= '0'),
-    points     bigint NOT NULL CHECK (points > 0),
+    points     bigint CHECK (points > 0),
     reason     text NOT NULL DEFAULT 'goodwill' CHECK (btrim(reason) <> ''),
     active     boolean NOT NULL DEFAULT true,
-    created_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+    created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    tier       text REFERENCES loyalty.tiers ON UPDATE CASCADE,
+    tier_up    boolean NOT NULL DEFAULT false,
+    tier_for   interval CHECK (tier_for > '0'),
+    CONSTRAINT recovery_rules_grant_check CHECK (points IS NOT NULL OR tier IS NOT NULL OR tier_up),
+    CONSTRAINT recovery_rules_tier_check CHECK (NOT (tier IS NOT NULL AND tier_up)
+                                                AND ((tier IS NULL AND NOT tier_up) = (tier_for IS NULL)))
 );
 COMMENT ON TABLE loyalty.recovery_rules IS
-'Service recovery: goodwill points for an issue of a kind that lasts longer than after (granted by loyalty.scan_operations, once per order and kind)';
+'Service recovery: goodwill points and/or a temporary tier for an issue of a kind that lasts longer than after (granted by loyalty.scan_operations, once per order and kind)';
 COMMENT ON COLUMN loyalty.recovery_rules.after IS 'how long the issue must have lasted (0: every issue of the kind)';
+COMMENT ON COLUMN loyalty.recovery_rules.points IS 'goodwill points (NULL: none)';
+COMMENT ON COLUMN loyalty.recovery_rules.tier IS 'a tier given for tier_for (at least this tier; NULL: none, or tier_up)';
+COMMENT ON COLUMN loyalty.recovery_rules.tier_up IS 'give the tier above the customer''s tier at the time (the top tier stays) for tier_for';
+COMMENT ON COLUMN loyalty.recovery_rules.tier_for IS 'how long the tier is given, from opened_at + after (e.g. 90 days); set exactly when tier or tier_up is';
 
 CREATE TABLE loyalty.recovery_grants (
     rule_id      integer NOT NULL,
@@ -288,6 +300,26 @@ CREATE TABLE loyalty.recovery_grants (
     PRIMARY KEY (rule_id, order_ref, kind)
 );
 COMMENT ON TABLE loyalty.recovery_grants IS 'Goodwill points granted by loyalty.recovery_rules, with the ledger entry';
+
+-- What service recovery gave for an order's issue of a kind, for the
+-- notice's payload: {"recovery": {"points": n, "tier": t, "tier_until": end}},
+-- {} when nothing
+CREATE FUNCTION loyalty._issue_recovery(p_order_ref text, p_kind text)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE   -- not sql: the upgrade creates it before loyalty.tier_overrides
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN (SELECT CASE WHEN p.points IS NOT NULL OR t.tier IS NOT NULL
+                THEN jsonb_build_object('recovery', jsonb_build_object('points', p.points, 'tier', t.tier, 'tier_until', t.until))
+                ELSE '{}' END
+      FROM (SELECT sum(g.points) AS points FROM loyalty.recovery_grants g
+             WHERE g.order_ref = p_order_ref AND g.kind = p_kind) p
+      LEFT JOIN LATERAL (SELECT o.tier, least(o.ended_at, o.ends_at) AS until FROM loyalty.tier_overrides o
+                          WHERE o.order_ref = p_order_ref AND o.kind = p_kind AND o.rule_id IS NOT NULL
+                          ORDER BY o.override_id LIMIT 1) t ON true);
+END
+$$;
 
 -- ---------------------------------------------------------------- calendar
 
@@ -901,6 +933,7 @@ DECLARE
     n bigint;
     g record;
     touched bigint[];   -- issues this scan wrote
+    granted text[];     -- customers given a tier by a recovery rule
 BEGIN
     IF as_of IS NULL OR NOT isfinite(as_of) THEN
         RAISE EXCEPTION 'as_of must be a finite time'
@@ -1020,7 +1053,7 @@ BEGIN
                 SELECT * FROM loyalty.order_issues i WHERE i.issue_id = ANY (touched) AND mode <> 'recompute'
                 UNION ALL
                 SELECT * FROM loyalty.order_issues i WHERE mode = 'recompute') i
-          JOIN loyalty.recovery_rules r ON r.kind = i.kind AND r.active
+          JOIN loyalty.recovery_rules r ON r.kind = i.kind AND r.active AND r.points IS NOT NULL
          WHERE EXISTS (SELECT 1 FROM loyalty.recovery_rules r2 WHERE r2.active)
            AND i.opened_at + r.after <= as_of
            AND (i.resolved_at IS NULL OR i.resolved_at > i.opened_at + r.after)
@@ -1034,6 +1067,46 @@ BEGIN
                              format('recovery:%s:%s:%s', g.rule_id, g.kind, g.order_ref)))
         ON CONFLICT DO NOTHING;
     END LOOP;
+    -- the tier side: an override from the moment the rule applied (opened_at
+    -- + after) for tier_for; "one tier up" is the tier above the customer's
+    -- tier in force then (the top tier stays the top tier)
+    IF EXISTS (SELECT 1 FROM loyalty.recovery_rules r WHERE r.active AND (r.tier IS NOT NULL OR r.tier_up)) THEN
+    WITH g AS (
+        SELECT DISTINCT ON (r.rule_id, i.order_ref, i.kind)
+               r.rule_id, r.reason, r.tier_for, i.issue_id, i.order_ref, i.kind, i.customer_id, i.opened_at + r.after AS starts_at,
+               coalesce(r.tier,
+                        (SELECT t.tier FROM loyalty.tiers t
+                          WHERE t.min_spend > coalesce((SELECT ct.min_spend FROM loyalty.customer_tiers c
+                                                          JOIN loyalty.tiers ct ON ct.tier = c.tier
+                                                         WHERE c.customer_id = i.customer_id), -1)
+                          ORDER BY t.min_spend LIMIT 1),
+                        (SELECT t.tier FROM loyalty.tiers t ORDER BY t.min_spend DESC LIMIT 1)) AS tier
+          FROM (SELECT * FROM loyalty.order_issues i WHERE i.resolved_at IS NULL AND mode <> 'recompute'
+                UNION
+                SELECT * FROM loyalty.order_issues i WHERE i.issue_id = ANY (touched) AND mode <> 'recompute'
+                UNION ALL
+                SELECT * FROM loyalty.order_issues i WHERE mode = 'recompute') i
+          JOIN loyalty.recovery_rules r ON r.kind = i.kind AND r.active AND (r.tier IS NOT NULL OR r.tier_up)
+         WHERE EXISTS (SELECT 1 FROM loyalty.recovery_rules r2 WHERE r2.active AND (r2.tier IS NOT NULL OR r2.tier_up))
+           AND i.opened_at + r.after <= as_of
+           AND (i.resolved_at IS NULL OR i.resolved_at > i.opened_at + r.after)
+           AND NOT EXISTS (SELECT 1 FROM loyalty.tier_overrides x
+                            WHERE x.rule_id = r.rule_id AND x.order_ref = i.order_ref AND x.kind = i.kind)
+         ORDER BY r.rule_id, i.order_ref, i.kind
+    ), ins AS (
+        INSERT INTO loyalty.tier_overrides (customer_id, tier, starts_at, ends_at, reason, source, rule_id, order_ref, kind, issue_id)
+        SELECT g.customer_id, g.tier, g.starts_at, g.starts_at + g.tier_for,
+               format('%s (%s, order %s)', g.reason, g.kind, g.order_ref), 'recovery', g.rule_id, g.order_ref, g.kind, g.issue_id
+          FROM g WHERE g.tier IS NOT NULL
+         ORDER BY g.rule_id, g.order_ref, g.kind
+        ON CONFLICT DO NOTHING
+        RETURNING customer_id
+    )
+    SELECT array_agg(DISTINCT ins.customer_id ORDER BY ins.customer_id) INTO granted FROM ins;
+    IF granted IS NOT NULL THEN
+        PERFORM loyalty._recompute_tiers(granted, as_of);
+    END IF;
+    END IF;
 
     INSERT INTO loyalty.operations_runs AS r (id, last_as_of, last_run_at, recompute)
     VALUES (true, as_of, now(), false)
