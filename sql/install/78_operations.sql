@@ -202,8 +202,12 @@ CREATE TABLE loyalty.order_deadlines (
     detail    jsonb,
     PRIMARY KEY (order_ref, kind)
 );
-CREATE INDEX order_deadlines_due_idx ON loyalty.order_deadlines (due_at);
-CREATE INDEX order_deadlines_done_idx ON loyalty.order_deadlines (done_at);
+-- A scan looks up the deadlines that fell due, or whose stage completed,
+-- since the last one; only those not met can make or resolve an issue, so
+-- only those are indexed (most orders meet their deadlines: their rows stay
+-- out of both indexes, and so do their updates).
+CREATE INDEX order_deadlines_due_idx ON loyalty.order_deadlines (due_at) WHERE done_at IS NULL OR done_at > due_at;
+CREATE INDEX order_deadlines_done_idx ON loyalty.order_deadlines (done_at) WHERE done_at > due_at;
 COMMENT ON TABLE loyalty.order_deadlines IS
 'Per watched order and issue kind: when the SLA is breached (due_at) and when the stage completed (done_at); derived by loyalty.scan_operations()';
 
@@ -435,9 +439,10 @@ BEGIN
                        generate_series(0, b.hi - b.lo) i) w
          WHERE extract(isodow FROM w.d)::integer = ANY (st.working_days)
            AND NOT EXISTS (SELECT 1 FROM loyalty.business_holidays h WHERE h.day = w.d)
-    ), ends AS (
+    ), ends AS MATERIALIZED (
         -- the end (local midnight after it, so DST moves the UTC instant) of
         -- the days-th working day after the first working day on or after day
+        -- (once per pair, not per order)
         SELECT pairs.day, pairs.days, (e.d + 1)::timestamp AT TIME ZONE st.time_zone AS due
           FROM pairs
          CROSS JOIN LATERAL (SELECT min(cal.n) AS n FROM cal WHERE cal.d >= pairs.day) f
@@ -502,18 +507,22 @@ BEGIN
            jsonb_build_object('rule', 'refund_within', 'within', st.refund_within, 'from', s.return_received_at)
       FROM s JOIN biz b ON b.order_ref = s.order_ref AND b.kind = 'slow_refund'
      WHERE b.due IS NOT NULL
+    ), old AS MATERIALIZED (
+        -- the stored deadlines of the changed orders, read once
+        SELECT x.order_ref, x.kind, x.due_at, x.done_at, x.detail FROM loyalty.order_deadlines x
+         WHERE p_orders IS NOT NULL AND x.order_ref = ANY (p_orders)
     ), del AS (
         -- a deadline the facts no longer give
         DELETE FROM loyalty.order_deadlines d
-         WHERE p_orders IS NOT NULL AND d.order_ref = ANY (p_orders)
-           AND NOT EXISTS (SELECT 1 FROM new WHERE new.order_ref = d.order_ref AND new.kind = d.kind)
+         USING old
+         WHERE d.order_ref = old.order_ref AND d.kind = old.kind
+           AND NOT EXISTS (SELECT 1 FROM new WHERE new.order_ref = old.order_ref AND new.kind = old.kind)
         RETURNING 1
     ), ins AS (
         -- new and changed ones only: most of a changed order's deadlines stay
         INSERT INTO loyalty.order_deadlines AS d (order_ref, kind, due_at, done_at, detail)
         SELECT new.* FROM new
-          LEFT JOIN LATERAL (SELECT x.due_at, x.done_at, x.detail FROM loyalty.order_deadlines x
-                              WHERE p_orders IS NOT NULL AND x.order_ref = new.order_ref AND x.kind = new.kind LIMIT 1) x ON true
+          LEFT JOIN old x ON x.order_ref = new.order_ref AND x.kind = new.kind
          WHERE (x.due_at, x.done_at, x.detail) IS DISTINCT FROM (new.due_at, new.done_at, new.detail)
         ON CONFLICT (order_ref, kind) DO UPDATE
            SET due_at = excluded.due_at, done_at = excluded.done_at, detail = excluded.detail
@@ -974,19 +983,36 @@ BEGIN
     -- not change are left alone (an upsert would lock them). The two writes
     -- touch disjoint rows (breached or not).
     WITH c AS MATERIALIZED (
-        SELECT d.order_ref, d.kind, o.customer_id, d.due_at, d.detail || jsonb_build_object('deadline', d.due_at) AS detail,
+        SELECT d.order_ref, d.kind, o.customer_id, d.due_at, dd.detail || jsonb_build_object('deadline', d.due_at) AS detail,
                d.due_at <= as_of AND (d.done_at IS NULL OR d.done_at > d.due_at) AND o.counted AS breached,
                CASE WHEN mode = 'early' THEN coalesce(i.resolved_at, CASE WHEN d.done_at <= as_of THEN d.done_at END)
                     ELSE CASE WHEN d.done_at <= as_of THEN d.done_at END END AS resolved_at,
                i.issue_id, (i.customer_id, i.opened_at, i.detail, i.resolved_at) AS stored
-          FROM (SELECT * FROM loyalty.order_deadlines d WHERE mode <> 'regular' AND d.due_at <= as_of
+          FROM (SELECT u.* FROM (
+                -- keys and times only (deduplicating the details costs more)
+                SELECT d.order_ref, d.kind, d.due_at, d.done_at FROM loyalty.order_deadlines d
+                 WHERE mode <> 'regular' AND d.due_at <= as_of
                 UNION
-                SELECT * FROM loyalty.order_deadlines d WHERE mode = 'regular' AND d.due_at > run.last_as_of AND d.due_at <= as_of
+                SELECT d.order_ref, d.kind, d.due_at, d.done_at FROM loyalty.order_deadlines d
+                 WHERE mode = 'regular' AND d.due_at > run.last_as_of AND d.due_at <= as_of
+                   AND (d.done_at IS NULL OR d.done_at > d.due_at)
                 UNION
-                SELECT * FROM loyalty.order_deadlines d WHERE mode = 'regular' AND d.done_at > run.last_as_of AND d.done_at <= as_of
+                SELECT d.order_ref, d.kind, d.due_at, d.done_at FROM loyalty.order_deadlines d
+                 WHERE mode = 'regular' AND d.done_at > run.last_as_of AND d.done_at <= as_of
+                   AND d.done_at > d.due_at
                 UNION
-                SELECT * FROM loyalty.order_deadlines d WHERE mode = 'regular' AND d.order_ref = ANY (changed)) d
+                SELECT d.order_ref, d.kind, d.due_at, d.done_at FROM loyalty.order_deadlines d
+                 WHERE mode = 'regular' AND d.order_ref = ANY (changed)) u
+                -- only what can change an issue: a deadline that passed
+                -- before its stage completed, or one with an issue (most of
+                -- a changed order's deadlines are neither: no need to read
+                -- their order); a scalar subquery, one probe per row, never
+                -- a hash of every issue
+                WHERE (u.due_at <= as_of AND (u.done_at IS NULL OR u.done_at > u.due_at))
+                   OR (SELECT true FROM loyalty.order_issues x WHERE x.order_ref = u.order_ref AND x.kind = u.kind LIMIT 1)) d
          CROSS JOIN LATERAL (SELECT o.customer_id, o.counted FROM loyalty.orders o WHERE o.order_ref = d.order_ref LIMIT 1) o
+         CROSS JOIN LATERAL (SELECT x.detail FROM loyalty.order_deadlines x
+                              WHERE x.order_ref = d.order_ref AND x.kind = d.kind LIMIT 1) dd
           LEFT JOIN LATERAL (SELECT i.issue_id, i.customer_id, i.opened_at, i.detail, i.resolved_at FROM loyalty.order_issues i
                               WHERE i.order_ref = d.order_ref AND i.kind = d.kind LIMIT 1) i ON true
     ), up AS (
@@ -1046,66 +1072,66 @@ BEGIN
     -- service recovery: open issues and those this scan wrote, or all when
     -- recomputing; the ledger's key (rule, kind, order) makes a grant happen
     -- once whatever the issue's id
-    FOR g IN
-        SELECT r.rule_id, r.points, r.reason, i.issue_id, i.order_ref, i.kind, i.customer_id
-          FROM (SELECT * FROM loyalty.order_issues i WHERE i.resolved_at IS NULL AND mode <> 'recompute'
-                UNION
-                SELECT * FROM loyalty.order_issues i WHERE i.issue_id = ANY (touched) AND mode <> 'recompute'
-                UNION ALL
-                SELECT * FROM loyalty.order_issues i WHERE mode = 'recompute') i
-          JOIN loyalty.recovery_rules r ON r.kind = i.kind AND r.active AND r.points IS NOT NULL
-         WHERE EXISTS (SELECT 1 FROM loyalty.recovery_rules r2 WHERE r2.active)
-           AND i.opened_at + r.after <= as_of
-           AND (i.resolved_at IS NULL OR i.resolved_at > i.opened_at + r.after)
-           AND NOT EXISTS (SELECT 1 FROM loyalty.recovery_grants x
-                            WHERE x.rule_id = r.rule_id AND x.order_ref = i.order_ref AND x.kind = i.kind)
-         ORDER BY i.order_ref, i.kind, r.rule_id
-    LOOP
-        INSERT INTO loyalty.recovery_grants (rule_id, order_ref, kind, customer_id, issue_id, points, ledger_entry)
-        VALUES (g.rule_id, g.order_ref, g.kind, g.customer_id, g.issue_id, g.points,
-                loyalty.earn(g.customer_id, g.points, format('%s (%s, order %s)', g.reason, g.kind, g.order_ref),
-                             format('recovery:%s:%s:%s', g.rule_id, g.kind, g.order_ref)))
-        ON CONFLICT DO NOTHING;
-    END LOOP;
+    IF EXISTS (SELECT 1 FROM loyalty.recovery_rules r WHERE r.active AND r.points IS NOT NULL) THEN
+        FOR g IN
+            SELECT r.rule_id, r.points, r.reason, i.issue_id, i.order_ref, i.kind, i.customer_id
+              FROM (SELECT * FROM loyalty.order_issues i WHERE i.resolved_at IS NULL AND mode <> 'recompute'
+                    UNION
+                    SELECT * FROM loyalty.order_issues i WHERE i.issue_id = ANY (touched) AND mode <> 'recompute'
+                    UNION ALL
+                    SELECT * FROM loyalty.order_issues i WHERE mode = 'recompute') i
+              JOIN loyalty.recovery_rules r ON r.kind = i.kind AND r.active AND r.points IS NOT NULL
+             WHERE i.opened_at + r.after <= as_of
+               AND (i.resolved_at IS NULL OR i.resolved_at > i.opened_at + r.after)
+               AND NOT EXISTS (SELECT 1 FROM loyalty.recovery_grants x
+                                WHERE x.rule_id = r.rule_id AND x.order_ref = i.order_ref AND x.kind = i.kind)
+             ORDER BY i.order_ref, i.kind, r.rule_id
+        LOOP
+            INSERT INTO loyalty.recovery_grants (rule_id, order_ref, kind, customer_id, issue_id, points, ledger_entry)
+            VALUES (g.rule_id, g.order_ref, g.kind, g.customer_id, g.issue_id, g.points,
+                    loyalty.earn(g.customer_id, g.points, format('%s (%s, order %s)', g.reason, g.kind, g.order_ref),
+                                 format('recovery:%s:%s:%s', g.rule_id, g.kind, g.order_ref)))
+            ON CONFLICT DO NOTHING;
+        END LOOP;
+    END IF;
     -- the tier side: an override from the moment the rule applied (opened_at
     -- + after) for tier_for; "one tier up" is the tier above the customer's
     -- tier in force then (the top tier stays the top tier)
     IF EXISTS (SELECT 1 FROM loyalty.recovery_rules r WHERE r.active AND (r.tier IS NOT NULL OR r.tier_up)) THEN
-    WITH g AS (
-        SELECT DISTINCT ON (r.rule_id, i.order_ref, i.kind)
-               r.rule_id, r.reason, r.tier_for, i.issue_id, i.order_ref, i.kind, i.customer_id, i.opened_at + r.after AS starts_at,
-               coalesce(r.tier,
-                        (SELECT t.tier FROM loyalty.tiers t
-                          WHERE t.min_spend > coalesce((SELECT ct.min_spend FROM loyalty.customer_tiers c
-                                                          JOIN loyalty.tiers ct ON ct.tier = c.tier
-                                                         WHERE c.customer_id = i.customer_id), -1)
-                          ORDER BY t.min_spend LIMIT 1),
-                        (SELECT t.tier FROM loyalty.tiers t ORDER BY t.min_spend DESC LIMIT 1)) AS tier
-          FROM (SELECT * FROM loyalty.order_issues i WHERE i.resolved_at IS NULL AND mode <> 'recompute'
-                UNION
-                SELECT * FROM loyalty.order_issues i WHERE i.issue_id = ANY (touched) AND mode <> 'recompute'
-                UNION ALL
-                SELECT * FROM loyalty.order_issues i WHERE mode = 'recompute') i
-          JOIN loyalty.recovery_rules r ON r.kind = i.kind AND r.active AND (r.tier IS NOT NULL OR r.tier_up)
-         WHERE EXISTS (SELECT 1 FROM loyalty.recovery_rules r2 WHERE r2.active AND (r2.tier IS NOT NULL OR r2.tier_up))
-           AND i.opened_at + r.after <= as_of
-           AND (i.resolved_at IS NULL OR i.resolved_at > i.opened_at + r.after)
-           AND NOT EXISTS (SELECT 1 FROM loyalty.tier_overrides x
-                            WHERE x.rule_id = r.rule_id AND x.order_ref = i.order_ref AND x.kind = i.kind)
-         ORDER BY r.rule_id, i.order_ref, i.kind
-    ), ins AS (
-        INSERT INTO loyalty.tier_overrides (customer_id, tier, starts_at, ends_at, reason, source, rule_id, order_ref, kind, issue_id)
-        SELECT g.customer_id, g.tier, g.starts_at, g.starts_at + g.tier_for,
-               format('%s (%s, order %s)', g.reason, g.kind, g.order_ref), 'recovery', g.rule_id, g.order_ref, g.kind, g.issue_id
-          FROM g WHERE g.tier IS NOT NULL
-         ORDER BY g.rule_id, g.order_ref, g.kind
-        ON CONFLICT DO NOTHING
-        RETURNING customer_id
-    )
-    SELECT array_agg(DISTINCT ins.customer_id ORDER BY ins.customer_id) INTO granted FROM ins;
-    IF granted IS NOT NULL THEN
-        PERFORM loyalty._recompute_tiers(granted, as_of);
-    END IF;
+        WITH g AS (
+            SELECT DISTINCT ON (r.rule_id, i.order_ref, i.kind)
+                   r.rule_id, r.reason, r.tier_for, i.issue_id, i.order_ref, i.kind, i.customer_id, i.opened_at + r.after AS starts_at,
+                   coalesce(r.tier,
+                            (SELECT t.tier FROM loyalty.tiers t
+                              WHERE t.min_spend > coalesce((SELECT ct.min_spend FROM loyalty.customer_tiers c
+                                                              JOIN loyalty.tiers ct ON ct.tier = c.tier
+                                                             WHERE c.customer_id = i.customer_id), -1)
+                              ORDER BY t.min_spend LIMIT 1),
+                            (SELECT t.tier FROM loyalty.tiers t ORDER BY t.min_spend DESC LIMIT 1)) AS tier
+              FROM (SELECT * FROM loyalty.order_issues i WHERE i.resolved_at IS NULL AND mode <> 'recompute'
+                    UNION
+                    SELECT * FROM loyalty.order_issues i WHERE i.issue_id = ANY (touched) AND mode <> 'recompute'
+                    UNION ALL
+                    SELECT * FROM loyalty.order_issues i WHERE mode = 'recompute') i
+              JOIN loyalty.recovery_rules r ON r.kind = i.kind AND r.active AND (r.tier IS NOT NULL OR r.tier_up)
+             WHERE i.opened_at + r.after <= as_of
+               AND (i.resolved_at IS NULL OR i.resolved_at > i.opened_at + r.after)
+               AND NOT EXISTS (SELECT 1 FROM loyalty.tier_overrides x
+                                WHERE x.rule_id = r.rule_id AND x.order_ref = i.order_ref AND x.kind = i.kind)
+             ORDER BY r.rule_id, i.order_ref, i.kind
+        ), ins AS (
+            INSERT INTO loyalty.tier_overrides (customer_id, tier, starts_at, ends_at, reason, source, rule_id, order_ref, kind, issue_id)
+            SELECT g.customer_id, g.tier, g.starts_at, g.starts_at + g.tier_for,
+                   format('%s (%s, order %s)', g.reason, g.kind, g.order_ref), 'recovery', g.rule_id, g.order_ref, g.kind, g.issue_id
+              FROM g WHERE g.tier IS NOT NULL
+             ORDER BY g.rule_id, g.order_ref, g.kind
+            ON CONFLICT DO NOTHING
+            RETURNING customer_id
+        )
+        SELECT array_agg(DISTINCT ins.customer_id ORDER BY ins.customer_id) INTO granted FROM ins;
+        IF granted IS NOT NULL THEN
+            PERFORM loyalty._recompute_tiers(granted, as_of);
+        END IF;
     END IF;
 
     INSERT INTO loyalty.operations_runs AS r (id, last_as_of, last_run_at, recompute)
