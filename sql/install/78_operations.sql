@@ -306,8 +306,8 @@ CREATE TABLE loyalty.recovery_grants (
 COMMENT ON TABLE loyalty.recovery_grants IS 'Goodwill points granted by loyalty.recovery_rules, with the ledger entry';
 
 -- What service recovery gave for an order's issue of a kind, for the
--- notice's payload: {"recovery": {"points": n, "tier": t, "tier_until": end}},
--- {} when nothing
+-- notice's payload: {"recovery": {"points": n, "tier": t, "tier_until": end}}
+-- (all points; the highest tier given), {} when nothing
 CREATE FUNCTION loyalty._issue_recovery(p_order_ref text, p_kind text)
 RETURNS jsonb
 LANGUAGE plpgsql STABLE   -- not sql: the upgrade creates it before loyalty.tier_overrides
@@ -319,9 +319,10 @@ BEGIN
                 ELSE '{}' END
       FROM (SELECT sum(g.points) AS points FROM loyalty.recovery_grants g
              WHERE g.order_ref = p_order_ref AND g.kind = p_kind) p
-      LEFT JOIN LATERAL (SELECT o.tier, least(o.ended_at, o.ends_at) AS until FROM loyalty.tier_overrides o
+      LEFT JOIN LATERAL (SELECT o.tier, least(o.ended_at, o.ends_at) AS until
+                           FROM loyalty.tier_overrides o JOIN loyalty.tiers r ON r.tier = o.tier
                           WHERE o.order_ref = p_order_ref AND o.kind = p_kind AND o.rule_id IS NOT NULL
-                          ORDER BY o.override_id LIMIT 1) t ON true);
+                          ORDER BY r.min_spend DESC, least(o.ended_at, o.ends_at) DESC LIMIT 1) t ON true);
 END
 $$;
 
@@ -1098,7 +1099,7 @@ BEGIN
     -- + after) for tier_for; "one tier up" is the tier above the customer's
     -- tier in force then (the top tier stays the top tier)
     IF EXISTS (SELECT 1 FROM loyalty.recovery_rules r WHERE r.active AND (r.tier IS NOT NULL OR r.tier_up)) THEN
-        WITH g AS (
+        WITH rg AS (
             SELECT DISTINCT ON (r.rule_id, i.order_ref, i.kind)
                    r.rule_id, r.reason, r.tier_for, i.issue_id, i.order_ref, i.kind, i.customer_id, i.opened_at + r.after AS starts_at,
                    coalesce(r.tier,
@@ -1121,10 +1122,10 @@ BEGIN
              ORDER BY r.rule_id, i.order_ref, i.kind
         ), ins AS (
             INSERT INTO loyalty.tier_overrides (customer_id, tier, starts_at, ends_at, reason, source, rule_id, order_ref, kind, issue_id)
-            SELECT g.customer_id, g.tier, g.starts_at, g.starts_at + g.tier_for,
-                   format('%s (%s, order %s)', g.reason, g.kind, g.order_ref), 'recovery', g.rule_id, g.order_ref, g.kind, g.issue_id
-              FROM g WHERE g.tier IS NOT NULL
-             ORDER BY g.rule_id, g.order_ref, g.kind
+            SELECT rg.customer_id, rg.tier, rg.starts_at, rg.starts_at + rg.tier_for,
+                   format('%s (%s, order %s)', rg.reason, rg.kind, rg.order_ref), 'recovery', rg.rule_id, rg.order_ref, rg.kind, rg.issue_id
+              FROM rg WHERE rg.tier IS NOT NULL
+             ORDER BY rg.rule_id, rg.order_ref, rg.kind
             ON CONFLICT DO NOTHING
             RETURNING customer_id
         )
