@@ -8,7 +8,8 @@
 #   - loyalty.scan_operations() every five minutes: a scan five minutes after
 #     the last one, with five minutes of fulfilment traffic in between, as a
 #     ratio to one read of the 50,000 in-flight rows through an index
-#     (loyalty.orders by ordered_at, warm, best of 3); target <= 5
+#     (loyalty.orders by ordered_at, warm, best of 3); target <= 5 (best and
+#     median of 5 rounds)
 #   - the same ratio for a rerun at the same as_of, for a scan at an earlier
 #     as_of (it looks at every deadline up to then), and for the first scan
 #     (it computes every order's deadlines and the issues of the whole history)
@@ -30,6 +31,9 @@ BUILD_START=$(date +%s)
 # Built with direct SQL (the rows record_order / record_fulfilment /
 # record_shipment_event would write), set-based.
 echo "== building a shop: $ORDERS watched orders, $IN_FLIGHT in flight"
+# the rounds of traffic below are dated up to 25 minutes after the first
+# scan's as_of, which may be ahead of the clock when the build is quick
+psql_db -c "ALTER DATABASE bench SET loyalty.future_tolerance = 3600"
 psql_db <<SQL
 CREATE EXTENSION loyalty;
 SELECT setseed(0.14);
@@ -77,6 +81,7 @@ echo "orders: $(psql_db -c 'SELECT count(*) FROM loyalty.orders'), lifecycle row
 echo "shop built in $(( $(date +%s) - BUILD_START ))s"
 
 best() { sort -n | head -n1; }
+median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", a / b }'; }
 
 T0=$(psql_db -c "SELECT date_trunc('minute', now())")
@@ -116,7 +121,7 @@ traffic() {   # $1: round
 }
 echo "== scan_operations() every five minutes, with five minutes of traffic in between"
 steady=()
-for k in 1 2 3; do
+for k in 1 2 3 4 5; do
     traffic $k
     t=$(time_sql "SELECT * FROM loyalty.scan_operations(timestamptz '$T0' + $k * interval '5 minutes')")
     psql_db -c "SELECT format('opened %s, resolved %s, withdrawn %s, open %s', opened, resolved, withdrawn, open_issues)
@@ -125,13 +130,15 @@ for k in 1 2 3; do
     steady+=("$t")
 done
 scan=$(printf '%s\n' "${steady[@]}" | best)
-rerun=$(for i in 1 2 3; do time_sql "SELECT * FROM loyalty.scan_operations(timestamptz '$T0' + 3 * interval '5 minutes')"; echo; done | best)
+scan_median=$(printf '%s\n' "${steady[@]}" | median)
+rerun=$(for i in 1 2 3; do time_sql "SELECT * FROM loyalty.scan_operations(timestamptz '$T0' + 5 * interval '5 minutes')"; echo; done | best)
 early=$(time_sql "SELECT * FROM loyalty.scan_operations(timestamptz '$T0' - interval '1 day')")
 
 echo
 echo "== results (shared machine: 2 cores, other helpers' tests may have run at the same time)"
 echo "index read of $IN_FLIGHT in-flight rows: ${base}s"
-echo "scan_operations every 5 minutes (best of 3 rounds): ${scan}s  ratio $(ratio "$scan" "$base")  (target <= 5)"
+echo "scan_operations every 5 minutes (best of 5 rounds): ${scan}s  ratio $(ratio "$scan" "$base")  (target <= 5)"
+echo "scan_operations every 5 minutes (median of 5 rounds): ${scan_median}s  ratio $(ratio "$scan_median" "$base")"
 echo "rerun at the same as_of: ${rerun}s  ratio $(ratio "$rerun" "$base")"
 echo "scan at an earlier as_of (every deadline up to then): ${early}s  ratio $(ratio "$early" "$base")"
 echo "first scan ($ORDERS orders' deadlines, whole history): ${first}s  ratio $(ratio "$first" "$base")"
