@@ -410,7 +410,12 @@ BEGIN
         DELETE FROM loyalty.order_deadlines;   -- TRUNCATE needs a privilege no loyalty role has
     END IF;
     WITH s AS MATERIALIZED (
-        SELECT x.*, coalesce(x.paid_at, CASE WHEN st.payment_within IS NULL THEN x.ordered_at END) AS start_at
+        -- the stages the deadlines need (the planner then skips computing
+        -- the others, e.g. the last carrier status)
+        SELECT x.order_ref, x.ordered_at, x.paid_at, x.dispatched_at, x.delivered_at, x.dispatch_by,
+               x.promised_at, x.promised_on, x.promise_revisions, x.failed_at, x.failed_status, x.failed_carrier_status,
+               x.return_received_at, x.refunded_at,
+               coalesce(x.paid_at, CASE WHEN st.payment_within IS NULL THEN x.ordered_at END) AS start_at
           FROM loyalty._order_stages(p_orders) x
          WHERE x.ordered_at IS NOT NULL
     ), starts AS (
@@ -519,17 +524,22 @@ BEGIN
          WHERE d.order_ref = old.order_ref AND d.kind = old.kind
            AND NOT EXISTS (SELECT 1 FROM new WHERE new.order_ref = old.order_ref AND new.kind = old.kind)
         RETURNING 1
+    ), upd AS (
+        -- changed ones only: most of a changed order's deadlines stay. Only
+        -- scan_operations calls this, under its lock: no other writer, so
+        -- a plain update and insert (no upsert) are enough
+        UPDATE loyalty.order_deadlines d SET due_at = new.due_at, done_at = new.done_at, detail = new.detail
+          FROM new JOIN old x ON x.order_ref = new.order_ref AND x.kind = new.kind
+         WHERE d.order_ref = new.order_ref AND d.kind = new.kind
+           AND (x.due_at, x.done_at, x.detail) IS DISTINCT FROM (new.due_at, new.done_at, new.detail)
+        RETURNING 1
     ), ins AS (
-        -- new and changed ones only: most of a changed order's deadlines stay
-        INSERT INTO loyalty.order_deadlines AS d (order_ref, kind, due_at, done_at, detail)
+        INSERT INTO loyalty.order_deadlines (order_ref, kind, due_at, done_at, detail)
         SELECT new.* FROM new
-          LEFT JOIN old x ON x.order_ref = new.order_ref AND x.kind = new.kind
-         WHERE (x.due_at, x.done_at, x.detail) IS DISTINCT FROM (new.due_at, new.done_at, new.detail)
-        ON CONFLICT (order_ref, kind) DO UPDATE
-           SET due_at = excluded.due_at, done_at = excluded.done_at, detail = excluded.detail
+         WHERE NOT EXISTS (SELECT 1 FROM old x WHERE x.order_ref = new.order_ref AND x.kind = new.kind)
         RETURNING 1
     )
-    SELECT (SELECT count(*) FROM ins) + (SELECT count(*) FROM del) INTO n;
+    SELECT (SELECT count(*) FROM ins) + (SELECT count(*) FROM upd) + (SELECT count(*) FROM del) INTO n;
     RETURN n;
 END
 $$;
