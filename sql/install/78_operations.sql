@@ -226,6 +226,9 @@ CREATE TABLE loyalty.order_issues (
     UNIQUE (order_ref, kind)
 );
 CREATE INDEX order_issues_open_idx ON loyalty.order_issues (opened_at) WHERE resolved_at IS NULL;
+-- every scan checks that the orders of the open issues still count: against
+-- the few orders that do not (cancelled, deleted), not the whole orders table
+CREATE INDEX orders_not_counted_idx ON loyalty.orders (order_ref) WHERE NOT counted;
 CREATE INDEX order_issues_customer_idx ON loyalty.order_issues (customer_id);
 COMMENT ON TABLE loyalty.order_issues IS 'Post-purchase issues found by loyalty.scan_operations(): one per order and kind, ever';
 COMMENT ON COLUMN loyalty.order_issues.kind IS 'late_dispatch, late_delivery, stalled_parcel, delivery_failed, slow_refund, payment_pending';
@@ -1062,8 +1065,8 @@ BEGIN
                  FROM (SELECT i.issue_id, i.order_ref FROM loyalty.order_issues i
                         WHERE i.resolved_at IS NULL OR mode = 'recompute' OR (mode = 'regular' AND i.order_ref = ANY (changed))
                        OFFSET 0) x
-                CROSS JOIN LATERAL (SELECT o.counted FROM loyalty.orders o WHERE o.order_ref = x.order_ref LIMIT 1) o
-                WHERE NOT o.counted))
+                -- one probe per issue into the small index of orders that do not count
+                WHERE (SELECT true FROM loyalty.orders o WHERE o.order_ref = x.order_ref AND NOT o.counted LIMIT 1)))
         RETURNING 1
     )
     SELECT count(*) INTO n FROM gone;
