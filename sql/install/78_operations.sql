@@ -201,7 +201,7 @@ CREATE TABLE loyalty.order_deadlines (
     done_at   timestamptz,
     detail    jsonb,
     PRIMARY KEY (order_ref, kind)
-) WITH (fillfactor = 70);   -- an order's deadlines are written together (see _operations_deadlines) and updated in place
+);
 -- A scan looks up the deadlines that fell due, or whose stage completed,
 -- since the last one; only those not met can make or resolve an issue, so
 -- only those are indexed (most orders meet their deadlines: their rows stay
@@ -540,9 +540,6 @@ BEGIN
         INSERT INTO loyalty.order_deadlines (order_ref, kind, due_at, done_at, detail)
         SELECT new.* FROM new
          WHERE NOT EXISTS (SELECT 1 FROM old x WHERE x.order_ref = new.order_ref AND x.kind = new.kind)
-         -- an order's deadlines side by side: a later change of the order
-         -- reads and rewrites one page, not one per deadline
-         ORDER BY new.order_ref, new.kind
         RETURNING 1
     )
     SELECT (SELECT count(*) FROM ins) + (SELECT count(*) FROM upd) + (SELECT count(*) FROM del) INTO n;
