@@ -129,3 +129,16 @@ SELECT c.name, o.customer_id, o.payload->'occasion'->>'order_ref' AS order_ref, 
        o.payload->'occasion'->>'second_notice' AS second_notice, o.status, o.due_at
   FROM loyalty.outbox o JOIN loyalty.campaigns c USING (campaign_id)
  WHERE c.name IN ('check in', 'stalled') ORDER BY c.name, o.customer_id, o.due_at;
+
+-- The staff also hear of a return that follows a failed attempt: g's
+-- parcel (a failure on 5 May, not for the staff) goes back to the sender on
+-- 11 May 09:00: one staff message for g's issue, with the return; a rerun
+-- adds nothing.
+SELECT loyalty.record_shipment_event('g-1', 'Exception_Returned', '2026-05-11 09:00', 'TRK-g') IS NOT NULL AS returned;
+SELECT opened, resolved FROM loyalty.scan_operations('2026-05-11 10:00');
+SELECT kind, detail->>'event' AS first_event FROM loyalty.order_issues WHERE order_ref = 'g-1' AND kind = 'delivery_failed';
+SELECT sum(pending) >= 0 AS ran FROM loyalty.enqueue_due('2026-05-11 10:00');
+SELECT sum(pending) >= 0 AS ran FROM loyalty.enqueue_due('2026-05-11 10:05');
+SELECT payload->>'order_ref' AS order_ref, payload->>'event' AS event, payload->>'carrier_status' AS carrier_status,
+       payload->>'event_at' AS event_at, due_at
+  FROM loyalty.outbox WHERE customer_id = 'loyalty:ops' ORDER BY message_id;

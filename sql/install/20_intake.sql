@@ -111,6 +111,9 @@ CREATE TABLE loyalty.orders (
 CREATE INDEX orders_customer_idx ON loyalty.orders (customer_id);
 -- orders by time: the journeys' occasion ranges (71_journeys_due.sql)
 CREATE INDEX orders_ordered_at_idx ON loyalty.orders (ordered_at);
+-- the few orders that do not count (cancelled, deleted): scan_operations
+-- checks the orders of its open issues against them, not the whole table
+CREATE INDEX orders_not_counted_idx ON loyalty.orders (order_ref) WHERE NOT counted;
 COMMENT ON TABLE loyalty.orders IS 'Every order loyalty knows, from tracked tables (source_id) or the app (source_id NULL)';
 COMMENT ON COLUMN loyalty.orders.counted IS 'status is in the counted set and the row still exists in the shop';
 COMMENT ON COLUMN loyalty.orders.counts IS 'counted and not fully refunded: contributes to customer state';

@@ -447,8 +447,9 @@ BEGIN
                    AND CASE c.params->>'direction'
                            WHEN 'up' THEN h.reason = 'upgrade' AND h.to_tier IS NOT NULL
                            WHEN 'down' THEN h.reason = 'downgrade'
-                           -- a first assignment is no change to celebrate or regret
-                           ELSE h.reason <> 'assigned' END;
+                           -- a first assignment is no change to celebrate or regret, nor is
+                           -- a tier override starting or ending (its notice or staff say it)
+                           ELSE h.reason NOT IN ('assigned', 'override', 'override ended') END;
             WHEN 'milestone' THEN
                 IF c.params ? 'orders' THEN
                     RETURN QUERY
@@ -514,6 +515,7 @@ BEGIN
                                           'opened_at', i.opened_at, 'message', c.params->>'message',
                                           'expected_at', pr.promised_at, 'expected_on', pr.promised_on,
                                           'event', i.detail->>'event')
+                       || loyalty._issue_recovery(i.order_ref, i.kind)
                   FROM loyalty.order_issues i
                   LEFT JOIN LATERAL (SELECT p.promised_at, p.promised_on FROM loyalty.order_promises p
                                       WHERE p.order_ref = i.order_ref AND p.revision > 1
@@ -533,6 +535,7 @@ BEGIN
                                               'opened_at', i.opened_at, 'message', c.params->>'message',
                                               'expected_at', pr.promised_at, 'expected_on', pr.promised_on,
                                               'event', i.detail->>'event', 'second_notice', true)
+                           || loyalty._issue_recovery(i.order_ref, i.kind)
                       FROM loyalty.order_issues i
                       LEFT JOIN LATERAL (SELECT p.promised_at, p.promised_on FROM loyalty.order_promises p
                                           WHERE p.order_ref = i.order_ref AND p.revision > 1

@@ -204,8 +204,12 @@ CREATE TABLE loyalty.order_deadlines (
     detail    jsonb,
     PRIMARY KEY (order_ref, kind)
 );
-CREATE INDEX order_deadlines_due_idx ON loyalty.order_deadlines (due_at);
-CREATE INDEX order_deadlines_done_idx ON loyalty.order_deadlines (done_at);
+-- A scan looks up the deadlines that fell due, or whose stage completed,
+-- since the last one; only those not met can make or resolve an issue, so
+-- only those are indexed (most orders meet their deadlines: their rows stay
+-- out of both indexes, and so do their updates).
+CREATE INDEX order_deadlines_due_idx ON loyalty.order_deadlines (due_at) WHERE done_at IS NULL OR done_at > due_at;
+CREATE INDEX order_deadlines_done_idx ON loyalty.order_deadlines (done_at) WHERE done_at > due_at;
 COMMENT ON TABLE loyalty.order_deadlines IS
 'Per watched order and issue kind: when the SLA is breached (due_at) and when the stage completed (done_at); derived by loyalty.scan_operations()';
 
@@ -264,21 +268,33 @@ CREATE TRIGGER holidays_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON 
 -- ---------------------------------------------------------------- service recovery
 
 -- When an issue of a kind lasts longer than after (open, or resolved later
--- than opened_at + after), the customer gets points through the ledger, once
--- per order and kind (the ledger's idempotency key), granted by the scan.
+-- than opened_at + after), the customer gets points through the ledger
+-- and/or a temporary tier (loyalty.tier_overrides), once per order and kind
+-- (the ledger's idempotency key, the overrides' unique key), granted by the
+-- scan.
 CREATE TABLE loyalty.recovery_rules (
     rule_id    serial PRIMARY KEY,
     kind       text NOT NULL CHECK (kind IN ('late_dispatch', 'late_delivery', 'stalled_parcel', 'delivery_failed',
                                              'slow_refund', 'payment_pending')),
     after      interval NOT NULL DEFAULT '0' CHECK (after >= '0'),
-    points     bigint NOT NULL CHECK (points > 0),
+    points     bigint CHECK (points > 0),
     reason     text NOT NULL DEFAULT 'goodwill' CHECK (btrim(reason) <> ''),
     active     boolean NOT NULL DEFAULT true,
-    created_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+    created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    tier       text REFERENCES loyalty.tiers ON UPDATE CASCADE,
+    tier_up    boolean NOT NULL DEFAULT false,
+    tier_for   interval CHECK (tier_for > '0'),
+    CONSTRAINT recovery_rules_grant_check CHECK (points IS NOT NULL OR tier IS NOT NULL OR tier_up),
+    CONSTRAINT recovery_rules_tier_check CHECK (NOT (tier IS NOT NULL AND tier_up)
+                                                AND ((tier IS NULL AND NOT tier_up) = (tier_for IS NULL)))
 );
 COMMENT ON TABLE loyalty.recovery_rules IS
-'Service recovery: goodwill points for an issue of a kind that lasts longer than after (granted by loyalty.scan_operations, once per order and kind)';
+'Service recovery: goodwill points and/or a temporary tier for an issue of a kind that lasts longer than after (granted by loyalty.scan_operations, once per order and kind)';
 COMMENT ON COLUMN loyalty.recovery_rules.after IS 'how long the issue must have lasted (0: every issue of the kind)';
+COMMENT ON COLUMN loyalty.recovery_rules.points IS 'goodwill points (NULL: none)';
+COMMENT ON COLUMN loyalty.recovery_rules.tier IS 'a tier given for tier_for (at least this tier; NULL: none, or tier_up)';
+COMMENT ON COLUMN loyalty.recovery_rules.tier_up IS 'give the tier above the customer''s tier at the time (the top tier stays) for tier_for';
+COMMENT ON COLUMN loyalty.recovery_rules.tier_for IS 'how long the tier is given, from opened_at + after (e.g. 90 days); set exactly when tier or tier_up is';
 
 CREATE TABLE loyalty.recovery_grants (
     rule_id      integer NOT NULL,
@@ -292,6 +308,27 @@ CREATE TABLE loyalty.recovery_grants (
     PRIMARY KEY (rule_id, order_ref, kind)
 );
 COMMENT ON TABLE loyalty.recovery_grants IS 'Goodwill points granted by loyalty.recovery_rules, with the ledger entry';
+
+-- What service recovery gave for an order's issue of a kind, for the
+-- notice's payload: {"recovery": {"points": n, "tier": t, "tier_until": end}}
+-- (all points; the highest tier given), {} when nothing
+CREATE FUNCTION loyalty._issue_recovery(p_order_ref text, p_kind text)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE   -- not sql: the upgrade creates it before loyalty.tier_overrides
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN (SELECT CASE WHEN p.points IS NOT NULL OR t.tier IS NOT NULL
+                THEN jsonb_build_object('recovery', jsonb_build_object('points', p.points, 'tier', t.tier, 'tier_until', t.until))
+                ELSE '{}' END
+      FROM (SELECT sum(g.points) AS points FROM loyalty.recovery_grants g
+             WHERE g.order_ref = p_order_ref AND g.kind = p_kind) p
+      LEFT JOIN LATERAL (SELECT o.tier, least(o.ended_at, o.ends_at) AS until
+                           FROM loyalty.tier_overrides o JOIN loyalty.tiers r ON r.tier = o.tier
+                          WHERE o.order_ref = p_order_ref AND o.kind = p_kind AND o.rule_id IS NOT NULL
+                          ORDER BY r.min_spend DESC, least(o.ended_at, o.ends_at) DESC LIMIT 1) t ON true);
+END
+$$;
 
 -- ---------------------------------------------------------------- calendar
 
@@ -377,7 +414,12 @@ BEGIN
         DELETE FROM loyalty.order_deadlines;   -- TRUNCATE needs a privilege no loyalty role has
     END IF;
     WITH s AS MATERIALIZED (
-        SELECT x.*, coalesce(x.paid_at, CASE WHEN st.payment_within IS NULL THEN x.ordered_at END) AS start_at
+        -- the stages the deadlines need (the planner then skips computing
+        -- the others, e.g. the last carrier status)
+        SELECT x.order_ref, x.ordered_at, x.paid_at, x.dispatched_at, x.delivered_at, x.dispatch_by,
+               x.promised_at, x.promised_on, x.promise_revisions, x.failed_at, x.failed_status, x.failed_carrier_status,
+               x.return_received_at, x.refunded_at,
+               coalesce(x.paid_at, CASE WHEN st.payment_within IS NULL THEN x.ordered_at END) AS start_at
           FROM loyalty._order_stages(p_orders) x
          WHERE x.ordered_at IS NOT NULL
     ), starts AS (
@@ -407,9 +449,10 @@ BEGIN
                        generate_series(0, b.hi - b.lo) i) w
          WHERE extract(isodow FROM w.d)::integer = ANY (st.working_days)
            AND NOT EXISTS (SELECT 1 FROM loyalty.business_holidays h WHERE h.day = w.d)
-    ), ends AS (
+    ), ends AS MATERIALIZED (
         -- the end (local midnight after it, so DST moves the UTC instant) of
         -- the days-th working day after the first working day on or after day
+        -- (once per pair, not per order)
         SELECT pairs.day, pairs.days, (e.d + 1)::timestamp AT TIME ZONE st.time_zone AS due
           FROM pairs
          CROSS JOIN LATERAL (SELECT min(cal.n) AS n FROM cal WHERE cal.d >= pairs.day) f
@@ -475,24 +518,33 @@ BEGIN
            jsonb_build_object('rule', 'refund_within', 'within', st.refund_within, 'from', s.return_received_at)
       FROM s JOIN biz b ON b.order_ref = s.order_ref AND b.kind = 'slow_refund'
      WHERE b.due IS NOT NULL
+    ), old AS MATERIALIZED (
+        -- the stored deadlines of the changed orders, read once
+        SELECT x.order_ref, x.kind, x.due_at, x.done_at, x.detail FROM loyalty.order_deadlines x
+         WHERE p_orders IS NOT NULL AND x.order_ref = ANY (p_orders)
     ), del AS (
         -- a deadline the facts no longer give
         DELETE FROM loyalty.order_deadlines d
-         WHERE p_orders IS NOT NULL AND d.order_ref = ANY (p_orders)
-           AND NOT EXISTS (SELECT 1 FROM new WHERE new.order_ref = d.order_ref AND new.kind = d.kind)
+         USING old
+         WHERE d.order_ref = old.order_ref AND d.kind = old.kind
+           AND NOT EXISTS (SELECT 1 FROM new WHERE new.order_ref = old.order_ref AND new.kind = old.kind)
+        RETURNING 1
+    ), upd AS (
+        -- changed ones only: most of a changed order's deadlines stay. Only
+        -- scan_operations calls this, under its lock: no other writer, so
+        -- a plain update and insert (no upsert) are enough
+        UPDATE loyalty.order_deadlines d SET due_at = new.due_at, done_at = new.done_at, detail = new.detail
+          FROM new JOIN old x ON x.order_ref = new.order_ref AND x.kind = new.kind
+         WHERE d.order_ref = new.order_ref AND d.kind = new.kind
+           AND (x.due_at, x.done_at, x.detail) IS DISTINCT FROM (new.due_at, new.done_at, new.detail)
         RETURNING 1
     ), ins AS (
-        -- new and changed ones only: most of a changed order's deadlines stay
-        INSERT INTO loyalty.order_deadlines AS d (order_ref, kind, due_at, done_at, detail)
+        INSERT INTO loyalty.order_deadlines (order_ref, kind, due_at, done_at, detail)
         SELECT new.* FROM new
-          LEFT JOIN LATERAL (SELECT x.due_at, x.done_at, x.detail FROM loyalty.order_deadlines x
-                              WHERE p_orders IS NOT NULL AND x.order_ref = new.order_ref AND x.kind = new.kind LIMIT 1) x ON true
-         WHERE (x.due_at, x.done_at, x.detail) IS DISTINCT FROM (new.due_at, new.done_at, new.detail)
-        ON CONFLICT (order_ref, kind) DO UPDATE
-           SET due_at = excluded.due_at, done_at = excluded.done_at, detail = excluded.detail
+         WHERE NOT EXISTS (SELECT 1 FROM old x WHERE x.order_ref = new.order_ref AND x.kind = new.kind)
         RETURNING 1
     )
-    SELECT (SELECT count(*) FROM ins) + (SELECT count(*) FROM del) INTO n;
+    SELECT (SELECT count(*) FROM ins) + (SELECT count(*) FROM upd) + (SELECT count(*) FROM del) INTO n;
     RETURN n;
 END
 $$;
@@ -942,6 +994,7 @@ DECLARE
     n bigint;
     g record;
     touched bigint[];   -- issues this scan wrote
+    granted text[];     -- customers given a tier by a recovery rule
 BEGIN
     IF as_of IS NULL OR NOT isfinite(as_of) THEN
         RAISE EXCEPTION 'as_of must be a finite time'
@@ -982,19 +1035,36 @@ BEGIN
     -- not change are left alone (an upsert would lock them). The two writes
     -- touch disjoint rows (breached or not).
     WITH c AS MATERIALIZED (
-        SELECT d.order_ref, d.kind, o.customer_id, d.due_at, d.detail || jsonb_build_object('deadline', d.due_at) AS detail,
+        SELECT d.order_ref, d.kind, o.customer_id, d.due_at, dd.detail || jsonb_build_object('deadline', d.due_at) AS detail,
                d.due_at <= as_of AND (d.done_at IS NULL OR d.done_at > d.due_at) AND o.counted AS breached,
                CASE WHEN mode = 'early' THEN coalesce(i.resolved_at, CASE WHEN d.done_at <= as_of THEN d.done_at END)
                     ELSE CASE WHEN d.done_at <= as_of THEN d.done_at END END AS resolved_at,
                i.issue_id, (i.customer_id, i.opened_at, i.detail, i.resolved_at) AS stored
-          FROM (SELECT * FROM loyalty.order_deadlines d WHERE mode <> 'regular' AND d.due_at <= as_of
+          FROM (SELECT u.* FROM (
+                -- keys and times only (deduplicating the details costs more)
+                SELECT d.order_ref, d.kind, d.due_at, d.done_at FROM loyalty.order_deadlines d
+                 WHERE mode <> 'regular' AND d.due_at <= as_of
                 UNION
-                SELECT * FROM loyalty.order_deadlines d WHERE mode = 'regular' AND d.due_at > run.last_as_of AND d.due_at <= as_of
+                SELECT d.order_ref, d.kind, d.due_at, d.done_at FROM loyalty.order_deadlines d
+                 WHERE mode = 'regular' AND d.due_at > run.last_as_of AND d.due_at <= as_of
+                   AND (d.done_at IS NULL OR d.done_at > d.due_at)
                 UNION
-                SELECT * FROM loyalty.order_deadlines d WHERE mode = 'regular' AND d.done_at > run.last_as_of AND d.done_at <= as_of
+                SELECT d.order_ref, d.kind, d.due_at, d.done_at FROM loyalty.order_deadlines d
+                 WHERE mode = 'regular' AND d.done_at > run.last_as_of AND d.done_at <= as_of
+                   AND d.done_at > d.due_at
                 UNION
-                SELECT * FROM loyalty.order_deadlines d WHERE mode = 'regular' AND d.order_ref = ANY (changed)) d
+                SELECT d.order_ref, d.kind, d.due_at, d.done_at FROM loyalty.order_deadlines d
+                 WHERE mode = 'regular' AND d.order_ref = ANY (changed)) u
+                -- only what can change an issue: a deadline that passed
+                -- before its stage completed, or one with an issue (most of
+                -- a changed order's deadlines are neither: no need to read
+                -- their order); a scalar subquery, one probe per row, never
+                -- a hash of every issue
+                WHERE (u.due_at <= as_of AND (u.done_at IS NULL OR u.done_at > u.due_at))
+                   OR (SELECT true FROM loyalty.order_issues x WHERE x.order_ref = u.order_ref AND x.kind = u.kind LIMIT 1)) d
          CROSS JOIN LATERAL (SELECT o.customer_id, o.counted FROM loyalty.orders o WHERE o.order_ref = d.order_ref LIMIT 1) o
+         CROSS JOIN LATERAL (SELECT x.detail FROM loyalty.order_deadlines x
+                              WHERE x.order_ref = d.order_ref AND x.kind = d.kind LIMIT 1) dd
           LEFT JOIN LATERAL (SELECT i.issue_id, i.customer_id, i.opened_at, i.detail, i.resolved_at FROM loyalty.order_issues i
                               WHERE i.order_ref = d.order_ref AND i.kind = d.kind LIMIT 1) i ON true
     ), up AS (
@@ -1033,8 +1103,8 @@ BEGIN
                  FROM (SELECT i.issue_id, i.order_ref FROM loyalty.order_issues i
                         WHERE i.resolved_at IS NULL OR mode = 'recompute' OR (mode = 'regular' AND i.order_ref = ANY (changed))
                        OFFSET 0) x
-                CROSS JOIN LATERAL (SELECT o.counted FROM loyalty.orders o WHERE o.order_ref = x.order_ref LIMIT 1) o
-                WHERE NOT o.counted))
+                -- one probe per issue into the small index of orders that do not count
+                WHERE (SELECT true FROM loyalty.orders o WHERE o.order_ref = x.order_ref AND NOT o.counted LIMIT 1)))
         RETURNING 1
     )
     SELECT count(*) INTO n FROM gone;
@@ -1054,27 +1124,67 @@ BEGIN
     -- service recovery: open issues and those this scan wrote, or all when
     -- recomputing; the ledger's key (rule, kind, order) makes a grant happen
     -- once whatever the issue's id
-    FOR g IN
-        SELECT r.rule_id, r.points, r.reason, i.issue_id, i.order_ref, i.kind, i.customer_id
-          FROM (SELECT * FROM loyalty.order_issues i WHERE i.resolved_at IS NULL AND mode <> 'recompute'
-                UNION
-                SELECT * FROM loyalty.order_issues i WHERE i.issue_id = ANY (touched) AND mode <> 'recompute'
-                UNION ALL
-                SELECT * FROM loyalty.order_issues i WHERE mode = 'recompute') i
-          JOIN loyalty.recovery_rules r ON r.kind = i.kind AND r.active
-         WHERE EXISTS (SELECT 1 FROM loyalty.recovery_rules r2 WHERE r2.active)
-           AND i.opened_at + r.after <= as_of
-           AND (i.resolved_at IS NULL OR i.resolved_at > i.opened_at + r.after)
-           AND NOT EXISTS (SELECT 1 FROM loyalty.recovery_grants x
-                            WHERE x.rule_id = r.rule_id AND x.order_ref = i.order_ref AND x.kind = i.kind)
-         ORDER BY i.order_ref, i.kind, r.rule_id
-    LOOP
-        INSERT INTO loyalty.recovery_grants (rule_id, order_ref, kind, customer_id, issue_id, points, ledger_entry)
-        VALUES (g.rule_id, g.order_ref, g.kind, g.customer_id, g.issue_id, g.points,
-                loyalty.earn(g.customer_id, g.points, format('%s (%s, order %s)', g.reason, g.kind, g.order_ref),
-                             format('recovery:%s:%s:%s', g.rule_id, g.kind, g.order_ref)))
-        ON CONFLICT DO NOTHING;
-    END LOOP;
+    IF EXISTS (SELECT 1 FROM loyalty.recovery_rules r WHERE r.active AND r.points IS NOT NULL) THEN
+        FOR g IN
+            SELECT r.rule_id, r.points, r.reason, i.issue_id, i.order_ref, i.kind, i.customer_id
+              FROM (SELECT * FROM loyalty.order_issues i WHERE i.resolved_at IS NULL AND mode <> 'recompute'
+                    UNION
+                    SELECT * FROM loyalty.order_issues i WHERE i.issue_id = ANY (touched) AND mode <> 'recompute'
+                    UNION ALL
+                    SELECT * FROM loyalty.order_issues i WHERE mode = 'recompute') i
+              JOIN loyalty.recovery_rules r ON r.kind = i.kind AND r.active AND r.points IS NOT NULL
+             WHERE i.opened_at + r.after <= as_of
+               AND (i.resolved_at IS NULL OR i.resolved_at > i.opened_at + r.after)
+               AND NOT EXISTS (SELECT 1 FROM loyalty.recovery_grants x
+                                WHERE x.rule_id = r.rule_id AND x.order_ref = i.order_ref AND x.kind = i.kind)
+             ORDER BY i.order_ref, i.kind, r.rule_id
+        LOOP
+            INSERT INTO loyalty.recovery_grants (rule_id, order_ref, kind, customer_id, issue_id, points, ledger_entry)
+            VALUES (g.rule_id, g.order_ref, g.kind, g.customer_id, g.issue_id, g.points,
+                    loyalty.earn(g.customer_id, g.points, format('%s (%s, order %s)', g.reason, g.kind, g.order_ref),
+                                 format('recovery:%s:%s:%s', g.rule_id, g.kind, g.order_ref)))
+            ON CONFLICT DO NOTHING;
+        END LOOP;
+    END IF;
+    -- the tier side: an override from the moment the rule applied (opened_at
+    -- + after) for tier_for; "one tier up" is the tier above the customer's
+    -- tier in force then (the top tier stays the top tier)
+    IF EXISTS (SELECT 1 FROM loyalty.recovery_rules r WHERE r.active AND (r.tier IS NOT NULL OR r.tier_up)) THEN
+        WITH rg AS (
+            SELECT DISTINCT ON (r.rule_id, i.order_ref, i.kind)
+                   r.rule_id, r.reason, r.tier_for, i.issue_id, i.order_ref, i.kind, i.customer_id, i.opened_at + r.after AS starts_at,
+                   coalesce(r.tier,
+                            (SELECT t.tier FROM loyalty.tiers t
+                              WHERE t.min_spend > coalesce((SELECT ct.min_spend FROM loyalty.customer_tiers c
+                                                              JOIN loyalty.tiers ct ON ct.tier = c.tier
+                                                             WHERE c.customer_id = i.customer_id), -1)
+                              ORDER BY t.min_spend LIMIT 1),
+                            (SELECT t.tier FROM loyalty.tiers t ORDER BY t.min_spend DESC LIMIT 1)) AS tier
+              FROM (SELECT * FROM loyalty.order_issues i WHERE i.resolved_at IS NULL AND mode <> 'recompute'
+                    UNION
+                    SELECT * FROM loyalty.order_issues i WHERE i.issue_id = ANY (touched) AND mode <> 'recompute'
+                    UNION ALL
+                    SELECT * FROM loyalty.order_issues i WHERE mode = 'recompute') i
+              JOIN loyalty.recovery_rules r ON r.kind = i.kind AND r.active AND (r.tier IS NOT NULL OR r.tier_up)
+             WHERE i.opened_at + r.after <= as_of
+               AND (i.resolved_at IS NULL OR i.resolved_at > i.opened_at + r.after)
+               AND NOT EXISTS (SELECT 1 FROM loyalty.tier_overrides x
+                                WHERE x.rule_id = r.rule_id AND x.order_ref = i.order_ref AND x.kind = i.kind)
+             ORDER BY r.rule_id, i.order_ref, i.kind
+        ), ins AS (
+            INSERT INTO loyalty.tier_overrides (customer_id, tier, starts_at, ends_at, reason, source, rule_id, order_ref, kind, issue_id)
+            SELECT rg.customer_id, rg.tier, rg.starts_at, rg.starts_at + rg.tier_for,
+                   format('%s (%s, order %s)', rg.reason, rg.kind, rg.order_ref), 'recovery', rg.rule_id, rg.order_ref, rg.kind, rg.issue_id
+              FROM rg WHERE rg.tier IS NOT NULL
+             ORDER BY rg.rule_id, rg.order_ref, rg.kind
+            ON CONFLICT DO NOTHING
+            RETURNING customer_id
+        )
+        SELECT array_agg(DISTINCT ins.customer_id ORDER BY ins.customer_id) INTO granted FROM ins;
+        IF granted IS NOT NULL THEN
+            PERFORM loyalty._recompute_tiers(granted, as_of);
+        END IF;
+    END IF;
 
     INSERT INTO loyalty.operations_runs AS r (id, last_as_of, last_run_at, recompute)
     VALUES (true, as_of, now(), false)

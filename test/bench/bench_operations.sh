@@ -8,7 +8,8 @@
 #   - loyalty.scan_operations() every five minutes: a scan five minutes after
 #     the last one, with five minutes of fulfilment traffic in between, as a
 #     ratio to one read of the 50,000 in-flight rows through an index
-#     (loyalty.orders by ordered_at, warm, best of 3); target <= 5
+#     (loyalty.orders by ordered_at, warm, best of 3, taken just before each
+#     scan); target <= 5 (median and best of 5 rounds)
 #   - the same ratio for a rerun at the same as_of, for a scan at an earlier
 #     as_of (it looks at every deadline up to then), and for the first scan
 #     (it computes every order's deadlines and the issues of the whole history)
@@ -30,6 +31,9 @@ BUILD_START=$(date +%s)
 # Built with direct SQL (the rows record_order / record_fulfilment /
 # record_shipment_event would write), set-based.
 echo "== building a shop: $ORDERS watched orders, $IN_FLIGHT in flight"
+# the rounds of traffic below are dated up to 25 minutes after the first
+# scan's as_of, which may be ahead of the clock when the build is quick
+psql_db -c "ALTER DATABASE bench SET loyalty.future_tolerance = 3600"
 psql_db <<SQL
 CREATE EXTENSION loyalty;
 SELECT setseed(0.14);
@@ -77,6 +81,7 @@ echo "orders: $(psql_db -c 'SELECT count(*) FROM loyalty.orders'), lifecycle row
 echo "shop built in $(( $(date +%s) - BUILD_START ))s"
 
 best() { sort -n | head -n1; }
+median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", a / b }'; }
 
 T0=$(psql_db -c "SELECT date_trunc('minute', now())")
@@ -115,23 +120,33 @@ traffic() {   # $1: round
                          AND order_ref LIKE 'o%' ORDER BY order_ref DESC OFFSET 100 * $1 LIMIT 100) l" >/dev/null
 }
 echo "== scan_operations() every five minutes, with five minutes of traffic in between"
+# Each round's scan is compared with an index read taken just before it
+# (best of 3): on a shared machine the load moves between rounds, and a
+# ratio within a round compares like with like.
 steady=()
-for k in 1 2 3; do
+ratios=()
+for k in 1 2 3 4 5; do
     traffic $k
+    b=$(for i in 1 2 3; do time_sql "$BASE"; echo; done | best)
     t=$(time_sql "SELECT * FROM loyalty.scan_operations(timestamptz '$T0' + $k * interval '5 minutes')")
     psql_db -c "SELECT format('opened %s, resolved %s, withdrawn %s, open %s', opened, resolved, withdrawn, open_issues)
                   FROM loyalty.scan_operations(timestamptz '$T0' + $k * interval '5 minutes')" >/dev/null
-    echo "  round $k: ${t}s"
+    echo "  round $k: index read ${b}s, scan ${t}s, ratio $(ratio "$t" "$b")"
     steady+=("$t")
+    ratios+=("$(ratio "$t" "$b")")
 done
 scan=$(printf '%s\n' "${steady[@]}" | best)
-rerun=$(for i in 1 2 3; do time_sql "SELECT * FROM loyalty.scan_operations(timestamptz '$T0' + 3 * interval '5 minutes')"; echo; done | best)
+scan_median=$(printf '%s\n' "${steady[@]}" | median)
+ratio_best=$(printf '%s\n' "${ratios[@]}" | best)
+ratio_median=$(printf '%s\n' "${ratios[@]}" | median)
+rerun=$(for i in 1 2 3; do time_sql "SELECT * FROM loyalty.scan_operations(timestamptz '$T0' + 5 * interval '5 minutes')"; echo; done | best)
 early=$(time_sql "SELECT * FROM loyalty.scan_operations(timestamptz '$T0' - interval '1 day')")
 
 echo
 echo "== results (shared machine: 2 cores, other helpers' tests may have run at the same time)"
 echo "index read of $IN_FLIGHT in-flight rows: ${base}s"
-echo "scan_operations every 5 minutes (best of 3 rounds): ${scan}s  ratio $(ratio "$scan" "$base")  (target <= 5)"
+echo "scan_operations every 5 minutes, ratio to the index read of its round: median ${ratio_median}, best ${ratio_best} of 5 rounds  (target <= 5)"
+echo "scan_operations every 5 minutes: best ${scan}s, median ${scan_median}s (first index read ${base}s)"
 echo "rerun at the same as_of: ${rerun}s  ratio $(ratio "$rerun" "$base")"
 echo "scan at an earlier as_of (every deadline up to then): ${early}s  ratio $(ratio "$early" "$base")"
 echo "first scan ($ORDERS orders' deadlines, whole history): ${first}s  ratio $(ratio "$first" "$base")"

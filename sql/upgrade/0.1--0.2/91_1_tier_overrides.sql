@@ -1,0 +1,1 @@
+../../install/63_tier_overrides.sql
