@@ -224,6 +224,10 @@ VALUES (1, 'x-1', 'test', jsonb_build_object('customer_id', 'c5', 'email', 'c5@e
 -- a tracking code opens the parcel, with the address, at the carrier
 SELECT loyalty.record_shipment_event(o, 'in_transit', '2026-05-02 10:00+00', 'TRK-' || o, jsonb_build_object('to', 'Name Of C' || substr(o, 2, 1))) > 0 AS tracked
   FROM unnest(ARRAY['o5-1', 'o6-1']) o;
+-- staff's free text on a tier override
+INSERT INTO loyalty.tiers (tier, min_spend) VALUES ('sec-gold', 1000000) ON CONFLICT DO NOTHING;
+SELECT (loyalty.set_tier_override(c, 'sec-gold', now() + interval '30 days', 'parcel lost, Name Of C' || substr(c, 2, 1) || ' called')).override_id IS NOT NULL AS overridden
+  FROM unnest(ARRAY['c5', 'c6']) c;
 SELECT jsonb_object_keys(loyalty.export_customer('c5')) AS export_has ORDER BY 1;
 SELECT e -> 'profile' ->> 'email' AS email, jsonb_array_length(e -> 'orders') AS orders,
        jsonb_array_length(e -> 'consent_history') AS consent_changes, jsonb_array_length(e -> 'points_ledger') AS ledger_entries,

@@ -210,6 +210,14 @@ BEGIN
         UPDATE loyalty.support_contacts c SET reason = 'erased' WHERE c.customer_id = cid;
     END IF;
 
+    -- staff's reasons for a tier override are free text and may name the
+    -- customer: they go (the override and its dates stay)
+    IF to_regclass('loyalty.tier_overrides') IS NOT NULL THEN
+        UPDATE loyalty.tier_overrides ov SET reason = 'erased', end_reason = CASE WHEN ov.end_reason IS NOT NULL THEN 'erased' END
+         WHERE ov.customer_id = cid;
+        GET DIAGNOSTICS n = ROW_COUNT; done := done || jsonb_build_object('tier_overrides', n);
+    END IF;
+
     -- every other table keyed by customer (orders, events, state, scores,
     -- points, tiers, and those other components add): the pseudonym
     FOR t IN
