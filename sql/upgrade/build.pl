@@ -6,6 +6,8 @@
 #
 #     -- @function loyalty.NAME     (also @view, @table, @aggregate, @type)
 #
+# (and "-- @comments loyalty.NAME": only the COMMENT statements of a view,
+# table or type and its columns)
 # replaced by the current definition of that object taken from the install
 # fragments (a function's or aggregate's every overload; functions and views
 # as CREATE OR REPLACE), followed by its COMMENT statements (a relation's or
@@ -117,7 +119,16 @@ for my $f (@upgrade) {
 	my $lineno = 0;
 	for my $line (split /^/, $text) {
 		$lineno++;
-		if ($line =~ /^--\s*\@(function|view|table|aggregate|type)\s+loyalty\.(\w+)\s*$/) {
+		if ($line =~ /^--\s*\@comments\s+loyalty\.(\w+)\s*$/) {
+			my $name = $1;
+			my ($kind) = grep { $defs{"$_ $name"} } qw(view table type);
+			die "build.pl: $f:$lineno: no view, table or type loyalty.$name in sql/install\n"
+				unless $kind;
+			die "build.pl: $f:$lineno: the comments of loyalty.$name already taken in $claimed{\"comments $name\"}\n"
+				if $claimed{"comments $name"};
+			$claimed{"comments $name"} = "$f:$lineno";
+			print "$_\n\n" for @{ $comments{"$kind $name"} || [] };
+		} elsif ($line =~ /^--\s*\@(function|view|table|aggregate|type)\s+loyalty\.(\w+)\s*$/) {
 			my $key = "$1 $2";
 			die "build.pl: $f:$lineno: no $1 loyalty.$2 in sql/install\n"
 				unless $defs{$key};
