@@ -251,7 +251,8 @@ $$;
 -- with a/(a+b) settled: dropout without heterogeneity) is a fit of the limit
 -- model, kept as fitted with params.limit = true (see _p_alive_days).
 -- Then the holdout comparison picks the model that decides, when stale.
-CREATE FUNCTION loyalty.fit_models(OUT bgnbd_status text, OUT gamma_gamma_status text)
+-- (loyalty.fit_models, 74_pipeline.sql, then tells the journeys.)
+CREATE FUNCTION loyalty._fit_models(OUT bgnbd_status text, OUT gamma_gamma_status text)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 SET jit = off   -- per-row model expressions: compiling them costs seconds, running them milliseconds
@@ -285,7 +286,6 @@ BEGIN
         bgnbd_status := coalesce(bgnbd_status, 'too_little_data');
         gamma_gamma_status := 'too_little_data';
         PERFORM loyalty._choose_model(false);
-        PERFORM loyalty._journeys_refitted();   -- the shop gap moved lapse days (71_journeys_due.sql)
         RETURN;
     END IF;
 
@@ -312,7 +312,6 @@ BEGIN
                 CASE WHEN mst = 'not_converged' THEN 'optimiser did not converge' END);
     END LOOP;
     PERFORM loyalty._choose_model(false);
-    PERFORM loyalty._journeys_refitted();   -- win-back lapse days moved (71_journeys_due.sql)
 
     SELECT count(*) INTO n_gg FROM loyalty.model_inputs WHERE x > 0 AND repeat_value > 0;
     IF n_gg < st.min_repeat_customers THEN
@@ -331,7 +330,6 @@ BEGIN
             CASE WHEN NOT g.converged THEN 'optimiser did not converge; scores keep the last fitted parameters or the heuristic' END);
 END
 $$;
-COMMENT ON FUNCTION loyalty.fit_models() IS 'Fit the enabled churn models (heuristic, BG/NBD or its boundary limit, ...) and Gamma-Gamma on the shop''s customers (days) into loyalty.model_fits, then pick the model that decides';
 
 -- The holdout comparison's verdict (loyalty._choose_model), kept until the
 -- next comparison (at most daily, and when the enabled models change).

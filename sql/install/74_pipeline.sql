@@ -1,4 +1,62 @@
--- The pipeline: loyalty.refresh() (by hand, pg_cron or the worker) and the worker's round.
+-- The pipeline: the one place that runs the steps in the order the data
+-- flows, each step in the fragment of its component, which knows only the
+-- steps before it:
+--   captured changes -> orders            20_intake.sql  apply_events, record_order, record_refund, backfills
+--   -> customer state                     10_state.sql   _recompute_state (returns the customers it recomputed)
+--   -> tiers and points                   62_rewards.sql _recompute_tiers (order points: the intake's own step)
+--   -> scores                             30_rfm.sql     _rfm_score; 50_models.sql _fit_models, _store_scores
+--   -> the journeys' change log           71_journeys_due.sql journey_changes, _journeys_refitted
+-- Entry points: the intake calls loyalty._recompute_customers for the
+-- customers whose orders it changed; loyalty.refresh() (by hand, pg_cron or
+-- the worker), loyalty.worker_tick() (the worker's round) and
+-- loyalty.fit_models() are here.
+
+-- Everything derived from the orders of the given customers, after the intake
+-- changed them (in the intake's transaction). Locking: as in _recompute_state,
+-- then customer_tiers rows (key order), then customer_rfm rows; nothing locks
+-- these in another order.
+CREATE FUNCTION loyalty._recompute_customers(p_customers text[], p_enqueue boolean)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    changed text[];
+BEGIN
+    -- customer state (and the score queue, unless a backfill)
+    changed := loyalty._recompute_state(p_customers, p_enqueue);
+    -- tiers move with spend
+    PERFORM loyalty._recompute_tiers(changed, now());
+    -- scores: a customer left without state has no RFM scores (stored churn/CLV
+    -- scores go at the next refresh or worker round)
+    DELETE FROM loyalty.customer_rfm r
+     WHERE r.customer_id = ANY (changed)
+       AND NOT EXISTS (SELECT 1 FROM loyalty.customer_state cs WHERE cs.customer_id = r.customer_id);
+    -- the journeys look again at these customers' occasions (loyalty.journey_changes);
+    -- always, also while no campaign is active: a campaign switched on before
+    -- this transaction commits must find the change (refresh() trims the log
+    -- while no campaign is active)
+    INSERT INTO loyalty.journey_changes (customer_id) SELECT unnest(changed);
+END
+$$;
+
+-- Fit the models (50_models.sql), then tell the journeys: a new fit (or model
+-- choice) moves win-back lapse days (71_journeys_due.sql). The hook takes
+-- the journeys' lock after the new fit is written and holds it until this
+-- transaction commits, so no enqueue_due run searches with the old fit after
+-- the hook read its last as_of.
+CREATE FUNCTION loyalty.fit_models(OUT bgnbd_status text, OUT gamma_gamma_status text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    SELECT f.bgnbd_status, f.gamma_gamma_status INTO fit_models.bgnbd_status, fit_models.gamma_gamma_status
+      FROM loyalty._fit_models() f;
+    PERFORM loyalty._journeys_refitted();
+END
+$$;
+COMMENT ON FUNCTION loyalty.fit_models() IS 'Fit the enabled churn models (heuristic, BG/NBD or its boundary limit, ...) and Gamma-Gamma on the shop''s customers (days) into loyalty.model_fits, then pick the model that decides';
+
 
 CREATE FUNCTION loyalty.refresh(as_of timestamptz DEFAULT now(), fit_models boolean DEFAULT true,
                                 OUT events_applied bigint, OUT customers bigint, OUT rescored bigint,
@@ -21,19 +79,25 @@ BEGIN
         events_applied := events_applied + n;
         EXIT WHEN n = 0;
     END LOOP;
-    rescored := loyalty._rfm_score(true, as_of, NULL);
+    rescored := loyalty._rfm_score(true, as_of, NULL);   -- scores: RFM (30_rfm.sql)
+    -- the customers just scored: the pass stores their count with the bounds
+    customers := coalesce((SELECT b.customers FROM loyalty.rfm_bounds b), 0);
+    -- scores: the fits, then every customer's churn and CLV scores with the
+    -- fits in force (50_models.sql)
+    IF fit_models THEN
+        SELECT m.bgnbd_status, m.gamma_gamma_status INTO bgnbd, gamma_gamma FROM loyalty._fit_models() m;
+    END IF;
+    PERFORM loyalty._store_scores(as_of, NULL);
+    -- the journeys' change log: the customers whose lapse days the new fit moved
+    -- (see loyalty.fit_models for the locking argument)
+    IF fit_models THEN
+        PERFORM loyalty._journeys_refitted();
+    END IF;
     -- Nobody reads the journeys' change log while no campaign is active. One
     -- statement, one snapshot: every row it deletes was committed before any
     -- campaign was switched on, so the first (full) run of that campaign sees
     -- its data anyway.
     DELETE FROM loyalty.journey_changes WHERE NOT EXISTS (SELECT 1 FROM loyalty.campaigns cp WHERE cp.active);
-    -- the customers just scored: the pass stores their count with the bounds
-    customers := coalesce((SELECT b.customers FROM loyalty.rfm_bounds b), 0);
-    IF fit_models THEN
-        SELECT m.bgnbd_status, m.gamma_gamma_status INTO bgnbd, gamma_gamma FROM loyalty.fit_models() m;
-    END IF;
-    -- every customer's churn and CLV scores with the fits in force (50_models.sql)
-    PERFORM loyalty._store_scores(as_of, NULL);
 END
 $$;
 COMMENT ON FUNCTION loyalty.refresh(timestamptz, boolean) IS
