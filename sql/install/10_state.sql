@@ -89,10 +89,9 @@ BEGIN
     DELETE FROM loyalty.customer_state cs
      WHERE cs.customer_id = ANY (p_customers)
        AND NOT EXISTS (SELECT 1 FROM loyalty.orders o WHERE o.customer_id = cs.customer_id AND o.counts);
+    -- also those left without state: their stored scores go with the entry
     IF p_enqueue THEN
-        INSERT INTO loyalty.score_queue (customer_id)
-        SELECT c FROM unnest(customers) AS c
-         WHERE EXISTS (SELECT 1 FROM loyalty.customer_state cs WHERE cs.customer_id = c);
+        INSERT INTO loyalty.score_queue (customer_id) SELECT unnest(customers);
     END IF;
     RETURN customers;
 END

@@ -25,6 +25,12 @@ DECLARE
 BEGIN
     -- customer state (and the score queue, unless a backfill)
     changed := loyalty._recompute_state(p_customers, p_enqueue);
+    IF NOT p_enqueue THEN
+        -- scores: not queued, so the next refresh rescores everyone (always
+        -- updated, also when already NULL: the row lock orders this against a
+        -- pass over everyone, see _store_scores)
+        UPDATE loyalty.score_basis SET basis = NULL;
+    END IF;
     -- tiers move with spend
     PERFORM loyalty._recompute_tiers(changed, now());
     -- scores: a customer left without state has no RFM scores (stored churn/CLV
@@ -66,6 +72,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     n bigint;
+    queued text[];
 BEGIN
     IF as_of IS NULL OR NOT isfinite(as_of) THEN
         RAISE EXCEPTION 'as_of must be a finite time'
@@ -79,7 +86,10 @@ BEGIN
         events_applied := events_applied + n;
         EXIT WHEN n = 0;
     END LOOP;
-    rescored := loyalty._rfm_score(true, as_of, NULL);   -- scores: RFM (30_rfm.sql)
+    -- scores: RFM (30_rfm.sql), and the customers of the queue entries it
+    -- consumes (one statement, one snapshot: the same entries)
+    SELECT loyalty._rfm_score(true, as_of, NULL), ARRAY(SELECT DISTINCT q.customer_id FROM loyalty.score_queue q)
+      INTO rescored, queued;
     -- the customers just scored: the pass stores their count with the bounds
     customers := coalesce((SELECT b.customers FROM loyalty.rfm_bounds b), 0);
     -- scores: the fits, then every customer's churn and CLV scores with the
@@ -87,7 +97,9 @@ BEGIN
     IF fit_models THEN
         SELECT m.bgnbd_status, m.gamma_gamma_status INTO bgnbd, gamma_gamma FROM loyalty._fit_models() m;
     END IF;
-    PERFORM loyalty._store_scores(as_of, NULL);
+    -- everyone's, or only the queued customers' while the fits, settings and
+    -- day are those of the last pass over everyone
+    PERFORM loyalty._store_scores(as_of, NULL, queued);
     -- the journeys' change log: the customers whose lapse days the new fit moved
     -- (see loyalty.fit_models for the locking argument)
     IF fit_models THEN
@@ -119,6 +131,8 @@ DECLARE
     got bigint;
     msg text;
     st text;
+    queued text[];
+    rescored bigint;
     deadline timestamptz := clock_timestamp() + make_interval(secs => worker_tick.budget_ms / 1000.0);
 BEGIN
     IF NOT pg_try_advisory_xact_lock(74200, 2) THEN
@@ -152,16 +166,16 @@ BEGIN
         -- scoring in a subtransaction: when it fails (logged each round) the
         -- changes applied in this round still commit, so the queue drains
         BEGIN
-            -- the churn/CLV scores of the customers this round rescores (the
-            -- queue's oldest entries, which _rfm_score takes next); an entry
-            -- committed out of order is scored by the next full refresh. Not in
-            -- the order's own transaction: an order never waits for a refresh
-            -- holding the scores' rows.
-            PERFORM loyalty._store_scores(now(), ARRAY(SELECT DISTINCT q.customer_id
-                                                         FROM (SELECT sq.customer_id FROM loyalty.score_queue sq
-                                                                ORDER BY sq.seq LIMIT 10000) q))
+            -- RFM scores of the queue's oldest entries, and the churn/CLV scores
+            -- of their customers (one statement, one snapshot: the entries the
+            -- RFM pass consumes). Not in the order's own transaction: an order
+            -- never waits for a refresh holding the scores' rows.
+            SELECT loyalty._rfm_score(false, now(), 10000),
+                   ARRAY(SELECT DISTINCT q.customer_id
+                           FROM (SELECT sq.customer_id FROM loyalty.score_queue sq ORDER BY sq.seq LIMIT 10000) q)
+              INTO rescored, queued;
+            PERFORM loyalty._store_scores(now(), queued)
               FROM loyalty.model_fits f WHERE f.model = 'heuristic' AND f.status = 'fitted' LIMIT 1;
-            PERFORM loyalty._rfm_score(false, now(), 10000);
         EXCEPTION WHEN OTHERS THEN
             GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT, st = RETURNED_SQLSTATE;
             RAISE WARNING 'loyalty: rescoring failed (captured changes were applied): %: %', st, msg
