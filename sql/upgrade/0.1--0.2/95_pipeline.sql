@@ -14,7 +14,7 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON loyalty.score_basis TO loyalty_admin;
 
 -- 50_models.sql: a refit to the same rows reuses the fit's result
 ALTER TABLE loyalty.model_fits ADD COLUMN inputs_hash bigint;
-COMMENT ON COLUMN loyalty.model_fits.inputs_hash IS 'fingerprint of the rows fitted (sum of their hashes; with customers): a refit to the same rows reuses this fit''s result';
+COMMENT ON COLUMN loyalty.model_fits.inputs_hash IS 'fingerprint of the customer state fitted (loyalty._fit_inputs_hash): a refit the same UTC day to the same state reuses this fit''s result';
 
 -- _store_scores takes the queued customers (a new argument)
 DROP FUNCTION loyalty._store_scores(timestamptz, text[]);
@@ -71,17 +71,14 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION loyalty._fit_row_hash(p_x integer, p_t_x float8, p_t float8)
-RETURNS integer
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-RETURN hashint8((p_x::int8 * 1048576 + p_t_x::int8) * 1048576 + p_t::int8);
+CREATE FUNCTION loyalty._fit_inputs_hash()
+RETURNS bigint
+LANGUAGE sql STABLE PARALLEL SAFE
+RETURN (SELECT sum(hash_record(ROW(s.first_order_at, s.last_order_at, s.purchase_days, s.net_spend, s.first_day_spend,
+                                   s.avg_spend)))
+          FROM loyalty.customer_state s);
 
-CREATE FUNCTION loyalty._gg_row_hash(p_x integer, p_value numeric)
-RETURNS integer
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-RETURN hashint8(p_x::int8 * 4294967311 + hash_numeric(p_value));
-
-CREATE FUNCTION loyalty._fit_reused(p_model text, p_customers bigint, p_inputs_hash bigint)
+CREATE FUNCTION loyalty._fit_reused(p_model text, p_inputs_hash bigint)
 RETURNS text
 LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
@@ -89,7 +86,8 @@ AS $$
     INSERT INTO loyalty.model_fits (model, status, as_of, customers, params, loglik, iterations, note, inputs_hash)
     SELECT f.model, f.status, now(), f.customers, f.params, f.loglik, f.iterations, f.note, f.inputs_hash
       FROM (SELECT * FROM loyalty.model_fits mf WHERE mf.model = p_model ORDER BY mf.fit_id DESC LIMIT 1) f
-     WHERE f.inputs_hash = p_inputs_hash AND f.customers = p_customers AND f.params IS NOT NULL
+     WHERE f.inputs_hash = p_inputs_hash AND f.params IS NOT NULL
+       AND (f.as_of AT TIME ZONE 'UTC')::date = (now() AT TIME ZONE 'UTC')::date
     RETURNING status
 $$;
 
@@ -107,7 +105,6 @@ DECLARE
     g record;
     n_gg bigint;
     fp bigint;
-    fp_gg bigint;
     m text;
     lim boolean;
     mst text;
@@ -116,10 +113,8 @@ BEGIN
     -- the gap rounded to 1e-9 days: a parallel scan sums in another order each
     -- time, and a refit on the same data must give the same parameters (or
     -- every stored score is rewritten, see _store_scores)
-    SELECT count(*), count(*) FILTER (WHERE x > 0), round(avg(t_x / x) FILTER (WHERE x > 0 AND t_x > 0)::numeric, 9),
-           count(*) FILTER (WHERE x > 0 AND repeat_value > 0), sum(loyalty._fit_row_hash(x, t_x, t)),
-           sum(loyalty._gg_row_hash(x, repeat_value)) FILTER (WHERE x > 0 AND repeat_value > 0)
-      INTO n, n_rep, gap, n_gg, fp, fp_gg FROM loyalty.model_inputs;
+    SELECT count(*), count(*) FILTER (WHERE x > 0), round(avg(t_x / x) FILTER (WHERE x > 0 AND t_x > 0)::numeric, 9)
+      INTO n, n_rep, gap FROM loyalty.model_inputs;
     INSERT INTO loyalty.model_fits (model, status, as_of, customers, params, note)
     VALUES ('heuristic', 'fitted', now(), n, jsonb_build_object('shop_gap', coalesce(gap, 90)),
             CASE WHEN gap IS NULL THEN 'no repeat buyers yet: a gap of 90 days' END);
@@ -137,8 +132,9 @@ BEGIN
         RETURN;
     END IF;
 
+    fp := loyalty._fit_inputs_hash();
     IF 'bgnbd' = ANY (st.models) THEN
-        bgnbd_status := loyalty._fit_reused('bgnbd', n, fp);
+        bgnbd_status := loyalty._fit_reused('bgnbd', fp);
     END IF;
     IF 'bgnbd' = ANY (st.models) AND bgnbd_status IS NULL THEN
         SELECT (loyalty.bgnbd_fit(x, t_x, t)).* INTO f FROM loyalty.model_inputs;
@@ -157,7 +153,7 @@ BEGIN
     -- the other BTYD models, when enabled and installed (same shape: x, t_x, t -> 4 parameters)
     FOREACH m IN ARRAY st.models LOOP
         CONTINUE WHEN m IN ('bgnbd', 'heuristic') OR NOT loyalty._model_available(m)
-                      OR loyalty._fit_reused(m, n, fp) IS NOT NULL;
+                      OR loyalty._fit_reused(m, fp) IS NOT NULL;
         EXECUTE format('SELECT (loyalty.%s_fit(x, t_x, t)).* FROM loyalty.model_inputs', m) INTO f;
         mst := CASE WHEN (to_jsonb(f)->>'converged')::boolean THEN 'fitted' ELSE 'not_converged' END;
         INSERT INTO loyalty.model_fits (model, status, as_of, customers, params, loglik, iterations, note, inputs_hash)
@@ -166,15 +162,16 @@ BEGIN
     END LOOP;
     PERFORM loyalty._choose_model(false);
 
+    gamma_gamma_status := loyalty._fit_reused('gamma_gamma', fp);
+    IF gamma_gamma_status IS NOT NULL THEN
+        RETURN;
+    END IF;
+    SELECT count(*) INTO n_gg FROM loyalty.model_inputs WHERE x > 0 AND repeat_value > 0;
     IF n_gg < st.min_repeat_customers THEN
         gamma_gamma_status := 'too_little_data';
         INSERT INTO loyalty.model_fits (model, status, as_of, customers, note)
         VALUES ('gamma_gamma', gamma_gamma_status, now(), n_gg,
                 format('%s repeat buyers with positive spend: need %s', n_gg, st.min_repeat_customers));
-        RETURN;
-    END IF;
-    gamma_gamma_status := loyalty._fit_reused('gamma_gamma', n_gg, fp_gg);
-    IF gamma_gamma_status IS NOT NULL THEN
         RETURN;
     END IF;
     SELECT (loyalty.gamma_gamma_fit(x, repeat_value::float8)).* INTO g
@@ -184,7 +181,7 @@ BEGIN
     VALUES ('gamma_gamma', gamma_gamma_status, now(), n_gg,
             jsonb_build_object('p', g.p, 'q', g.q, 'gamma', g.gamma), g.loglik, g.iterations,
             CASE WHEN NOT g.converged THEN 'optimiser did not converge; scores keep the last fitted parameters or the heuristic' END,
-            fp_gg);
+            fp);
 END
 $$;
 
@@ -234,7 +231,8 @@ BEGIN
     INSERT INTO loyalty.stored_scores AS sc (customer_id, model, p_alive, expected_purchases_90d, expected_order_value,
                                               predicted_clv, horizon_days, fit_id, gamma_gamma_fit_id, as_of)
     SELECT i.customer_id, v.model, v.p_alive, v.e90, v.eov,
-           round((st.margin * v.eov::numeric * v.eh::numeric
+           -- (the default horizon is the 90 days already computed)
+           round((st.margin * v.eov::numeric * (CASE WHEN st.horizon_days = 90 THEN v.e90 ELSE v.eh END)::numeric
                   / power(1 + st.annual_discount_rate, st.horizon_days / 365.0 / 2))::numeric, 2),
            st.horizon_days,
            CASE WHEN v.model = 'heuristic' THEN m.heuristic_fit_id ELSE m.fit_id END,
@@ -479,10 +477,8 @@ COMMENT ON FUNCTION loyalty.worker_tick(integer, integer) IS 'One background wor
 
 -- new functions: the install's blanket privileges (90_grants.sql), repeated
 REVOKE ALL ON FUNCTION loyalty._recompute_state(text[], boolean), loyalty._fit_models(),
-                       loyalty._fit_row_hash(integer, float8, float8), loyalty._gg_row_hash(integer, numeric),
-                       loyalty._fit_reused(text, bigint, bigint),
+                       loyalty._fit_inputs_hash(), loyalty._fit_reused(text, bigint),
                        loyalty._store_scores(timestamptz, text[], text[]) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION loyalty._recompute_state(text[], boolean), loyalty._fit_models(),
-                          loyalty._fit_row_hash(integer, float8, float8), loyalty._gg_row_hash(integer, numeric),
-                          loyalty._fit_reused(text, bigint, bigint),
+                          loyalty._fit_inputs_hash(), loyalty._fit_reused(text, bigint),
                           loyalty._store_scores(timestamptz, text[], text[]) TO loyalty_admin;
