@@ -453,11 +453,15 @@ BEGIN
         BEGIN
             -- RFM scores of the queue's oldest entries, and the churn/CLV scores
             -- of their customers (one statement, one snapshot: the entries the
-            -- RFM pass consumes). Not in the order's own transaction: an order
-            -- never waits for a refresh holding the scores' rows.
+            -- RFM pass consumes; all of them when it has no bounds for the bins
+            -- in force and scores everyone). Not in the order's own
+            -- transaction: an order never waits for a refresh holding the
+            -- scores' rows.
             SELECT loyalty._rfm_score(false, now(), 10000),
                    ARRAY(SELECT DISTINCT q.customer_id
-                           FROM (SELECT sq.customer_id FROM loyalty.score_queue sq ORDER BY sq.seq LIMIT 10000) q)
+                           FROM (SELECT sq.customer_id FROM loyalty.score_queue sq ORDER BY sq.seq
+                                  LIMIT CASE WHEN EXISTS (SELECT 1 FROM loyalty.rfm_bounds b JOIN loyalty.rfm_config c
+                                                                  ON c.bins = b.bins) THEN 10000 END) q)
               INTO rescored, queued;
             PERFORM loyalty._store_scores(now(), queued)
               FROM loyalty.model_fits f WHERE f.model = 'heuristic' AND f.status = 'fitted' LIMIT 1;
