@@ -13,8 +13,9 @@
 
 -- Everything derived from the orders of the given customers, after the intake
 -- changed them (in the intake's transaction). Locking: as in _recompute_state,
--- then customer_tiers rows (key order), then customer_rfm rows; nothing locks
--- these in another order.
+-- then (a backfill, which holds the intake's lock 74200/1 throughout) the
+-- score_basis row, then customer_tiers rows (key order), then customer_rfm
+-- rows; nothing locks these in another order.
 CREATE FUNCTION loyalty._recompute_customers(p_customers text[], p_enqueue boolean)
 RETURNS void
 LANGUAGE plpgsql
@@ -63,7 +64,7 @@ END
 $$;
 COMMENT ON FUNCTION loyalty.fit_models() IS 'Fit the enabled churn models (heuristic, BG/NBD or its boundary limit, ...) and Gamma-Gamma on the shop''s customers (days) into loyalty.model_fits, then pick the model that decides';
 
-
+-- Every step for everyone: by hand, pg_cron or the worker.
 CREATE FUNCTION loyalty.refresh(as_of timestamptz DEFAULT now(), fit_models boolean DEFAULT true,
                                 OUT events_applied bigint, OUT customers bigint, OUT rescored bigint,
                                 OUT bgnbd text, OUT gamma_gamma text)
