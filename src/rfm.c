@@ -1121,7 +1121,11 @@ RfmQueuePass(const RfmBounds *bounds, RfmSegments *segs, TimestampTz as_of, int3
 	if (plan == NULL)
 		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
 	limval[0] = Int32GetDatum(limit);
-	portal = SPI_cursor_open(NULL, plan, limval, NULL, false);
+	/*
+	 * Read-only: the caller's snapshot, so a caller reading the same entries
+	 * in the same statement (loyalty.worker_tick) gets exactly these.
+	 */
+	portal = SPI_cursor_open(NULL, plan, limval, NULL, true);
 
 	inserts->n = updates->n = 0;
 	batchctx = AllocSetContextCreate(CurrentMemoryContext, "loyalty rfm batch", ALLOCSET_DEFAULT_SIZES);

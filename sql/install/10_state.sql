@@ -37,7 +37,10 @@ CREATE TABLE loyalty.score_queue (
 );
 COMMENT ON TABLE loyalty.score_queue IS 'Customers whose state changed since they were last scored';
 
--- Recompute the state of the given customers from loyalty.orders.
+-- Recompute the state of the given customers from loyalty.orders, queue them
+-- for scoring (p_enqueue; a backfill does not) and return them (distinct, no
+-- NULL): the customers whose state may have changed, for the steps after this
+-- one (loyalty._recompute_customers, 74_pipeline.sql, hands them on).
 -- Locking: callers have already written their loyalty.orders rows. Each
 -- customer's state row is locked (created first if new; key order, so no two
 -- callers wait on each other in a cycle) before the recomputing statement takes
@@ -46,11 +49,13 @@ COMMENT ON TABLE loyalty.score_queue IS 'Customers whose state changed since the
 -- rows are always locked before state rows, so no lock cycle can form across
 -- the two either. Row locks, unlike advisory locks, cost no shared memory, so
 -- a backfill may lock a million customers in one transaction.
-CREATE FUNCTION loyalty._recompute_customers(p_customers text[], p_enqueue boolean)
-RETURNS void
+CREATE FUNCTION loyalty._recompute_state(p_customers text[], p_enqueue boolean)
+RETURNS text[]
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    customers text[] := ARRAY(SELECT DISTINCT c FROM unnest(p_customers) AS c WHERE c IS NOT NULL ORDER BY 1);
 BEGIN
     INSERT INTO loyalty.customer_state AS cs
         (customer_id, first_order_at, last_order_at, orders, repeat_orders, purchase_days,
@@ -89,24 +94,10 @@ BEGIN
     DELETE FROM loyalty.customer_state cs
      WHERE cs.customer_id = ANY (p_customers)
        AND NOT EXISTS (SELECT 1 FROM loyalty.orders o WHERE o.customer_id = cs.customer_id AND o.counts);
-    DELETE FROM loyalty.customer_rfm r
-     WHERE r.customer_id = ANY (p_customers)
-       AND NOT EXISTS (SELECT 1 FROM loyalty.customer_state cs WHERE cs.customer_id = r.customer_id);
-
-    -- tiers move with spend (see 62_rewards.sql)
-    PERFORM loyalty._recompute_tiers(p_customers, now());
-
-    -- the journeys look again at these customers' occasions (loyalty.journey_changes);
-    -- always, also while no campaign is active: a campaign switched on before
-    -- this transaction commits must find the change (refresh() trims the log
-    -- while no campaign is active)
-    INSERT INTO loyalty.journey_changes (customer_id)
-    SELECT DISTINCT c FROM unnest(p_customers) AS c WHERE c IS NOT NULL;
-
+    -- also those left without state: their stored scores go with the entry
     IF p_enqueue THEN
-        INSERT INTO loyalty.score_queue (customer_id)
-        SELECT DISTINCT c FROM unnest(p_customers) AS c
-         WHERE c IS NOT NULL AND EXISTS (SELECT 1 FROM loyalty.customer_state cs WHERE cs.customer_id = c);
+        INSERT INTO loyalty.score_queue (customer_id) SELECT unnest(customers);
     END IF;
+    RETURN customers;
 END
 $$;

@@ -109,10 +109,12 @@ CREATE TABLE loyalty.model_fits (
     params     jsonb,
     loglik     float8,
     iterations integer,
-    note       text
+    note       text,
+    inputs_hash bigint
 );
 CREATE INDEX model_fits_latest_idx ON loyalty.model_fits (model, fit_id DESC) WHERE status = 'fitted';
 COMMENT ON TABLE loyalty.model_fits IS 'Every model fit with its diagnostics; scores use the newest fitted row per model';
+COMMENT ON COLUMN loyalty.model_fits.inputs_hash IS 'fingerprint of the customer state fitted (loyalty._fit_inputs_hash): a refit the same UTC day to the same state reuses this fit''s result';
 SELECT pg_catalog.pg_extension_config_dump('loyalty.model_fits', '');
 
 -- Per-customer model inputs in days (BTYD convention: one transaction per
@@ -253,6 +255,35 @@ AS $$
     SELECT coalesce(avg(t_x / x) FILTER (WHERE x > 0 AND t_x > 0), 90) FROM loyalty.model_inputs
 $$;
 
+-- A fingerprint of what model_inputs_at reads: the columns of customer_state
+-- it derives the inputs from (keep the two in step). Within one UTC day, two
+-- equal fingerprints give the same inputs. A sum of row hashes: the order of
+-- a (parallel) scan does not change it.
+CREATE FUNCTION loyalty._fit_inputs_hash()
+RETURNS bigint
+LANGUAGE sql STABLE PARALLEL SAFE
+RETURN (SELECT sum(hash_record(ROW(s.first_order_at, s.last_order_at, s.purchase_days, s.net_spend, s.first_day_spend,
+                                   s.avg_spend)))
+          FROM loyalty.customer_state s);
+
+-- A fit is deterministic (src/btyd_agg.c: a parallel fit equals the serial
+-- one), so a refit to the same rows (the newest fit of the model has the same
+-- fingerprint and was fitted the same UTC day) would return the same result:
+-- that result is recorded again as this fit, and its status returned; NULL
+-- when the rows may differ.
+CREATE FUNCTION loyalty._fit_reused(p_model text, p_inputs_hash bigint)
+RETURNS text
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    INSERT INTO loyalty.model_fits (model, status, as_of, customers, params, loglik, iterations, note, inputs_hash)
+    SELECT f.model, f.status, now(), f.customers, f.params, f.loglik, f.iterations, f.note, f.inputs_hash
+      FROM (SELECT * FROM loyalty.model_fits mf WHERE mf.model = p_model ORDER BY mf.fit_id DESC LIMIT 1) f
+     WHERE f.inputs_hash = p_inputs_hash AND f.params IS NOT NULL
+       AND (f.as_of AT TIME ZONE 'UTC')::date = (now() AT TIME ZONE 'UTC')::date
+    RETURNING status
+$$;
+
 -- Fit the enabled models on the shop's customers (days) into
 -- loyalty.model_fits; never raises for the data. The heuristic's one
 -- parameter is the shop's mean gap between purchase days of repeat buyers
@@ -260,7 +291,8 @@ $$;
 -- with a/(a+b) settled: dropout without heterogeneity) is a fit of the limit
 -- model, kept as fitted with params.limit = true (see _p_alive_days).
 -- Then the holdout comparison picks the model that decides, when stale.
-CREATE FUNCTION loyalty.fit_models(OUT bgnbd_status text, OUT gamma_gamma_status text)
+-- (loyalty.fit_models, 74_pipeline.sql, then tells the journeys.)
+CREATE FUNCTION loyalty._fit_models(OUT bgnbd_status text, OUT gamma_gamma_status text)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 SET jit = off   -- per-row model expressions: compiling them costs seconds, running them milliseconds
@@ -273,12 +305,16 @@ DECLARE
     f record;
     g record;
     n_gg bigint;
+    fp bigint;
     m text;
     lim boolean;
     mst text;
 BEGIN
     SELECT * INTO st FROM loyalty.model_settings;
-    SELECT count(*), count(*) FILTER (WHERE x > 0), avg(t_x / x) FILTER (WHERE x > 0 AND t_x > 0)
+    -- the gap rounded to 1e-9 days: a parallel scan sums in another order each
+    -- time, and a refit on the same data must give the same parameters (or
+    -- every stored score is rewritten, see _store_scores)
+    SELECT count(*), count(*) FILTER (WHERE x > 0), round(avg(t_x / x) FILTER (WHERE x > 0 AND t_x > 0)::numeric, 9)
       INTO n, n_rep, gap FROM loyalty.model_inputs;
     INSERT INTO loyalty.model_fits (model, status, as_of, customers, params, note)
     VALUES ('heuristic', 'fitted', now(), n, jsonb_build_object('shop_gap', coalesce(gap, 90)),
@@ -294,32 +330,37 @@ BEGIN
         bgnbd_status := coalesce(bgnbd_status, 'too_little_data');
         gamma_gamma_status := 'too_little_data';
         PERFORM loyalty._choose_model(false);
-        PERFORM loyalty._journeys_refitted();   -- the shop gap moved lapse days (71_journeys_due.sql)
         RETURN;
     END IF;
 
+    fp := loyalty._fit_inputs_hash();
     IF 'bgnbd' = ANY (st.models) THEN
+        bgnbd_status := loyalty._fit_reused('bgnbd', fp);
+    END IF;
+    IF 'bgnbd' = ANY (st.models) AND bgnbd_status IS NULL THEN
         SELECT (loyalty.bgnbd_fit(x, t_x, t)).* INTO f FROM loyalty.model_inputs;
         lim := least(f.a, f.b) >= 1e6 AND f.loglik > '-Infinity' AND f.r > 0 AND f.alpha > 0;
         bgnbd_status := CASE WHEN f.converged OR lim THEN 'fitted' ELSE 'not_converged' END;
-        INSERT INTO loyalty.model_fits (model, status, as_of, customers, params, loglik, iterations, note)
+        INSERT INTO loyalty.model_fits (model, status, as_of, customers, params, loglik, iterations, note, inputs_hash)
         VALUES ('bgnbd', bgnbd_status, now(), n,
                 jsonb_build_object('r', f.r, 'alpha', f.alpha, 'a', f.a, 'b', f.b)
                 || CASE WHEN lim THEN jsonb_build_object('limit', true, 'p', f.a / (f.a + f.b)) ELSE '{}' END,
                 f.loglik, f.iterations,
                 CASE WHEN lim THEN format('maximum on the boundary a, b -> infinity: every customer drops out with probability %s after a purchase (BG/NBD without heterogeneity in dropout); scored as that limit',
                                           round((f.a / (f.a + f.b))::numeric, 4))
-                     WHEN NOT f.converged THEN 'optimiser did not converge; scores keep the last fitted parameters or the heuristic' END);
+                     WHEN NOT f.converged THEN 'optimiser did not converge; scores keep the last fitted parameters or the heuristic' END,
+                fp);
     END IF;
     -- the other BTYD models, when enabled and installed (same shape: x, t_x, t -> 4 parameters)
     FOREACH m IN ARRAY st.models LOOP
-        CONTINUE WHEN m IN ('bgnbd', 'heuristic') OR NOT loyalty._model_available(m);
+        CONTINUE WHEN m IN ('bgnbd', 'heuristic') OR NOT loyalty._model_available(m)
+                      OR loyalty._fit_reused(m, fp) IS NOT NULL;
         EXECUTE format('SELECT (loyalty.%s_fit(x, t_x, t)).* FROM loyalty.model_inputs', m) INTO f;
         mst := CASE WHEN (to_jsonb(f)->>'converged')::boolean THEN 'fitted' ELSE 'not_converged' END;
         -- MBG/NBD on its boundary a, b -> infinity: mbgnbd_fit fits that limit
         -- and reports it with min(a, b) = 1e12, a/(a+b) = p (src/btyd.c)
         lim := m = 'mbgnbd' AND mst = 'fitted' AND least((to_jsonb(f)->>'a')::float8, (to_jsonb(f)->>'b')::float8) >= 1e6;
-        INSERT INTO loyalty.model_fits (model, status, as_of, customers, params, loglik, iterations, note)
+        INSERT INTO loyalty.model_fits (model, status, as_of, customers, params, loglik, iterations, note, inputs_hash)
         VALUES (m, mst, now(), n,
                 to_jsonb(f) - 'loglik' - 'converged' - 'iterations'
                 || CASE WHEN lim THEN jsonb_build_object('limit', true, 'p', (to_jsonb(f)->>'a')::float8
@@ -328,11 +369,15 @@ BEGIN
                 f.loglik, f.iterations,
                 CASE WHEN lim THEN format('maximum on the boundary a, b -> infinity: every customer drops out with probability %s at each purchase, the first included (MBG/NBD without heterogeneity in dropout); fitted and scored as that limit',
                                           round(((to_jsonb(f)->>'a')::float8 / ((to_jsonb(f)->>'a')::float8 + (to_jsonb(f)->>'b')::float8))::numeric, 4))
-                     WHEN mst = 'not_converged' THEN 'optimiser did not converge' END);
+                     WHEN mst = 'not_converged' THEN 'optimiser did not converge' END,
+                fp);
     END LOOP;
     PERFORM loyalty._choose_model(false);
-    PERFORM loyalty._journeys_refitted();   -- win-back lapse days moved (71_journeys_due.sql)
 
+    gamma_gamma_status := loyalty._fit_reused('gamma_gamma', fp);
+    IF gamma_gamma_status IS NOT NULL THEN
+        RETURN;
+    END IF;
     SELECT count(*) INTO n_gg FROM loyalty.model_inputs WHERE x > 0 AND repeat_value > 0;
     IF n_gg < st.min_repeat_customers THEN
         gamma_gamma_status := 'too_little_data';
@@ -344,13 +389,13 @@ BEGIN
     SELECT (loyalty.gamma_gamma_fit(x, repeat_value::float8)).* INTO g
       FROM loyalty.model_inputs WHERE x > 0 AND repeat_value > 0;
     gamma_gamma_status := CASE WHEN g.converged THEN 'fitted' ELSE 'not_converged' END;
-    INSERT INTO loyalty.model_fits (model, status, as_of, customers, params, loglik, iterations, note)
+    INSERT INTO loyalty.model_fits (model, status, as_of, customers, params, loglik, iterations, note, inputs_hash)
     VALUES ('gamma_gamma', gamma_gamma_status, now(), n_gg,
             jsonb_build_object('p', g.p, 'q', g.q, 'gamma', g.gamma), g.loglik, g.iterations,
-            CASE WHEN NOT g.converged THEN 'optimiser did not converge; scores keep the last fitted parameters or the heuristic' END);
+            CASE WHEN NOT g.converged THEN 'optimiser did not converge; scores keep the last fitted parameters or the heuristic' END,
+            fp);
 END
 $$;
-COMMENT ON FUNCTION loyalty.fit_models() IS 'Fit the enabled churn models (heuristic, BG/NBD or its boundary limit, ...) and Gamma-Gamma on the shop''s customers (days) into loyalty.model_fits, then pick the model that decides';
 
 -- The holdout comparison's verdict (loyalty._choose_model), kept until the
 -- next comparison (at most daily, and when the enabled models change).
@@ -427,10 +472,33 @@ COMMENT ON TABLE loyalty.stored_scores IS 'Per-customer scores as last computed 
 -- derived, but dumped, so that a restored database has its scores at once
 SELECT pg_catalog.pg_extension_config_dump('loyalty.stored_scores', '');
 
--- Compute and store the scores of p_customers (NULL: everyone, and drop the
--- rows of customers without state) as of p_as_of; a row is rewritten only
--- when a value changes. Returns the rows written.
-CREATE FUNCTION loyalty._store_scores(p_as_of timestamptz, p_customers text[])
+-- What everyone's stored scores were last computed with: the model and its
+-- parameters, the Gamma-Gamma fit, the settings, and the UTC day of as_of
+-- (the inputs are whole UTC days, so within a day they change only with the
+-- customer's state). While it holds, a refresh rescores only the customers
+-- whose state changed (queued in loyalty.score_queue). NULL: not known (a
+-- backfill changes customers without queueing them), so the next refresh
+-- rescores everyone. Not dumped: a restored database rescores everyone once.
+CREATE TABLE loyalty.score_basis (
+    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    basis     jsonb
+);
+INSERT INTO loyalty.score_basis DEFAULT VALUES;
+COMMENT ON TABLE loyalty.score_basis IS 'Model, parameters, settings and day every stored score was last computed with (NULL: rescore everyone)';
+
+-- Compute and store the scores of p_customers as of p_as_of; a row is
+-- rewritten only when a value changes. p_customers NULL: everyone (and drop
+-- the rows of customers without state), unless p_queued is given and the
+-- basis still holds (same model, parameters, settings and UTC day as the
+-- last pass over everyone): then only the customers of p_queued, the queue
+-- entries the caller's RFM pass consumed, and everyone after all when that
+-- leaves another number of rows than the customers the RFM pass counted.
+-- Returns the rows written.
+-- Locking: a pass over everyone locks the basis row first; a backfill clears
+-- the basis under the same lock (loyalty._recompute_customers), so it either
+-- commits before this pass reads anything (and the pass sees its customers or
+-- the cleared basis) or waits until this pass commits.
+CREATE FUNCTION loyalty._store_scores(p_as_of timestamptz, p_customers text[], p_queued text[] DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -441,32 +509,50 @@ DECLARE
     m record;
     g record;
     st loyalty.model_settings;
+    cur_basis jsonb;
+    held boolean;
+    todo text[] := p_customers;
 BEGIN
+    IF p_customers IS NULL THEN
+        PERFORM 1 FROM loyalty.score_basis sb FOR UPDATE;
+    END IF;
     -- the model, read once: constants in the per-row expressions below, so the
     -- planner inlines the model functions into them (an argument that is a
     -- per-row expression used more than once would keep them calls)
     SELECT * INTO m FROM loyalty.current_model;
     SELECT cf.gamma_gamma_fit_id, cf.p, cf.q, cf.gamma INTO g FROM loyalty.current_fits cf;
     SELECT * INTO st FROM loyalty.model_settings;
-    IF p_customers IS NULL THEN
+    -- fit ids left out: a refit to the same parameters changes no score
+    cur_basis := jsonb_build_object('model', m.model, 'r', m.r, 'alpha', m.alpha, 'a', m.a, 'b', m.b, 'shop_gap', m.shop_gap,
+                                'p', g.p, 'q', g.q, 'gamma', g.gamma, 'horizon_days', st.horizon_days, 'margin', st.margin,
+                                'annual_discount_rate', st.annual_discount_rate, 'day', (p_as_of AT TIME ZONE 'UTC')::date);
+    SELECT sb.basis = cur_basis INTO held FROM loyalty.score_basis sb;
+    IF p_customers IS NULL AND p_queued IS NOT NULL AND coalesce(held, false) THEN
+        todo := p_queued;
+    ELSIF p_customers IS NOT NULL AND NOT coalesce(held, true) THEN
+        -- these rows get another basis than everyone's: the next refresh rescores everyone
+        UPDATE loyalty.score_basis SET basis = NULL;
+    END IF;
+    IF todo IS NULL THEN
         DELETE FROM loyalty.stored_scores sc
          WHERE NOT EXISTS (SELECT 1 FROM loyalty.customer_state s WHERE s.customer_id = sc.customer_id);
     ELSE
         DELETE FROM loyalty.stored_scores sc
-         WHERE sc.customer_id = ANY (p_customers)
+         WHERE sc.customer_id = ANY (todo)
            AND NOT EXISTS (SELECT 1 FROM loyalty.customer_state s WHERE s.customer_id = sc.customer_id);
     END IF;
     INSERT INTO loyalty.stored_scores AS sc (customer_id, model, p_alive, expected_purchases_90d, expected_order_value,
                                               predicted_clv, horizon_days, fit_id, gamma_gamma_fit_id, as_of)
     SELECT i.customer_id, v.model, v.p_alive, v.e90, v.eov,
-           round((st.margin * v.eov::numeric * v.eh::numeric
+           -- (the default horizon is the 90 days already computed)
+           round((st.margin * v.eov::numeric * (CASE WHEN st.horizon_days = 90 THEN v.e90 ELSE v.eh END)::numeric
                   / power(1 + st.annual_discount_rate, st.horizon_days / 365.0 / 2))::numeric, 2),
            st.horizon_days,
            CASE WHEN v.model = 'heuristic' THEN m.heuristic_fit_id ELSE m.fit_id END,
            g.gamma_gamma_fit_id, p_as_of
       -- inputs as columns of a subquery (OFFSET 0): plain values, not expressions
       FROM (SELECT * FROM loyalty.model_inputs_at(p_as_of) mi
-             WHERE p_customers IS NULL OR mi.customer_id = ANY (p_customers) OFFSET 0) i
+             WHERE todo IS NULL OR mi.customer_id = ANY (todo) OFFSET 0) i
      CROSS JOIN LATERAL (
         SELECT loyalty._p_alive_model(m.model, i.x) AS model,
                loyalty._p_alive_days(m.model, i.x, i.t_x, i.t, i.days_since_last, m.r, m.alpha, m.a, m.b, m.shop_gap) AS p_alive,
@@ -495,6 +581,14 @@ BEGIN
            (excluded.model, excluded.p_alive, excluded.expected_purchases_90d, excluded.expected_order_value,
             excluded.predicted_clv, excluded.horizon_days);
     GET DIAGNOSTICS n = ROW_COUNT;
+    IF todo IS NULL THEN
+        UPDATE loyalty.score_basis SET basis = cur_basis;
+    ELSIF p_customers IS NULL
+          AND (SELECT count(*) FROM loyalty.stored_scores) IS DISTINCT FROM (SELECT b.customers FROM loyalty.rfm_bounds b) THEN
+        -- not a row for every customer the caller's RFM pass counted (rows
+        -- truncated, a backfill's new customers): everyone after all
+        RETURN n + loyalty._store_scores(p_as_of, NULL);
+    END IF;
     RETURN n;
 END
 $$;

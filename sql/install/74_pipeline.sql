@@ -1,0 +1,196 @@
+-- The pipeline: the one place that runs the steps in the order the data
+-- flows, each step in the fragment of its component, which knows only the
+-- steps before it:
+--   captured changes -> orders            20_intake.sql  apply_events, record_order, record_refund, backfills
+--   -> customer state                     10_state.sql   _recompute_state (returns the customers it recomputed)
+--   -> tiers and points                   62_rewards.sql _recompute_tiers (order points: the intake's own step)
+--   -> scores                             30_rfm.sql     _rfm_score; 50_models.sql _fit_models, _store_scores
+--   -> the journeys' change log           71_journeys_due.sql journey_changes, _journeys_refitted
+-- Entry points: the intake calls loyalty._recompute_customers for the
+-- customers whose orders it changed; loyalty.refresh() (by hand, pg_cron or
+-- the worker), loyalty.worker_tick() (the worker's round) and
+-- loyalty.fit_models() are here.
+
+-- Everything derived from the orders of the given customers, after the intake
+-- changed them (in the intake's transaction). Locking: as in _recompute_state,
+-- then (a backfill, which holds the intake's lock 74200/1 throughout) the
+-- score_basis row, then customer_tiers rows (key order), then customer_rfm
+-- rows; nothing locks these in another order.
+CREATE FUNCTION loyalty._recompute_customers(p_customers text[], p_enqueue boolean)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    changed text[];
+BEGIN
+    -- customer state (and the score queue, unless a backfill)
+    changed := loyalty._recompute_state(p_customers, p_enqueue);
+    IF NOT p_enqueue THEN
+        -- scores: not queued, so the next refresh rescores everyone (always
+        -- updated, also when already NULL: the row lock orders this against a
+        -- pass over everyone, see _store_scores)
+        UPDATE loyalty.score_basis SET basis = NULL;
+    END IF;
+    -- tiers move with spend
+    PERFORM loyalty._recompute_tiers(changed, now());
+    -- scores: a customer left without state has no RFM scores (stored churn/CLV
+    -- scores go at the next refresh or worker round)
+    DELETE FROM loyalty.customer_rfm r
+     WHERE r.customer_id = ANY (changed)
+       AND NOT EXISTS (SELECT 1 FROM loyalty.customer_state cs WHERE cs.customer_id = r.customer_id);
+    -- the journeys look again at these customers' occasions (loyalty.journey_changes);
+    -- always, also while no campaign is active: a campaign switched on before
+    -- this transaction commits must find the change (refresh() trims the log
+    -- while no campaign is active)
+    INSERT INTO loyalty.journey_changes (customer_id) SELECT unnest(changed);
+END
+$$;
+
+-- Fit the models (50_models.sql), then tell the journeys: a new fit (or model
+-- choice) moves win-back lapse days (71_journeys_due.sql). The hook takes
+-- the journeys' lock after the new fit is written and holds it until this
+-- transaction commits, so no enqueue_due run searches with the old fit after
+-- the hook read its last as_of.
+CREATE FUNCTION loyalty.fit_models(OUT bgnbd_status text, OUT gamma_gamma_status text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    SELECT f.bgnbd_status, f.gamma_gamma_status INTO fit_models.bgnbd_status, fit_models.gamma_gamma_status
+      FROM loyalty._fit_models() f;
+    PERFORM loyalty._journeys_refitted();
+END
+$$;
+COMMENT ON FUNCTION loyalty.fit_models() IS 'Fit the enabled churn models (heuristic, BG/NBD or its boundary limit, ...) and Gamma-Gamma on the shop''s customers (days) into loyalty.model_fits, then pick the model that decides';
+
+-- Every step for everyone: by hand, pg_cron or the worker.
+CREATE FUNCTION loyalty.refresh(as_of timestamptz DEFAULT now(), fit_models boolean DEFAULT true,
+                                OUT events_applied bigint, OUT customers bigint, OUT rescored bigint,
+                                OUT bgnbd text, OUT gamma_gamma text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n bigint;
+    queued text[];
+BEGIN
+    IF as_of IS NULL OR NOT isfinite(as_of) THEN
+        RAISE EXCEPTION 'as_of must be a finite time'
+              USING ERRCODE = 'invalid_parameter_value', HINT = 'Omit it to refresh as of now().';
+    END IF;
+    -- one refresh at a time; a second caller waits and then refreshes again
+    PERFORM pg_advisory_xact_lock(74200, 2);
+    events_applied := 0;
+    LOOP
+        n := loyalty.apply_events(50000);
+        events_applied := events_applied + n;
+        EXIT WHEN n = 0;
+    END LOOP;
+    -- scores: RFM (30_rfm.sql), and the customers of the queue entries it
+    -- consumes (one statement, one snapshot: the same entries)
+    SELECT loyalty._rfm_score(true, as_of, NULL), ARRAY(SELECT DISTINCT q.customer_id FROM loyalty.score_queue q)
+      INTO rescored, queued;
+    -- the customers just scored: the pass stores their count with the bounds
+    customers := coalesce((SELECT b.customers FROM loyalty.rfm_bounds b), 0);
+    -- scores: the fits, then every customer's churn and CLV scores with the
+    -- fits in force (50_models.sql)
+    IF fit_models THEN
+        SELECT m.bgnbd_status, m.gamma_gamma_status INTO bgnbd, gamma_gamma FROM loyalty._fit_models() m;
+    END IF;
+    -- everyone's, or only the queued customers' while the fits, settings and
+    -- day are those of the last pass over everyone
+    PERFORM loyalty._store_scores(as_of, NULL, queued);
+    -- the journeys' change log: the customers whose lapse days the new fit moved
+    -- (see loyalty.fit_models for the locking argument)
+    IF fit_models THEN
+        PERFORM loyalty._journeys_refitted();
+    END IF;
+    -- Nobody reads the journeys' change log while no campaign is active. One
+    -- statement, one snapshot: every row it deletes was committed before any
+    -- campaign was switched on, so the first (full) run of that campaign sees
+    -- its data anyway.
+    DELETE FROM loyalty.journey_changes WHERE NOT EXISTS (SELECT 1 FROM loyalty.campaigns cp WHERE cp.active);
+END
+$$;
+COMMENT ON FUNCTION loyalty.refresh(timestamptz, boolean) IS
+'Apply captured changes, recompute RFM bounds and every customer''s scores, refit the churn/CLV models and store the churn/CLV scores; returns counts and fit status';
+
+-- One worker round: apply changes, rescore queued customers, and run a full
+-- refresh when the last one is older than refresh_interval seconds. Under a
+-- burst of orders a round keeps applying and rescoring batches for up to
+-- budget_ms, so the queue drains as fast as it fills (one transaction; the
+-- changes become visible when the round commits).
+CREATE FUNCTION loyalty.worker_tick(refresh_interval integer DEFAULT 3600, budget_ms integer DEFAULT 2000)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    last timestamptz;
+    n bigint := 0;
+    got bigint;
+    msg text;
+    st text;
+    queued text[];
+    rescored bigint;
+    deadline timestamptz := clock_timestamp() + make_interval(secs => worker_tick.budget_ms / 1000.0);
+BEGIN
+    IF NOT pg_try_advisory_xact_lock(74200, 2) THEN
+        RETURN 0;   -- a refresh is running; it does this round's work
+    END IF;
+    SELECT computed_at INTO last FROM loyalty.rfm_bounds;
+    IF last IS NULL AND NOT EXISTS (SELECT 1 FROM loyalty.customer_state) AND NOT EXISTS (SELECT 1 FROM loyalty.events) THEN
+        RETURN 0;
+    END IF;
+    -- Applying changes never waits for scoring: scoring runs in a
+    -- subtransaction, and when it fails (logged each round) the changes
+    -- applied in this round still commit, so the queue drains.
+    IF last IS NULL OR last < now() - make_interval(secs => worker_tick.refresh_interval) THEN
+        LOOP
+            got := loyalty.apply_events(50000);
+            n := n + got;
+            EXIT WHEN got = 0;
+        END LOOP;
+        BEGIN
+            PERFORM loyalty.refresh();
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT, st = RETURNED_SQLSTATE;
+            RAISE WARNING 'loyalty: refresh failed (captured changes were applied): %: %', st, msg
+                  USING HINT = 'Run SELECT loyalty.refresh() to see the error in full.';
+        END;
+        RETURN n;
+    END IF;
+    LOOP
+        got := loyalty.apply_events(10000);
+        n := n + got;
+        -- scoring in a subtransaction: when it fails (logged each round) the
+        -- changes applied in this round still commit, so the queue drains
+        BEGIN
+            -- RFM scores of the queue's oldest entries, and the churn/CLV scores
+            -- of their customers (one statement, one snapshot: the entries the
+            -- RFM pass consumes; all of them when it has no bounds for the bins
+            -- in force and scores everyone). Not in the order's own
+            -- transaction: an order never waits for a refresh holding the
+            -- scores' rows.
+            SELECT loyalty._rfm_score(false, now(), 10000),
+                   ARRAY(SELECT DISTINCT q.customer_id
+                           FROM (SELECT sq.customer_id FROM loyalty.score_queue sq ORDER BY sq.seq
+                                  LIMIT CASE WHEN EXISTS (SELECT 1 FROM loyalty.rfm_bounds b JOIN loyalty.rfm_config c
+                                                                  ON c.bins = b.bins) THEN 10000 END) q)
+              INTO rescored, queued;
+            PERFORM loyalty._store_scores(now(), queued)
+              FROM loyalty.model_fits f WHERE f.model = 'heuristic' AND f.status = 'fitted' LIMIT 1;
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT, st = RETURNED_SQLSTATE;
+            RAISE WARNING 'loyalty: rescoring failed (captured changes were applied): %: %', st, msg
+                  USING HINT = 'Run SELECT loyalty.refresh() to see the error in full.';
+            EXIT WHEN got < 10000 OR clock_timestamp() > deadline;
+            CONTINUE;
+        END;
+        EXIT WHEN (got < 10000 AND NOT EXISTS (SELECT 1 FROM loyalty.score_queue)) OR clock_timestamp() > deadline;
+    END LOOP;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION loyalty.worker_tick(integer, integer) IS 'One background worker round (also callable by hand or pg_cron)';
