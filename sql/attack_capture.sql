@@ -66,11 +66,11 @@ SELECT loyalty.track_orders('ac_orders2', customer_column => 'customer', amount_
                             ordered_at_column => 'placed_at', order_id_column => 'id');
 CREATE TABLE ac_events (order_id text, status text, at timestamptz, code text, detail jsonb);
 SELECT loyalty.track_shipment_events('ac_events', 'order_id', 'status', 'at', 'code', 'detail');
-INSERT INTO ac_orders2 VALUES ('e1', 'alice', 10, now() - interval '3 days');
-INSERT INTO ac_events VALUES ('e1', 'in_transit', now() - interval '2 days', 'TRK1', '{"to": "Alice Smith, 1 Main St"}'),
+INSERT INTO ac_orders2 VALUES ('e1', 'alice', 10, '2026-02-27 09:00+00');
+INSERT INTO ac_events VALUES ('e1', 'in_transit', '2026-02-28 09:00+00', 'TRK1', '{"to": "Alice Smith, 1 Main St"}'),
                              ('e1', 'delivered', '1960-01-01', 'TRK1', '{"to": "Alice Smith, 1 Main St"}');
 SELECT loyalty.apply_events() > 0 AS applied;
-INSERT INTO ac_events VALUES ('e1', 'out_for_delivery', now() - interval '1 day', 'TRK1', '{"to": "Alice Smith, 1 Main St"}');
+INSERT INTO ac_events VALUES ('e1', 'out_for_delivery', '2026-03-01 09:00+00', 'TRK1', '{"to": "Alice Smith, 1 Main St"}');
 SELECT removed->'rejected_rows' AS rejected_rows_removed, removed->'shipment_events' AS shipment_events
   FROM loyalty.erase_customer('alice');
 SELECT loyalty.apply_events() > 0 AS applied;
@@ -84,3 +84,20 @@ SELECT count(*) AS rows_naming_her
         UNION ALL SELECT fields::text FROM loyalty.events
         UNION ALL SELECT concat(tracking_code, detail::text) FROM loyalty.shipment_events) x
  WHERE x.t LIKE '%Alice%' OR x.t LIKE '%TRK1%';
+
+-- ---- a carrier row quarantined for a detail over 8,000 characters keeps at
+-- most 1,000 of it in rejected_rows (as every long value there)
+INSERT INTO ac_orders2 VALUES ('e2', 'bob', 10, '2026-02-27 09:00+00');
+INSERT INTO ac_events VALUES ('e2', 'in_transit', '2026-02-28 09:00+00', 'TRK2',
+                              jsonb_build_object('log', repeat('x', 100000)));
+SELECT loyalty.apply_events() > 0 AS applied;
+SELECT reason, length(row_data::text) < 1200 AS row_data_cut FROM loyalty.rejected_rows WHERE order_ref = 'e2';
+
+-- ---- the app's writers after the erasure: a carrier webhook still arriving,
+-- a return with the customer's words
+SELECT loyalty.record_shipment_event('e1', 'delivered', '2026-03-02 09:00+00', 'TRK1', '{"signed_by": "Alice Smith"}') IS NOT NULL AS recorded;
+SELECT loyalty.record_shipment_event('e1', 'in_transit', '2026-02-28 09:00+00', 'TRK1', '{"to": "Alice Smith"}')
+       = (SELECT min(event_id) FROM loyalty.shipment_events WHERE order_ref = 'e1') AS same_event;
+SELECT (loyalty.record_return('e1', '2026-03-05 09:00+00', reason => 'Alice Smith: wrong size')).reason;
+SELECT e.status, e.tracking_code IS NULL OR e.tracking_code LIKE 'erased:%' AS no_code, e.detail
+  FROM loyalty.shipment_events e WHERE e.order_ref = 'e1' ORDER BY e.at;

@@ -171,8 +171,7 @@ $$;
 -- replay_rejected() reads every event of that order again (recording is
 -- idempotent). An event of an erased customer's order (queued at the
 -- erasure, or the shop's row captured again) keeps no tracking code or
--- detail, as erase_customer leaves the recorded ones; one already recorded
--- (its code now erased:<id>) is not recorded a second time.
+-- detail, quarantined too (_record_shipment_event drops them when recording).
 CREATE FUNCTION loyalty._apply_shipment_change(e loyalty.events)
 RETURNS void
 LANGUAGE plpgsql
@@ -190,12 +189,6 @@ BEGIN
         e.fields := e.fields - 'tracking_code' - 'detail';
     END IF;
     why := loyalty._shipment_problem(e);
-    IF why IS NULL AND erased
-       AND EXISTS (SELECT 1 FROM loyalty.shipment_events x
-                    WHERE x.order_ref = e.order_ref AND x.at = (e.fields ->> 'at')::timestamptz
-                      AND x.carrier_status = btrim(e.status)) THEN
-        RETURN;
-    END IF;
     IF why IS NULL THEN
         PERFORM loyalty._record_shipment_event(e.order_ref, e.status, (e.fields ->> 'at')::timestamptz,
                                                e.fields ->> 'tracking_code', e.fields -> 'detail');
