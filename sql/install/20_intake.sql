@@ -271,6 +271,8 @@ $$;
 
 -- Keep a row loyalty cannot use in rejected_rows (newest reason per open row).
 -- The key is cut to the index's limit: a poison key must not fail the quarantine.
+-- A long value is cut to 1,000 characters, a JSON object or array (a carrier
+-- event's detail) as its text.
 CREATE FUNCTION loyalty._quarantine(p_source_id integer, p_key text, p_reason text, p_row jsonb)
 RETURNS void
 LANGUAGE sql
@@ -279,7 +281,9 @@ AS $$
     INSERT INTO loyalty.rejected_rows (source_id, order_ref, reason, row_data)
     VALUES (p_source_id, left(p_key, 255), left(p_reason, 1000),
             (SELECT jsonb_object_agg(k, CASE WHEN jsonb_typeof(v) = 'string' AND length(v #>> '{}') > 1000
-                                             THEN to_jsonb(left(v #>> '{}', 1000) || '...') ELSE v END)
+                                             THEN to_jsonb(left(v #>> '{}', 1000) || '...')
+                                             WHEN jsonb_typeof(v) IN ('object', 'array') AND length(v::text) > 1000
+                                             THEN to_jsonb(left(v::text, 1000) || '...') ELSE v END)
                FROM jsonb_each(p_row) AS e(k, v)))
     ON CONFLICT (source_id, order_ref) WHERE resolved_at IS NULL
     DO UPDATE SET reason = excluded.reason, row_data = excluded.row_data, rejected_at = excluded.rejected_at
