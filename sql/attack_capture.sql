@@ -101,3 +101,15 @@ SELECT loyalty.record_shipment_event('e1', 'in_transit', '2026-02-28 09:00+00', 
 SELECT (loyalty.record_return('e1', '2026-03-05 09:00+00', reason => 'Alice Smith: wrong size')).reason;
 SELECT e.status, e.tracking_code IS NULL OR e.tracking_code LIKE 'erased:%' AS no_code, e.detail
   FROM loyalty.shipment_events e WHERE e.order_ref = 'e1' ORDER BY e.at;
+
+-- ---- a careless bulk load: the shop disables triggers, its rows are never
+-- captured; the health check says so while the trigger is off
+ALTER TABLE ac_orders2 DISABLE TRIGGER ALL;
+INSERT INTO ac_orders2 VALUES ('bulk1', 'carol', 10, '2026-03-01 09:00+00');
+SELECT "check", status, detail FROM loyalty.health WHERE "check" = 'capture_triggers';
+ALTER TABLE ac_orders2 ENABLE TRIGGER ALL;
+SELECT "check", status, detail FROM loyalty.health WHERE "check" = 'capture_triggers';
+-- the hint's remedy: attach again with the backfill, which reads the row (once)
+SELECT loyalty.track_orders('ac_orders2', customer_column => 'customer', amount_column => 'total',
+                            ordered_at_column => 'placed_at', order_id_column => 'id') > 0 AS read_again;
+SELECT order_ref, customer_id, counted FROM loyalty.orders WHERE order_ref = 'bulk1';
