@@ -227,19 +227,31 @@ CaptureNumeric(Datum d, Oid typid)
 	}
 }
 
-/* Value of a built-in time type as timestamptz */
+/*
+ * Value of a built-in time type as timestamptz. *overflow: outside
+ * timestamptz's range (a date after 294276 AD, or a timestamp at either end
+ * shifted by the session's zone); timestamp_timestamptz and date_timestamptz
+ * would raise there, failing the shop's write.
+ */
 static Datum
-CaptureTimestamp(Datum d, Oid typid)
+CaptureTimestamp(Datum d, Oid typid, bool *overflow)
 {
+	int			o = 0;
+	Datum		result = d;
+
 	switch (typid)
 	{
 		case TIMESTAMPOID:
-			return DirectFunctionCall1(timestamp_timestamptz, d);
+			result = TimestampTzGetDatum(timestamp2timestamptz_opt_overflow(DatumGetTimestamp(d), &o));
+			break;
 		case DATEOID:
-			return DirectFunctionCall1(date_timestamptz, d);
+			result = TimestampTzGetDatum(date2timestamptz_opt_overflow(DatumGetDateADT(d), &o));
+			break;
 		default:
-			return d;
+			break;
 	}
+	*overflow = (o != 0);
+	return result;
 }
 
 /* Value of a built-in time type as date */
@@ -359,6 +371,7 @@ CaptureRead(CapturedRow *row, HeapTuple tuple, TupleDesc tupdesc, const CaptureS
 		Datum		d;
 		bool		isnull;
 		Datum		value = (Datum) 0;
+		bool		overflow = false;
 		char		buf[MAXDATELEN + 1];
 
 		if (spec->columns[f] == NULL)
@@ -392,18 +405,24 @@ CaptureRead(CapturedRow *row, HeapTuple tuple, TupleDesc tupdesc, const CaptureS
 					value = CaptureNumeric(d, typid);
 					break;
 				case CC_TIME:
-					value = CaptureTimestamp(d, typid);
+					value = CaptureTimestamp(d, typid, &overflow);
 					break;
 				case CC_DATE:
 					value = CaptureDate(d, typid);
 					break;
 				case CC_PROMISE:
-					value = typid == DATEOID ? d : CaptureTimestamp(d, typid);
+					/* a date stays a date; checked as the end of its day will be */
+					value = CaptureTimestamp(d, typid, &overflow);
+					if (typid == DATEOID)
+						value = d;
 					break;
 				case CC_DETAIL:
 					value = d;	/* pushed below */
 					break;
 			}
+			if (overflow && row->problem == NULL)
+				row->problem = psprintf("tracked column \"%s\" is outside 1970-01-01 .. 2100-01-01",
+										spec->columns[f]);
 		}
 		if (field->target != EV_FIELDS)
 		{

@@ -274,6 +274,8 @@ $$;
 
 -- Keep a row loyalty cannot use in rejected_rows (newest reason per open row).
 -- The key is cut to the index's limit: a poison key must not fail the quarantine.
+-- A long value is cut to 1,000 characters, a JSON object or array (a carrier
+-- event's detail) as its text.
 CREATE FUNCTION loyalty._quarantine(p_source_id integer, p_key text, p_reason text, p_row jsonb)
 RETURNS void
 LANGUAGE sql
@@ -282,7 +284,9 @@ AS $$
     INSERT INTO loyalty.rejected_rows (source_id, order_ref, reason, row_data)
     VALUES (p_source_id, left(p_key, 255), left(p_reason, 1000),
             (SELECT jsonb_object_agg(k, CASE WHEN jsonb_typeof(v) = 'string' AND length(v #>> '{}') > 1000
-                                             THEN to_jsonb(left(v #>> '{}', 1000) || '...') ELSE v END)
+                                             THEN to_jsonb(left(v #>> '{}', 1000) || '...')
+                                             WHEN jsonb_typeof(v) IN ('object', 'array') AND length(v::text) > 1000
+                                             THEN to_jsonb(left(v::text, 1000) || '...') ELSE v END)
                FROM jsonb_each(p_row) AS e(k, v)))
     ON CONFLICT (source_id, order_ref) WHERE resolved_at IS NULL
     DO UPDATE SET reason = excluded.reason, row_data = excluded.row_data, rejected_at = excluded.rejected_at
@@ -605,6 +609,22 @@ BEGIN
 END
 $$;
 
+-- A tracked time column (timestamptz, timestamp or date, checked) as an SQL
+-- expression of type timestamptz, for backfill and replay: a value outside
+-- timestamptz's range (a date after 294276 AD; ::timestamptz would raise and
+-- fail the whole backfill or replay) becomes a time the bounds refuse (year
+-- 100000 or 4000 BC), so its row is quarantined as the trigger does.
+CREATE FUNCTION loyalty._time_sql(p_column text)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT format('CASE WHEN %1$I IS NULL OR NOT isfinite(%1$I) '
+                  'OR %1$I BETWEEN ''4000-01-01 BC''::date AND ''100000-01-01''::date THEN %1$I::timestamptz '
+                  'WHEN %1$I < ''4000-01-01 BC''::date THEN ''4000-01-01 BC''::timestamptz '
+                  'ELSE ''100000-01-01''::timestamptz END', p_column)
+$$;
+
 -- The events.fields of a tracked orders row as an SQL expression over the
 -- table's columns: what the capture trigger writes (src/intake.c's
 -- OrderFields), read the same way, for backfill and replay. Only built-in
@@ -620,23 +640,23 @@ DECLARE
     promise_is_date boolean;
 BEGIN
     IF s.delivered_at_column IS NOT NULL THEN
-        parts := parts || format('''delivered_at'', %I::timestamptz', s.delivered_at_column);
+        parts := parts || format('''delivered_at'', %s', loyalty._time_sql(s.delivered_at_column));
     END IF;
     IF s.paid_at_column IS NOT NULL THEN
-        parts := parts || format('''paid_at'', %I::timestamptz', s.paid_at_column);
+        parts := parts || format('''paid_at'', %s', loyalty._time_sql(s.paid_at_column));
     END IF;
     IF s.dispatched_at_column IS NOT NULL THEN
-        parts := parts || format('''dispatched_at'', %I::timestamptz', s.dispatched_at_column);
+        parts := parts || format('''dispatched_at'', %s', loyalty._time_sql(s.dispatched_at_column));
     END IF;
     IF s.promised_at_column IS NOT NULL THEN
         SELECT a.atttypid = 'date'::regtype INTO promise_is_date FROM pg_attribute a
          WHERE a.attrelid = to_regclass(format('%I.%I', s.relation_schema, s.relation_name))
            AND a.attname = s.promised_at_column AND NOT a.attisdropped;
         parts := parts || CASE WHEN promise_is_date THEN format('''promised_on'', %I', s.promised_at_column)
-                               ELSE format('''promised_at'', %I::timestamptz', s.promised_at_column) END;
+                               ELSE format('''promised_at'', %s', loyalty._time_sql(s.promised_at_column)) END;
     END IF;
     IF s.dispatch_by_column IS NOT NULL THEN
-        parts := parts || format('''dispatch_by'', %I::timestamptz', s.dispatch_by_column);
+        parts := parts || format('''dispatch_by'', %s', loyalty._time_sql(s.dispatch_by_column));
     END IF;
     IF cardinality(parts) = 0 THEN
         RETURN 'NULL::jsonb';
@@ -669,10 +689,10 @@ BEGIN
     q := format(
         'SELECT array_agg(ROW(%s, ''u'', loyalty._as_text(k), loyalty._as_text(c), m::numeric, t::timestamptz, loyalty._as_text(st), NULL,
                               fl, NULL)::loyalty.order_change ORDER BY k)
-           FROM (SELECT %I AS k, %I AS c, %I AS m, %I AS t, %s AS st, %s AS fl FROM %I.%I
+           FROM (SELECT %I AS k, %I AS c, %I AS m, %s AS t, %s AS st, %s AS fl FROM %I.%I
                   WHERE $1 IS NULL OR %I > CAST($1 AS %s) ORDER BY %I LIMIT %s) b',
         s.source_id,
-        s.order_id_column, s.customer_column, s.amount_column, s.ordered_at_column,
+        s.order_id_column, s.customer_column, s.amount_column, loyalty._time_sql(s.ordered_at_column),
         CASE WHEN s.status_column IS NULL THEN 'NULL::text' ELSE quote_ident(s.status_column) END,
         loyalty._order_fields_sql(s),
         s.relation_schema, s.relation_name, s.order_id_column, id_type, s.order_id_column, p_batch);
@@ -1057,9 +1077,9 @@ BEGIN
         all_keys := all_keys || keys;
         id_type := loyalty._source_read_check(s);   -- typed reads only, as in _backfill
         EXECUTE format('INSERT INTO loyalty.events (source_id, op, order_ref, customer_id, amount, ordered_at, status, fields)
-                        SELECT %s, ''u'', loyalty._as_text(%I), loyalty._as_text(%I), %I::numeric, %I::timestamptz, %s, %s
+                        SELECT %s, ''u'', loyalty._as_text(%I), loyalty._as_text(%I), %I::numeric, %s, %s, %s
                           FROM %I.%I WHERE %I = ANY (CAST($1 AS %s[]))',
-                       s.source_id, s.order_id_column, s.customer_column, s.amount_column, s.ordered_at_column,
+                       s.source_id, s.order_id_column, s.customer_column, s.amount_column, loyalty._time_sql(s.ordered_at_column),
                        CASE WHEN s.status_column IS NULL THEN 'NULL' ELSE 'loyalty._as_text(' || quote_ident(s.status_column) || ')' END,
                        loyalty._order_fields_sql(s),
                        s.relation_schema, s.relation_name, s.order_id_column, id_type)

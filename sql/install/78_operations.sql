@@ -708,6 +708,18 @@ DECLARE
     code text := nullif(btrim(p_tracking_code), '');
     id bigint;
 BEGIN
+    -- an erased customer's order keeps no tracking code or detail (as
+    -- erase_customer leaves its events), and an event recorded before the
+    -- erasure (its code now erased:<id>) is not recorded a second time
+    IF EXISTS (SELECT 1 FROM loyalty.orders o WHERE o.order_ref = p_order_ref AND o.customer_id LIKE 'erased:%') THEN
+        SELECT e.event_id INTO id FROM loyalty.shipment_events e
+         WHERE e.order_ref = p_order_ref AND e.at = p_at AND e.carrier_status = raw ORDER BY e.event_id LIMIT 1;
+        IF id IS NOT NULL THEN
+            RETURN id;
+        END IF;
+        code := NULL;
+        p_detail := NULL;
+    END IF;
     INSERT INTO loyalty.order_lifecycle (order_ref) VALUES (p_order_ref)
     ON CONFLICT ON CONSTRAINT order_lifecycle_pkey DO NOTHING;
     INSERT INTO loyalty.shipment_events AS e (order_ref, status, carrier_status, at, tracking_code, detail)
@@ -792,7 +804,10 @@ BEGIN
     ON CONFLICT ON CONSTRAINT order_lifecycle_pkey DO NOTHING;
     INSERT INTO loyalty.order_returns AS t (order_ref, requested_at, received_at, refunded_at, reason)
     VALUES (record_return.order_ref, record_return.requested_at, record_return.received_at, record_return.refunded_at,
-            nullif(btrim(record_return.reason), ''))
+            -- an erased customer's order keeps no reason (erase_customer)
+            CASE WHEN NOT EXISTS (SELECT 1 FROM loyalty.orders o
+                                   WHERE o.order_ref = record_return.order_ref AND o.customer_id LIKE 'erased:%')
+                 THEN nullif(btrim(record_return.reason), '') END)
     ON CONFLICT ON CONSTRAINT order_returns_pkey DO UPDATE
        SET requested_at = excluded.requested_at,
            received_at = coalesce(excluded.received_at, t.received_at),

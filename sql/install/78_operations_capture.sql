@@ -31,7 +31,11 @@ AS $$
                    (2, 'dispatch time', loyalty._time_problem((p_fields ->> 'dispatched_at')::timestamptz, NULL)),
                    (3, 'delivery promise', loyalty._time_problem((p_fields ->> 'promised_at')::timestamptz, NULL)),
                    (4, 'delivery promise',
-                    loyalty._time_problem(((p_fields ->> 'promised_on')::date)::timestamp AT TIME ZONE 'UTC', NULL)),
+                    loyalty._time_problem(CASE WHEN (p_fields ->> 'promised_on')::date > '100000-01-01'::date
+                                                    AND isfinite((p_fields ->> 'promised_on')::date)
+                                               THEN '100000-01-01'::timestamptz   -- beyond timestamp's range
+                                               ELSE ((p_fields ->> 'promised_on')::date)::timestamp AT TIME ZONE 'UTC' END,
+                                          NULL)),
                    (5, 'dispatch deadline', loyalty._time_problem((p_fields ->> 'dispatch_by')::timestamptz, NULL))
            ) v(i, what, problem)
      WHERE v.problem IS NOT NULL
@@ -165,7 +169,9 @@ $$;
 -- One captured carrier event: recorded (loyalty._record_shipment_event), or
 -- quarantined with its reason. A row's key in rejected_rows is its order, so
 -- replay_rejected() reads every event of that order again (recording is
--- idempotent).
+-- idempotent). An event of an erased customer's order (queued at the
+-- erasure, or the shop's row captured again) keeps no tracking code or
+-- detail, quarantined too (_record_shipment_event drops them when recording).
 CREATE FUNCTION loyalty._apply_shipment_change(e loyalty.events)
 RETURNS void
 LANGUAGE plpgsql
@@ -173,9 +179,14 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     why text;
+    erased boolean;
 BEGIN
     IF e.op <> 'u' THEN
         RETURN;     -- an event that happened stays recorded
+    END IF;
+    erased := EXISTS (SELECT 1 FROM loyalty.orders o WHERE o.order_ref = e.order_ref AND o.customer_id LIKE 'erased:%');
+    IF erased THEN
+        e.fields := e.fields - 'tracking_code' - 'detail';
     END IF;
     why := loyalty._shipment_problem(e);
     IF why IS NULL THEN
@@ -258,9 +269,9 @@ BEGIN
      WHERE a.attrelid = rel AND a.attname = s.detail_column AND NOT a.attisdropped;
     EXECUTE format(
         'INSERT INTO loyalty.events (source_id, op, order_ref, status, fields)
-         SELECT %s, ''u'', loyalty._as_text(%I), loyalty._as_text(%I), jsonb_build_object(''at'', %I::timestamptz%s%s)
+         SELECT %s, ''u'', loyalty._as_text(%I), loyalty._as_text(%I), jsonb_build_object(''at'', %s%s%s)
            FROM %s WHERE $1 IS NULL OR loyalty._as_text(%I) = ANY ($1)',
-        s.source_id, s.order_column, s.event_column, s.at_column,
+        s.source_id, s.order_column, s.event_column, loyalty._time_sql(s.at_column),
         CASE WHEN s.tracking_code_column IS NULL THEN ''
              ELSE format(', ''tracking_code'', loyalty._as_text(%I)', s.tracking_code_column) END,
         CASE WHEN s.detail_column IS NULL THEN ''

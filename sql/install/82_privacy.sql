@@ -208,6 +208,12 @@ BEGIN
            AND r.order_ref IN (SELECT o.order_ref FROM loyalty.orders o WHERE o.customer_id = cid);
         GET DIAGNOSTICS n = ROW_COUNT; done := done || jsonb_build_object('order_returns', n);
         UPDATE loyalty.support_contacts c SET reason = 'erased' WHERE c.customer_id = cid;
+        -- quarantined carrier-events rows of their orders (tracking code, detail)
+        DELETE FROM loyalty.rejected_rows r
+         WHERE r.source_id IN (SELECT ss.source_id FROM loyalty.shipment_sources ss)
+           AND r.order_ref IN (SELECT o.order_ref FROM loyalty.orders o WHERE o.customer_id = cid);
+        GET DIAGNOSTICS n = ROW_COUNT;
+        done := jsonb_set(done, '{rejected_rows}', to_jsonb((done->>'rejected_rows')::bigint + n));
     END IF;
 
     -- staff's reasons for a tier override are free text and may name the

@@ -730,6 +730,24 @@ BEGIN
         hint := NULL;
     END IF;
     RETURN NEXT;
+
+    -- capture triggers the shop disabled (ALTER TABLE ... DISABLE TRIGGER [ALL],
+    -- e.g. for a bulk load): the rows written meanwhile are never captured
+    "check" := 'capture_triggers';
+    SELECT pg_catalog.count(*), pg_catalog.string_agg(pg_catalog.format('%s (%s)', t.tgrelid::regclass, t.tgname), ', ')
+      INTO n, examples
+      FROM pg_catalog.pg_trigger t
+     WHERE t.tgfoid = 'loyalty.capture_row()'::regprocedure AND t.tgenabled = 'D';
+    IF n > 0 THEN
+        status := 'critical';
+        detail := pg_catalog.format('%s capture triggers are disabled: %s; rows written to these tables are not captured', n, examples);
+        hint := 'ALTER TABLE ... ENABLE TRIGGER ...; then read the rows written meanwhile again by calling loyalty.track_orders / track_customers / track_shipment_events once more with backfill => true (idempotent).';
+    ELSE
+        status := 'ok';
+        detail := 'no capture trigger is disabled';
+        hint := NULL;
+    END IF;
+    RETURN NEXT;
 END
 $$;
 
