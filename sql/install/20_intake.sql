@@ -321,7 +321,7 @@ BEGIN
         PERFORM loyalty._quarantine(c.source_id, c.order_ref, 'could not be applied: ' || msg,
                                     jsonb_build_object('customer_id', left(c.customer_id, 1000), 'amount', left(c.amount::text, 1000),
                                                        'ordered_at', c.ordered_at, 'status', c.status) || coalesce(c.fields, '{}'));
-        RAISE WARNING 'loyalty: change of order % quarantined in loyalty.rejected_rows: %', left(c.order_ref, 255), msg
+        RAISE WARNING 'change of order % quarantined in loyalty.rejected_rows: %', left(c.order_ref, 255), msg
               USING HINT = 'Fix the shop''s row, then run loyalty.replay_rejected().';
         RETURN 1;
     END IF;
@@ -707,7 +707,7 @@ BEGIN
         PERFORM loyalty._apply_changes(ch, false);
         n := n + got;
         IF clock_timestamp() - last_notice > interval '5 seconds' THEN
-            RAISE NOTICE 'loyalty: backfilled % rows of %.%', n, s.relation_schema, s.relation_name;
+            RAISE NOTICE 'backfilled % rows of %.%', n, s.relation_schema, s.relation_name;
             last_notice := clock_timestamp();
         END IF;
         batches := batches + 1;
@@ -821,9 +821,9 @@ BEGIN
 
     IF backfill THEN
         n := (loyalty._backfill(sid, batch_size)).n_rows;
-        RAISE NOTICE 'loyalty: tracking %.% (source %), % existing rows backfilled', sch, tbl, sid, n;
+        RAISE NOTICE 'tracking %.% (source %), % existing rows backfilled', sch, tbl, sid, n;
     ELSE
-        RAISE NOTICE 'loyalty: tracking %.% (source %), no backfill', sch, tbl, sid;
+        RAISE NOTICE 'tracking %.% (source %), no backfill', sch, tbl, sid;
     END IF;
     RETURN n;
 END
@@ -883,7 +883,7 @@ BEGIN
     LOOP
         SELECT b.n_rows, b.last_key INTO got, last_key FROM loyalty._backfill(sid, batch_size, last_key, 1) b;
         total := total OPERATOR(pg_catalog.+) got;
-        RAISE NOTICE 'loyalty: backfilled % rows of %', total, source;
+        RAISE NOTICE 'backfilled % rows of %', total, source;
         COMMIT;
         EXIT WHEN got OPERATOR(pg_catalog.<) batch_size;
     END LOOP;
@@ -1147,7 +1147,7 @@ DECLARE
     rel regclass;
 BEGIN
     IF p_rel IS NULL AND loyalty._dropped_source(source, 'loyalty.sources') THEN
-        RAISE NOTICE 'loyalty: table "%" was dropped, and its triggers with it; its captured orders stay', source;
+        RAISE NOTICE 'table "%" was dropped, and its triggers with it; its captured orders stay', source;
         RETURN;
     END IF;
     rel := loyalty._resolve_table(p_rel, source);

@@ -267,7 +267,7 @@ BEGIN
             sch, tbl)
         INTO n;
         UPDATE loyalty.customer_sources SET backfilled_rows = n WHERE source_id = sid;
-        RAISE NOTICE 'loyalty: tracking customers of %.% (source %), % existing rows read', sch, tbl, sid, n;
+        RAISE NOTICE 'tracking customers of %.% (source %), % existing rows read', sch, tbl, sid, n;
     END IF;
     RETURN n;
 END

@@ -156,7 +156,7 @@ BEGIN
             PERFORM loyalty.refresh();
         EXCEPTION WHEN OTHERS THEN
             GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT, st = RETURNED_SQLSTATE;
-            RAISE WARNING 'loyalty: refresh failed (captured changes were applied): %: %', st, msg
+            RAISE WARNING 'refresh failed (captured changes were applied): %: %', st, msg
                   USING HINT = 'Run SELECT loyalty.refresh() to see the error in full.';
         END;
         RETURN n;
@@ -183,7 +183,7 @@ BEGIN
               FROM loyalty.model_fits f WHERE f.model = 'heuristic' AND f.status = 'fitted' LIMIT 1;
         EXCEPTION WHEN OTHERS THEN
             GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT, st = RETURNED_SQLSTATE;
-            RAISE WARNING 'loyalty: rescoring failed (captured changes were applied): %: %', st, msg
+            RAISE WARNING 'rescoring failed (captured changes were applied): %: %', st, msg
                   USING HINT = 'Run SELECT loyalty.refresh() to see the error in full.';
             EXIT WHEN got < 10000 OR clock_timestamp() > deadline;
             CONTINUE;

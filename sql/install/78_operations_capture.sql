@@ -340,9 +340,9 @@ BEGIN
         WHILE loyalty.apply_events(100000) > 0 LOOP
         END LOOP;
         UPDATE loyalty.shipment_sources SET backfilled_rows = n WHERE source_id = s.source_id;
-        RAISE NOTICE 'loyalty: tracking carrier events of %.% (source %), % existing rows read', sch, tbl, s.source_id, n;
+        RAISE NOTICE 'tracking carrier events of %.% (source %), % existing rows read', sch, tbl, s.source_id, n;
     ELSE
-        RAISE NOTICE 'loyalty: tracking carrier events of %.% (source %), no backfill', sch, tbl, s.source_id;
+        RAISE NOTICE 'tracking carrier events of %.% (source %), no backfill', sch, tbl, s.source_id;
     END IF;
     RETURN n;
 END
@@ -370,7 +370,7 @@ DECLARE
     rel regclass;
 BEGIN
     IF p_rel IS NULL AND loyalty._dropped_source(source, 'loyalty.shipment_sources') THEN
-        RAISE NOTICE 'loyalty: table "%" was dropped, and its trigger with it; its recorded events stay', source;
+        RAISE NOTICE 'table "%" was dropped, and its trigger with it; its recorded events stay', source;
         RETURN;
     END IF;
     rel := loyalty._resolve_table(p_rel, source);

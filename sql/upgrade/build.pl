@@ -4,7 +4,7 @@
 # Writes the upgrade script to standard output: the upgrade fragments in the
 # order given, with each line
 #
-#     -- @function loyalty.NAME     (also @view, @table, @aggregate, @type)
+#     -- @function loyalty.NAME     (also @procedure, @view, @table, @aggregate, @type)
 #
 # (and "-- @comments loyalty.NAME": only the COMMENT statements of a view,
 # table or type and its columns)
@@ -98,11 +98,11 @@ for my $f (@install) {
 		my @lines = split /\n/, $st, -1;
 		shift @lines while @lines && $lines[0] =~ /^\s*(--.*)?$/;
 		my $body = join "\n", @lines;
-		if ($body =~ /^CREATE (?:OR REPLACE )?(FUNCTION|VIEW|TABLE|AGGREGATE|TYPE) loyalty\.(\w+)[\s(]/) {
+		if ($body =~ /^CREATE (?:OR REPLACE )?(FUNCTION|PROCEDURE|VIEW|TABLE|AGGREGATE|TYPE) loyalty\.(\w+)[\s(]/) {
 			my $key = lc($1) . " $2";
-			$body =~ s/^CREATE (FUNCTION|VIEW)/CREATE OR REPLACE $1/;
+			$body =~ s/^CREATE (FUNCTION|PROCEDURE|VIEW)/CREATE OR REPLACE $1/;
 			push @{ $defs{$key} }, $body;
-		} elsif ($body =~ /^COMMENT ON (FUNCTION|AGGREGATE) loyalty\.(\w+)\(/) {
+		} elsif ($body =~ /^COMMENT ON (FUNCTION|PROCEDURE|AGGREGATE) loyalty\.(\w+)\(/) {
 			push @{ $comments{lc($1) . " $2"} }, $body;
 		} elsif ($body =~ /^COMMENT ON (VIEW|TABLE|TYPE) loyalty\.(\w+) /) {
 			push @{ $comments{lc($1) . " $2"} }, $body;
@@ -128,7 +128,7 @@ for my $f (@upgrade) {
 				if $claimed{"comments $name"};
 			$claimed{"comments $name"} = "$f:$lineno";
 			print "$_\n\n" for @{ $comments{"$kind $name"} || [] };
-		} elsif ($line =~ /^--\s*\@(function|view|table|aggregate|type)\s+loyalty\.(\w+)\s*$/) {
+		} elsif ($line =~ /^--\s*\@(function|procedure|view|table|aggregate|type)\s+loyalty\.(\w+)\s*$/) {
 			my $key = "$1 $2";
 			die "build.pl: $f:$lineno: no $1 loyalty.$2 in sql/install\n"
 				unless $defs{$key};

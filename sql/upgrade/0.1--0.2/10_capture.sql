@@ -42,39 +42,7 @@ ALTER TYPE loyalty.order_change_checked ADD ATTRIBUTE fields jsonb;
 
 -- @function loyalty._backfill
 
-CREATE OR REPLACE PROCEDURE loyalty.backfill(source text, batch_size integer DEFAULT 10000)
-LANGUAGE plpgsql
-AS $$
-DECLARE
-    sid integer;
-    rel regclass := loyalty._resolve_table(loyalty._lookup_table(source), source);
-    last_key text;
-    got bigint;
-    total bigint := 0;
-BEGIN
-    SELECT s.source_id INTO sid FROM loyalty.sources s
-      JOIN pg_catalog.pg_class c ON c.relname OPERATOR(pg_catalog.=) s.relation_name
-      JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace AND n.nspname OPERATOR(pg_catalog.=) s.relation_schema
-     WHERE c.oid OPERATOR(pg_catalog.=) rel;
-    IF sid IS NULL THEN
-        RAISE EXCEPTION '"%" is not tracked', source
-              USING ERRCODE = 'undefined_object', HINT = 'Attach it first with loyalty.track_orders(..., backfill => false).';
-    END IF;
-    IF batch_size IS NULL OR batch_size OPERATOR(pg_catalog.<) 1 THEN
-        RAISE EXCEPTION 'batch_size must be at least 1' USING ERRCODE = 'invalid_parameter_value', HINT = 'Try 10000.';
-    END IF;
-    LOOP
-        SELECT b.n_rows, b.last_key INTO got, last_key FROM loyalty._backfill(sid, batch_size, last_key, 1) b;
-        total := total OPERATOR(pg_catalog.+) got;
-        RAISE NOTICE 'loyalty: backfilled % rows of %', total, source;
-        COMMIT;
-        EXIT WHEN got OPERATOR(pg_catalog.<) batch_size;
-    END LOOP;
-    UPDATE loyalty.sources SET backfilled_rows = total, backfilled_at = pg_catalog.now() WHERE source_id OPERATOR(pg_catalog.=) sid;
-    COMMIT;
-END
-$$;
-COMMENT ON PROCEDURE loyalty.backfill(text, integer) IS 'Backfill a tracked table in committed batches (for large tables; rerun-safe)';
+-- @procedure loyalty.backfill
 
 -- @function loyalty._check_amount
 
