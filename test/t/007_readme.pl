@@ -49,4 +49,13 @@ SELECT string_agg(rolname || ':' || pg_has_role(rolname, 'loyalty_' || CASE roln
   FROM pg_roles WHERE rolname IN ('shop_app', 'sender', 'bi')}), 'bi:true sender:true shop_app:true',
 	'the three login roles have their loyalty roles');
 
+# the operations example: the unshipped order is late, dated at its deadline
+is($node->safe_psql('shop', q{
+SELECT string_agg(kind, ' ' ORDER BY kind) FROM loyalty.open_issues WHERE order_ref = 'S-1'}),
+	'late_delivery late_dispatch', 'the README order paid five days ago and not shipped is late (dispatch and promise)');
+ok($node->safe_psql('shop', q{
+SELECT bool_and(opened_at < now() - CASE kind WHEN 'late_dispatch' THEN interval '1 day' ELSE interval '1 hour' END)
+  FROM loyalty.open_issues WHERE order_ref = 'S-1'}) eq 't',
+	'its issues are dated at the breach, not at the scan');
+
 done_testing();
