@@ -262,3 +262,89 @@ SELECT model, status, (params->>'limit')::boolean AS on_boundary, abs((params->>
   FROM loyalty.model_fits WHERE model = 'mbgnbd';
 SELECT models, min_customers, min_repeat_customers
   FROM loyalty.configure_models(models => '{bgnbd,heuristic}', min_customers => 200, min_repeat_customers => 30);
+
+-- Pareto/NBD on its boundary s, beta -> infinity with s/beta = mu (issue 12):
+-- every customer has the same dropout rate mu, no heterogeneity. Its limit
+-- (r, alpha, mu) is fitted and reported as converged with min(s, beta) = 1e12
+-- and s/beta = mu (src/pareto_nbd.c); the per-customer functions compute the
+-- limit there. Independent values of the limit: test/reference/pnbd_limit_reference.py
+-- (mpmath, the likelihood integrated over lambda and by the incomplete gamma
+-- function, agreeing to 1e-30).
+CREATE TEMP TABLE lref (params text, fn text, horizon float8, x int, t_x float8, t float8,
+                        r float8, alpha float8, s float8, beta float8, value float8);
+\copy lref FROM 'test/reference/pnbd_limit_reference.csv' WITH (FORMAT csv, HEADER true)
+SELECT fn, count(*) AS cases,
+       count(*) FILTER (WHERE NOT abs(CASE fn WHEN 'loglik' THEN loyalty.pareto_nbd_loglik(x, t_x, t, r, alpha, s, beta)
+                                                WHEN 'p_alive' THEN loyalty.pareto_nbd_p_alive(x, t_x, t, r, alpha, s, beta)
+                                                WHEN 'expected' THEN loyalty.pareto_nbd_expected(horizon, x, t_x, t, r, alpha, s, beta) END
+                                       - value) <= 1e-10 * abs(value)) AS wrong
+  FROM lref GROUP BY fn ORDER BY fn;
+-- Simulated (seeded): rates ~ Gamma(1, 20) + 0.005 per day, lifetimes ~
+-- Exponential(mu = 0.01 per day) for everyone.
+CREATE FUNCTION pg_temp.sim_fixed_mu(n integer, mu float8)
+RETURNS TABLE (x integer, t_x float8, t float8)
+LANGUAGE plpgsql AS $$
+DECLARE
+    rate float8;
+    at float8;
+    life float8;
+BEGIN
+    FOR i IN 1..n LOOP
+        t := 30 + floor(random() * 700);
+        rate := -ln(1 - random()) * 0.05 + 0.005;
+        life := -ln(1 - random()) / mu;
+        x := 0;
+        t_x := 0;
+        at := 0;
+        LOOP
+            at := at - ln(1 - random()) / rate;
+            EXIT WHEN at > least(t, life);
+            x := x + 1;
+            t_x := at;
+        END LOOP;
+        RETURN NEXT;
+    END LOOP;
+END $$;
+SELECT setseed(0.3);
+CREATE TEMP TABLE pn_shop AS SELECT * FROM pg_temp.sim_fixed_mu(4000, 0.01);
+CREATE TEMP TABLE plim AS SELECT (loyalty.pareto_nbd_fit(x, t_x, t)).* FROM pn_shop;
+SELECT converged, least(s, beta) = 1e12 AS reported_as_limit, abs(s / beta - 0.01) < 0.001 AS mu_near_truth,
+       abs(r - 1) < 0.5 AND abs(alpha - 20) < 10 AS rate_fitted
+  FROM plim;
+-- its log-likelihood is the per-customer function's sum at the reported
+-- parameters, and above that of finite (s, beta) on the way to the limit
+SELECT abs(sum(loyalty.pareto_nbd_loglik(p.x, p.t_x, p.t, l.r, l.alpha, l.s, l.beta)) - min(l.loglik)) < 1e-6 AS loglik_is_sum
+  FROM pn_shop p CROSS JOIN plim l;
+SELECT k.k AS beta, min(l.loglik) > sum(loyalty.pareto_nbd_loglik(p.x, p.t_x, p.t, l.r, l.alpha, l.s / l.beta * k.k, k.k)) AS limit_is_higher
+  FROM pn_shop p CROSS JOIN plim l CROSS JOIN (VALUES (10.0), (1000.0), (1e5)) k(k)
+ GROUP BY k.k ORDER BY k.k;
+-- P(alive) and the expectation at the reported s, beta are the limit's:
+-- P(alive) = first term / L, E[purchases in h] = P(alive) (r+x)/(alpha+T) (1 - e^(-mu h))/mu
+-- (the first term: (alpha+T)^-(r+x) e^(-mu T) times G(r+x) alpha^r / G(r),
+-- G(r+x)/G(r) = r (r+1) ... (r+x-1); P(alive) = exp(log first term - loglik))
+SELECT count(*) AS customers,
+       count(*) FILTER (WHERE abs(loyalty.pareto_nbd_p_alive(p.x, p.t_x, p.t, l.r, l.alpha, l.s, l.beta)
+                                  - exp(q.lpoch + l.r * ln(l.alpha) - (l.r + p.x) * ln(l.alpha + p.t) - q.mu * p.t
+                                        - loyalty.pareto_nbd_loglik(p.x, p.t_x, p.t, l.r, l.alpha, l.s, l.beta))) < 1e-9
+                          AND abs(loyalty.pareto_nbd_expected(90, p.x, p.t_x, p.t, l.r, l.alpha, l.s, l.beta)
+                                  - loyalty.pareto_nbd_p_alive(p.x, p.t_x, p.t, l.r, l.alpha, l.s, l.beta)
+                                    * (l.r + p.x) / (l.alpha + p.t) * (1 - exp(-q.mu * 90)) / q.mu) < 1e-9) AS limit_closed_forms
+  FROM pn_shop p CROSS JOIN plim l
+ CROSS JOIN LATERAL (SELECT l.s / l.beta AS mu, (SELECT coalesce(sum(ln(l.r + j)), 0) FROM generate_series(0, p.x - 1) j) AS lpoch) q;
+-- the same shop through fit_models: fitted, marked as the limit, and said so
+TRUNCATE loyalty.orders, loyalty.refunds, loyalty.customer_state, loyalty.score_queue, loyalty.customer_rfm,
+         loyalty.events, loyalty.rfm_bounds, loyalty.model_fits, loyalty.stored_scores, loyalty.model_choice;
+CREATE TABLE pn_orders AS
+SELECT 'pn' || i AS customer_id, g.k, now() - make_interval(days => s.t::integer) + make_interval(days => g.day) AS at
+  FROM (SELECT row_number() OVER () AS i, * FROM pn_shop LIMIT 2000) s
+ CROSS JOIN LATERAL (SELECT 0 AS k, 0 AS day UNION ALL
+                     SELECT k, (s.t_x * k / greatest(s.x, 1))::integer FROM generate_series(1, s.x) k) g;
+SELECT count(*) > 0 AS recorded FROM (SELECT loyalty.record_order(customer_id, customer_id || '-' || k, 20, at) FROM pn_orders ORDER BY customer_id, k) r;
+DROP TABLE pn_orders;
+SELECT models FROM loyalty.configure_models(models => '{pareto_nbd,heuristic}', min_customers => 100, min_repeat_customers => 20);
+SELECT count(*) > 0 AS fitted FROM loyalty.fit_models();
+SELECT model, status, (params->>'limit')::boolean AS on_boundary, abs((params->>'mu')::float8 - 0.01) < 0.003 AS mu_near_truth,
+       note LIKE 'maximum on the boundary s, beta%' AS noted
+  FROM loyalty.model_fits WHERE model = 'pareto_nbd';
+SELECT models, min_customers, min_repeat_customers
+  FROM loyalty.configure_models(models => '{bgnbd,heuristic}', min_customers => 200, min_repeat_customers => 30);

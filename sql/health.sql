@@ -230,6 +230,36 @@ SELECT pg_temp.cycle('model_validation') AS error_usual_again, pg_temp.detail('m
 SELECT count(*) AS comparisons_recorded, max(mae) FROM loyalty.validation_history;
 DELETE FROM loyalty.model_choice;
 
+-- models follows the model that decides (loyalty.current_model), not BG/NBD
+-- alone: BG/NBD's fit stays fresh here while the chosen Pareto/NBD's breaks
+SELECT pg_temp.st('models') AS bgnbd_decides, pg_temp.detail('models') LIKE 'bgnbd decides, BG/NBD fitted % ago (warning after 7.0 days); no holdout comparison yet%' AS says_which;
+UPDATE loyalty.model_settings SET models = '{bgnbd,heuristic,pareto_nbd}';
+INSERT INTO loyalty.model_choice (model, models, holdout_days, chosen_at, comparison, reason)
+VALUES ('pareto_nbd', '{bgnbd,heuristic,pareto_nbd}', 90, now(), '{}', 'test: the lowest holdout error');
+-- its only fit did not converge: the heuristic decides in its place
+INSERT INTO loyalty.model_fits (model, status, as_of, customers, note) VALUES ('pareto_nbd', 'not_converged', now(), 11, 'test');
+SELECT (SELECT model FROM loyalty.current_model) AS deciding, pg_temp.cycle('models') AS chosen_not_converged,
+       pg_temp.detail('models') LIKE 'the last Pareto/NBD fit (%) did not converge: test; scores use the heuristic' AS says_fallback;
+-- fitted: one recovery message
+INSERT INTO loyalty.model_fits (model, status, as_of, customers, params) VALUES ('pareto_nbd', 'fitted', now(), 11, '{"r": 1, "alpha": 2, "s": 3, "beta": 4}');
+SELECT (SELECT model FROM loyalty.current_model) AS deciding, pg_temp.cycle('models') AS chosen_fitted,
+       pg_temp.detail('models') LIKE 'pareto_nbd decides, Pareto/NBD fitted % ago (warning after 7.0 days); test: the lowest holdout error' AS says_which;
+-- its next fit fails: scores keep the earlier fit, and the check says so
+INSERT INTO loyalty.model_fits (model, status, as_of, customers, note) VALUES ('pareto_nbd', 'not_converged', now(), 11, 'again');
+SELECT pg_temp.st('models') AS not_converged_again,
+       pg_temp.detail('models') LIKE 'the last Pareto/NBD fit (%) did not converge: again; scores use pareto_nbd from the earlier fit %' AS says_earlier_fit;
+-- the chosen model's fit is old while BG/NBD's is fresh
+DELETE FROM loyalty.model_fits WHERE model = 'pareto_nbd' AND status = 'not_converged';
+UPDATE loyalty.model_fits SET fitted_at = now() - interval '8 days' WHERE model = 'pareto_nbd';
+SELECT pg_temp.st('models') AS chosen_fit_8_days_old,
+       pg_temp.detail('models') LIKE 'pareto_nbd decides; the last Pareto/NBD fit is 8.0 days old (warning after 7.0 days)' AS says_age;
+DELETE FROM loyalty.model_fits WHERE model = 'pareto_nbd';
+DELETE FROM loyalty.model_choice;
+UPDATE loyalty.model_settings SET models = '{bgnbd,heuristic}';
+SELECT count(*) > 0 AS checked FROM loyalty.check_health();
+SELECT pg_temp.st('models') AS bgnbd_decides_again;
+DELETE FROM loyalty.outbox WHERE dedupe_key LIKE 'health:%';
+
 -- unreachable_customers: 6 of the 11 customers unsubscribe from everything (54.5%, warning from 50%)
 SELECT count(loyalty.set_consent('m' || i, 'all', false, 'test')) FROM generate_series(1, 6) i;
 SELECT pg_temp.cycle('unreachable_customers') AS six_of_eleven, pg_temp.detail('unreachable_customers');

@@ -52,8 +52,6 @@
 #define BTYD_MAX_STEP		4.0		/* max change of a log parameter/step */
 #define BTYD_MAX_PARAMS		4
 #define BTYD_MAX_SE			10.0	/* largest acceptable SE of a log parameter */
-#define BTYD_BOUNDARY_AB	1e6		/* a and b beyond this: on the boundary */
-#define BTYD_LIMIT_SCALE	1e12	/* min(a, b) reported for the limit */
 
 /* Expected-purchases series: exact terms before block summation */
 #define BTYD_EXACT_TERMS	200000
@@ -71,9 +69,6 @@ typedef struct GgData
 	int64		ngroups;
 	double		wsum;
 } GgData;
-
-static Datum BtydFitResult(FunctionCallInfo fcinfo, const double *vals, int nvals,
-						   bool converged, int iterations);
 
 
 /* ------------------------------------------------------------------------
@@ -746,7 +741,7 @@ BtydMinimize(int n, BtydObjective fn, void *arg, double *theta,
  * gradient) to exceed 1/BTYD_MAX_SE^2 in every direction: standard errors
  * of the log-parameters at most BTYD_MAX_SE.  Checked by Cholesky.
  */
-static bool
+bool
 BtydWellDetermined(int n, BtydObjective fn, void *arg, const double *theta,
 				   double wsum)
 {
@@ -1167,7 +1162,7 @@ BtydStateAppend(FunctionCallInfo fcinfo, BtydState *st, Size rowsize,
 }
 
 /* Build the composite result of a fitting aggregate */
-static Datum
+Datum
 BtydFitResult(FunctionCallInfo fcinfo, const double *vals, int nvals,
 			  bool converged, int iterations)
 {

@@ -65,6 +65,15 @@ typedef struct BgnbdData
 	double		wsum;
 } BgnbdData;
 
+/*
+ * The boundary of a model whose dropout heterogeneity vanishes (BG/NBD and
+ * MBG/NBD: a, b -> infinity; Pareto/NBD: s, beta -> infinity): both
+ * parameters beyond BTYD_BOUNDARY_AB mark it, and a fit of the limit
+ * reports the smaller of the two as BTYD_LIMIT_SCALE.
+ */
+#define BTYD_BOUNDARY_AB	1e6
+#define BTYD_LIMIT_SCALE	1e12
+
 /* Objective: returns mean negative log-likelihood, fills its gradient */
 typedef double (*BtydObjective) (const double *theta, double *grad, void *arg);
 
@@ -96,6 +105,10 @@ extern Datum BtydFinishFitFrom(FunctionCallInfo fcinfo, int np, BtydObjective ob
 extern Datum BtydFinishDropoutFit(FunctionCallInfo fcinfo, BtydState *st, int shift);
 extern void BtydMinimize(int n, BtydObjective fn, void *arg, double *theta,
 						 double *fmin, bool *converged, int *iterations);
+extern bool BtydWellDetermined(int n, BtydObjective fn, void *arg, const double *theta,
+							   double wsum);
+extern Datum BtydFitResult(FunctionCallInfo fcinfo, const double *vals, int nvals,
+						   bool converged, int iterations);
 
 /* Parallel aggregation and large fits (btyd_agg.c) */
 extern void BtydStateSort(BtydState *st);

@@ -44,6 +44,24 @@
  * is below 1e-17 of the sum.  The
  * gradient of I is integrated with it.  Everything is in log space:
  * log L = base + log(1 + e^d) with d = log(s I) - log of the first term.
+ *
+ * The boundary s, beta -> infinity with s/beta = mu fixed: every customer
+ * has the same dropout rate mu (the Gamma(s, beta) of the rates
+ * degenerates).  Given lambda and mu the likelihood is
+ *   lambda^x e^-(lambda+mu)T + mu lambda^x int_{t_x}^T e^-(lambda+mu)tau dtau,
+ * and E_lambda[lambda^x e^-lambda tau] = G(r+x)/G(r) alpha^r (alpha+tau)^-(r+x), so
+ *
+ *   L = G(r+x) alpha^r / G(r) [ (alpha+T)^-(r+x) e^-mu T + mu J ]
+ *   J = int_{t_x}^{T} (alpha+tau)^-(r+x) e^-mu tau dtau
+ *
+ * (the pointwise limit of the header's: beta^s s (beta+tau)^-(s+1) ->
+ * mu e^-mu tau).  J is a difference of incomplete gamma functions of
+ * negative order; it is integrated as I is, in w = log(alpha + tau), where
+ * the log-integrand (1-r-x) w - mu e^w is concave.  P(alive) = 1/(1+e^d),
+ * d = log(mu J) - log of the first term, and
+ *   E[Y(t)] = P(alive) (r+x)/((alpha+T) mu) (1 - e^-mu t),
+ * the limit of the header's expectation ((beta+T)/(s-1) -> 1/mu,
+ * ((beta+T)/(beta+T+t))^(s-1) -> e^-mu t).
  */
 #include "postgres.h"
 
@@ -60,6 +78,13 @@
 #define PNBD_SERIES_QMAX	0.9		/* and G(T)/G(t_x) up to this */
 #define PNBD_MAX_TERMS		100000
 #define PNBD_MAX_PANELS		1000000
+/*
+ * s and beta both at least this: the SQL functions compute the limit with
+ * mu = s/beta.  There the limit differs from the finite model by about
+ * (mu tau)^2/s relatively, less than the rounding of the finite formulas
+ * ((s+1) times a difference of logs of numbers near beta).
+ */
+#define PNBD_LIMIT_MIN		1e10
 
 /* 8-point Gauss-Legendre nodes and weights on [-1, 1] (positive half) */
 static const double PnbdGLx[4] = {
@@ -360,6 +385,160 @@ PnbdLoglikRow(int32 x, double tx, double T, double r, double alpha,
 	return ll;
 }
 
+/*
+ * log J of the header (the limit s, beta -> infinity) and its gradient g[]
+ * in (r, alpha, mu), by Gauss-Legendre on panels in w = log((alpha+tau)/(alpha+t_x)):
+ * log-integrand (1-r-x) w - mu (alpha+t_x) (e^w - 1) relative to its value
+ * at t_x, slope 1 - (r+x) - mu (alpha+tau), concave; panels and the
+ * stopping rule as in PnbdLogIQuad.  Under the integral,
+ *   d log f/dr = -log(alpha+tau), d log f/dalpha = -(r+x)/(alpha+tau),
+ *   d log f/dmu = -tau.
+ * -inf (and a zero gradient) when t_x = T.
+ */
+static double
+PnbdLimitLogJ(double x, double tx, double T, double r, double alpha,
+			  double mu, double *g)
+{
+	double		m0 = alpha + tx,
+				W,
+				lat0 = log(m0),
+				rx = r + x,
+				w0 = 0.0,
+				S = 0.0,
+				Sr = 0.0,
+				Sa = 0.0,
+				Sm = 0.0;
+
+	if (!(tx < T))
+	{
+		for (int i = 0; i < 3; i++)
+			g[i] = 0.0;
+		return -INFINITY;
+	}
+	W = BtydLog1pRatio(T - tx, m0);
+
+#define PNBD_LSLOPE(w) (1.0 - rx - mu * m0 * exp(w))
+#define PNBD_LLOGF(w) ((1.0 - rx) * (w) - mu * m0 * expm1(w))
+
+	for (int64 p = 0; p < PNBD_MAX_PANELS && w0 < W; p++)
+	{
+		double		width = 2.0 / (fabs(PNBD_LSLOPE(w0)) + 1.0),
+					w1,
+					half,
+					mid,
+					slope;
+
+		/* concave: the slope is largest in magnitude at an end of the panel */
+		for (int j = 0; j < 60; j++)
+		{
+			w1 = Min(W, w0 + width);
+			if (Max(fabs(PNBD_LSLOPE(w0)), fabs(PNBD_LSLOPE(w1))) * (w1 - w0) <= 3.0)
+				break;
+			width *= 0.5;
+		}
+		half = 0.5 * (w1 - w0);
+		mid = w0 + half;
+		for (int i = 0; i < 8; i++)
+		{
+			double		w = mid + (i < 4 ? -1.0 : 1.0) * half * PnbdGLx[i % 4];
+			double		wt = half * PnbdGLw[i % 4];
+			double		em1 = expm1(w);
+			double		f = wt * exp(PNBD_LLOGF(w));
+
+			S += f;
+			Sr -= f * w;
+			Sa -= f * rx / (m0 * (1.0 + em1));
+			Sm -= f * m0 * em1;
+		}
+		/* rest <= integrand(w1) / |slope(w1)| by concavity, once decreasing */
+		slope = PNBD_LSLOPE(w1);
+		if (slope < 0.0 && w1 < W &&
+			PNBD_LLOGF(w1) - log(-slope) < log(1e-17 * S))
+			break;
+		w0 = w1;
+		if ((p & 1023) == 1023)
+			CHECK_FOR_INTERRUPTS();
+	}
+#undef PNBD_LSLOPE
+#undef PNBD_LLOGF
+	/* tau-integral = m0 * w-integral; normalisation (alpha+tx)^-(r+x) e^-mu tx */
+	g[0] = Sr / S - lat0;
+	g[1] = Sa / S;
+	g[2] = Sm / S - tx;
+	return log(m0) + log(S) - rx * lat0 - mu * tx;
+}
+
+/*
+ * One customer's log-likelihood in the limit (header) and, if grad is not
+ * NULL, its gradient in log(r, alpha, mu); dout as for PnbdLoglikRow:
+ *   log L = lpoch(r,x) - r log1p(T/alpha) - x log(alpha+T) - mu T + softplus(d),
+ *   d = log mu + log J + (r+x) log(alpha+T) + mu T.
+ */
+static double
+PnbdLimitLoglikRow(int32 x, double tx, double T, double r, double alpha,
+				   double mu, double *grad, double *dout)
+{
+	double		l1Ta = BtydLog1pRatio(T, alpha),
+				laT = log(alpha + T),
+				gJ[3],
+				lJ,
+				d,
+				sig,
+				ll;
+
+	if (x == 0)
+		tx = 0.0;
+	lJ = PnbdLimitLogJ(x, tx, T, r, alpha, mu, gJ);
+	d = log(mu) + lJ + (r + x) * laT + mu * T;
+	ll = BtydLogPoch(r, x) - r * l1Ta - x * laT - mu * T + BtydSoftplus(d, &sig);
+	if (dout)
+		*dout = d;
+	if (grad)
+	{
+		if (lJ == -INFINITY)
+			sig = 0.0;
+		grad[0] = r * (BtydDigammaDiff(r, x) - l1Ta + sig * (gJ[0] + laT));
+		grad[1] = r - (r + x) * alpha / (alpha + T) + sig * alpha * (gJ[1] + (r + x) / (alpha + T));
+		grad[2] = -mu * T + sig * (1.0 + mu * (gJ[2] + T));
+	}
+	return ll;
+}
+
+/* Are s and beta so large that the SQL functions compute the limit? */
+static inline bool
+PnbdAtLimit(double s, double beta)
+{
+	return s >= PNBD_LIMIT_MIN && beta >= PNBD_LIMIT_MIN;
+}
+
+/* Mean negative limit log-likelihood and its gradient in log(r, alpha, mu) */
+static double
+PnbdLimitObjective(const double *theta, double *grad, void *arg)
+{
+	BgnbdData  *d = (BgnbdData *) arg;
+	double		r = exp(theta[0]),
+				alpha = exp(theta[1]),
+				mu = exp(theta[2]);
+	double		ll = 0.0,
+				g[3] = {0.0, 0.0, 0.0};
+
+	for (int64 i = 0; i < d->ncells; i++)
+	{
+		const BgnbdCell *c = &d->cells[i];
+		double		gi[3];
+
+		ll += c->w * PnbdLimitLoglikRow(c->x, d->tv[c->itx], d->tv[c->iT],
+										r, alpha, mu, gi, NULL);
+		for (int j = 0; j < 3; j++)
+			g[j] += c->w * gi[j];
+		if ((i & 65535) == 65535)
+			CHECK_FOR_INTERRUPTS();
+	}
+	for (int j = 0; j < 3; j++)
+		grad[j] = -g[j] / d->wsum;
+	return -ll / d->wsum;
+}
+
 /* P(alive at T | x, t_x, T) = 1 / (1 + e^d), [FH05] (the P(alive) section) */
 static double
 PnbdPAlive(int32 x, double tx, double T, double r, double alpha,
@@ -368,7 +547,10 @@ PnbdPAlive(int32 x, double tx, double T, double r, double alpha,
 	double		d,
 				p;
 
-	(void) PnbdLoglikRow(x, tx, T, r, alpha, s, beta, NULL, &d, NULL, NULL);
+	if (PnbdAtLimit(s, beta))
+		(void) PnbdLimitLoglikRow(x, tx, T, r, alpha, s / beta, NULL, &d);
+	else
+		(void) PnbdLoglikRow(x, tx, T, r, alpha, s, beta, NULL, &d, NULL, NULL);
 	(void) BtydSoftplus(-d, &p);
 	return p;
 }
@@ -397,6 +579,12 @@ PnbdExpected(double t, int32 x, double tx, double T, double r, double alpha,
 	p = PnbdPAlive(x, tx, T, r, alpha, s, beta);
 	if (p <= 0.0)
 		return 0.0;
+	if (PnbdAtLimit(s, beta))
+	{
+		/* limit (header): P(alive) (r+x)/(alpha+T) t e1(mu t) */
+		y = s / beta * t;
+		return exp(log(p) + log(r + x) - log(alpha + T) + log(t) + log(-expm1(-y)) - log(y));
+	}
 	L = BtydLog1pRatio(t, beta + T);
 	y = (s - 1.0) * L;
 	if (y > 0.0)
@@ -445,7 +633,8 @@ PnbdObjective(const double *theta, double *grad, void *arg)
 
 /*
  * pareto_nbd_fit final: compress, maximise the likelihood, return the
- * row.  The transition function is bgnbd_fit_trans (same rows, checks).
+ * row (as BtydFinishFitFrom, plus the boundary limit below).  The
+ * transition function is bgnbd_fit_trans (same rows, checks).
  */
 PG_FUNCTION_INFO_V1(pareto_nbd_fit_final);
 Datum
@@ -457,6 +646,11 @@ pareto_nbd_fit_final(PG_FUNCTION_ARGS)
 	BgnbdData	d;
 	double		start[4],
 			   *startp;
+	double		theta[4] = {0.0, 0.0, 0.0, 0.0};
+	double		vals[5];
+	double		fmin;
+	bool		converged;
+	int			iterations;
 
 	if (st == NULL || st->n == 0)
 		PG_RETURN_NULL();
@@ -466,8 +660,58 @@ pareto_nbd_fit_final(PG_FUNCTION_ARGS)
 	startp = BtydSubsampleStart(st, PnbdObjective, fitcxt, start);
 	oldcxt = MemoryContextSwitchTo(fitcxt);
 	BgnbdCompress(st, &d);
+
+	for (int i = 0; startp != NULL && i < 4; i++)
+		theta[i] = startp[i];
+	BtydMinimize(4, PnbdObjective, &d, theta, &fmin, &converged, &iterations);
+	if (converged)
+		converged = BtydWellDetermined(4, PnbdObjective, &d, theta, d.wsum);
+	for (int i = 0; i < 4; i++)
+		vals[i] = exp(theta[i]);
+	vals[4] = -fmin * d.wsum;
+
+	/*
+	 * A maximum on the boundary s, beta -> infinity: fit the limit in
+	 * (r, alpha, mu) from the boundary point (mu = s/beta); if that maximum
+	 * is interior and at least as good (up to rounding), report it as converged with the
+	 * smaller of s, beta exactly BTYD_LIMIT_SCALE and s/beta = mu, where
+	 * the SQL functions compute the limit (PnbdAtLimit).
+	 */
+	if (!converged && isfinite(fmin) &&
+		theta[2] > log(BTYD_BOUNDARY_AB) && theta[3] > log(BTYD_BOUNDARY_AB))
+	{
+		double		lt[3] = {theta[0], theta[1], theta[2] - theta[3]};
+		double		lfmin;
+		bool		lconv;
+		int			lit;
+
+		/*
+		 * The finite formulas there round to about s or beta times 1e-15
+		 * per customer ((s+1) times a difference of logs near log beta):
+		 * "at least as good" within that.
+		 */
+		double		tol = 1e-14 * exp(Min(theta[2], theta[3]));
+
+		BtydMinimize(3, PnbdLimitObjective, &d, lt, &lfmin, &lconv, &lit);
+		if (lconv)
+			lconv = BtydWellDetermined(3, PnbdLimitObjective, &d, lt, d.wsum);
+		if (lconv && lfmin <= fmin + 1e-12 * fabs(fmin) + tol)
+		{
+			double		mu = exp(lt[2]);
+
+			vals[0] = exp(lt[0]);
+			vals[1] = exp(lt[1]);
+			vals[2] = mu <= 1.0 ? BTYD_LIMIT_SCALE : BTYD_LIMIT_SCALE * mu;
+			vals[3] = mu <= 1.0 ? BTYD_LIMIT_SCALE / mu : BTYD_LIMIT_SCALE;
+			vals[4] = -lfmin * d.wsum;
+			converged = true;
+		}
+		iterations += lit;
+	}
 	MemoryContextSwitchTo(oldcxt);
-	return BtydFinishFitFrom(fcinfo, 4, PnbdObjective, &d, d.wsum, fitcxt, startp);
+	MemoryContextDelete(fitcxt);
+
+	return BtydFitResult(fcinfo, vals, 5, converged, iterations);
 }
 
 /* loyalty.pareto_nbd_loglik(x, t_x, t, r, alpha, s, beta) */
@@ -485,6 +729,8 @@ pareto_nbd_loglik(PG_FUNCTION_ARGS)
 
 	BgnbdCheckCustomer(x, tx, T);
 	PnbdCheckParams(r, alpha, s, beta);
+	if (PnbdAtLimit(s, beta))
+		PG_RETURN_FLOAT8(PnbdLimitLoglikRow(x, tx, T, r, alpha, s / beta, NULL, NULL));
 	PG_RETURN_FLOAT8(PnbdLoglikRow(x, tx, T, r, alpha, s, beta, NULL, NULL, NULL, NULL));
 }
 

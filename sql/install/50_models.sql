@@ -308,6 +308,7 @@ DECLARE
     fp bigint;
     m text;
     lim boolean;
+    plim boolean;
     mst text;
 BEGIN
     SELECT * INTO st FROM loyalty.model_settings;
@@ -360,15 +361,23 @@ BEGIN
         -- MBG/NBD on its boundary a, b -> infinity: mbgnbd_fit fits that limit
         -- and reports it with min(a, b) = 1e12, a/(a+b) = p (src/btyd.c)
         lim := m = 'mbgnbd' AND mst = 'fitted' AND least((to_jsonb(f)->>'a')::float8, (to_jsonb(f)->>'b')::float8) >= 1e6;
+        -- Pareto/NBD on its boundary s, beta -> infinity: one dropout rate
+        -- mu = s/beta for everyone, fitted as that limit by pareto_nbd_fit and
+        -- reported with min(s, beta) = 1e12 (src/pareto_nbd.c)
+        plim := m = 'pareto_nbd' AND mst = 'fitted' AND least((to_jsonb(f)->>'s')::float8, (to_jsonb(f)->>'beta')::float8) >= 1e6;
         INSERT INTO loyalty.model_fits (model, status, as_of, customers, params, loglik, iterations, note, inputs_hash)
         VALUES (m, mst, now(), n,
                 to_jsonb(f) - 'loglik' - 'converged' - 'iterations'
                 || CASE WHEN lim THEN jsonb_build_object('limit', true, 'p', (to_jsonb(f)->>'a')::float8
                                                            / ((to_jsonb(f)->>'a')::float8 + (to_jsonb(f)->>'b')::float8))
+                        WHEN plim THEN jsonb_build_object('limit', true, 'mu', (to_jsonb(f)->>'s')::float8 / (to_jsonb(f)->>'beta')::float8)
                         ELSE '{}' END,
                 f.loglik, f.iterations,
                 CASE WHEN lim THEN format('maximum on the boundary a, b -> infinity: every customer drops out with probability %s at each purchase, the first included (MBG/NBD without heterogeneity in dropout); fitted and scored as that limit',
                                           round(((to_jsonb(f)->>'a')::float8 / ((to_jsonb(f)->>'a')::float8 + (to_jsonb(f)->>'b')::float8))::numeric, 4))
+                     WHEN plim THEN format('maximum on the boundary s, beta -> infinity: every customer drops out at the same rate %s per day, a mean lifetime of %s days (Pareto/NBD without heterogeneity in dropout); fitted and scored as that limit',
+                                           round(((to_jsonb(f)->>'s')::float8 / (to_jsonb(f)->>'beta')::float8)::numeric, 5),
+                                           round(((to_jsonb(f)->>'beta')::float8 / (to_jsonb(f)->>'s')::float8)::numeric))
                      WHEN mst = 'not_converged' THEN 'optimiser did not converge' END,
                 fp);
     END LOOP;
@@ -439,14 +448,14 @@ SELECT CASE WHEN f.fit_id IS NULL THEN 'heuristic'
   LEFT JOIN LATERAL (SELECT mf.* FROM loyalty.model_fits mf
                       WHERE mf.model = 'heuristic' AND mf.status = 'fitted'
                       ORDER BY mf.fit_id DESC LIMIT 1) h ON true;
-COMMENT ON VIEW loyalty.current_model IS 'The model that decides P(alive), expected purchases and win-back lapse days now, with its parameters (bgnbd, bgnbd_limit, heuristic); one-time buyers under BG/NBD are judged by the heuristic';
+COMMENT ON VIEW loyalty.current_model IS 'The model that decides P(alive), expected purchases and win-back lapse days now, with its parameters (bgnbd, bgnbd_limit, mbgnbd, pareto_nbd, heuristic); one-time buyers under BG/NBD are judged by the heuristic';
 COMMENT ON COLUMN loyalty.current_model.r IS 'the model''s r (shape of the purchase-rate distribution); NULL for the heuristic';
 COMMENT ON COLUMN loyalty.current_model.alpha IS 'the model''s alpha (scale of the purchase-rate distribution, in days); NULL for the heuristic';
 COMMENT ON COLUMN loyalty.current_model.heuristic_fit_id IS 'the loyalty.model_fits row of the newest heuristic fit (its shop_gap); NULL before any fit';
-COMMENT ON COLUMN loyalty.current_model.model IS 'bgnbd, bgnbd_limit (BG/NBD fit on its boundary: dropout without heterogeneity), or heuristic';
+COMMENT ON COLUMN loyalty.current_model.model IS 'bgnbd, bgnbd_limit (BG/NBD fit on its boundary: dropout without heterogeneity), mbgnbd, pareto_nbd (both also when fitted on their boundary, model_fits.params.limit), or heuristic (chosen, or no usable fit of the chosen model)';
 COMMENT ON COLUMN loyalty.current_model.fit_id IS 'the loyalty.model_fits row of the model (NULL for the heuristic)';
-COMMENT ON COLUMN loyalty.current_model.a IS 'BG/NBD a (Pareto/NBD s)';
-COMMENT ON COLUMN loyalty.current_model.b IS 'BG/NBD b (Pareto/NBD beta)';
+COMMENT ON COLUMN loyalty.current_model.a IS 'BG/NBD and MBG/NBD a, Pareto/NBD s; NULL for the heuristic';
+COMMENT ON COLUMN loyalty.current_model.b IS 'BG/NBD and MBG/NBD b, Pareto/NBD beta; NULL for the heuristic';
 COMMENT ON COLUMN loyalty.current_model.shop_gap IS 'the heuristic''s mean gap between purchase days of repeat buyers, in days';
 COMMENT ON COLUMN loyalty.current_model.reason IS 'why this model (loyalty.model_choice)';
 
@@ -607,7 +616,7 @@ SELECT sc.customer_id,
        sc.fit_id,
        sc.as_of AS scored_as_of
   FROM loyalty.stored_scores sc;
-COMMENT ON VIEW loyalty.customer_scores IS 'Churn risk and lifetime value per customer, as stored by the last refresh or order (the model that decided in model: BG/NBD, its boundary limit, or the heuristic)';
+COMMENT ON VIEW loyalty.customer_scores IS 'Churn risk and lifetime value per customer, as stored by the last refresh or order (the model that decided in model: BG/NBD or its boundary limit, MBG/NBD, Pareto/NBD, or the heuristic)';
 COMMENT ON COLUMN loyalty.customer_scores.customer_id IS 'the shop''s customer key, as text';
 COMMENT ON COLUMN loyalty.customer_scores.p_alive IS 'probability the customer is still a customer (will buy again at their own rate)';
 COMMENT ON COLUMN loyalty.customer_scores.churn_risk IS '1 - p_alive';
@@ -615,7 +624,7 @@ COMMENT ON COLUMN loyalty.customer_scores.expected_purchases_90d IS 'expected pu
 COMMENT ON COLUMN loyalty.customer_scores.expected_order_value IS 'expected spend per purchase (Gamma-Gamma, shrunk towards the shop mean)';
 COMMENT ON COLUMN loyalty.customer_scores.predicted_clv IS 'margin * expected purchases in horizon_days * expected order value, discounted to mid-horizon';
 COMMENT ON COLUMN loyalty.customer_scores.horizon_days IS 'the horizon used';
-COMMENT ON COLUMN loyalty.customer_scores.model IS 'the model that decided this customer''s scores: bgnbd, bgnbd_limit (BG/NBD on its boundary), or heuristic (too little data, the heuristic was chosen, or a one-time buyer under BG/NBD)';
+COMMENT ON COLUMN loyalty.customer_scores.model IS 'the model that decided this customer''s scores: bgnbd, bgnbd_limit (BG/NBD on its boundary), mbgnbd, pareto_nbd (both also when fitted on their boundary), or heuristic (too little data, the heuristic was chosen, or a one-time buyer under BG/NBD)';
 COMMENT ON COLUMN loyalty.customer_scores.bgnbd_fit_id IS 'the loyalty.model_fits row used, when a BG/NBD model decided';
 COMMENT ON COLUMN loyalty.customer_scores.gamma_gamma_fit_id IS 'the loyalty.model_fits row used for order value';
 COMMENT ON COLUMN loyalty.customer_scores.fit_id IS 'the loyalty.model_fits row of the model that decided (heuristic: its shop gap); a later fit with the same parameters leaves it';

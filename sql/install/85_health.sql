@@ -207,6 +207,9 @@ DECLARE
     fell text;
     x1 numeric;
     x2 numeric;
+    cm record;
+    chosen text;
+    label text;
 BEGIN
     SELECT * INTO s FROM loyalty.health_settings;
     worker := EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a
@@ -478,10 +481,20 @@ BEGIN
     END IF;
     RETURN NEXT;
 
-    -- models
+    -- models: the model that decides (loyalty.current_model) and the newest
+    -- fit of the model chosen (the holdout comparison's verdict, else BG/NBD
+    -- when enabled: the rule of current_model): its age, not converged, or a
+    -- fall back to the heuristic or to an earlier fit
     "check" := 'models';
+    SELECT c.model, c.fit_id, c.reason, mf.fitted_at INTO cm
+      FROM loyalty.current_model c LEFT JOIN loyalty.model_fits mf ON mf.fit_id = c.fit_id;
+    SELECT coalesce((SELECT mc.model FROM loyalty.model_choice mc WHERE mc.model = ANY (ms.models)),
+                    CASE WHEN 'bgnbd' = ANY (ms.models) THEN 'bgnbd' ELSE 'heuristic' END) INTO chosen
+      FROM loyalty.model_settings ms;
+    label := CASE chosen WHEN 'bgnbd' THEN 'BG/NBD' WHEN 'mbgnbd' THEN 'MBG/NBD' WHEN 'pareto_nbd' THEN 'Pareto/NBD'
+                         ELSE chosen END;
     SELECT f2.status AS fit_status, f2.fitted_at, f2.note INTO f
-      FROM loyalty.model_fits f2 WHERE f2.model = 'bgnbd' ORDER BY f2.fit_id DESC LIMIT 1;
+      FROM loyalty.model_fits f2 WHERE f2.model = chosen ORDER BY f2.fit_id DESC LIMIT 1;
     sev := CASE WHEN FOUND THEN f.fit_status END;
     -- counted up to the fitting threshold only: the check stays cheap at any size
     SELECT pg_catalog.count(*) INTO n
@@ -489,25 +502,27 @@ BEGIN
     IF sev IS NULL OR sev = 'too_little_data' THEN
         IF n >= (SELECT ms.min_customers FROM loyalty.model_settings ms) THEN
             status := 'warning';
-            detail := pg_catalog.format('heuristic scores in use: no BG/NBD fit although at least %s customers are known (fit from %s)', n,
-                                        (SELECT ms.min_customers FROM loyalty.model_settings ms));
+            detail := pg_catalog.format('%s scores in use: no %s fit although at least %s customers are known (fit from %s)',
+                                        cm.model, label, n, (SELECT ms.min_customers FROM loyalty.model_settings ms));
             hint := 'Run SELECT * FROM loyalty.refresh(); (it fits the models) and read loyalty.model_fits.note.';
         ELSE
-            status := 'ok'; detail := pg_catalog.format('heuristic scores: %s customers, too few to fit', n); hint := NULL;
+            status := 'ok'; detail := pg_catalog.format('%s scores: %s customers, too few to fit %s', cm.model, n, label); hint := NULL;
         END IF;
     ELSIF sev = 'not_converged' THEN
         status := 'warning';
-        detail := pg_catalog.format('the last BG/NBD fit (%s) did not converge: %s', f.fitted_at, coalesce(f.note, ''));
-        hint := 'Scores use the previous fit or the heuristic; see loyalty.model_fits and loyalty.model_validation.';
+        detail := pg_catalog.format('the last %s fit (%s) did not converge: %s; scores use %s', label, f.fitted_at, coalesce(f.note, ''),
+                                    CASE WHEN cm.fit_id IS NULL THEN 'the heuristic'
+                                         ELSE pg_catalog.format('%s from the earlier fit %s (%s)', cm.model, cm.fit_id, cm.fitted_at) END);
+        hint := 'See loyalty.model_fits and loyalty.model_validation; loyalty.configure_models(models => ...) can enable a model that fits this shop.';
     ELSIF f.fitted_at < pg_catalog.now() - s.fit_max_age THEN
         status := 'warning';
-        detail := pg_catalog.format('the last BG/NBD fit is %s old (warning after %s)',
+        detail := pg_catalog.format('%s decides; the last %s fit is %s old (warning after %s)', cm.model, label,
                                     loyalty._health_age(pg_catalog.now() - f.fitted_at), loyalty._health_age(s.fit_max_age));
         hint := 'loyalty.refresh() refits; check that the worker or the loyalty-refresh job runs it.';
     ELSE
         status := 'ok';
-        detail := pg_catalog.format('BG/NBD fitted %s ago (warning after %s)',
-                                    loyalty._health_age(pg_catalog.now() - f.fitted_at), loyalty._health_age(s.fit_max_age));
+        detail := pg_catalog.format('%s decides, %s fitted %s ago (warning after %s); %s', cm.model, label,
+                                    loyalty._health_age(pg_catalog.now() - f.fitted_at), loyalty._health_age(s.fit_max_age), cm.reason);
         hint := NULL;
     END IF;
     RETURN NEXT;
