@@ -295,6 +295,12 @@ SELECT 'e' || i, 'late_dispatch', now() - make_interval(hours => 1 + i), CASE WH
 SELECT pg_temp.cycle('on_time_rate') AS dispatch_on_time_falling, pg_temp.detail('on_time_rate');
 UPDATE loyalty.order_deadlines SET done_at = due_at - interval '1 hour' WHERE order_ref LIKE 'e%' AND order_ref NOT IN ('e1', 'e3');
 SELECT pg_temp.cycle('on_time_rate') AS on_time_again, pg_temp.detail('on_time_rate');
+-- a cancelled order's missed deadline is not a late dispatch (still 30 deadlines, as sla_summary counts)
+INSERT INTO loyalty.orders (order_ref, customer_id, amount, ordered_at, status, counted)
+VALUES ('x1', 'hx', 10, now() - interval '2 days', 'cancelled', false);
+INSERT INTO loyalty.order_deadlines (order_ref, kind, due_at, done_at) VALUES ('x1', 'late_dispatch', now() - interval '1 day', NULL);
+SELECT pg_temp.detail('on_time_rate') AS cancelled_not_counted;
+DELETE FROM loyalty.orders WHERE order_ref = 'x1';
 DELETE FROM loyalty.order_deadlines;
 
 -- jobs_edited: a job's schedule and another's command changed by hand; schedule() mends

@@ -691,6 +691,8 @@ BEGIN
           FROM loyalty.order_deadlines d
          WHERE d.due_at > pg_catalog.now() - '35 days'::interval AND d.due_at <= pg_catalog.now()
            AND d.kind IN ('late_dispatch', 'late_delivery')
+           -- an order that does not count (cancelled) has no on-time rate, as in sla_summary
+           AND NOT EXISTS (SELECT 1 FROM loyalty.orders o WHERE o.order_ref = d.order_ref AND NOT o.counted)
          GROUP BY 1 ORDER BY 1
     LOOP
         x1 := CASE WHEN f.n_recent > 0 THEN f.ok_recent::numeric / f.n_recent END;
@@ -997,7 +999,8 @@ COMMENT ON FUNCTION loyalty.configure_health(text, text, interval, interval, tex
 -- messages (never pending ones; retain_sent is at least 90 days, longer than
 -- any cooldown or report window a shop sets in practice), health history,
 -- rejected rows resolved long ago, and the cron.job_run_details rows of
--- loyalty's jobs (when pg_cron lives in this database). Applied events leave
+-- loyalty's jobs (in pg_cron's database, through dblink when that is another
+-- one; cron_runs is NULL when it cannot be reached). Applied events leave
 -- loyalty.events as they are applied: there is nothing to purge there.
 CREATE FUNCTION loyalty.purge_history(OUT outbox bigint, OUT health_history bigint, OUT rejected_rows bigint, OUT cron_runs bigint)
 LANGUAGE plpgsql
@@ -1026,6 +1029,23 @@ BEGIN
          WHERE j.jobid = d.jobid AND j.jobname LIKE 'loyalty-%'
            AND d.end_time < pg_catalog.now() - s.retain_cron_runs;
         GET DIAGNOSTICS cron_runs = ROW_COUNT;
+    ELSIF loyalty._cron_database_name() <> pg_catalog.current_database() THEN
+        -- pg_cron in another database: this database's loyalty jobs there,
+        -- through the dblink connection schedule() uses (a fixed statement;
+        -- only the retention, an interval, is put in). Without dblink, or
+        -- when the connection is refused, the rest is purged all the same.
+        BEGIN
+            cron_runs := loyalty._cron_query(pg_catalog.format(
+                'WITH d AS (DELETE FROM cron.job_run_details d USING cron.job j'
+                '            WHERE j.jobid = d.jobid AND j.jobname LIKE ''loyalty-%%'' AND j.database = %L'
+                '              AND d.end_time < now() - %L::interval RETURNING 1)'
+                ' SELECT count(*)::text FROM d', pg_catalog.current_database(), s.retain_cron_runs),
+                loyalty._cron_database_name())::bigint;
+        EXCEPTION WHEN OTHERS THEN
+            RAISE WARNING 'run details of pg_cron in database % not purged: %', loyalty._cron_database_name(), SQLERRM
+                  USING HINT = 'CREATE EXTENSION dblink in this database, and run the loyalty-purge job as a superuser.';
+            cron_runs := NULL;
+        END;
     END IF;
 END
 $$;

@@ -103,6 +103,27 @@ $node->safe_psql('shop', 'SELECT count(*) FROM loyalty.schedule()');
 run_checks($node);
 is(messages($node, 'jobs_edited'), '1 alert(s), 1 recovery message(s)', 'schedule() mends it: one recovery');
 
+# purge_history() deletes this database's old loyalty run details there,
+# and nothing else
+$node->safe_psql('postgres', q{
+INSERT INTO cron.job_run_details (jobid, runid, job_pid, database, username, command, status, return_message, start_time, end_time)
+SELECT j.jobid, (SELECT coalesce(max(runid), 0) FROM cron.job_run_details) + g, 0, j.database, current_user, j.command, 'succeeded', '1 row',
+       now() - g * interval '1 day' + interval '1 hour', now() - g * interval '1 day' + interval '1 hour'
+  FROM cron.job j, generate_series(1, 10) g
+ WHERE j.jobname = 'loyalty-expire@shop'});
+$node->safe_psql('postgres', q{SELECT cron.schedule('other-job', '0 0 * * *', 'SELECT 1')});
+$node->safe_psql('postgres', q{
+INSERT INTO cron.job_run_details (jobid, runid, job_pid, database, username, command, status, return_message, start_time, end_time)
+SELECT jobid, (SELECT coalesce(max(runid), 0) + 1 FROM cron.job_run_details), 0, 'postgres', current_user, command, 'succeeded', '1 row',
+       now() - interval '30 days', now() - interval '30 days'
+  FROM cron.job WHERE jobname = 'other-job'});
+is($node->safe_psql('shop', 'SELECT cron_runs FROM loyalty.purge_history()'), '3',
+	'purge_history() deletes the run details of its jobs older than retain_cron_runs (7 days) in pg_cron\'s database');
+is($node->safe_psql('postgres', q{
+SELECT string_agg(j.jobname || ':' || n, ' ' ORDER BY j.jobname) FROM (
+  SELECT d.jobid, count(*) AS n FROM cron.job_run_details d WHERE d.end_time < now() - interval '7 days' GROUP BY 1) x
+  JOIN cron.job j USING (jobid)}), 'other-job:1', 'only loyalty\'s old run details went');
+
 # pg_cron's tables cannot be read there any more: warning with the error
 $node->safe_psql('postgres', 'DROP EXTENSION pg_cron');
 like(check_row($node, 'jobs'), qr/^warning \| pg_cron keeps its jobs in database postgres .*cannot be read from here: .*cron\.job.* does not exist/s,
