@@ -113,3 +113,13 @@ SELECT "check", status, detail FROM loyalty.health WHERE "check" = 'capture_trig
 SELECT loyalty.track_orders('ac_orders2', customer_column => 'customer', amount_column => 'total',
                             ordered_at_column => 'placed_at', order_id_column => 'id') > 0 AS read_again;
 SELECT order_ref, customer_id, counted FROM loyalty.orders WHERE order_ref = 'bulk1';
+
+-- ---- a tracked table renamed while it has quarantined rows: replay cannot
+-- read it under its stored name, and says so instead of replaying nothing
+INSERT INTO ac_orders2 VALUES ('neg1', 'carol', -5, '2026-03-01 09:00+00');
+SELECT loyalty.apply_events() > 0 AS applied;
+ALTER TABLE ac_orders2 RENAME TO ac_orders2_renamed;
+SELECT loyalty.replay_rejected() AS replayed;
+ALTER TABLE ac_orders2_renamed RENAME TO ac_orders2;
+SELECT loyalty.replay_rejected() AS replayed_under_its_name;
+SELECT reason, resolved_at IS NULL AS still_open FROM loyalty.rejected_rows WHERE order_ref = 'neg1' ORDER BY rejected_at;

@@ -1064,6 +1064,17 @@ BEGIN
                   USING ERRCODE = 'undefined_object', HINT = 'See loyalty.sources for the tracked tables.';
         END IF;
     END IF;
+    -- a tracked table no longer found under its name (renamed or dropped) is
+    -- not read: say so rather than replay nothing in silence
+    FOR s IN SELECT * FROM loyalty.sources so
+              WHERE (only_sid IS NULL OR so.source_id = only_sid)
+                AND to_regclass(format('%I.%I', so.relation_schema, so.relation_name)) IS NULL
+                AND EXISTS (SELECT 1 FROM loyalty.rejected_rows r
+                             WHERE r.source_id = so.source_id AND r.resolved_at IS NULL AND r.order_ref IS NOT NULL) LOOP
+        RAISE WARNING 'rejected rows of %.% not replayed: no table has that name any more', s.relation_schema, s.relation_name
+              USING HINT = 'Backfill and replay find a tracked table by the name it was attached under: if it was renamed, '
+                           'give it that name again and replay; if it was dropped, delete its rows from loyalty.rejected_rows.';
+    END LOOP;
     FOR s IN SELECT * FROM loyalty.sources so
               WHERE (only_sid IS NULL OR so.source_id = only_sid)
                 AND to_regclass(format('%I.%I', so.relation_schema, so.relation_name)) IS NOT NULL LOOP
