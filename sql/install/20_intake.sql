@@ -259,15 +259,8 @@ BEGIN
      WHERE r.resolved_at IS NULL AND r.source_id = a.source_id AND r.order_ref = a.order_ref
        AND (a.reason IS NULL);
 
-    IF cardinality(affected) > 0 THEN
-        PERFORM loyalty._recompute_customers(affected, p_enqueue);
-    END IF;
-    -- what else the captured order carries (70_journeys.sql, 78_operations_capture.sql, 62_rewards.sql)
-    PERFORM loyalty._apply_deliveries(checked);
-    PERFORM loyalty._apply_fulfilment(p_changes, checked);
-    IF p_enqueue THEN
-        PERFORM loyalty._apply_order_points(checked);   -- not for a backfill: history earns nothing
-    END IF;
+    -- the rest follows from the orders (the pipeline, 74_pipeline.sql)
+    PERFORM loyalty._orders_applied(affected, checked, p_changes, p_enqueue);
     RETURN cardinality(p_changes);
 END
 $$;
@@ -329,52 +322,6 @@ BEGIN
     RETURN loyalty._apply_or_split(p_changes[1:half]) + loyalty._apply_or_split(p_changes[half + 1:n]);
 END
 $$;
-
--- Drain the captured changes, oldest first. The drain lock keeps one applier at a
--- time; events of one shop row are captured in commit order (the row lock
--- orders the writers), so applying them by event_id keeps the newest version.
--- Changes of tracked customers tables go to the profiles (70_journeys.sql),
--- rows of tracked carrier-events tables to the shipment events
--- (78_operations_capture.sql).
-CREATE FUNCTION loyalty.apply_events(max_events integer DEFAULT 10000)
-RETURNS bigint
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    ch loyalty.order_change[];
-    cust loyalty.events[];
-    ship loyalty.events[];
-    n bigint := 0;
-BEGIN
-    IF max_events IS NULL OR max_events < 1 THEN
-        RAISE EXCEPTION 'max_events must be at least 1'
-              USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass the largest number of captured changes to apply in this call.';
-    END IF;
-    PERFORM pg_advisory_xact_lock(74200, 1);
-    WITH d AS (
-        DELETE FROM loyalty.events
-         WHERE event_id IN (SELECT event_id FROM loyalty.events ORDER BY event_id LIMIT max_events)
-        RETURNING *
-    )
-    SELECT array_agg(ROW(d.source_id, d.op, d.order_ref, d.customer_id, d.amount, d.ordered_at, d.status, d.problem,
-                         d.fields, d.captured_at)::loyalty.order_change ORDER BY d.event_id)
-                FILTER (WHERE cs.source_id IS NULL AND ss.source_id IS NULL),
-           array_agg(d ORDER BY d.event_id) FILTER (WHERE cs.source_id IS NOT NULL),
-           array_agg(d ORDER BY d.event_id) FILTER (WHERE ss.source_id IS NOT NULL)
-      INTO ch, cust, ship
-      FROM d LEFT JOIN loyalty.customer_sources cs ON cs.source_id = d.source_id
-             LEFT JOIN loyalty.shipment_sources ss ON ss.source_id = d.source_id;
-    IF cust IS NOT NULL THEN
-        n := loyalty._apply_customer_changes(cust);
-    END IF;
-    IF ship IS NOT NULL THEN
-        n := n + loyalty._apply_shipment_changes(ship);
-    END IF;
-    RETURN n + loyalty._apply_or_split(ch);
-END
-$$;
-COMMENT ON FUNCTION loyalty.apply_events(integer) IS 'Apply up to max_events captured order changes to orders and customer state';
 
 -- The capture trigger of every tracked table, and the checks of what loyalty
 -- accepts (src/intake.c, src/capture.c). The trigger never raises for a bad
@@ -964,8 +911,7 @@ BEGIN
         RETURN o.order_id;   -- replay: nothing changes
     END IF;
 
-    PERFORM loyalty._sync_recorded_order(record_order.order_ref);   -- points, if earn_on_orders
-    PERFORM loyalty._recompute_customers(ARRAY[record_order.customer_id], true);
+    PERFORM loyalty._order_recorded(record_order.order_ref, record_order.customer_id);   -- the pipeline
     RETURN id;
 END
 $$;
@@ -1026,8 +972,7 @@ BEGIN
     END IF;
     INSERT INTO loyalty.refunds (idempotency_key, order_ref, amount) VALUES (k, o.order_ref, amt);
     UPDATE loyalty.orders t SET refunded = t.refunded + amt, updated_at = now() WHERE t.order_ref = o.order_ref;
-    PERFORM loyalty._sync_recorded_order(o.order_ref);   -- reverse the order's points in proportion
-    PERFORM loyalty._recompute_customers(ARRAY[o.customer_id], true);
+    PERFORM loyalty._order_recorded(o.order_ref, o.customer_id);   -- the pipeline: points reversed in proportion
     RETURN amt;
 END
 $$;

@@ -3,13 +3,16 @@
 -- steps before it:
 --   captured changes -> orders            20_intake.sql  apply_events, record_order, record_refund, backfills
 --   -> customer state                     10_state.sql   _recompute_state (returns the customers it recomputed)
---   -> tiers and points                   62_rewards.sql _recompute_tiers (order points: the intake's own step)
+--   -> tiers and points                   62_rewards.sql _recompute_tiers, _apply_order_points, _sync_recorded_order
+--   -> deliveries, fulfilment             70_journeys.sql _apply_deliveries; 78_operations_capture.sql _apply_fulfilment
 --   -> scores                             30_rfm.sql     _rfm_score; 50_models.sql _fit_models, _store_scores
 --   -> the journeys' change log           71_journeys_due.sql journey_changes, _journeys_refitted
--- Entry points: the intake calls loyalty._recompute_customers for the
--- customers whose orders it changed; loyalty.refresh() (by hand, pg_cron or
--- the worker), loyalty.worker_tick() (the worker's round) and
--- loyalty.fit_models() are here.
+-- Entry points: loyalty.apply_events() drains the captured changes to their
+-- components; the intake hands what it wrote to loyalty._orders_applied
+-- (captured changes) or loyalty._order_recorded (the app's record_order and
+-- record_refund); loyalty.refresh() (by hand, pg_cron or the worker),
+-- loyalty.worker_tick() (the worker's round) and loyalty.fit_models() are
+-- here.
 
 -- Everything derived from the orders of the given customers, after the intake
 -- changed them (in the intake's transaction). Locking: as in _recompute_state,
@@ -44,6 +47,89 @@ BEGIN
     -- this transaction commits must find the change (refresh() trims the log
     -- while no campaign is active)
     INSERT INTO loyalty.journey_changes (customer_id) SELECT unnest(changed);
+END
+$$;
+
+-- The first step: drain the captured changes, oldest first, each kind to the
+-- component that owns it. The drain lock keeps one applier at a
+-- time; events of one shop row are captured in commit order (the row lock
+-- orders the writers), so applying them by event_id keeps the newest version.
+-- Changes of tracked customers tables go to the profiles (70_journeys.sql),
+-- rows of tracked carrier-events tables to the shipment events
+-- (78_operations_capture.sql).
+CREATE FUNCTION loyalty.apply_events(max_events integer DEFAULT 10000)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    ch loyalty.order_change[];
+    cust loyalty.events[];
+    ship loyalty.events[];
+    n bigint := 0;
+BEGIN
+    IF max_events IS NULL OR max_events < 1 THEN
+        RAISE EXCEPTION 'max_events must be at least 1'
+              USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass the largest number of captured changes to apply in this call.';
+    END IF;
+    PERFORM pg_advisory_xact_lock(74200, 1);
+    WITH d AS (
+        DELETE FROM loyalty.events
+         WHERE event_id IN (SELECT event_id FROM loyalty.events ORDER BY event_id LIMIT max_events)
+        RETURNING *
+    )
+    SELECT array_agg(ROW(d.source_id, d.op, d.order_ref, d.customer_id, d.amount, d.ordered_at, d.status, d.problem,
+                         d.fields, d.captured_at)::loyalty.order_change ORDER BY d.event_id)
+                FILTER (WHERE cs.source_id IS NULL AND ss.source_id IS NULL),
+           array_agg(d ORDER BY d.event_id) FILTER (WHERE cs.source_id IS NOT NULL),
+           array_agg(d ORDER BY d.event_id) FILTER (WHERE ss.source_id IS NOT NULL)
+      INTO ch, cust, ship
+      FROM d LEFT JOIN loyalty.customer_sources cs ON cs.source_id = d.source_id
+             LEFT JOIN loyalty.shipment_sources ss ON ss.source_id = d.source_id;
+    IF cust IS NOT NULL THEN
+        n := loyalty._apply_customer_changes(cust);
+    END IF;
+    IF ship IS NOT NULL THEN
+        n := n + loyalty._apply_shipment_changes(ship);
+    END IF;
+    RETURN n + loyalty._apply_or_split(ch);
+END
+$$;
+COMMENT ON FUNCTION loyalty.apply_events(integer) IS 'Apply up to max_events captured order changes to orders and customer state';
+
+-- Captured order changes the intake wrote to loyalty.orders (_apply_changes,
+-- in its transaction and its subtransaction: a failure splits the batch):
+-- what follows from them, in data-flow order. Points come last, after the
+-- tiers they are earned at; not for a backfill (history earns nothing).
+CREATE FUNCTION loyalty._orders_applied(p_affected text[], p_checked loyalty.order_change_checked[],
+                                        p_changes loyalty.order_change[], p_enqueue boolean)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF cardinality(p_affected) > 0 THEN
+        PERFORM loyalty._recompute_customers(p_affected, p_enqueue);
+    END IF;
+    PERFORM loyalty._apply_deliveries(p_checked);              -- 70_journeys.sql
+    PERFORM loyalty._apply_fulfilment(p_changes, p_checked);   -- 78_operations_capture.sql
+    IF p_enqueue THEN
+        PERFORM loyalty._apply_order_points(p_checked);        -- 62_rewards.sql
+    END IF;
+END
+$$;
+
+-- An order the app recorded or refunded (record_order, record_refund): its
+-- points follow the order (or are reversed in proportion), then the
+-- customer's state, tiers, scores and journey log.
+CREATE FUNCTION loyalty._order_recorded(p_order_ref text, p_customer text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM loyalty._sync_recorded_order(p_order_ref);         -- 62_rewards.sql, if earn_on_orders
+    PERFORM loyalty._recompute_customers(ARRAY[p_customer], true);
 END
 $$;
 
