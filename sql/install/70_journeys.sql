@@ -122,46 +122,6 @@ BEGIN
 END
 $$;
 
--- Apply captured changes of tracked customers tables (from loyalty.apply_events),
--- in capture order. The batch is tried whole (one subtransaction); when it
--- fails it is applied change by change and a change that still fails is
--- quarantined, so the others apply.
-CREATE FUNCTION loyalty._apply_customer_changes(p_events loyalty.events[])
-RETURNS bigint
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    e loyalty.events;
-    msg text;
-    one_by_one boolean := false;
-BEGIN
-    BEGIN
-        FOREACH e IN ARRAY p_events LOOP
-            PERFORM loyalty._apply_customer_change(e);
-        END LOOP;
-    EXCEPTION WHEN serialization_failure OR deadlock_detected OR lock_not_available THEN
-        RAISE;
-    WHEN OTHERS THEN
-        one_by_one := true;
-    END;
-    IF one_by_one THEN
-        FOREACH e IN ARRAY p_events LOOP
-            BEGIN
-                PERFORM loyalty._apply_customer_change(e);
-            EXCEPTION WHEN serialization_failure OR deadlock_detected OR lock_not_available THEN
-                RAISE;
-            WHEN OTHERS THEN
-                GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
-                PERFORM loyalty._quarantine(e.source_id, e.customer_id, 'could not be applied: ' || msg,
-                                            jsonb_build_object('customer_id', left(e.customer_id, 1000)) || coalesce(e.fields, '{}'));
-            END;
-        END LOOP;
-    END IF;
-    RETURN coalesce(cardinality(p_events), 0);
-END
-$$;
-
 -- One captured change of a tracked customers table.
 CREATE FUNCTION loyalty._apply_customer_change(e loyalty.events)
 RETURNS void

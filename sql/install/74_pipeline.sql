@@ -50,6 +50,68 @@ BEGIN
 END
 $$;
 
+-- Apply captured rows of tracked customers tables ('c': the profiles,
+-- 70_journeys.sql) or carrier-events tables ('s': the shipment events,
+-- 78_operations_capture.sql), in capture order. The batch is tried whole (one
+-- subtransaction); when it fails, row by row, and a row that still fails is
+-- quarantined under its key (the customer, or the carrier row's order), so
+-- the others apply.
+CREATE FUNCTION loyalty._apply_rows(p_events loyalty.events[], p_kind "char")
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    e loyalty.events;
+    msg text;
+    one_by_one boolean := false;
+BEGIN
+    BEGIN
+        FOREACH e IN ARRAY p_events LOOP
+            PERFORM loyalty._apply_row(e, p_kind);
+        END LOOP;
+    EXCEPTION WHEN serialization_failure OR deadlock_detected OR lock_not_available THEN
+        RAISE;
+    WHEN OTHERS THEN
+        one_by_one := true;
+    END;
+    IF one_by_one THEN
+        FOREACH e IN ARRAY p_events LOOP
+            BEGIN
+                PERFORM loyalty._apply_row(e, p_kind);
+            EXCEPTION WHEN serialization_failure OR deadlock_detected OR lock_not_available THEN
+                RAISE;
+            WHEN OTHERS THEN
+                GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
+                IF p_kind = 'c' THEN
+                    PERFORM loyalty._quarantine(e.source_id, e.customer_id, 'could not be applied: ' || msg,
+                                                jsonb_build_object('customer_id', left(e.customer_id, 1000)) || coalesce(e.fields, '{}'));
+                ELSE
+                    PERFORM loyalty._quarantine(e.source_id, e.order_ref, 'could not be applied: ' || msg,
+                                                jsonb_build_object('order_id', left(e.order_ref, 1000), 'event', left(e.status, 1000))
+                                                || coalesce(e.fields, '{}'));
+                END IF;
+            END;
+        END LOOP;
+    END IF;
+    RETURN coalesce(cardinality(p_events), 0);
+END
+$$;
+
+CREATE FUNCTION loyalty._apply_row(e loyalty.events, p_kind "char")
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p_kind = 'c' THEN
+        PERFORM loyalty._apply_customer_change(e);
+    ELSE
+        PERFORM loyalty._apply_shipment_change(e);
+    END IF;
+END
+$$;
+
 -- The first step: drain the captured changes, oldest first, each kind to the
 -- component that owns it. The drain lock keeps one applier at a
 -- time; events of one shop row are captured in commit order (the row lock
@@ -87,10 +149,10 @@ BEGIN
       FROM d LEFT JOIN loyalty.customer_sources cs ON cs.source_id = d.source_id
              LEFT JOIN loyalty.shipment_sources ss ON ss.source_id = d.source_id;
     IF cust IS NOT NULL THEN
-        n := loyalty._apply_customer_changes(cust);
+        n := loyalty._apply_rows(cust, 'c');
     END IF;
     IF ship IS NOT NULL THEN
-        n := n + loyalty._apply_shipment_changes(ship);
+        n := n + loyalty._apply_rows(ship, 's');
     END IF;
     RETURN n + loyalty._apply_or_split(ch);
 END

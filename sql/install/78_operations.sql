@@ -695,7 +695,7 @@ COMMENT ON FUNCTION loyalty.record_fulfilment(text, timestamptz, timestamptz, ti
 -- tracking code), mapped onto the vocabulary (unknown when not listed);
 -- returns its id (the first one's on a replay). The one writer of carrier
 -- events: the API (record_shipment_event) and the capture of a tracked
--- carrier-events table (loyalty._apply_shipment_changes) call it with
+-- carrier-events table (loyalty._apply_rows) call it with
 -- checked values.
 CREATE FUNCTION loyalty._record_shipment_event(p_order_ref text, p_event text, p_at timestamptz,
                                                p_tracking_code text, p_detail jsonb)

@@ -66,7 +66,6 @@ ALTER TYPE loyalty.order_change_checked ADD ATTRIBUTE fields jsonb;
 
 -- @function loyalty._apply_customer_change
 
--- @function loyalty._apply_customer_changes
 
 -- @function loyalty.track_customers
 
@@ -84,7 +83,7 @@ REVOKE ALL ON FUNCTION loyalty.capture_row(), loyalty._capture_type_ok(regtype, 
                        loyalty._attach_capture(integer), loyalty._quarantine(integer, text, text, jsonb),
                        loyalty._apply_or_split(loyalty.order_change[]), loyalty._source_read_check(loyalty.sources),
                        loyalty._apply_order_points(loyalty.order_change_checked[]), loyalty._store_profile(integer, text, jsonb),
-                       loyalty._customer_deleted(integer, text), loyalty._apply_customer_changes(loyalty.events[]),
+                       loyalty._customer_deleted(integer, text),
                        loyalty._apply_customer_change(loyalty.events),
                        loyalty._apply_deliveries(loyalty.order_change_checked[])
   FROM PUBLIC;
@@ -94,7 +93,7 @@ GRANT EXECUTE ON FUNCTION loyalty.capture_row(), loyalty._capture_type_ok(regtyp
                        loyalty._attach_capture(integer), loyalty._quarantine(integer, text, text, jsonb),
                        loyalty._apply_or_split(loyalty.order_change[]), loyalty._source_read_check(loyalty.sources),
                        loyalty._apply_order_points(loyalty.order_change_checked[]), loyalty._store_profile(integer, text, jsonb),
-                       loyalty._customer_deleted(integer, text), loyalty._apply_customer_changes(loyalty.events[]),
+                       loyalty._customer_deleted(integer, text),
                        loyalty._apply_customer_change(loyalty.events),
                        loyalty._apply_deliveries(loyalty.order_change_checked[])
   TO loyalty_admin;

@@ -13,7 +13,7 @@ BEGIN
               WHERE pr.pronamespace = 'loyalty'::regnamespace
                 AND pr.proname = ANY (ARRAY['_record_fulfilment', '_record_shipment_event', '_fulfilment_problem',
                                             '_apply_fulfilment', '_shipment_columns_check', '_shipment_problem',
-                                            '_apply_shipment_change', '_apply_shipment_changes', '_capture_shipments',
+                                            '_apply_shipment_change', '_capture_shipments',
                                             '_track_shipment_events', 'track_shipment_events', '_untrack_shipment_events',
                                             'untrack_shipment_events', '_order_fields_sql', '_dropped_source',
                                             '_track_orders', 'track_orders']) LOOP
