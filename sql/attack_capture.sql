@@ -123,3 +123,30 @@ SELECT loyalty.replay_rejected() AS replayed;
 ALTER TABLE ac_orders2_renamed RENAME TO ac_orders2;
 SELECT loyalty.replay_rejected() AS replayed_under_its_name;
 SELECT reason, resolved_at IS NULL AS still_open FROM loyalty.rejected_rows WHERE order_ref = 'neg1' ORDER BY rejected_at;
+
+-- ---- a row of a tracked customers or carrier-events table that cannot be
+-- applied (a fault injected by a trigger on loyalty's own table): the batch
+-- falls back to row by row, the failing row is quarantined with the error,
+-- the others apply
+CREATE FUNCTION pg_temp.fault() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF to_jsonb(NEW)->>'customer_id' = 'boom' OR to_jsonb(NEW)->>'order_ref' = 'boom-order' THEN
+        RAISE EXCEPTION 'injected fault';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER fault BEFORE INSERT ON loyalty.profiles FOR EACH ROW EXECUTE FUNCTION pg_temp.fault();
+CREATE TRIGGER fault BEFORE INSERT ON loyalty.shipment_events FOR EACH ROW EXECUTE FUNCTION pg_temp.fault();
+CREATE TABLE ac_people (id text PRIMARY KEY, name text);
+SELECT loyalty.track_customers('ac_people', 'id', name_column => 'name') IS NOT NULL AS tracked;
+INSERT INTO ac_people VALUES ('p1', 'One'), ('boom', 'Fault'), ('p2', 'Two');
+INSERT INTO ac_events VALUES ('e1', 'in_transit', '2026-03-03 09:00+00', NULL, NULL),
+                             ('boom-order', 'in_transit', '2026-03-03 09:00+00', NULL, NULL),
+                             ('e1', 'out_for_delivery', '2026-03-03 12:00+00', NULL, NULL);
+SELECT loyalty.apply_events() AS applied;
+SELECT customer_id FROM loyalty.profiles WHERE customer_id IN ('p1', 'p2', 'boom') ORDER BY 1;
+SELECT order_ref, status FROM loyalty.shipment_events WHERE at >= '2026-03-03' ORDER BY order_ref, at;
+SELECT order_ref, reason FROM loyalty.rejected_rows
+ WHERE reason LIKE 'could not be applied%' AND resolved_at IS NULL ORDER BY order_ref;
+DROP TRIGGER fault ON loyalty.profiles;
+DROP TRIGGER fault ON loyalty.shipment_events;
