@@ -271,6 +271,8 @@ SELECT loyalty.record_contact('ann', 'WISMO', '2026-03-24 10:00') = loyalty.reco
 
 -- ---- bad input: refused, nothing changes
 SELECT pg_temp.err($$SELECT loyalty.record_fulfilment(NULL)$$);
+-- the one key rule: an order id loyalty could never have captured is refused
+SELECT pg_temp.err($$SELECT loyalty.record_shipment_event(E'A-1\t', 'in_transit', '2026-03-23 10:00+00')$$);
 SELECT pg_temp.err($$SELECT loyalty.record_fulfilment('A1', paid_at => 'infinity')$$);
 SELECT pg_temp.err($$SELECT loyalty.record_fulfilment('A1', promised_at => '2026-04-01', promised_on => '2026-04-01')$$);
 SELECT pg_temp.err($$SELECT loyalty.record_shipment_event('A1', ' ', '2026-04-01')$$);

@@ -551,19 +551,6 @@ $$;
 
 -- ---------------------------------------------------------------- writers
 
-CREATE FUNCTION loyalty._check_order_ref(p_order_ref text)
-RETURNS void
-LANGUAGE plpgsql IMMUTABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    IF p_order_ref IS NULL OR btrim(p_order_ref) = '' THEN
-        RAISE EXCEPTION 'order_ref must not be null or empty'
-              USING ERRCODE = 'null_value_not_allowed', HINT = 'Pass the shop''s order number, as loyalty.orders knows it.';
-    END IF;
-END
-$$;
-
 CREATE FUNCTION loyalty._check_time(p_value timestamptz, p_what text)
 RETURNS void
 LANGUAGE plpgsql IMMUTABLE
@@ -664,7 +651,7 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    PERFORM loyalty._check_order_ref(order_ref);
+    PERFORM loyalty.check_key(order_ref, 'order_ref');   -- the one key rule (src/capture.c)
     PERFORM loyalty._check_time(paid_at, 'paid_at');
     PERFORM loyalty._check_time(dispatched_at, 'dispatched_at');
     PERFORM loyalty._check_time(delivered_at, 'delivered_at');
@@ -752,7 +739,7 @@ AS $$
 DECLARE
     raw text := btrim(event);
 BEGIN
-    PERFORM loyalty._check_order_ref(order_ref);
+    PERFORM loyalty.check_key(order_ref, 'order_ref');   -- the one key rule (src/capture.c)
     IF raw IS NULL OR raw = '' THEN
         RAISE EXCEPTION 'event must not be null or empty'
               USING ERRCODE = 'null_value_not_allowed',
@@ -787,7 +774,7 @@ AS $$
 DECLARE
     r loyalty.order_returns;
 BEGIN
-    PERFORM loyalty._check_order_ref(order_ref);
+    PERFORM loyalty.check_key(order_ref, 'order_ref');   -- the one key rule (src/capture.c)
     IF requested_at IS NULL THEN
         RAISE EXCEPTION 'requested_at must not be null'
               USING ERRCODE = 'null_value_not_allowed', HINT = 'Pass when the customer asked to return the order.';

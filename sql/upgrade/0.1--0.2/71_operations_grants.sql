@@ -13,7 +13,7 @@ DECLARE
 BEGIN
     FOR f IN SELECT pr.oid::regprocedure FROM pg_catalog.pg_proc pr
               WHERE pr.pronamespace = 'loyalty'::regnamespace
-                AND pr.proname = ANY (ARRAY['_operations_settings', '_carrier_status_key', '_operations_recompute', '_business_start', '_whole_days', '_order_stages', '_operations_deadlines', '_check_order_ref', '_check_time', '_check_text', 'record_fulfilment', 'record_shipment_event', 'record_return', 'record_contact', 'issue_notified', 'configure_operations', 'scan_operations', 'issues_as_of', 'order_stages_at', 'open_issues_at', 'order_timeline', '_wilson', 'sla_summary_at', 'experience_impact_at', '_cron_jobs', 'schedule', 'unschedule']) LOOP
+                AND pr.proname = ANY (ARRAY['_operations_settings', '_carrier_status_key', '_operations_recompute', '_business_start', '_whole_days', '_order_stages', '_operations_deadlines', '_check_time', '_check_text', 'record_fulfilment', 'record_shipment_event', 'record_return', 'record_contact', 'issue_notified', 'configure_operations', 'scan_operations', 'issues_as_of', 'order_stages_at', 'open_issues_at', 'order_timeline', '_wilson', 'sla_summary_at', 'experience_impact_at', '_cron_jobs', 'schedule', 'unschedule']) LOOP
         EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f);
         EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO loyalty_admin', f);
     END LOOP;
