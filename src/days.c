@@ -12,6 +12,8 @@
 #include "postgres.h"
 
 #include "datatype/timestamp.h"
+#include "fmgr.h"
+#include "utils/timestamp.h"
 
 #include "loyalty.h"
 
@@ -31,4 +33,25 @@ int64
 LoyaltyUtcDays(TimestampTz from, TimestampTz to)
 {
 	return Max(LoyaltyUtcDay(to) - LoyaltyUtcDay(from), 0);
+}
+
+/*
+ * loyalty._utc_days(from timestamptz, to timestamptz) returns integer: the
+ * SQL face of LoyaltyUtcDays. A C function because it is called per
+ * customer and per model input; the SQL form ((t AT TIME ZONE 'UTC')::date)
+ * parsed the zone name on every call.
+ */
+PG_FUNCTION_INFO_V1(loyalty_utc_days);
+Datum
+loyalty_utc_days(PG_FUNCTION_ARGS)
+{
+	TimestampTz from = PG_GETARG_TIMESTAMPTZ(0);
+	TimestampTz to = PG_GETARG_TIMESTAMPTZ(1);
+
+	if (TIMESTAMP_NOT_FINITE(from) || TIMESTAMP_NOT_FINITE(to))
+		ereport(ERROR,
+				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
+				 errmsg("cannot count days to or from an infinite time"),
+				 errhint("Pass finite times.")));
+	PG_RETURN_INT32((int32) LoyaltyUtcDays(from, to));
 }

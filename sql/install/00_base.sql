@@ -38,8 +38,8 @@ COMMENT ON SCHEMA loyalty IS 'Customer loyalty system: intake, customer state, R
 -- count this way; src/days.c is the same rule in C. docs/rules.md.
 CREATE FUNCTION loyalty._utc_days(p_from timestamptz, p_to timestamptz)
 RETURNS integer
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-RETURN greatest((p_to AT TIME ZONE 'UTC')::date - (p_from AT TIME ZONE 'UTC')::date, 0);
+AS 'MODULE_PATHNAME', 'loyalty_utc_days'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 
 -- Is this session running a pg_dump script or pg_restore? Both start every
 -- session with the same fixed settings (pg_backup_archiver.c,
