@@ -122,3 +122,56 @@ SELECT round(sum(loyalty.bgnbd_expected(39, c.x, c.t_x, c.t, b.r, b.alpha, b.a, 
        round(sum(loyalty.mbgnbd_expected(39, c.x, c.t_x, c.t, m.r, m.alpha, m.a, m.b))) AS mbgnbd,
        round(sum(loyalty.pareto_nbd_expected(39, c.x, c.t_x, c.t, p.r, p.alpha, p.s, p.beta))) AS pareto_nbd
 FROM cdnow_cal c, cdnow_fit b, cdnow_mbg m, cdnow_pnbd p;
+
+-- Warm start (refresh() starts each refit at the fit in force): started near
+-- the maximum (every parameter 5% off), BG/NBD and Gamma-Gamma reach the
+-- published one in fewer iterations than from the usual start; started at
+-- a point on the boundary a, b -> infinity, BG/NBD still finds the interior
+-- maximum. A parallel warm-started fit equals the serial one (the start
+-- travels with each worker's rows).
+CREATE TEMP TABLE cdnow_warm AS
+SELECT (loyalty.bgnbd_fit(x, t_x, t, ARRAY[0.2426 * 1.05, 4.4136 * 0.95, 0.7929 * 1.05, 2.4259 * 0.95])).*
+  FROM cdnow_cal;
+SELECT w.converged, abs(w.r - 0.2426) < 0.00005 AND abs(w.alpha - 4.4136) < 0.00005 AND abs(w.a - 0.7929) < 0.00005
+                    AND abs(w.b - 2.4259) < 0.00005 AND abs(w.loglik - (-9582.43)) < 0.01 AS published,
+       w.iterations < f.iterations AS fewer_iterations
+  FROM cdnow_warm w, cdnow_fit f;
+SELECT w.converged, abs(w.p - 6.2496) < 0.00005 AND abs(w.q - 3.7442) < 0.00005 AND abs(w.gamma - 15.4435) < 0.00005
+                    AND abs(w.loglik - (-4055.92)) < 0.01 AS published,
+       w.iterations < g.iterations AS fewer_iterations
+  FROM (SELECT (loyalty.gamma_gamma_fit(x, zbar, ARRAY[6.2496 * 0.95, 3.7442 * 1.05, 15.4435 * 1.05])).* FROM cdnow_cal) w,
+       cdnow_gg g;
+SELECT converged, abs(r - 0.2426) < 0.00005 AND abs(b - 2.4259) < 0.00005 AS published
+  FROM (SELECT (loyalty.bgnbd_fit(x, t_x, t, ARRAY[0.3, 5, 1e12, 3e12])).* FROM cdnow_cal) w;
+-- NULL start: the usual fit
+SELECT (SELECT loyalty.bgnbd_fit(x, t_x, t, NULL) FROM cdnow_cal) = (SELECT loyalty.bgnbd_fit(x, t_x, t) FROM cdnow_cal)
+       AS null_start_is_usual;
+CREATE TABLE cdnow_par AS SELECT x, t_x, t, zbar FROM cdnow_cal;
+ANALYZE cdnow_par;
+SET parallel_setup_cost = 0;
+SET parallel_tuple_cost = 0;
+SET min_parallel_table_scan_size = 0;
+SET max_parallel_workers_per_gather = 2;
+CREATE TEMP TABLE warm_par AS
+SELECT loyalty.bgnbd_fit(x, t_x, t, ARRAY[0.25, 4.2, 0.8, 2.3]) AS bg,
+       loyalty.gamma_gamma_fit(x, zbar, ARRAY[6, 3.9, 15]) AS gg
+  FROM cdnow_par;
+SET max_parallel_workers_per_gather = 0;
+SELECT p.bg = s.bg AS bgnbd_same, p.gg = s.gg AS gamma_gamma_same
+  FROM warm_par p,
+       (SELECT loyalty.bgnbd_fit(x, t_x, t, ARRAY[0.25, 4.2, 0.8, 2.3]) AS bg,
+               loyalty.gamma_gamma_fit(x, zbar, ARRAY[6, 3.9, 15]) AS gg FROM cdnow_par) s;
+RESET parallel_setup_cost;
+RESET parallel_tuple_cost;
+RESET min_parallel_table_scan_size;
+RESET max_parallel_workers_per_gather;
+DROP TABLE cdnow_par;
+-- a start that is not a fit's parameters is refused
+\set VERBOSITY terse
+SELECT loyalty.bgnbd_fit(x, t_x, t, ARRAY[0.2, 4, 0.8]) FROM cdnow_cal;
+SELECT loyalty.bgnbd_fit(x, t_x, t, ARRAY[0.2, 4, 0, 2]) FROM cdnow_cal;
+SELECT loyalty.bgnbd_fit(x, t_x, t, ARRAY[0.2, 'NaN', 0.8, 2]) FROM cdnow_cal;
+SELECT loyalty.bgnbd_fit(x, t_x, t, ARRAY[0.2, NULL, 0.8, 2]) FROM cdnow_cal;
+SELECT loyalty.gamma_gamma_fit(x, zbar, ARRAY[[6, 3.9, 15]]) FROM cdnow_cal;
+SELECT loyalty.gamma_gamma_fit(x, zbar, ARRAY[6, 3.9, 'Infinity']) FROM cdnow_cal;
+\set VERBOSITY default

@@ -32,6 +32,8 @@ typedef struct BtydState
 	Size		rowsize;		/* sizeof(BgnbdRow) or sizeof(GgRow) */
 	char	   *rows;
 	bool		sorted;			/* rows in BgnbdRowCmp / GgRowCmp order */
+	int32		nstart;			/* parameters in start[] (0: none given) */
+	double		start[4];		/* where the optimiser starts (warm start) */
 } BtydState;
 
 /* A merged BG/NBD cell: w customers share (x, T, t_x) */
@@ -94,6 +96,7 @@ extern double BgnbdExpectedNew(double t, double r, double alpha, double a, doubl
 /* Fitting: collect rows, compress (x, T, t_x) cells, run the optimiser */
 extern BtydState *BtydStateAppend(FunctionCallInfo fcinfo, BtydState *st,
 								  Size rowsize, const void *row);
+extern void BtydStateSetStart(FunctionCallInfo fcinfo, Datum state, int argno, int np);
 extern int	BgnbdRowCmp(const void *pa, const void *pb);
 extern int	GgRowCmp(const void *pa, const void *pb);
 extern void BgnbdCompress(const BtydState *st, BgnbdData *d);

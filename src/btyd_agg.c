@@ -25,6 +25,8 @@ typedef struct BtydSerialHeader
 	int64		n;
 	int32		rowsize;
 	int32		sorted;
+	int32		nstart;
+	double		start[4];
 } BtydSerialHeader;
 
 /* Row order of the state's kind of row */
@@ -205,9 +207,12 @@ btyd_fit_serial(PG_FUNCTION_ARGS)
 	if (!AggCheckCallContext(fcinfo, NULL))
 		elog(ERROR, "btyd_fit_serial called in non-aggregate context");
 	BtydStateSort(st);
+	memset(&h, 0, sizeof(h));
 	h.n = st->n;
 	h.rowsize = (int32) st->rowsize;
 	h.sorted = 1;
+	h.nstart = st->nstart;
+	memcpy(h.start, st->start, sizeof(h.start));
 	len = sizeof(h) + st->n * st->rowsize;
 	if (len > MaxAllocSize - VARHDRSZ)
 		ereport(ERROR,
@@ -236,6 +241,7 @@ btyd_fit_deserial(PG_FUNCTION_ARGS)
 		elog(ERROR, "corrupt btyd aggregate state");
 	memcpy(&h, VARDATA_ANY(in), sizeof(h));
 	if ((h.rowsize != sizeof(BgnbdRow) && h.rowsize != sizeof(GgRow)) || h.n < 0 ||
+		h.nstart < 0 || h.nstart > 4 ||
 		VARSIZE_ANY_EXHDR(in) != sizeof(h) + h.n * h.rowsize)
 		elog(ERROR, "corrupt btyd aggregate state");
 	st = palloc0(sizeof(BtydState));
@@ -243,6 +249,8 @@ btyd_fit_deserial(PG_FUNCTION_ARGS)
 	st->cap = Max(h.n, 1);
 	st->rowsize = h.rowsize;
 	st->sorted = (h.sorted != 0);
+	st->nstart = h.nstart;
+	memcpy(st->start, h.start, sizeof(st->start));
 	st->rows = MemoryContextAllocHuge(CurrentMemoryContext, st->cap * st->rowsize);
 	memcpy(st->rows, VARDATA_ANY(in) + sizeof(h), h.n * h.rowsize);
 	PG_RETURN_POINTER(st);
@@ -276,6 +284,17 @@ btyd_fit_combine(PG_FUNCTION_ARGS)
 
 	st = MemoryContextAllocZero(aggcontext, sizeof(BtydState));
 	st->rowsize = rs;
+	/* the warm start, from whichever part saw it (every row carries the same) */
+	if (s1 != NULL && s1->nstart > 0)
+	{
+		st->nstart = s1->nstart;
+		memcpy(st->start, s1->start, sizeof(st->start));
+	}
+	else
+	{
+		st->nstart = s2->nstart;
+		memcpy(st->start, s2->start, sizeof(st->start));
+	}
 	st->n = (s1 ? s1->n : 0) + s2->n;
 	st->cap = st->n;
 	st->rows = MemoryContextAllocHuge(aggcontext, st->cap * rs);

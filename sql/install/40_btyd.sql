@@ -116,6 +116,27 @@ CREATE AGGREGATE loyalty.bgnbd_fit(x integer, t_x double precision, t double pre
 COMMENT ON AGGREGATE loyalty.bgnbd_fit(integer, double precision, double precision) IS
     'maximum-likelihood BG/NBD fit over customers (x repeat purchases, last at t_x, observed for t); rows with a NULL are skipped; NULL for no rows';
 
+-- The same fit, started at the parameters of an earlier fit (r, alpha, a, b):
+-- a refit after a few new rows takes a few passes instead of twenty.
+CREATE FUNCTION loyalty.bgnbd_fit_start_trans(internal, integer, double precision, double precision, double precision[])
+RETURNS internal
+AS 'MODULE_PATHNAME', 'bgnbd_fit_start_trans'
+LANGUAGE C IMMUTABLE PARALLEL SAFE;
+COMMENT ON FUNCTION loyalty.bgnbd_fit_start_trans(internal, integer, double precision, double precision, double precision[]) IS
+    'transition function of loyalty.bgnbd_fit with a warm start';
+
+CREATE AGGREGATE loyalty.bgnbd_fit(x integer, t_x double precision, t double precision, start double precision[]) (
+    SFUNC = loyalty.bgnbd_fit_start_trans,
+    STYPE = internal,
+    FINALFUNC = loyalty.bgnbd_fit_final,
+    COMBINEFUNC = loyalty.btyd_fit_combine,
+    SERIALFUNC = loyalty.btyd_fit_serial,
+    DESERIALFUNC = loyalty.btyd_fit_deserial,
+    PARALLEL = SAFE
+);
+COMMENT ON AGGREGATE loyalty.bgnbd_fit(integer, double precision, double precision, double precision[]) IS
+    'BG/NBD fit as bgnbd_fit(x, t_x, t), the optimiser started at start = {r, alpha, a, b} (an earlier fit; NULL: the usual start)';
+
 -- Gamma-Gamma functions
 
 CREATE FUNCTION loyalty.gamma_gamma_loglik(x integer, mean_value double precision,
@@ -162,6 +183,25 @@ CREATE AGGREGATE loyalty.gamma_gamma_fit(x integer, mean_value double precision)
 COMMENT ON AGGREGATE loyalty.gamma_gamma_fit(integer, double precision) IS
     'maximum-likelihood Gamma-Gamma fit of spend per transaction over repeat buyers (x > 0, mean_value > 0); rows with x = 0 or a NULL are skipped; NULL for no rows';
 
+CREATE FUNCTION loyalty.gamma_gamma_fit_start_trans(internal, integer, double precision, double precision[])
+RETURNS internal
+AS 'MODULE_PATHNAME', 'gamma_gamma_fit_start_trans'
+LANGUAGE C IMMUTABLE PARALLEL SAFE;
+COMMENT ON FUNCTION loyalty.gamma_gamma_fit_start_trans(internal, integer, double precision, double precision[]) IS
+    'transition function of loyalty.gamma_gamma_fit with a warm start';
+
+CREATE AGGREGATE loyalty.gamma_gamma_fit(x integer, mean_value double precision, start double precision[]) (
+    SFUNC = loyalty.gamma_gamma_fit_start_trans,
+    STYPE = internal,
+    FINALFUNC = loyalty.gamma_gamma_fit_final,
+    COMBINEFUNC = loyalty.btyd_fit_combine,
+    SERIALFUNC = loyalty.btyd_fit_serial,
+    DESERIALFUNC = loyalty.btyd_fit_deserial,
+    PARALLEL = SAFE
+);
+COMMENT ON AGGREGATE loyalty.gamma_gamma_fit(integer, double precision, double precision[]) IS
+    'Gamma-Gamma fit as gamma_gamma_fit(x, mean_value), the optimiser started at start = {p, q, gamma} (an earlier fit; NULL: the usual start)';
+
 GRANT USAGE ON TYPE loyalty.bgnbd_fit_result, loyalty.gamma_gamma_fit_result
     TO loyalty_admin, loyalty_app, loyalty_reader;
 GRANT EXECUTE ON FUNCTION
@@ -171,11 +211,15 @@ GRANT EXECUTE ON FUNCTION
     loyalty.bgnbd_expected_new(double precision, double precision, double precision, double precision, double precision),
     loyalty.bgnbd_fit(integer, double precision, double precision),
     loyalty.bgnbd_fit_trans(internal, integer, double precision, double precision),
+    loyalty.bgnbd_fit(integer, double precision, double precision, double precision[]),
+    loyalty.bgnbd_fit_start_trans(internal, integer, double precision, double precision, double precision[]),
     loyalty.bgnbd_fit_final(internal),
     loyalty.gamma_gamma_loglik(integer, double precision, double precision, double precision, double precision),
     loyalty.gamma_gamma_mean(integer, double precision, double precision, double precision, double precision),
     loyalty.gamma_gamma_fit(integer, double precision),
     loyalty.gamma_gamma_fit_trans(internal, integer, double precision),
+    loyalty.gamma_gamma_fit(integer, double precision, double precision[]),
+    loyalty.gamma_gamma_fit_start_trans(internal, integer, double precision, double precision[]),
     loyalty.gamma_gamma_fit_final(internal),
     loyalty.btyd_fit_combine(internal, internal),
     loyalty.btyd_fit_serial(internal),

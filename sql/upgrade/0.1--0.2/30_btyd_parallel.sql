@@ -8,6 +8,11 @@
 
 -- @function loyalty.btyd_fit_deserial
 
+-- (and the warm-started overloads, new in 0.2, with their transition functions)
+-- @function loyalty.bgnbd_fit_start_trans
+
+-- @function loyalty.gamma_gamma_fit_start_trans
+
 DROP AGGREGATE loyalty.bgnbd_fit(integer, double precision, double precision);
 -- @aggregate loyalty.bgnbd_fit
 
@@ -17,6 +22,10 @@ DROP AGGREGATE loyalty.gamma_gamma_fit(integer, double precision);
 REVOKE ALL ON FUNCTION
     loyalty.bgnbd_fit(integer, double precision, double precision),
     loyalty.gamma_gamma_fit(integer, double precision),
+    loyalty.bgnbd_fit(integer, double precision, double precision, double precision[]),
+    loyalty.gamma_gamma_fit(integer, double precision, double precision[]),
+    loyalty.bgnbd_fit_start_trans(internal, integer, double precision, double precision, double precision[]),
+    loyalty.gamma_gamma_fit_start_trans(internal, integer, double precision, double precision[]),
     loyalty.btyd_fit_combine(internal, internal),
     loyalty.btyd_fit_serial(internal),
     loyalty.btyd_fit_deserial(bytea, internal)
@@ -24,6 +33,10 @@ REVOKE ALL ON FUNCTION
 GRANT EXECUTE ON FUNCTION
     loyalty.bgnbd_fit(integer, double precision, double precision),
     loyalty.gamma_gamma_fit(integer, double precision),
+    loyalty.bgnbd_fit(integer, double precision, double precision, double precision[]),
+    loyalty.gamma_gamma_fit(integer, double precision, double precision[]),
+    loyalty.bgnbd_fit_start_trans(internal, integer, double precision, double precision, double precision[]),
+    loyalty.gamma_gamma_fit_start_trans(internal, integer, double precision, double precision[]),
     loyalty.btyd_fit_combine(internal, internal),
     loyalty.btyd_fit_serial(internal),
     loyalty.btyd_fit_deserial(bytea, internal)
