@@ -11,7 +11,8 @@ CREATE TABLE loyalty.model_settings (
     min_repeat_customers integer NOT NULL DEFAULT 30 CHECK (min_repeat_customers >= 5),
     holdout_days         integer NOT NULL DEFAULT 90 CHECK (holdout_days BETWEEN 7 AND 3650),
     models               text[] NOT NULL DEFAULT '{bgnbd,heuristic}'
-                         CHECK (models <@ '{bgnbd,mbgnbd,pareto_nbd,heuristic}' AND 'heuristic' = ANY (models))
+                         CHECK (models <@ '{bgnbd,mbgnbd,pareto_nbd,heuristic}' AND 'heuristic' = ANY (models)),
+    refit_tolerance      float8 NOT NULL DEFAULT 0.01 CHECK (refit_tolerance >= 0 AND refit_tolerance <= 0.1)
 );
 INSERT INTO loyalty.model_settings DEFAULT VALUES;
 COMMENT ON TABLE loyalty.model_settings IS 'Settings of the churn and lifetime value models';
@@ -23,12 +24,13 @@ COMMENT ON COLUMN loyalty.model_settings.min_customers IS 'fewer customers than 
 COMMENT ON COLUMN loyalty.model_settings.min_repeat_customers IS 'fewer repeat buyers than this: no fit, heuristic scores';
 COMMENT ON COLUMN loyalty.model_settings.holdout_days IS 'holdout window of loyalty.model_validation';
 COMMENT ON COLUMN loyalty.model_settings.models IS 'models refresh() fits and validate_models() compares on the holdout window; the best decides (heuristic is always one)';
+COMMENT ON COLUMN loyalty.model_settings.refit_tolerance IS 'a refit the same UTC day whose every parameter is within this fraction of the fit in force confirms it: the fit, stored scores and lapse days stay (0: every refit comes into force)';
 
 -- Change model settings (NULL keeps a setting); bad values get a clear error.
 CREATE FUNCTION loyalty.configure_models(horizon_days integer DEFAULT NULL, margin numeric DEFAULT NULL,
                                          annual_discount_rate numeric DEFAULT NULL, min_customers integer DEFAULT NULL,
                                          min_repeat_customers integer DEFAULT NULL, holdout_days integer DEFAULT NULL,
-                                         models text[] DEFAULT NULL)
+                                         models text[] DEFAULT NULL, refit_tolerance float8 DEFAULT NULL)
 RETURNS loyalty.model_settings
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -61,6 +63,11 @@ BEGIN
         RAISE EXCEPTION 'holdout_days must be between 7 and 3650, not %', holdout_days
               USING ERRCODE = 'invalid_parameter_value', HINT = 'Pick a window the shop can wait for, e.g. 90 days.';
     END IF;
+    IF refit_tolerance IS NOT NULL AND NOT (refit_tolerance >= 0 AND refit_tolerance <= 0.1) THEN
+        RAISE EXCEPTION 'refit_tolerance must be between 0 and 0.1, not %', refit_tolerance
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'A fraction of each parameter, e.g. 0.01 (the default); 0 puts every refit in force.';
+    END IF;
     IF models IS NOT NULL THEN
         IF cardinality(models) IS NULL OR array_position(models, NULL) IS NOT NULL THEN
             RAISE EXCEPTION 'models must be a non-empty list of model names'
@@ -86,7 +93,8 @@ BEGIN
            annual_discount_rate = coalesce(configure_models.annual_discount_rate, s.annual_discount_rate),
            min_customers = coalesce(configure_models.min_customers, s.min_customers),
            min_repeat_customers = coalesce(configure_models.min_repeat_customers, s.min_repeat_customers),
-           holdout_days = coalesce(configure_models.holdout_days, s.holdout_days)
+           holdout_days = coalesce(configure_models.holdout_days, s.holdout_days),
+           refit_tolerance = coalesce(configure_models.refit_tolerance, s.refit_tolerance)
     RETURNING * INTO st;
     -- stored scores follow the settings they are computed with
     IF configure_models.horizon_days IS NOT NULL OR configure_models.margin IS NOT NULL
@@ -96,13 +104,13 @@ BEGIN
     RETURN st;
 END
 $$;
-COMMENT ON FUNCTION loyalty.configure_models(integer, numeric, numeric, integer, integer, integer, text[]) IS
+COMMENT ON FUNCTION loyalty.configure_models(integer, numeric, numeric, integer, integer, integer, text[], float8) IS
 'Change churn/CLV settings (NULL keeps a setting), including the models to fit and compare; returns the settings in force';
 
 CREATE TABLE loyalty.model_fits (
     fit_id     bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     model      text NOT NULL CHECK (model IN ('bgnbd', 'gamma_gamma', 'heuristic', 'mbgnbd', 'pareto_nbd')),
-    status     text NOT NULL CHECK (status IN ('fitted', 'not_converged', 'too_little_data')),
+    status     text NOT NULL CHECK (status IN ('fitted', 'confirmed', 'not_converged', 'too_little_data')),
     fitted_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
     as_of      timestamptz NOT NULL,
     customers  bigint NOT NULL,
@@ -113,8 +121,9 @@ CREATE TABLE loyalty.model_fits (
     inputs_hash bigint
 );
 CREATE INDEX model_fits_latest_idx ON loyalty.model_fits (model, fit_id DESC) WHERE status = 'fitted';
-COMMENT ON TABLE loyalty.model_fits IS 'Every model fit with its diagnostics; scores use the newest fitted row per model';
-COMMENT ON COLUMN loyalty.model_fits.inputs_hash IS 'fingerprint of the customer state fitted (loyalty._fit_inputs_hash): a refit the same UTC day to the same state reuses this fit''s result';
+COMMENT ON TABLE loyalty.model_fits IS 'Every model fit with its diagnostics; scores use the newest fitted row per model (the fit in force)';
+COMMENT ON COLUMN loyalty.model_fits.status IS 'fitted (in force until a later fitted row), confirmed (a refit the same UTC day within model_settings.refit_tolerance of the fit in force, which stays), not_converged, too_little_data';
+COMMENT ON COLUMN loyalty.model_fits.inputs_hash IS 'fingerprint of the model inputs fitted (x, t_x, t, repeat_value; t moves with the UTC day), taken when MBG/NBD or Pareto/NBD is enabled: their refit the same day to the same inputs reuses this fit''s result';
 SELECT pg_catalog.pg_extension_config_dump('loyalty.model_fits', '');
 
 -- Per-customer model inputs in days (BTYD convention: one transaction per
@@ -255,22 +264,13 @@ AS $$
     SELECT coalesce(avg(t_x / x) FILTER (WHERE x > 0 AND t_x > 0), 90) FROM loyalty.model_inputs
 $$;
 
--- A fingerprint of what model_inputs_at reads: the columns of customer_state
--- it derives the inputs from (keep the two in step). Within one UTC day, two
--- equal fingerprints give the same inputs. A sum of row hashes: the order of
--- a (parallel) scan does not change it.
-CREATE FUNCTION loyalty._fit_inputs_hash()
-RETURNS bigint
-LANGUAGE sql STABLE PARALLEL SAFE
-RETURN (SELECT sum(hash_record(ROW(s.first_order_at, s.last_order_at, s.purchase_days, s.net_spend, s.first_day_spend,
-                                   s.avg_spend)))
-          FROM loyalty.customer_state s);
-
 -- A fit is deterministic (src/btyd_agg.c: a parallel fit equals the serial
--- one), so a refit to the same rows (the newest fit of the model has the same
--- fingerprint and was fitted the same UTC day) would return the same result:
--- that result is recorded again as this fit, and its status returned; NULL
--- when the rows may differ.
+-- one), so a refit to the same inputs (the newest fit of the model has the
+-- same fingerprint of the model inputs, _fit_models) would return the same
+-- result: that result is recorded again as this fit, and its status
+-- returned; NULL when the inputs may differ. The inputs include t, which
+-- moves with the UTC day. For the models fitted without a warm start
+-- (MBG/NBD, Pareto/NBD).
 CREATE FUNCTION loyalty._fit_reused(p_model text, p_inputs_hash bigint)
 RETURNS text
 LANGUAGE sql
@@ -284,13 +284,72 @@ AS $$
     RETURNING status
 $$;
 
+-- Whether two fits' parameters (model_fits.params) agree: the same keys,
+-- every number within p_tolerance of the old one relative to it, every
+-- other value (the boundary's limit flag) equal.
+CREATE FUNCTION loyalty._params_within(p_old jsonb, p_new jsonb, p_tolerance float8)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN NOT EXISTS (
+    SELECT 1
+      FROM jsonb_each(p_old) o FULL JOIN jsonb_each(p_new) n ON n.key = o.key
+     WHERE o.key IS NULL OR n.key IS NULL
+        OR CASE WHEN jsonb_typeof(o.value) = 'number' AND jsonb_typeof(n.value) = 'number'
+                THEN abs(n.value::float8 - o.value::float8) > p_tolerance * abs(o.value::float8)
+                ELSE o.value IS DISTINCT FROM n.value END);
+
+-- Record a fit of p_model. A converged refit the same UTC day as the fit in
+-- force (the model's newest 'fitted' row, which current_model and
+-- current_fits read) whose every parameter is within
+-- model_settings.refit_tolerance of it is recorded as 'confirmed': the fit
+-- in force stays, and so do the stored scores and the win-back lapse days
+-- computed with it (a refit after a few new orders moves every parameter a
+-- little, and would otherwise rescore every customer). The first fit of a
+-- UTC day always comes into force: the day moved every customer's inputs.
+-- Returns the status recorded.
+CREATE FUNCTION loyalty._record_fit(p_model text, p_status text, p_customers bigint, p_params jsonb, p_loglik float8,
+                                    p_iterations integer, p_note text, p_inputs_hash bigint)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    kept bigint;
+    tol float8;
+BEGIN
+    IF p_status = 'fitted' THEN
+        SELECT f.fit_id, st.refit_tolerance INTO kept, tol
+          FROM (SELECT mf.fit_id, mf.as_of, mf.params FROM loyalty.model_fits mf
+                 WHERE mf.model = p_model AND mf.status = 'fitted' ORDER BY mf.fit_id DESC LIMIT 1) f,
+               loyalty.model_settings st
+         WHERE st.refit_tolerance > 0
+           AND (f.as_of AT TIME ZONE 'UTC')::date = (now() AT TIME ZONE 'UTC')::date
+           AND loyalty._params_within(f.params, p_params, st.refit_tolerance);
+        IF kept IS NOT NULL THEN
+            p_status := 'confirmed';
+            p_note := concat_ws('; ', p_note, format('every parameter within %s%% of fit %s, which stays in force',
+                                                    round((tol * 100)::numeric, 4)::float8, kept));
+        END IF;
+    END IF;
+    INSERT INTO loyalty.model_fits (model, status, as_of, customers, params, loglik, iterations, note, inputs_hash)
+    VALUES (p_model, p_status, now(), p_customers, p_params, p_loglik, p_iterations, p_note, p_inputs_hash);
+    RETURN p_status;
+END
+$$;
+
 -- Fit the enabled models on the shop's customers (days) into
--- loyalty.model_fits; never raises for the data. The heuristic's one
+-- loyalty.model_fits (_record_fit: a refit within the tolerance of the fit
+-- in force confirms it); never raises for the data. The heuristic's one
 -- parameter is the shop's mean gap between purchase days of repeat buyers
 -- (90 without any). A BG/NBD maximum on the boundary (a and b beyond 1e6
 -- with a/(a+b) settled: dropout without heterogeneity) is a fit of the limit
 -- model, kept as fitted with params.limit = true (see _p_alive_days).
 -- Then the holdout comparison picks the model that decides, when stale.
+-- One pass over the model inputs counts them, takes the shop gap, and fits
+-- BG/NBD and Gamma-Gamma, each started at its fit in force (a refit after
+-- new orders takes a few passes over the compressed rows, not twenty); the
+-- other enabled models are fitted one pass each, and reuse their fit when
+-- the fingerprint of the inputs is unchanged (_fit_reused).
 -- (loyalty.fit_models, 74_pipeline.sql, then tells the journeys.)
 CREATE FUNCTION loyalty._fit_models(OUT bgnbd_status text, OUT gamma_gamma_status text)
 LANGUAGE plpgsql
@@ -299,28 +358,45 @@ SET jit = off   -- per-row model expressions: compiling them costs seconds, runn
 AS $$
 DECLARE
     st loyalty.model_settings;
+    cf loyalty.current_fits;
     n bigint;
     n_rep bigint;
     gap float8;
-    f record;
-    g record;
+    fits record;
+    f loyalty.bgnbd_fit_result;
+    g loyalty.gamma_gamma_fit_result;
+    o record;
     n_gg bigint;
     fp bigint;
+    fit_bg boolean;
+    others boolean;
+    bg_start float8[];
+    gg_start float8[];
     m text;
     lim boolean;
     plim boolean;
     mst text;
 BEGIN
     SELECT * INTO st FROM loyalty.model_settings;
+    SELECT * INTO cf FROM loyalty.current_fits;
+    fit_bg := 'bgnbd' = ANY (st.models);
+    others := st.models && '{mbgnbd,pareto_nbd}'::text[];
+    bg_start := CASE WHEN cf.bgnbd_fit_id IS NOT NULL THEN ARRAY[cf.r, cf.alpha, cf.a, cf.b] END;
+    gg_start := CASE WHEN cf.gamma_gamma_fit_id IS NOT NULL THEN ARRAY[cf.p, cf.q, cf.gamma] END;
     -- the gap rounded to 1e-9 days: a parallel scan sums in another order each
-    -- time, and a refit on the same data must give the same parameters (or
-    -- every stored score is rewritten, see _store_scores)
-    SELECT count(*), count(*) FILTER (WHERE x > 0), round(avg(t_x / x) FILTER (WHERE x > 0 AND t_x > 0)::numeric, 9)
-      INTO n, n_rep, gap FROM loyalty.model_inputs;
-    INSERT INTO loyalty.model_fits (model, status, as_of, customers, params, note)
-    VALUES ('heuristic', 'fitted', now(), n, jsonb_build_object('shop_gap', coalesce(gap, 90)),
-            CASE WHEN gap IS NULL THEN 'no repeat buyers yet: a gap of 90 days' END);
-    bgnbd_status := CASE WHEN 'bgnbd' = ANY (st.models) THEN NULL ELSE 'not_enabled' END;
+    -- time. The fingerprint is a sum of row hashes: the order of a (parallel)
+    -- scan does not change it.
+    SELECT count(*) AS n, count(*) FILTER (WHERE i.x > 0) AS n_rep,
+           round(avg(i.t_x / i.x) FILTER (WHERE i.x > 0 AND i.t_x > 0)::numeric, 9) AS gap,
+           count(*) FILTER (WHERE i.x > 0 AND i.repeat_value > 0) AS n_gg,
+           sum(hash_record(ROW(i.x, i.t_x, i.t, i.repeat_value))) FILTER (WHERE others) AS fp,
+           loyalty.bgnbd_fit(i.x, i.t_x, i.t, bg_start) FILTER (WHERE fit_bg) AS bg,
+           loyalty.gamma_gamma_fit(i.x, i.repeat_value::float8, gg_start) FILTER (WHERE i.x > 0 AND i.repeat_value > 0) AS gg
+      INTO fits FROM loyalty.model_inputs i;
+    n := fits.n; n_rep := fits.n_rep; gap := fits.gap; n_gg := fits.n_gg; fp := fits.fp; f := fits.bg; g := fits.gg;
+    PERFORM loyalty._record_fit('heuristic', 'fitted', n, jsonb_build_object('shop_gap', coalesce(gap, 90)), NULL, NULL,
+                                CASE WHEN gap IS NULL THEN 'no repeat buyers yet: a gap of 90 days' END, fp);
+    bgnbd_status := CASE WHEN fit_bg THEN NULL ELSE 'not_enabled' END;
     IF n < st.min_customers OR n_rep < st.min_repeat_customers THEN
         INSERT INTO loyalty.model_fits (model, status, as_of, customers, note)
         SELECT u.m, 'too_little_data', now(), n,
@@ -334,16 +410,9 @@ BEGIN
         RETURN;
     END IF;
 
-    fp := loyalty._fit_inputs_hash();
-    IF 'bgnbd' = ANY (st.models) THEN
-        bgnbd_status := loyalty._fit_reused('bgnbd', fp);
-    END IF;
-    IF 'bgnbd' = ANY (st.models) AND bgnbd_status IS NULL THEN
-        SELECT (loyalty.bgnbd_fit(x, t_x, t)).* INTO f FROM loyalty.model_inputs;
+    IF fit_bg THEN
         lim := least(f.a, f.b) >= 1e6 AND f.loglik > '-Infinity' AND f.r > 0 AND f.alpha > 0;
-        bgnbd_status := CASE WHEN f.converged OR lim THEN 'fitted' ELSE 'not_converged' END;
-        INSERT INTO loyalty.model_fits (model, status, as_of, customers, params, loglik, iterations, note, inputs_hash)
-        VALUES ('bgnbd', bgnbd_status, now(), n,
+        bgnbd_status := loyalty._record_fit('bgnbd', CASE WHEN f.converged OR lim THEN 'fitted' ELSE 'not_converged' END, n,
                 jsonb_build_object('r', f.r, 'alpha', f.alpha, 'a', f.a, 'b', f.b)
                 || CASE WHEN lim THEN jsonb_build_object('limit', true, 'p', f.a / (f.a + f.b)) ELSE '{}' END,
                 f.loglik, f.iterations,
@@ -356,53 +425,43 @@ BEGIN
     FOREACH m IN ARRAY st.models LOOP
         CONTINUE WHEN m IN ('bgnbd', 'heuristic') OR NOT loyalty._model_available(m)
                       OR loyalty._fit_reused(m, fp) IS NOT NULL;
-        EXECUTE format('SELECT (loyalty.%s_fit(x, t_x, t)).* FROM loyalty.model_inputs', m) INTO f;
-        mst := CASE WHEN (to_jsonb(f)->>'converged')::boolean THEN 'fitted' ELSE 'not_converged' END;
+        EXECUTE format('SELECT (loyalty.%s_fit(x, t_x, t)).* FROM loyalty.model_inputs', m) INTO o;
+        mst := CASE WHEN (to_jsonb(o)->>'converged')::boolean THEN 'fitted' ELSE 'not_converged' END;
         -- MBG/NBD on its boundary a, b -> infinity: mbgnbd_fit fits that limit
         -- and reports it with min(a, b) = 1e12, a/(a+b) = p (src/btyd.c)
-        lim := m = 'mbgnbd' AND mst = 'fitted' AND least((to_jsonb(f)->>'a')::float8, (to_jsonb(f)->>'b')::float8) >= 1e6;
+        lim := m = 'mbgnbd' AND mst = 'fitted' AND least((to_jsonb(o)->>'a')::float8, (to_jsonb(o)->>'b')::float8) >= 1e6;
         -- Pareto/NBD on its boundary s, beta -> infinity: one dropout rate
         -- mu = s/beta for everyone, fitted as that limit by pareto_nbd_fit and
         -- reported with min(s, beta) = 1e12 (src/pareto_nbd.c)
-        plim := m = 'pareto_nbd' AND mst = 'fitted' AND least((to_jsonb(f)->>'s')::float8, (to_jsonb(f)->>'beta')::float8) >= 1e6;
-        INSERT INTO loyalty.model_fits (model, status, as_of, customers, params, loglik, iterations, note, inputs_hash)
-        VALUES (m, mst, now(), n,
-                to_jsonb(f) - 'loglik' - 'converged' - 'iterations'
-                || CASE WHEN lim THEN jsonb_build_object('limit', true, 'p', (to_jsonb(f)->>'a')::float8
-                                                           / ((to_jsonb(f)->>'a')::float8 + (to_jsonb(f)->>'b')::float8))
-                        WHEN plim THEN jsonb_build_object('limit', true, 'mu', (to_jsonb(f)->>'s')::float8 / (to_jsonb(f)->>'beta')::float8)
+        plim := m = 'pareto_nbd' AND mst = 'fitted' AND least((to_jsonb(o)->>'s')::float8, (to_jsonb(o)->>'beta')::float8) >= 1e6;
+        PERFORM loyalty._record_fit(m, mst, n,
+                to_jsonb(o) - 'loglik' - 'converged' - 'iterations'
+                || CASE WHEN lim THEN jsonb_build_object('limit', true, 'p', (to_jsonb(o)->>'a')::float8
+                                                           / ((to_jsonb(o)->>'a')::float8 + (to_jsonb(o)->>'b')::float8))
+                        WHEN plim THEN jsonb_build_object('limit', true, 'mu', (to_jsonb(o)->>'s')::float8 / (to_jsonb(o)->>'beta')::float8)
                         ELSE '{}' END,
-                f.loglik, f.iterations,
+                o.loglik, o.iterations,
                 CASE WHEN lim THEN format('maximum on the boundary a, b -> infinity: every customer drops out with probability %s at each purchase, the first included (MBG/NBD without heterogeneity in dropout); fitted and scored as that limit',
-                                          round(((to_jsonb(f)->>'a')::float8 / ((to_jsonb(f)->>'a')::float8 + (to_jsonb(f)->>'b')::float8))::numeric, 4))
+                                          round(((to_jsonb(o)->>'a')::float8 / ((to_jsonb(o)->>'a')::float8 + (to_jsonb(o)->>'b')::float8))::numeric, 4))
                      WHEN plim THEN format('maximum on the boundary s, beta -> infinity: every customer drops out at the same rate %s per day, a mean lifetime of %s days (Pareto/NBD without heterogeneity in dropout); fitted and scored as that limit',
-                                           round(((to_jsonb(f)->>'s')::float8 / (to_jsonb(f)->>'beta')::float8)::numeric, 5),
-                                           round(((to_jsonb(f)->>'beta')::float8 / (to_jsonb(f)->>'s')::float8)::numeric))
+                                           round(((to_jsonb(o)->>'s')::float8 / (to_jsonb(o)->>'beta')::float8)::numeric, 5),
+                                           round(((to_jsonb(o)->>'beta')::float8 / (to_jsonb(o)->>'s')::float8)::numeric))
                      WHEN mst = 'not_converged' THEN 'optimiser did not converge' END,
                 fp);
     END LOOP;
     PERFORM loyalty._choose_model(false);
 
-    gamma_gamma_status := loyalty._fit_reused('gamma_gamma', fp);
-    IF gamma_gamma_status IS NOT NULL THEN
-        RETURN;
-    END IF;
-    SELECT count(*) INTO n_gg FROM loyalty.model_inputs WHERE x > 0 AND repeat_value > 0;
     IF n_gg < st.min_repeat_customers THEN
         gamma_gamma_status := 'too_little_data';
         INSERT INTO loyalty.model_fits (model, status, as_of, customers, note)
         VALUES ('gamma_gamma', gamma_gamma_status, now(), n_gg,
                 format('%s repeat buyers with positive spend: need %s', n_gg, st.min_repeat_customers));
-        RETURN;
+    ELSE
+        gamma_gamma_status := loyalty._record_fit('gamma_gamma', CASE WHEN g.converged THEN 'fitted' ELSE 'not_converged' END, n_gg,
+                jsonb_build_object('p', g.p, 'q', g.q, 'gamma', g.gamma), g.loglik, g.iterations,
+                CASE WHEN NOT g.converged THEN 'optimiser did not converge; scores keep the last fitted parameters or the heuristic' END,
+                fp);
     END IF;
-    SELECT (loyalty.gamma_gamma_fit(x, repeat_value::float8)).* INTO g
-      FROM loyalty.model_inputs WHERE x > 0 AND repeat_value > 0;
-    gamma_gamma_status := CASE WHEN g.converged THEN 'fitted' ELSE 'not_converged' END;
-    INSERT INTO loyalty.model_fits (model, status, as_of, customers, params, loglik, iterations, note, inputs_hash)
-    VALUES ('gamma_gamma', gamma_gamma_status, now(), n_gg,
-            jsonb_build_object('p', g.p, 'q', g.q, 'gamma', g.gamma), g.loglik, g.iterations,
-            CASE WHEN NOT g.converged THEN 'optimiser did not converge; scores keep the last fitted parameters or the heuristic' END,
-            fp);
 END
 $$;
 

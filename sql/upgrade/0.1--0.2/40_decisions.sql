@@ -7,6 +7,9 @@
 ALTER TABLE loyalty.model_settings
     ADD COLUMN models text[] NOT NULL DEFAULT '{bgnbd,heuristic}'
                CHECK (models <@ '{bgnbd,mbgnbd,pareto_nbd,heuristic}' AND 'heuristic' = ANY (models));
+ALTER TABLE loyalty.model_settings
+    ADD COLUMN refit_tolerance float8 NOT NULL DEFAULT 0.01 CHECK (refit_tolerance >= 0 AND refit_tolerance <= 0.1);
+COMMENT ON COLUMN loyalty.model_settings.refit_tolerance IS 'a refit the same UTC day whose every parameter is within this fraction of the fit in force confirms it: the fit, stored scores and lapse days stay (0: every refit comes into force)';
 COMMENT ON COLUMN loyalty.model_settings.models IS 'models refresh() fits and validate_models() compares on the holdout window; the best decides (heuristic is always one)';
 ALTER TABLE loyalty.model_fits DROP CONSTRAINT model_fits_model_check;
 ALTER TABLE loyalty.model_fits ADD CONSTRAINT model_fits_model_check
@@ -14,8 +17,8 @@ ALTER TABLE loyalty.model_fits ADD CONSTRAINT model_fits_model_check
 
 DROP FUNCTION loyalty.configure_models(integer, numeric, numeric, integer, integer, integer);
 -- @function loyalty.configure_models
-REVOKE ALL ON FUNCTION loyalty.configure_models(integer, numeric, numeric, integer, integer, integer, text[]) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION loyalty.configure_models(integer, numeric, numeric, integer, integer, integer, text[]) TO loyalty_admin;
+REVOKE ALL ON FUNCTION loyalty.configure_models(integer, numeric, numeric, integer, integer, integer, text[], float8) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION loyalty.configure_models(integer, numeric, numeric, integer, integer, integer, text[], float8) TO loyalty_admin;
 
 -- @function loyalty._utc_days
 -- @function loyalty.model_inputs_at

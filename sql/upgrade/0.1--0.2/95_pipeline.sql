@@ -12,8 +12,9 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON loyalty.score_basis TO loyalty_admin;
 -- over model_fits are created; _store_scores with its new argument is
 -- created by 40_decisions.sql, where it is new)
 -- @function loyalty._recompute_state
--- @function loyalty._fit_inputs_hash
 -- @function loyalty._fit_reused
+-- @function loyalty._params_within
+-- @function loyalty._record_fit
 
 -- @function loyalty._fit_models
 -- @view loyalty.current_fits
@@ -21,8 +22,10 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON loyalty.score_basis TO loyalty_admin;
 
 -- new functions: the install's blanket privileges (90_grants.sql), repeated
 REVOKE ALL ON FUNCTION loyalty._recompute_state(text[], boolean), loyalty._fit_models(),
-                       loyalty._fit_inputs_hash(), loyalty._fit_reused(text, bigint),
+                       loyalty._fit_reused(text, bigint), loyalty._params_within(jsonb, jsonb, float8),
+                       loyalty._record_fit(text, text, bigint, jsonb, float8, integer, text, bigint),
                        loyalty._store_scores(timestamptz, text[], text[]) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION loyalty._recompute_state(text[], boolean), loyalty._fit_models(),
-                          loyalty._fit_inputs_hash(), loyalty._fit_reused(text, bigint),
+                          loyalty._fit_reused(text, bigint), loyalty._params_within(jsonb, jsonb, float8),
+                          loyalty._record_fit(text, text, bigint, jsonb, float8, integer, text, bigint),
                           loyalty._store_scores(timestamptz, text[], text[]) TO loyalty_admin;
