@@ -1473,7 +1473,7 @@ GgCompress(const BtydState *st, GgData *d)
 
 	memcpy(rows, st->rows, st->n * sizeof(GgRow));
 	if (!st->sorted)
-		qsort(rows, st->n, sizeof(GgRow), GgRowCmp);
+		BtydSortGgRows(rows, st->n);
 	d->w = MemoryContextAllocHuge(CurrentMemoryContext, st->n * sizeof(double));
 	for (int64 i = 0; i < st->n; i++)
 	{

@@ -116,6 +116,7 @@ extern Datum BtydFitResult(FunctionCallInfo fcinfo, const double *vals, int nval
 /* Parallel aggregation and large fits (btyd_agg.c) */
 extern void BtydStateSort(BtydState *st);
 extern void BtydSortRows(BgnbdRow *rows, int64 n);
+extern void BtydSortGgRows(GgRow *rows, int64 n);
 extern void BtydIndexTimes(const BgnbdRow *rows, int64 n, double **tvp, int64 *ntp,
 						   int32 *iT, int32 *itx);
 extern double *BtydSubsampleStart(BtydState *st, BtydObjective objective,

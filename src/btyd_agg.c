@@ -133,6 +133,40 @@ BtydSortRows(BgnbdRow *rows, int64 n)
 }
 
 /*
+ * Sort Gamma-Gamma rows in GgRowCmp order (x, then m) by two stable radix
+ * sorts, m first (m >= 0: GgCheckCustomer), as BtydSortRows does.
+ */
+void
+BtydSortGgRows(GgRow *rows, int64 n)
+{
+	BtydKey    *a,
+			   *b,
+			   *res;
+	GgRow	   *out;
+
+	if (n < 2)
+		return;
+	a = MemoryContextAllocHuge(CurrentMemoryContext, n * sizeof(BtydKey));
+	b = MemoryContextAllocHuge(CurrentMemoryContext, n * sizeof(BtydKey));
+	for (int64 i = 0; i < n; i++)
+	{
+		a[i].key = BtydDoubleKey(rows[i].m);
+		a[i].idx = i;
+	}
+	res = BtydRadixSort(a, b, n, 64);
+	for (int64 i = 0; i < n; i++)
+		res[i].key = (uint32) rows[res[i].idx].x;
+	res = BtydRadixSort(res, (res == a) ? b : a, n, 32);
+	out = MemoryContextAllocHuge(CurrentMemoryContext, n * sizeof(GgRow));
+	for (int64 i = 0; i < n; i++)
+		out[i] = rows[res[i].idx];
+	memcpy(rows, out, n * sizeof(GgRow));
+	pfree(out);
+	pfree(a);
+	pfree(b);
+}
+
+/*
  * The distinct time values of n rows (T and t_x), sorted, in *tvp (*ntp of
  * them), and each row's indexes into them in iT[] and itx[]: one radix
  * sort of the 2n values instead of a sort and 2n binary searches.
@@ -188,7 +222,7 @@ BtydStateSort(BtydState *st)
 		BtydSortRows(rows, st->n);
 	}
 	else if (st->rowsize == sizeof(GgRow))
-		qsort(st->rows, st->n, sizeof(GgRow), GgRowCmp);
+		BtydSortGgRows((GgRow *) st->rows, st->n);
 	else
 		elog(ERROR, "unexpected btyd row size %zu", st->rowsize);
 	st->sorted = true;
