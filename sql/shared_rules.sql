@@ -23,6 +23,18 @@ SELECT loyalty._utc_days('2026-01-01 23:59+00', '2026-01-02 00:01+00') AS two_mi
        loyalty._utc_days('2026-01-03 10:00+00', '2026-01-01 10:00+00') AS ahead,                 -- 0
        loyalty._utc_days('1999-12-31 23:00+00', '2000-01-01 01:00+00') AS across_2000,           -- 1
        loyalty._utc_days('2026-03-01 23:00+05', '2026-03-02 01:00+00') AS by_utc_date;           -- 1 (18:00 UTC)
+-- the UTC date an order counts on (loyalty._utc_date, the same rule), against
+-- PostgreSQL's own conversion over 10,000 times from 1901 to 2100, every
+-- hour of the day, in a session zone that is not UTC
+SET TIME ZONE 'America/St_Johns';
+SELECT count(*) FILTER (WHERE loyalty._utc_date(t) = (t AT TIME ZONE 'UTC')::date) AS same_date, count(*) AS times
+  FROM (SELECT timestamptz '1901-06-01 00:00+00' + (g * 631138.123456) * interval '1 second' AS t
+          FROM generate_series(0, 9999) g) s;
+SELECT loyalty._utc_date('2026-01-01 23:59:59.999999+00') AS last_microsecond,          -- 2026-01-01
+       loyalty._utc_date('2026-01-01 23:30-05') AS evening_west,                         -- 2026-01-02
+       loyalty._utc_date('1999-12-31 23:59:59.999999+00') AS before_2000,                -- 1999-12-31
+       loyalty._utc_date('infinity') AS infinite, loyalty._utc_date(NULL) AS null_in;
+SET TIME ZONE 'UTC';
 
 -- RFM recency (rfm.c) counts the same days: at 01:00, an order of 23:00 the
 -- day before is 1 day old (it was 0 in 24-hour periods), one of 00:30 too.

@@ -13,6 +13,7 @@
 
 #include "datatype/timestamp.h"
 #include "fmgr.h"
+#include "utils/date.h"
 #include "utils/timestamp.h"
 
 #include "loyalty.h"
@@ -54,4 +55,23 @@ loyalty_utc_days(PG_FUNCTION_ARGS)
 				 errmsg("cannot count days to or from an infinite time"),
 				 errhint("Pass finite times.")));
 	PG_RETURN_INT32((int32) LoyaltyUtcDays(from, to));
+}
+
+/*
+ * loyalty._utc_date(t timestamptz) returns date: t's UTC date, the day an
+ * order counts on (a date is days since 2000-01-01, as LoyaltyUtcDay
+ * counts). Per order in the state and holdout queries, where
+ * (t AT TIME ZONE 'UTC')::date parsed the zone name on every row.
+ */
+PG_FUNCTION_INFO_V1(loyalty_utc_date);
+Datum
+loyalty_utc_date(PG_FUNCTION_ARGS)
+{
+	TimestampTz ts = PG_GETARG_TIMESTAMPTZ(0);
+
+	if (TIMESTAMP_IS_NOBEGIN(ts))
+		PG_RETURN_DATEADT(DATEVAL_NOBEGIN);
+	if (TIMESTAMP_IS_NOEND(ts))
+		PG_RETURN_DATEADT(DATEVAL_NOEND);
+	PG_RETURN_DATEADT((DateADT) LoyaltyUtcDay(ts));
 }

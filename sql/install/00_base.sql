@@ -41,6 +41,12 @@ RETURNS integer
 AS 'MODULE_PATHNAME', 'loyalty_utc_days'
 LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 
+-- A time's UTC date: the day an order counts on (the same rule, src/days.c).
+CREATE FUNCTION loyalty._utc_date(p_time timestamptz)
+RETURNS date
+AS 'MODULE_PATHNAME', 'loyalty_utc_date'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+
 -- Is this session running a pg_dump script or pg_restore? Both start every
 -- session with the same fixed settings (pg_backup_archiver.c,
 -- _doSetFixedOutputState), three of them away from their defaults:

@@ -74,8 +74,8 @@ BEGIN
            round(sum(amount - refunded) / count(*), 2),
            sum(amount - refunded) FILTER (WHERE d = first_d), now()
       FROM (SELECT o.customer_id, o.ordered_at, o.amount, o.refunded,
-                   (o.ordered_at AT TIME ZONE 'UTC')::date AS d,
-                   min((o.ordered_at AT TIME ZONE 'UTC')::date) OVER (PARTITION BY o.customer_id) AS first_d
+                   loyalty._utc_date(o.ordered_at) AS d,
+                   min(loyalty._utc_date(o.ordered_at)) OVER (PARTITION BY o.customer_id) AS first_d
               FROM loyalty.orders o
              WHERE o.customer_id = ANY (p_customers) AND o.counts) x
      GROUP BY customer_id

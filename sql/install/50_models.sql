@@ -731,7 +731,7 @@ BEGIN
     -- the calibration inputs, read once (arrays: no temp table, so a reader in
     -- a read-only transaction can run this too)
     WITH days AS (
-        SELECT DISTINCT o.customer_id, (o.ordered_at AT TIME ZONE 'UTC')::date AS d
+        SELECT DISTINCT o.customer_id, loyalty._utc_date(o.ordered_at) AS d
           FROM loyalty.orders o WHERE o.counts
     ), cal AS (
         SELECT count(*) FILTER (WHERE d < cal_end) - 1 AS x,

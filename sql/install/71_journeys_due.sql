@@ -431,7 +431,7 @@ BEGIN
                 RETURN QUERY
                 SELECT c.campaign_id, l.customer_id, 'expiring:' || to_char(l.day, 'YYYYMMDD'), min(l.expires_at) - d,
                        jsonb_build_object('expiring_points', sum(l.remaining), 'expires_at', min(l.expires_at))
-                  FROM (SELECT pl.customer_id, pl.remaining, pl.expires_at, (pl.expires_at AT TIME ZONE 'UTC')::date AS day
+                  FROM (SELECT pl.customer_id, pl.remaining, pl.expires_at, loyalty._utc_date(pl.expires_at) AS day
                           FROM loyalty.point_lots pl
                          WHERE pl.expires_at >= date_trunc('day', lo + d, 'UTC')
                            AND pl.expires_at < date_trunc('day', p_as_of + d, 'UTC') + interval '1 day') l

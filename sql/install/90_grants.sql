@@ -16,6 +16,8 @@ GRANT EXECUTE ON FUNCTION loyalty.record_order(text, text, numeric, timestamptz)
 GRANT SELECT ON loyalty.customer_segments, loyalty.segment_summary TO loyalty_app;
 -- customer_segments counts days with it (a view calls functions with the reader's rights)
 GRANT EXECUTE ON FUNCTION loyalty._utc_days(timestamptz, timestamptz) TO loyalty_app, loyalty_reader;
+-- and validate_models (model_validation, a reader's view) dates orders with this
+GRANT EXECUTE ON FUNCTION loyalty._utc_date(timestamptz) TO loyalty_app, loyalty_reader;
 
 -- BI tools: the documented views (and the functions they call)
 GRANT SELECT ON loyalty.customer_segments, loyalty.segment_summary, loyalty.rejected_summary,

@@ -21,6 +21,9 @@ REVOKE ALL ON FUNCTION loyalty.configure_models(integer, numeric, numeric, integ
 GRANT EXECUTE ON FUNCTION loyalty.configure_models(integer, numeric, numeric, integer, integer, integer, text[], float8) TO loyalty_admin;
 
 -- @function loyalty._utc_days
+-- @function loyalty._utc_date
+REVOKE ALL ON FUNCTION loyalty._utc_date(timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION loyalty._utc_date(timestamptz) TO loyalty_admin, loyalty_app, loyalty_reader;
 -- @function loyalty.model_inputs_at
 -- @view loyalty.model_inputs
 
