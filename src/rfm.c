@@ -12,7 +12,6 @@
 #include "postgres.h"
 
 #include <math.h>
-#include <sys/mman.h>
 
 #include "access/genam.h"
 #include "access/heapam.h"
@@ -999,33 +998,6 @@ RfmTextEqual(Datum a, Datum b)
 		memcmp(VARDATA_ANY(va), VARDATA_ANY(vb), VARSIZE_ANY_EXHDR(va)) == 0;
 }
 
-/*
- * A large allocation backed by 2 MB pages where the kernel offers them
- * (Linux transparent huge pages in "madvise" mode): the slots are read at
- * random, and with 4 kB pages nearly every lookup also missed the TLB; the
- * kernel also sets up (zeroes) 2 MB at a time. Only a hint: the memory is an
- * ordinary palloc chunk either way.
- */
-static void *
-RfmAllocLarge(Size size, bool zero)
-{
-	char	   *p = MemoryContextAllocExtended(CurrentMemoryContext, size, MCXT_ALLOC_HUGE);
-
-#ifdef MADV_HUGEPAGE
-	{
-		uintptr_t	huge = 2 * 1024 * 1024;
-		uintptr_t	start = TYPEALIGN(huge, (uintptr_t) p);
-		uintptr_t	end = TYPEALIGN_DOWN(huge, (uintptr_t) p + size);
-
-		if (end > start)
-			(void) madvise((void *) start, end - start, MADV_HUGEPAGE);
-	}
-#endif
-	if (zero)
-		memset(p, 0, size);
-	return p;
-}
-
 /* An empty index with room for at least n ids at half load */
 static void
 RfmIndexInit(RfmIndex *ix, double n)
@@ -1034,7 +1006,7 @@ RfmIndexInit(RfmIndex *ix, double n)
 
 	while (size < 2 * n)
 		size *= 2;
-	ix->slots = RfmAllocLarge(sizeof(uint64) * size, true);
+	ix->slots = palloc_extended(sizeof(uint64) * size, MCXT_ALLOC_HUGE | MCXT_ALLOC_ZERO);
 	ix->mask = size - 1;
 	ix->used = 0;
 }
@@ -1050,7 +1022,7 @@ RfmIndexAdd(RfmIndex *ix, uint32 hash, int64 row)
 		uint64	   *old = ix->slots;
 		uint64		oldsize = ix->mask + 1;
 
-		ix->slots = RfmAllocLarge(sizeof(uint64) * oldsize * 2, true);
+		ix->slots = palloc_extended(sizeof(uint64) * oldsize * 2, MCXT_ALLOC_HUGE | MCXT_ALLOC_ZERO);
 		ix->mask = oldsize * 2 - 1;
 		for (uint64 j = 0; j < oldsize; j++)
 			if (old[j] != 0)
@@ -1147,7 +1119,7 @@ RfmDirectHashLoadRows(RfmDirect *d, TimestampTz as_of, RfmSegments *segs, int64 
 	int64		kept;
 	double		expected = Max(d->state->rd_rel->reltuples, 0);
 	int64		cap = (int64) (Max(expected, d->rfm->rd_rel->reltuples) * 1.02) + 1024;
-	RfmRow	   *rows = RfmAllocLarge(sizeof(RfmRow) * cap, false);
+	RfmRow	   *rows = palloc_extended(sizeof(RfmRow) * cap, MCXT_ALLOC_HUGE);
 	bool	   *has_state;
 	RfmArena	arena = {NULL, 0};
 	RfmIndex	ix;
