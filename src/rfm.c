@@ -549,8 +549,10 @@ RfmDeleteSeqs(RfmSeqs *q)
 /*
  * Direct full pass. The SPI pass above reads through a merge join and writes
  * through INSERT/UPDATE statements; for a million customers most of its time
- * goes to the executor per row. This pass reads both primary keys in order
- * (the same merge join, in C) and writes the way COPY FROM does: new rows in
+ * goes to the executor per row. This pass reads both tables in C (whole, by
+ * sequential scans, joined through a hash of the id: RfmDirectHashLoadRows;
+ * or both primary keys in order, merged, under a nondeterministic collation:
+ * RfmDirectLoadRows) and writes the way COPY FROM does: new rows in
  * heap multi-inserts of RFM_MULTI, then their index entries; changed rows by
  * a table-AM update, with index entries only when the update is not HOT.
  *
