@@ -265,25 +265,25 @@ ROLLBACK;
 -- stored rows without state reads in table order.
 ANALYZE loyalty.customer_state;
 TRUNCATE loyalty.customer_rfm, loyalty.rfm_bounds;
-SELECT rescored FROM loyalty.refresh(as_of => '2026-04-15 00:00+00');
+SELECT rescored FROM loyalty.refresh(as_of => '2026-04-15 00:00+00', fit_models => false);
 SELECT * FROM pg_temp.rfm_by_hand();
 CREATE TEMP TABLE rfm_keyorder AS SELECT * FROM loyalty.customer_rfm;
 DELETE FROM loyalty.customer_rfm WHERE customer_id IN ('n3', 'n17');
 UPDATE loyalty.customer_rfm SET r_score = 1 WHERE customer_id = 'n5';
 INSERT INTO loyalty.customer_rfm VALUES ('n0', 1, 1, 1, 'Lost', '2026-01-01'), ('n99', 1, 1, 1, 'Lost', '2026-01-01');
 CREATE TEMP TABLE rfm_mixed_start AS SELECT * FROM loyalty.customer_rfm;
-SELECT rescored FROM loyalty.refresh(as_of => '2026-04-22 00:00+00');
+SELECT rescored FROM loyalty.refresh(as_of => '2026-04-22 00:00+00', fit_models => false);
 CREATE TEMP TABLE rfm_tableorder AS SELECT * FROM loyalty.customer_rfm;
 TRUNCATE loyalty.customer_rfm, loyalty.rfm_bounds;
 BEGIN ISOLATION LEVEL REPEATABLE READ;
-SELECT rescored FROM loyalty.refresh(as_of => '2026-04-15 00:00+00');
+SELECT rescored FROM loyalty.refresh(as_of => '2026-04-15 00:00+00', fit_models => false);
 COMMIT;
 SELECT (SELECT count(*) FROM (SELECT * FROM loyalty.customer_rfm EXCEPT SELECT * FROM rfm_keyorder) x) AS key_order_only_sql,
        (SELECT count(*) FROM (SELECT * FROM rfm_keyorder EXCEPT SELECT * FROM loyalty.customer_rfm) x) AS key_order_only_direct;
 TRUNCATE loyalty.customer_rfm;
 INSERT INTO loyalty.customer_rfm SELECT * FROM rfm_mixed_start;
 BEGIN ISOLATION LEVEL REPEATABLE READ;
-SELECT rescored FROM loyalty.refresh(as_of => '2026-04-22 00:00+00');
+SELECT rescored FROM loyalty.refresh(as_of => '2026-04-22 00:00+00', fit_models => false);
 COMMIT;
 SELECT (SELECT count(*) FROM (SELECT * FROM loyalty.customer_rfm EXCEPT SELECT * FROM rfm_tableorder) x) AS table_order_only_sql,
        (SELECT count(*) FROM (SELECT * FROM rfm_tableorder EXCEPT SELECT * FROM loyalty.customer_rfm) x) AS table_order_only_direct,
@@ -318,7 +318,7 @@ BEGIN
                                       monetary_bounds => bounds);
     END IF;
     TRUNCATE loyalty.customer_rfm;
-    PERFORM loyalty.refresh(as_of => '2026-04-15 00:00+00');
+    PERFORM loyalty.refresh(as_of => '2026-04-15 00:00+00', fit_models => false);
     RETURN QUERY
     SELECT count(*) FILTER (WHERE s.net_spend::float8 = ANY (b.monetary_bounds)),
            count(*) FILTER (WHERE r.m_score IS DISTINCT FROM loyalty.rfm_bin(s.net_spend::float8, b.monetary_bounds))
