@@ -256,6 +256,84 @@ SET LOCAL client_min_messages = warning;
 SELECT * FROM pg_temp.rfm_by_hand();
 ROLLBACK;
 
+-- The direct pass reads customer_state in key order while most customers
+-- have no stored scores (the new rows then go into the primary key in
+-- order), otherwise in table order, finding each customer's stored scores by
+-- a hash of its id; both must leave the rows the SQL pass leaves. After
+-- ANALYZE the planner counts 23 customers: none stored reads in key order;
+-- 21 of them stored (2 deleted: new again), one stored wrongly, and two
+-- stored rows without state reads in table order.
+ANALYZE loyalty.customer_state;
+TRUNCATE loyalty.customer_rfm, loyalty.rfm_bounds;
+SELECT rescored FROM loyalty.refresh(as_of => '2026-04-15 00:00+00', fit_models => false);
+SELECT * FROM pg_temp.rfm_by_hand();
+CREATE TEMP TABLE rfm_keyorder AS SELECT * FROM loyalty.customer_rfm;
+DELETE FROM loyalty.customer_rfm WHERE customer_id IN ('n3', 'n17');
+UPDATE loyalty.customer_rfm SET r_score = 1 WHERE customer_id = 'n5';
+INSERT INTO loyalty.customer_rfm VALUES ('n0', 1, 1, 1, 'Lost', '2026-01-01'), ('n99', 1, 1, 1, 'Lost', '2026-01-01');
+CREATE TEMP TABLE rfm_mixed_start AS SELECT * FROM loyalty.customer_rfm;
+SELECT rescored FROM loyalty.refresh(as_of => '2026-04-22 00:00+00', fit_models => false);
+CREATE TEMP TABLE rfm_tableorder AS SELECT * FROM loyalty.customer_rfm;
+TRUNCATE loyalty.customer_rfm, loyalty.rfm_bounds;
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT rescored FROM loyalty.refresh(as_of => '2026-04-15 00:00+00', fit_models => false);
+COMMIT;
+SELECT (SELECT count(*) FROM (SELECT * FROM loyalty.customer_rfm EXCEPT SELECT * FROM rfm_keyorder) x) AS key_order_only_sql,
+       (SELECT count(*) FROM (SELECT * FROM rfm_keyorder EXCEPT SELECT * FROM loyalty.customer_rfm) x) AS key_order_only_direct;
+TRUNCATE loyalty.customer_rfm;
+INSERT INTO loyalty.customer_rfm SELECT * FROM rfm_mixed_start;
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT rescored FROM loyalty.refresh(as_of => '2026-04-22 00:00+00', fit_models => false);
+COMMIT;
+SELECT (SELECT count(*) FROM (SELECT * FROM loyalty.customer_rfm EXCEPT SELECT * FROM rfm_tableorder) x) AS table_order_only_sql,
+       (SELECT count(*) FROM (SELECT * FROM rfm_tableorder EXCEPT SELECT * FROM loyalty.customer_rfm) x) AS table_order_only_direct,
+       (SELECT count(*) FROM rfm_tableorder WHERE scored_at = '2026-04-22 00:00+00') AS rewritten,
+       (SELECT count(*) FROM rfm_tableorder WHERE customer_id IN ('n0', 'n99') AND scored_at = '2026-01-01') AS ghosts_kept,
+       (SELECT r_score FROM rfm_tableorder WHERE customer_id = 'n5') AS n5_r_score;
+DELETE FROM loyalty.customer_rfm WHERE customer_id IN ('n0', 'n99');
+
+-- The direct pass converts net_spend from numeric to float8 without the
+-- text (src/rfm.c RfmNumericToDouble); it must give exactly what the SQL
+-- pass's net_spend::float8 gives. Net spends chosen for it (negative, zero,
+-- negative weights, trailing zeros, 2^53 and beyond, 22 and 23 decimals,
+-- 1e22); with fixed bounds at such values, a customer whose spend equals a
+-- bound must not score above it (a value one ulp off would), and every
+-- m_score must be rfm_bin of net_spend::float8.
+BEGIN;
+UPDATE loyalty.customer_state s SET net_spend = v.x::numeric
+  FROM (VALUES ('n1', '-12.34'), ('n2', '-0.1'), ('n3', '0'), ('n4', '0.0000001'), ('n5', '0.1'), ('n6', '0.3'),
+               ('n7', '1.5'), ('n8', '10000'), ('n9', '123.45'), ('n10', '99999999.99'), ('n11', '12345678.901234567'),
+               ('n12', '9007199254740993'), ('n13', '9007199254740992'), ('n14', '4503599627370495.5'),
+               ('n15', '0.0000000000000000000001'), ('n16', '0.00000000000000000000001'), ('n17', '10000000000000000000000'),
+               ('n18', '3.14159265358979'), ('n19', '2.718281828459045'), ('n20', '0.30000000000000004'),
+               ('n21', '123.450'), ('n22', '7.00'), ('n23', '0.00001')) v(id, x)
+ WHERE s.customer_id = v.id;
+CREATE FUNCTION pg_temp.rfm_money(bounds float8[]) RETURNS TABLE (at_bounds bigint, mismatches bigint)
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF bounds IS NULL THEN
+        PERFORM loyalty.configure_rfm();
+    ELSE
+        PERFORM loyalty.configure_rfm(mode => 'fixed', recency_bounds => '{5,10,14,19}', frequency_bounds => '{5,10,14,19}',
+                                      monetary_bounds => bounds);
+    END IF;
+    TRUNCATE loyalty.customer_rfm;
+    PERFORM loyalty.refresh(as_of => '2026-04-15 00:00+00', fit_models => false);
+    RETURN QUERY
+    SELECT count(*) FILTER (WHERE s.net_spend::float8 = ANY (b.monetary_bounds)),
+           count(*) FILTER (WHERE r.m_score IS DISTINCT FROM loyalty.rfm_bin(s.net_spend::float8, b.monetary_bounds))
+      FROM loyalty.customer_state s LEFT JOIN loyalty.customer_rfm r USING (customer_id), loyalty.rfm_bounds b;
+END $$;
+SELECT 'quantile' AS bounds, * FROM pg_temp.rfm_money(NULL);
+SELECT b.monetary_bounds = (SELECT percentile_disc(ARRAY[0.2, 0.4, 0.6, 0.8]) WITHIN GROUP (ORDER BY net_spend::float8)
+                              FROM loyalty.customer_state) AS quantile_bounds_ok
+  FROM loyalty.rfm_bounds b;
+SELECT b AS bounds, m.* FROM unnest(ARRAY['{-0.1,0.0000001,0.1,0.3}', '{1e-23,1e-22,0.30000000000000004,2.718281828459045}',
+                                           '{12345678.901234567,4503599627370495.5,9007199254740993,1e22}',
+                                           '{-12.34,1.5,123.45,99999999.99}', '{0.00001,3.14159265358979,7.00,10000}']) b,
+       LATERAL pg_temp.rfm_money(b::float8[]) m;
+ROLLBACK;
+
 -- a deleted settings row: a clear error with a hint, nothing scored
 \set VERBOSITY default
 BEGIN;

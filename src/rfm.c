@@ -21,6 +21,7 @@
 #include "catalog/namespace.h"
 #include "catalog/pg_am.h"
 #include "catalog/pg_type.h"
+#include "common/hashfn.h"
 #include "executor/executor.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -375,19 +376,74 @@ RfmLoadRows(TimestampTz as_of, RfmSegments *segs, int64 *nrows)
 	return rows;
 }
 
+/*
+ * The same quantile bounds as RfmQuantiles when every value is a whole number
+ * in [lo, lo + span): one pass counting each value, then the value at sorted
+ * position ceil(k*n/bins) read off the running count. Recency (days) and
+ * frequency (orders) always qualify; for a million customers this replaces
+ * a selection over the values with a count over a few hundred slots.
+ */
+static void
+RfmQuantilesCounted(const RfmRow *rows, int64 n, int dim, double lo, int64 span, int bins, double *bounds)
+{
+	int64	   *counts = palloc_extended(sizeof(int64) * span, MCXT_ALLOC_HUGE | MCXT_ALLOC_ZERO);
+	int64		below = 0;		/* values less than lo + slot */
+	int64		slot = 0;
+
+	for (int64 i = 0; i < n; i++)
+		counts[(int64) ((dim == 0 ? rows[i].rv : dim == 1 ? rows[i].fv : rows[i].mv) - lo)]++;
+	for (int k = 1; k < bins; k++)
+	{
+		int64		pos = Max((int64) ceil((double) k * n / bins), 1) - 1;
+
+		/* the value at sorted position pos: the first slot whose count reaches past pos */
+		while (below + counts[slot] <= pos)
+			below += counts[slot++];
+		bounds[k - 1] = lo + (double) slot;
+	}
+	pfree(counts);
+}
+
 /* Quantile bounds of all rows (B-1 per dimension) */
 static void
 RfmComputeBounds(RfmBounds *b, RfmRow *rows, int64 n)
 {
-	double	   *v = palloc_extended(sizeof(double) * Max(n, 1), MCXT_ALLOC_HUGE);
+	double	   *v = NULL;
 
 	for (int dim = 0; dim < 3; dim++)
 	{
+		double	   *bounds = dim == 0 ? b->r : dim == 1 ? b->f : b->m;
+		double		lo = 0,
+					hi = 0;
+		bool		whole = true;
+
+		/* whole numbers (not -0, NaN or infinite) below 2^52 in a range at most n + 1024 wide? */
+		for (int64 i = 0; i < n && whole; i++)
+		{
+			double		x = dim == 0 ? rows[i].rv : dim == 1 ? rows[i].fv : rows[i].mv;
+
+			if (!(x == floor(x)) || isinf(x) || (x == 0 && signbit(x)))
+				whole = false;
+			else if (i == 0)
+				lo = hi = x;
+			else if (x < lo)
+				lo = x;
+			else if (x > hi)
+				hi = x;
+		}
+		if (whole && hi - lo < (double) n + 1024 && fabs(lo) < 4503599627370496.0 && fabs(hi) < 4503599627370496.0)
+		{
+			RfmQuantilesCounted(rows, n, dim, lo, (int64) (hi - lo) + 1, b->bins, bounds);
+			continue;
+		}
+		if (v == NULL)
+			v = palloc_extended(sizeof(double) * Max(n, 1), MCXT_ALLOC_HUGE);
 		for (int64 i = 0; i < n; i++)
 			v[i] = dim == 0 ? rows[i].rv : dim == 1 ? rows[i].fv : rows[i].mv;
-		RfmQuantiles(v, n, b->bins, dim == 0 ? b->r : dim == 1 ? b->f : b->m);
+		RfmQuantiles(v, n, b->bins, bounds);
 	}
-	pfree(v);
+	if (v != NULL)
+		pfree(v);
 }
 
 /* Write bounds in force */
@@ -493,8 +549,10 @@ RfmDeleteSeqs(RfmSeqs *q)
 /*
  * Direct full pass. The SPI pass above reads through a merge join and writes
  * through INSERT/UPDATE statements; for a million customers most of its time
- * goes to the executor per row. This pass reads both primary keys in order
- * (the same merge join, in C) and writes the way COPY FROM does: new rows in
+ * goes to the executor per row. This pass reads both tables in C (whole, by
+ * sequential scans, joined through a hash of the id: RfmDirectHashLoadRows;
+ * or both primary keys in order, merged, under a nondeterministic collation:
+ * RfmDirectLoadRows) and writes the way COPY FROM does: new rows in
  * heap multi-inserts of RFM_MULTI, then their index entries; changed rows by
  * a table-AM update, with index entries only when the update is not HOT.
  *
@@ -718,6 +776,8 @@ RfmSegmentIndexText(RfmSegments *segs, const int *lens, Datum seg)
 	return -1;
 }
 
+static double RfmNumericToDouble(Datum d);
+
 /*
  * Read every customer with its stored scores: both primary keys in order,
  * merged. Same rows as RfmLoadRows, plus where each stored row is.
@@ -763,7 +823,7 @@ RfmDirectLoadRows(RfmDirect *d, TimestampTz as_of, RfmSegments *segs, int64 *nro
 		row->fv = (double) DatumGetInt32(sslot->tts_values[d->state_orders - 1]);
 		/* the numeric -> float8 cast of the SQL pass, so both give equal values */
 		oldctx = MemoryContextSwitchTo(tmpctx);
-		row->mv = DatumGetFloat8(DirectFunctionCall1(numeric_float8, sslot->tts_values[d->state_spend - 1]));
+		row->mv = RfmNumericToDouble(sslot->tts_values[d->state_spend - 1]);
 		MemoryContextSwitchTo(oldctx);
 		if ((n & 1023) == 0)
 			MemoryContextReset(tmpctx);
@@ -800,6 +860,411 @@ RfmDirectLoadRows(RfmDirect *d, TimestampTz as_of, RfmSegments *segs, int64 *nro
 	MemoryContextDelete(tmpctx);
 	pfree(seglens);
 	*nrows = n;
+	return rows;
+}
+
+/*
+ * numeric -> float8 exactly as numeric_float8 (numeric_out, then float8in:
+ * the decimal value, correctly rounded), without the text. numeric's on-disk
+ * format (src/backend/utils/adt/numeric.c, unchanged since 9.1): a 2-byte
+ * header (short form: sign, display scale dscale and weight; long form: sign
+ * and dscale, then a 2-byte weight), then base-10000 digits, the first one
+ * worth 10000^weight. The value times 10^dscale is a whole number m; when
+ * m <= 2^53 and dscale <= 22 both m and 10^dscale are exact doubles and one
+ * IEEE division gives the correctly rounded m / 10^dscale, which is what
+ * strtod returns for the decimal text (Clinger 1990, "How to read floating
+ * point numbers accurately", the fast path). Anything else (NaN, infinities,
+ * more digits) goes through numeric_float8 itself.
+ */
+#define RFM_NUMERIC_SIGN_MASK	0xC000
+#define RFM_NUMERIC_NEG			0x4000
+#define RFM_NUMERIC_SHORT		0x8000
+#define RFM_NUMERIC_SPECIAL		0xC000
+#define RFM_NUMERIC_SHORT_SIGN_MASK 0x2000
+#define RFM_NUMERIC_SHORT_DSCALE_MASK 0x1F80
+#define RFM_NUMERIC_SHORT_DSCALE_SHIFT 7
+#define RFM_NUMERIC_SHORT_WEIGHT_SIGN_MASK 0x0040
+#define RFM_NUMERIC_SHORT_WEIGHT_MASK 0x003F
+#define RFM_NUMERIC_DSCALE_MASK 0x3FFF
+#define RFM_TWO_53				UINT64CONST(9007199254740992)
+
+static const double RfmPow10[23] = {
+	1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14,
+	1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22
+};
+
+static double
+RfmNumericToDouble(Datum d)
+{
+	struct varlena *v = pg_detoast_datum_packed((struct varlena *) DatumGetPointer(d));
+	const char *p = VARDATA_ANY(v);
+	int			len = VARSIZE_ANY_EXHDR(v);
+	uint16		header;
+	bool		neg;
+	int			dscale;
+	int			weight;
+	const char *digits;
+	int			ndigits;
+	uint64		m = 0;
+	int			e10;
+	double		result;
+
+	if (len < 2)
+		goto slow;
+	memcpy(&header, p, sizeof(uint16));
+	if ((header & RFM_NUMERIC_SIGN_MASK) == RFM_NUMERIC_SPECIAL)
+		goto slow;
+	if ((header & RFM_NUMERIC_SIGN_MASK) == RFM_NUMERIC_SHORT)
+	{
+		neg = (header & RFM_NUMERIC_SHORT_SIGN_MASK) != 0;
+		dscale = (header & RFM_NUMERIC_SHORT_DSCALE_MASK) >> RFM_NUMERIC_SHORT_DSCALE_SHIFT;
+		weight = ((header & RFM_NUMERIC_SHORT_WEIGHT_SIGN_MASK) ? ~RFM_NUMERIC_SHORT_WEIGHT_MASK : 0) |
+			(header & RFM_NUMERIC_SHORT_WEIGHT_MASK);
+		digits = p + sizeof(uint16);
+	}
+	else
+	{
+		int16		w;
+
+		if (len < 4)
+			goto slow;
+		neg = (header & RFM_NUMERIC_SIGN_MASK) == RFM_NUMERIC_NEG;
+		dscale = header & RFM_NUMERIC_DSCALE_MASK;
+		memcpy(&w, p + sizeof(uint16), sizeof(int16));
+		weight = w;
+		digits = p + 2 * sizeof(uint16);
+	}
+	ndigits = (int) ((p + len - digits) / sizeof(uint16));
+	if (dscale > 22)
+		goto slow;
+	/* m = the digits as one whole number, times 10^(4 (weight - ndigits + 1) + dscale) */
+	for (int i = 0; i < ndigits; i++)
+	{
+		uint16		dg;
+
+		memcpy(&dg, digits + i * sizeof(uint16), sizeof(uint16));
+		if (m > (RFM_TWO_53 - dg) / 10000)
+			goto slow;
+		m = m * 10000 + dg;
+	}
+	e10 = 4 * (weight - ndigits + 1) + dscale;
+	for (; e10 > 0; e10--)
+	{
+		if (m > RFM_TWO_53 / 10)
+			goto slow;
+		m *= 10;
+	}
+	for (; e10 < 0; e10++)
+	{
+		/* the digits beyond dscale are zeros in a stored numeric; if not, the slow way */
+		if (m % 10 != 0)
+			goto slow;
+		m /= 10;
+	}
+	result = (double) m / RfmPow10[dscale];
+	return neg ? -result : result;
+
+slow:
+	return DatumGetFloat8(DirectFunctionCall1(numeric_float8, d));
+}
+
+/*
+ * The hashed read (RfmDirectHashLoadRows) finds each customer's stored
+ * scores by id in an open-addressing table of 8-byte slots: the id's hash in
+ * the high half, 1 + the index of its row in the low half (0: empty),
+ * linear probing. Used only when the keys' collation is deterministic, so
+ * that equal keys are equal bytes (texteq) and a hash of the bytes finds them.
+ */
+typedef struct RfmIndex
+{
+	uint64	   *slots;
+	uint64		mask;			/* number of slots - 1 (a power of 2) */
+	uint64		used;
+} RfmIndex;
+
+static inline uint32
+RfmHashText(Datum d)
+{
+	struct varlena *v = (struct varlena *) DatumGetPointer(d);
+
+	return hash_bytes((const unsigned char *) VARDATA_ANY(v), VARSIZE_ANY_EXHDR(v));
+}
+
+static inline bool
+RfmTextEqual(Datum a, Datum b)
+{
+	struct varlena *va = (struct varlena *) DatumGetPointer(a);
+	struct varlena *vb = (struct varlena *) DatumGetPointer(b);
+
+	return VARSIZE_ANY_EXHDR(va) == VARSIZE_ANY_EXHDR(vb) &&
+		memcmp(VARDATA_ANY(va), VARDATA_ANY(vb), VARSIZE_ANY_EXHDR(va)) == 0;
+}
+
+/* An empty index with room for at least n ids at half load */
+static void
+RfmIndexInit(RfmIndex *ix, double n)
+{
+	uint64		size = 1024;
+
+	while (size < 2 * n)
+		size *= 2;
+	ix->slots = palloc_extended(sizeof(uint64) * size, MCXT_ALLOC_HUGE | MCXT_ALLOC_ZERO);
+	ix->mask = size - 1;
+	ix->used = 0;
+}
+
+/* Add row (index) whose id hashes to hash; the table doubles past 3/4 load */
+static void
+RfmIndexAdd(RfmIndex *ix, uint32 hash, int64 row)
+{
+	uint64		i;
+
+	if (4 * (ix->used + 1) > 3 * (ix->mask + 1))
+	{
+		uint64	   *old = ix->slots;
+		uint64		oldsize = ix->mask + 1;
+
+		ix->slots = palloc_extended(sizeof(uint64) * oldsize * 2, MCXT_ALLOC_HUGE | MCXT_ALLOC_ZERO);
+		ix->mask = oldsize * 2 - 1;
+		for (uint64 j = 0; j < oldsize; j++)
+			if (old[j] != 0)
+			{
+				for (i = (old[j] >> 32) & ix->mask; ix->slots[i] != 0; i = (i + 1) & ix->mask)
+					;
+				ix->slots[i] = old[j];
+			}
+		pfree(old);
+	}
+	for (i = hash & ix->mask; ix->slots[i] != 0; i = (i + 1) & ix->mask)
+		;
+	ix->slots[i] = ((uint64) hash << 32) | (uint64) (row + 1);
+	ix->used++;
+}
+
+/*
+ * The slots are far larger than the CPU caches and each id's slot is
+ * somewhere else: lookups go in batches, every slot of a batch requested
+ * from memory first (a prefetch), then every candidate row, so that the
+ * cache misses of a batch overlap instead of following one another.
+ */
+#define RFM_HASH_BATCH 32
+
+#if defined(__GNUC__) || defined(__clang__)
+#define RfmPrefetch(p) __builtin_prefetch(p)
+#else
+#define RfmPrefetch(p) ((void) (p))
+#endif
+
+/* One batch of lookups: the row index of each id, or -1 */
+static void
+RfmIndexLookupBatch(const RfmIndex *ix, const RfmRow *rows, const Datum *ids, const uint32 *hashes,
+					int nbatch, int64 *found)
+{
+	uint64		at[RFM_HASH_BATCH];
+
+	for (int b = 0; b < nbatch; b++)
+	{
+		uint64		i;
+
+		/* the first slot of this hash (almost always the row sought) */
+		for (i = hashes[b] & ix->mask; ix->slots[i] != 0 && (uint32) (ix->slots[i] >> 32) != hashes[b];
+			 i = (i + 1) & ix->mask)
+			;
+		at[b] = i;
+		if (ix->slots[i] != 0)
+			RfmPrefetch(&rows[(ix->slots[i] & 0xFFFFFFFF) - 1]);
+	}
+	/* and its id */
+	for (int b = 0; b < nbatch; b++)
+		if (ix->slots[at[b]] != 0)
+			RfmPrefetch(DatumGetPointer(rows[(ix->slots[at[b]] & 0xFFFFFFFF) - 1].id));
+	for (int b = 0; b < nbatch; b++)
+	{
+		uint64		i = at[b];
+
+		found[b] = -1;
+		for (; ix->slots[i] != 0; i = (i + 1) & ix->mask)
+		{
+			int64		row = (int64) (ix->slots[i] & 0xFFFFFFFF) - 1;
+
+			if ((uint32) (ix->slots[i] >> 32) == hashes[b] && RfmTextEqual(rows[row].id, ids[b]))
+			{
+				found[b] = row;
+				break;
+			}
+		}
+	}
+}
+
+/*
+ * Read every customer with its stored scores, hashed: customer_rfm read
+ * whole (a sequential scan), one row each, indexed by id; then
+ * customer_state read whole, each customer's values put into its row (a
+ * new row when it has no scores yet); rows of stored scores whose customer
+ * has no state are dropped, as by the LEFT JOIN. Same rows as
+ * RfmDirectLoadRows, in another order. A sequential scan reads each page once,
+ * in order, where the index scans fetched each row from its page (following
+ * its HOT chain) in key order; at a million customers that was most of the
+ * pass.
+ *
+ * customer_state is still read in key order when most customers have no
+ * stored scores yet (the first pass, a restored shop): the new score rows
+ * are then inserted in key order, on the primary key's rightmost page, much
+ * cheaper than in random order. The estimate (pg_class.reltuples) only
+ * chooses the order, never the result.
+ */
+static RfmRow *
+RfmDirectHashLoadRows(RfmDirect *d, TimestampTz as_of, RfmSegments *segs, int64 *nrows)
+{
+	int64		n = 0;
+	int64		nstored;
+	int64		kept;
+	double		expected = Max(d->state->rd_rel->reltuples, 0);
+	int64		cap = (int64) (Max(expected, d->rfm->rd_rel->reltuples) * 1.02) + 1024;
+	RfmRow	   *rows = palloc_extended(sizeof(RfmRow) * cap, MCXT_ALLOC_HUGE);
+	bool	   *has_state;
+	RfmArena	arena = {NULL, 0};
+	RfmIndex	ix;
+	int		   *seglens = palloc(sizeof(int) * (segs->nsegments + 1));
+	MemoryContext tmpctx = AllocSetContextCreate(CurrentMemoryContext, "loyalty rfm read", ALLOCSET_DEFAULT_SIZES);
+	TupleTableSlot *sslot = table_slot_create(d->state, NULL);
+	TupleTableSlot *rslot = table_slot_create(d->rfm, NULL);
+	TableScanDesc rscan;
+	TableScanDesc sscan = NULL;
+	IndexScanDesc siscan = NULL;
+	bool		ordered;
+	Datum		ids[RFM_HASH_BATCH];
+	uint32		hashes[RFM_HASH_BATCH];
+	int64		found[RFM_HASH_BATCH];
+	RfmRow		pending[RFM_HASH_BATCH];
+	int			nbatch = 0;
+	bool		more;
+
+	for (int i = 0; i <= segs->nsegments; i++)
+		seglens[i] = strlen(segs->names[i]);
+
+	/* the stored scores, one row each */
+	RfmIndexInit(&ix, Max(expected, d->rfm->rd_rel->reltuples));
+	rscan = table_beginscan_strat(d->rfm, d->snapshot, 0, NULL, true, false);
+	while (table_scan_getnextslot(rscan, ForwardScanDirection, rslot))
+	{
+		RfmRow	   *row;
+
+		CHECK_FOR_INTERRUPTS();
+		if (n == cap)
+		{
+			cap *= 2;
+			rows = repalloc_huge(rows, sizeof(RfmRow) * cap);
+		}
+		row = &rows[n];
+		slot_getsomeattrs(rslot, 5);
+		row->id = RfmArenaCopyText(&arena, rslot->tts_values[0]);
+		row->old_r = DatumGetInt16(rslot->tts_values[1]);
+		row->old_f = DatumGetInt16(rslot->tts_values[2]);
+		row->old_m = DatumGetInt16(rslot->tts_values[3]);
+		row->old_seg = RfmSegmentIndexText(segs, seglens, rslot->tts_values[4]);
+		row->old_tid = rslot->tts_tid;
+		hashes[nbatch] = RfmHashText(row->id);
+		RfmPrefetch(&ix.slots[hashes[nbatch] & ix.mask]);
+		found[nbatch++] = n++;
+		if (nbatch == RFM_HASH_BATCH)
+		{
+			/* distinct ids: the primary key's, under one snapshot */
+			for (int b = 0; b < nbatch; b++)
+				RfmIndexAdd(&ix, hashes[b], found[b]);
+			nbatch = 0;
+		}
+	}
+	for (int b = 0; b < nbatch; b++)
+		RfmIndexAdd(&ix, hashes[b], found[b]);
+	nbatch = 0;
+	table_endscan(rscan);
+	nstored = n;
+	has_state = palloc_extended(Max(nstored, 1), MCXT_ALLOC_HUGE | MCXT_ALLOC_ZERO);
+
+	/* every customer, in key order while most have no scores yet */
+	ordered = (double) nstored < 0.9 * expected;
+	if (ordered)
+	{
+		siscan = index_beginscan(d->state, d->state_pk, d->snapshot, 0, 0);
+		index_rescan(siscan, NULL, 0, NULL, 0);
+	}
+	else
+		sscan = table_beginscan_strat(d->state, d->snapshot, 0, NULL, true, false);
+	do
+	{
+		more = ordered ? index_getnext_slot(siscan, ForwardScanDirection, sslot)
+			: table_scan_getnextslot(sscan, ForwardScanDirection, sslot);
+		if (more)
+		{
+			RfmRow	   *p = &pending[nbatch];
+			MemoryContext oldctx;
+
+			CHECK_FOR_INTERRUPTS();
+			slot_getsomeattrs(sslot, d->state_natts);
+			p->rv = RfmDays(as_of, DatumGetTimestampTz(sslot->tts_values[d->state_last - 1]));
+			p->fv = (double) DatumGetInt32(sslot->tts_values[d->state_orders - 1]);
+			oldctx = MemoryContextSwitchTo(tmpctx);
+			/* a copy for the batch: the scan moves on from this page */
+			ids[nbatch] = PointerGetDatum(pg_detoast_datum_copy((struct varlena *) DatumGetPointer(sslot->tts_values[d->state_id - 1])));
+			p->mv = RfmNumericToDouble(sslot->tts_values[d->state_spend - 1]);
+			MemoryContextSwitchTo(oldctx);
+			hashes[nbatch] = RfmHashText(ids[nbatch]);
+			RfmPrefetch(&ix.slots[hashes[nbatch] & ix.mask]);
+			nbatch++;
+		}
+		if (nbatch == RFM_HASH_BATCH || (!more && nbatch > 0))
+		{
+			RfmIndexLookupBatch(&ix, rows, ids, hashes, nbatch, found);
+			for (int b = 0; b < nbatch; b++)
+			{
+				RfmRow	   *row;
+
+				if (found[b] >= 0)
+				{
+					row = &rows[found[b]];
+					has_state[found[b]] = true;
+				}
+				else
+				{
+					/* not scored yet */
+					if (n == cap)
+					{
+						cap *= 2;
+						rows = repalloc_huge(rows, sizeof(RfmRow) * cap);
+					}
+					row = &rows[n++];
+					row->id = RfmArenaCopyText(&arena, ids[b]);
+					row->old_r = row->old_f = row->old_m = 0;
+					row->old_seg = -1;
+					ItemPointerSetInvalid(&row->old_tid);
+				}
+				row->rv = pending[b].rv;
+				row->fv = pending[b].fv;
+				row->mv = pending[b].mv;
+			}
+			nbatch = 0;
+			MemoryContextReset(tmpctx);
+		}
+	} while (more);
+	if (ordered)
+		index_endscan(siscan);
+	else
+		table_endscan(sscan);
+
+	/* stored scores of customers without state are left alone, as by the LEFT JOIN */
+	kept = 0;
+	for (int64 i = 0; i < n; i++)
+		if (i >= nstored || has_state[i])
+			rows[kept++] = rows[i];
+
+	pfree(ix.slots);
+	pfree(has_state);
+	ExecDropSingleTupleTableSlot(sslot);
+	ExecDropSingleTupleTableSlot(rslot);
+	MemoryContextDelete(tmpctx);
+	pfree(seglens);
+	*nrows = kept;
 	return rows;
 }
 
@@ -1075,7 +1540,12 @@ RfmFullPass(RfmBounds *bounds, RfmSegments *segs, const char *mode, TimestampTz 
 
 	RfmReadQueue(&queue);
 	direct = RfmDirectOpen(&d);
-	rows = direct ? RfmDirectLoadRows(&d, as_of, segs, &n) : RfmLoadRows(as_of, segs, &n);
+	if (!direct)
+		rows = RfmLoadRows(as_of, segs, &n);
+	else if (d.bytewise_eq)
+		rows = RfmDirectHashLoadRows(&d, as_of, segs, &n);
+	else
+		rows = RfmDirectLoadRows(&d, as_of, segs, &n);
 	if (n == 0)
 		SPI_execute("DELETE FROM loyalty.rfm_bounds", false, 0);
 	else
