@@ -18,7 +18,7 @@ DATA = $(filter-out $(DATA_built),$(wildcard sql/$(EXTENSION)--*.sql))
 PG_CPPFLAGS = -std=gnu11 -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers
 SHLIB_LINK = -lm
 
-REGRESS = upgrade_from_0_1 upgrade_capture view_comments shared_rules intake track_orders track_fulfilment security_capture rfm models btyd btyd_cdnow btyd_recovery rewards outbox schedule journeys journeys_kinds journeys_policy journeys_report journeys_context journeys_incremental digest security operations health btyd_models decisions ops_hold service_notices tier_overrides settings_analyze lapse_cache refresh_incremental attack_capture
+REGRESS = upgrade_from_0_1 upgrade_capture view_comments shared_rules intake track_orders track_fulfilment security_capture rfm models btyd btyd_cdnow btyd_recovery rewards outbox schedule journeys journeys_kinds journeys_policy journeys_report journeys_context journeys_incremental digest security operations health btyd_models decisions ops_hold service_notices tier_overrides settings_analyze lapse_cache refresh_incremental store_scores attack_capture
 REGRESS_OPTS = --inputdir=. --temp-config=./test/regress.conf --temp-instance=./tmp_check --load-extension=pg_cron --load-extension=loyalty
 
 ISOLATION = $(patsubst test/specs/%.spec,%,$(sort $(wildcard test/specs/*.spec)))

@@ -535,7 +535,7 @@ CREATE TABLE loyalty.stored_scores (
     fit_id                 bigint,
     gamma_gamma_fit_id     bigint,
     as_of                  timestamptz NOT NULL
-);
+) WITH (fillfactor = 45);   -- a rescore rewrites every row: room on its page for a HOT update (see _store_scores)
 COMMENT ON TABLE loyalty.stored_scores IS 'Per-customer scores as last computed (read them through loyalty.customer_scores)';
 -- derived, but dumped, so that a restored database has its scores at once
 SELECT pg_catalog.pg_extension_config_dump('loyalty.stored_scores', '');
@@ -554,23 +554,89 @@ CREATE TABLE loyalty.score_basis (
 INSERT INTO loyalty.score_basis DEFAULT VALUES;
 COMMENT ON TABLE loyalty.score_basis IS 'Model, parameters, settings and day every stored score was last computed with (NULL: rescore everyone)';
 
--- Compute and store the scores of p_customers as of p_as_of; a row is
--- rewritten only when a value changes. p_customers NULL: everyone (and drop
--- the rows of customers without state), unless p_queued is given and the
--- basis still holds (same model, parameters, settings and UTC day as the
--- last pass over everyone): then only the customers of p_queued, the queue
--- entries the caller's RFM pass consumed, and everyone after all when that
--- leaves another number of rows than the customers the RFM pass counted.
--- Returns the rows written.
--- Locking: a pass over everyone locks the basis row first; a backfill clears
--- the basis under the same lock (loyalty._recompute_customers), so it either
--- commits before this pass reads anything (and the pass sees its customers or
--- the cleared basis) or waits until this pass commits.
+-- One customer's stored values from the customer's loyalty.customer_state
+-- columns as of as_of, under the model p_model with its parameters (as in
+-- loyalty.current_model) and, when gamma_gamma, the Gamma-Gamma fit p, q,
+-- gamma: the deciding model (loyalty._p_alive_model), P(alive)
+-- (_p_alive_days), expected purchase days in 90 days (e90) and in horizon
+-- days (eh) (_expected_days, the inputs as loyalty.model_inputs_at derives
+-- them), and the expected order value (Gamma-Gamma for repeat buyers with a
+-- positive repeat spend, else its population mean; without a fit the mean
+-- order value). Those SQL definitions written out in C (src/scores.c),
+-- operation for operation, so the values are the same bit for bit: a pass
+-- over a million customers costs a fraction of the SQL expressions.
+CREATE FUNCTION loyalty._score_values(first_order_at timestamptz, last_order_at timestamptz, purchase_days integer,
+                                      net_spend numeric, first_day_spend numeric, avg_spend numeric,
+                                      as_of timestamptz, p_model text, r float8, alpha float8, a float8, b float8,
+                                      shop_gap float8, gamma_gamma boolean, p float8, q float8, gamma float8,
+                                      horizon float8,
+                                      OUT model text, OUT p_alive float8, OUT e90 float8, OUT eh float8, OUT eov float8)
+RETURNS record
+AS 'MODULE_PATHNAME', 'score_values'
+LANGUAGE C IMMUTABLE PARALLEL SAFE;
+
+-- The rows loyalty._store_scores writes for the customers of p_customers
+-- (NULL: everyone with state) as of p_as_of, under the model p_model with
+-- its parameters and fit ids (loyalty.current_model), the Gamma-Gamma fit
+-- p_gg_fit_id (p, q, gamma; NULL: none) and the settings horizon, margin
+-- and yearly discount rate (loyalty.model_settings).
+CREATE FUNCTION loyalty._score_rows(p_as_of timestamptz, p_customers text[],
+                                    p_model text, r float8, alpha float8, a float8, b float8, p_shop_gap float8,
+                                    p_fit_id bigint, p_heuristic_fit_id bigint,
+                                    p_gg_fit_id bigint, p float8, q float8, gamma float8,
+                                    p_horizon integer, p_margin numeric, p_rate numeric)
+RETURNS SETOF loyalty.stored_scores
+LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT i.customer_id, (i.v).model, (i.v).p_alive, (i.v).e90, (i.v).eov,
+           -- (the default horizon is the 90 days already computed)
+           round((p_margin * (i.v).eov::numeric * (CASE WHEN p_horizon = 90 THEN (i.v).e90 ELSE (i.v).eh END)::numeric
+                  / power(1 + p_rate, p_horizon / 365.0 / 2))::numeric, 2),
+           p_horizon,
+           CASE WHEN (i.v).model = 'heuristic' THEN p_heuristic_fit_id ELSE p_fit_id END,
+           p_gg_fit_id, p_as_of
+      -- one call per customer, its row a column of a subquery (OFFSET 0)
+      FROM (SELECT s.customer_id,
+                   loyalty._score_values(s.first_order_at, s.last_order_at, s.purchase_days, s.net_spend,
+                                         s.first_day_spend, s.avg_spend, p_as_of, p_model, r, alpha, a, b,
+                                         p_shop_gap, p_gg_fit_id IS NOT NULL, p, q, gamma, p_horizon) AS v
+              FROM loyalty.customer_state s
+             WHERE p_customers IS NULL OR s.customer_id = ANY (p_customers) OFFSET 0) i;
+END;
+
+-- Compute and store the scores of p_customers as of p_as_of
+-- (loyalty._score_rows); a row is rewritten only when a value changes.
+-- p_customers NULL: everyone (and drop the rows of customers without
+-- state), unless p_queued is given and the basis still holds (same model,
+-- parameters, settings and UTC day as the last pass over everyone): then
+-- only the customers of p_queued, the queue entries the caller's RFM pass
+-- consumed, and everyone after all when that leaves another number of rows
+-- than the customers the RFM pass counted. Returns the rows written.
+-- Speed (1,000,000 customers, test/bench/bench_rescore.sh): the pass over
+-- everyone is one MERGE, a hash join of the computed rows with the stored
+-- keys (no sort, no index probe per row), and the table's fillfactor leaves
+-- each row room for a HOT update on its page (the primary key never
+-- changes), so a rewrite adds no index entry.
+-- Locking: every call locks the basis row first: a pass over everyone FOR
+-- UPDATE, a call for given customers FOR KEY SHARE (these two conflict, two
+-- KEY SHAREs do not). A pass over everyone therefore runs alone among the
+-- writers of stored_scores (every writer is this function: refresh() and
+-- worker_tick(), serialised by the advisory lock 74200/2, and
+-- configure_models(), which is not): it holds no row of stored_scores while
+-- it waits for the basis, and once it has it no other writer holds or takes
+-- one until it commits; so it may write its rows in any order. Calls for
+-- given customers lock their rows in key order (ORDER BY), so two of them
+-- never wait on each other in a cycle either. A backfill clears the basis
+-- under a row lock that conflicts with FOR UPDATE only
+-- (loyalty._recompute_customers), so it either commits before a pass over
+-- everyone reads anything (and the pass sees its customers or the cleared
+-- basis) or waits until the pass commits.
 CREATE FUNCTION loyalty._store_scores(p_as_of timestamptz, p_customers text[], p_queued text[] DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 SET jit = off   -- per-row model expressions: compiling them costs seconds, running them milliseconds
+SET work_mem = '128MB'   -- a pass over everyone hashes every stored key (about 50 MB a million): in memory, not on disk
 AS $$
 DECLARE
     n bigint;
@@ -583,10 +649,10 @@ DECLARE
 BEGIN
     IF p_customers IS NULL THEN
         PERFORM 1 FROM loyalty.score_basis sb FOR UPDATE;
+    ELSE
+        PERFORM 1 FROM loyalty.score_basis sb FOR KEY SHARE;
     END IF;
-    -- the model, read once: constants in the per-row expressions below, so the
-    -- planner inlines the model functions into them (an argument that is a
-    -- per-row expression used more than once would keep them calls)
+    -- the model, read once
     SELECT * INTO m FROM loyalty.current_model;
     SELECT cf.gamma_gamma_fit_id, cf.p, cf.q, cf.gamma INTO g FROM loyalty.current_fits cf;
     SELECT * INTO st FROM loyalty.model_settings;
@@ -604,55 +670,57 @@ BEGIN
     IF todo IS NULL THEN
         DELETE FROM loyalty.stored_scores sc
          WHERE NOT EXISTS (SELECT 1 FROM loyalty.customer_state s WHERE s.customer_id = sc.customer_id);
-    ELSE
-        DELETE FROM loyalty.stored_scores sc
-         WHERE sc.customer_id = ANY (todo)
-           AND NOT EXISTS (SELECT 1 FROM loyalty.customer_state s WHERE s.customer_id = sc.customer_id);
+        -- only values that changed are written: a refit to the same parameters
+        -- (nothing new since the last refresh) rewrites nothing, and the row
+        -- keeps the id of the earlier, equal fit
+        MERGE INTO loyalty.stored_scores sc
+        -- the values as columns of a subquery (OFFSET 0): computed once per
+        -- row, not again in the comparison and in the update
+        USING (SELECT * FROM loyalty._score_rows(p_as_of, NULL, m.model, m.r, m.alpha, m.a, m.b, m.shop_gap, m.fit_id,
+                                                 m.heuristic_fit_id, g.gamma_gamma_fit_id, g.p, g.q, g.gamma,
+                                                 st.horizon_days, st.margin, st.annual_discount_rate) OFFSET 0) v
+           ON sc.customer_id = v.customer_id
+         WHEN MATCHED AND (sc.model, sc.p_alive, sc.expected_purchases_90d, sc.expected_order_value, sc.predicted_clv,
+                           sc.horizon_days)
+                          IS DISTINCT FROM
+                          (v.model, v.p_alive, v.expected_purchases_90d, v.expected_order_value, v.predicted_clv,
+                           v.horizon_days) THEN
+              UPDATE SET model = v.model, p_alive = v.p_alive, expected_purchases_90d = v.expected_purchases_90d,
+                         expected_order_value = v.expected_order_value, predicted_clv = v.predicted_clv,
+                         horizon_days = v.horizon_days, fit_id = v.fit_id, gamma_gamma_fit_id = v.gamma_gamma_fit_id,
+                         as_of = v.as_of
+         WHEN NOT MATCHED THEN
+              INSERT (customer_id, model, p_alive, expected_purchases_90d, expected_order_value, predicted_clv,
+                      horizon_days, fit_id, gamma_gamma_fit_id, as_of)
+              VALUES (v.customer_id, v.model, v.p_alive, v.expected_purchases_90d, v.expected_order_value,
+                      v.predicted_clv, v.horizon_days, v.fit_id, v.gamma_gamma_fit_id, v.as_of);
+        GET DIAGNOSTICS n = ROW_COUNT;
+        UPDATE loyalty.score_basis SET basis = cur_basis;
+        RETURN n;
     END IF;
-    INSERT INTO loyalty.stored_scores AS sc (customer_id, model, p_alive, expected_purchases_90d, expected_order_value,
-                                              predicted_clv, horizon_days, fit_id, gamma_gamma_fit_id, as_of)
-    SELECT i.customer_id, v.model, v.p_alive, v.e90, v.eov,
-           -- (the default horizon is the 90 days already computed)
-           round((st.margin * v.eov::numeric * (CASE WHEN st.horizon_days = 90 THEN v.e90 ELSE v.eh END)::numeric
-                  / power(1 + st.annual_discount_rate, st.horizon_days / 365.0 / 2))::numeric, 2),
-           st.horizon_days,
-           CASE WHEN v.model = 'heuristic' THEN m.heuristic_fit_id ELSE m.fit_id END,
-           g.gamma_gamma_fit_id, p_as_of
-      -- inputs as columns of a subquery (OFFSET 0): plain values, not expressions
-      FROM (SELECT * FROM loyalty.model_inputs_at(p_as_of) mi
-             WHERE todo IS NULL OR mi.customer_id = ANY (todo) OFFSET 0) i
-     CROSS JOIN LATERAL (
-        SELECT loyalty._p_alive_model(m.model, i.x) AS model,
-               loyalty._p_alive_days(m.model, i.x, i.t_x, i.t, i.days_since_last, m.r, m.alpha, m.a, m.b, m.shop_gap) AS p_alive,
-               loyalty._expected_days(m.model, 90, i.x, i.t_x, i.t, i.days_since_last, m.r, m.alpha, m.a, m.b, m.shop_gap) AS e90,
-               loyalty._expected_days(m.model, st.horizon_days, i.x, i.t_x, i.t, i.days_since_last,
-                                      m.r, m.alpha, m.a, m.b, m.shop_gap) AS eh,
-               CASE WHEN g.gamma_gamma_fit_id IS NOT NULL AND i.x > 0 AND i.repeat_value > 0
-                    THEN loyalty.gamma_gamma_mean(i.x, i.repeat_value::float8, g.p, g.q, g.gamma)
-                    WHEN g.gamma_gamma_fit_id IS NOT NULL AND g.q > 1
-                    THEN g.p * g.gamma / (g.q - 1)
-                    ELSE i.avg_spend::float8 END AS eov
-     ) v
-     -- rows are locked in key order by every caller (refresh, the worker's
-     -- round, configure_models), so no two ever wait on each other in a cycle
-     ORDER BY i.customer_id
+    DELETE FROM loyalty.stored_scores sc
+     WHERE sc.customer_id = ANY (todo)
+       AND NOT EXISTS (SELECT 1 FROM loyalty.customer_state s WHERE s.customer_id = sc.customer_id);
+    INSERT INTO loyalty.stored_scores AS sc
+    SELECT v.*
+      FROM loyalty._score_rows(p_as_of, todo, m.model, m.r, m.alpha, m.a, m.b, m.shop_gap, m.fit_id, m.heuristic_fit_id,
+                               g.gamma_gamma_fit_id, g.p, g.q, g.gamma,
+                               st.horizon_days, st.margin, st.annual_discount_rate) v
+     -- rows of given customers are locked in key order (see Locking above)
+     ORDER BY v.customer_id
     ON CONFLICT (customer_id) DO UPDATE
        SET model = excluded.model, p_alive = excluded.p_alive, expected_purchases_90d = excluded.expected_purchases_90d,
            expected_order_value = excluded.expected_order_value, predicted_clv = excluded.predicted_clv,
            horizon_days = excluded.horizon_days, fit_id = excluded.fit_id, gamma_gamma_fit_id = excluded.gamma_gamma_fit_id,
            as_of = excluded.as_of
-     -- only values that changed are written: a refit to the same parameters
-     -- (nothing new since the last refresh) rewrites nothing, and the row
-     -- keeps the id of the earlier, equal fit
+     -- only values that changed are written (as in the pass over everyone)
      WHERE (sc.model, sc.p_alive, sc.expected_purchases_90d, sc.expected_order_value, sc.predicted_clv, sc.horizon_days)
            IS DISTINCT FROM
            (excluded.model, excluded.p_alive, excluded.expected_purchases_90d, excluded.expected_order_value,
             excluded.predicted_clv, excluded.horizon_days);
     GET DIAGNOSTICS n = ROW_COUNT;
-    IF todo IS NULL THEN
-        UPDATE loyalty.score_basis SET basis = cur_basis;
-    ELSIF p_customers IS NULL
-          AND (SELECT count(*) FROM loyalty.stored_scores) IS DISTINCT FROM (SELECT b.customers FROM loyalty.rfm_bounds b) THEN
+    IF p_customers IS NULL
+       AND (SELECT count(*) FROM loyalty.stored_scores) IS DISTINCT FROM (SELECT b.customers FROM loyalty.rfm_bounds b) THEN
         -- not a row for every customer the caller's RFM pass counted (rows
         -- truncated, a backfill's new customers): everyone after all
         RETURN n + loyalty._store_scores(p_as_of, NULL);
