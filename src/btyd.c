@@ -572,9 +572,105 @@ BgnbdExpected(double t, int32 x, double tx, double T,
  * or <= BTYD_GTOL_STALL when descent steps stop changing f (the rounding
  * floor of the objective).
  */
+/*
+ * The inverse of the Hessian of fn at theta (g: the gradient there), by
+ * forward differences of the analytic gradient (n more evaluations) and a
+ * Cholesky factorisation; false when it is not positive definite.
+ */
+static bool
+BtydInverseHessian(int n, BtydObjective fn, void *arg, const double *theta,
+				   const double *g, double H[BTYD_MAX_PARAMS][BTYD_MAX_PARAMS])
+{
+	double		A[BTYD_MAX_PARAMS][BTYD_MAX_PARAMS];
+	double		L[BTYD_MAX_PARAMS][BTYD_MAX_PARAMS] = {{0}};
+	double		th[BTYD_MAX_PARAMS],
+				g1[BTYD_MAX_PARAMS];
+	const double h = 1e-5;
+
+	for (int j = 0; j < n; j++)
+	{
+		for (int i = 0; i < n; i++)
+			th[i] = theta[i];
+		th[j] += h;
+		if (!isfinite(fn(th, g1, arg)))
+			return false;
+		for (int i = 0; i < n; i++)
+			A[i][j] = (g1[i] - g[i]) / h;
+	}
+	for (int i = 0; i < n; i++)
+		for (int j = 0; j < i; j++)
+			A[i][j] = A[j][i] = 0.5 * (A[i][j] + A[j][i]);
+	for (int j = 0; j < n; j++)
+	{
+		double		d = A[j][j];
+
+		for (int k = 0; k < j; k++)
+			d -= L[j][k] * L[j][k];
+		if (!(d > 0.0) || !isfinite(d))
+			return false;
+		L[j][j] = sqrt(d);
+		for (int i = j + 1; i < n; i++)
+		{
+			double		v = A[i][j];
+
+			for (int k = 0; k < j; k++)
+				v -= L[i][k] * L[j][k];
+			L[i][j] = v / L[j][j];
+		}
+	}
+	/* H = A^-1: solve L L' h = e_c for each column c */
+	for (int c = 0; c < n; c++)
+	{
+		double		y[BTYD_MAX_PARAMS];
+
+		for (int i = 0; i < n; i++)
+		{
+			double		v = (i == c) ? 1.0 : 0.0;
+
+			for (int k = 0; k < i; k++)
+				v -= L[i][k] * y[k];
+			y[i] = v / L[i][i];
+		}
+		for (int i = n - 1; i >= 0; i--)
+		{
+			double		v = y[i];
+
+			for (int k = i + 1; k < n; k++)
+				v -= L[k][i] * H[k][c];
+			H[i][c] = v / L[i][i];
+		}
+	}
+	return true;
+}
+
+static void BtydMinimizeFrom(int n, BtydObjective fn, void *arg, double *theta,
+							 double *fmin, bool *converged, int *iterations, bool newton);
+
 void
 BtydMinimize(int n, BtydObjective fn, void *arg, double *theta,
 			 double *fmin, bool *converged, int *iterations)
+{
+	BtydMinimizeFrom(n, fn, arg, theta, fmin, converged, iterations, false);
+}
+
+/*
+ * BtydMinimize from a start near the minimum (a warm start): the first
+ * inverse Hessian is the true one there instead of a scaled identity, so
+ * the first steps are Newton steps and a few iterations reach the minimum
+ * where BFGS would spend a dozen learning the curvature (the parameters are
+ * strongly correlated). Falls back to BtydMinimize's start when that
+ * Hessian is not positive definite.
+ */
+void
+BtydMinimizeWarm(int n, BtydObjective fn, void *arg, double *theta,
+				 double *fmin, bool *converged, int *iterations)
+{
+	BtydMinimizeFrom(n, fn, arg, theta, fmin, converged, iterations, true);
+}
+
+static void
+BtydMinimizeFrom(int n, BtydObjective fn, void *arg, double *theta,
+				 double *fmin, bool *converged, int *iterations, bool newton)
 {
 	double		H[BTYD_MAX_PARAMS][BTYD_MAX_PARAMS];
 	double		g[BTYD_MAX_PARAMS],
@@ -599,6 +695,13 @@ BtydMinimize(int n, BtydObjective fn, void *arg, double *theta,
 		*fmin = f;
 		*iterations = 0;
 		return;
+	}
+	if (newton && !BtydInverseHessian(n, fn, arg, theta, g, H))
+	{
+		newton = false;
+		for (int i = 0; i < n; i++)
+			for (int j = 0; j < n; j++)
+				H[i][j] = (i == j) ? 1.0 : 0.0;
 	}
 
 	for (it = 0; it < BTYD_MAX_ITER; it++)
@@ -702,7 +805,7 @@ BtydMinimize(int n, BtydObjective fn, void *arg, double *theta,
 		}
 		if (sy > 1e-12 * sqrt(fabs(f) + 1.0) * DBL_EPSILON)
 		{
-			if (it == 0)
+			if (it == 0 && !newton)
 			{
 				double		yy = 0.0;
 
@@ -1102,7 +1205,7 @@ BtydFinishDropoutFit(FunctionCallInfo fcinfo, BtydState *st, int shift)
 	{
 		for (int i = 0; i < 4; i++)
 			theta[i] = log(st->start[i]);
-		BtydMinimize(4, objective, &d, theta, &fmin, &converged, &warm_iterations);
+		BtydMinimizeWarm(4, objective, &d, theta, &fmin, &converged, &warm_iterations);
 		if (converged)
 			converged = BtydWellDetermined(4, objective, &d, theta, d.wsum);
 		iterations = warm_iterations;
@@ -1629,7 +1732,7 @@ gamma_gamma_fit_final(PG_FUNCTION_ARGS)
 
 		for (int i = 0; i < 3; i++)
 			theta[i] = log(st->start[i]);
-		BtydMinimize(3, GgObjective, &d, theta, &fmin, &converged, &iterations);
+		BtydMinimizeWarm(3, GgObjective, &d, theta, &fmin, &converged, &iterations);
 		if (converged && BtydWellDetermined(3, GgObjective, &d, theta, d.wsum))
 		{
 			double		vals[4] = {exp(theta[0]), exp(theta[1]), exp(theta[2]), -fmin * d.wsum};

@@ -106,6 +106,8 @@ extern Datum BtydFinishFitFrom(FunctionCallInfo fcinfo, int np, BtydObjective ob
 							   void *data, double wsum, MemoryContext fitcxt,
 							   const double *start);
 extern Datum BtydFinishDropoutFit(FunctionCallInfo fcinfo, BtydState *st, int shift);
+extern void BtydMinimizeWarm(int n, BtydObjective fn, void *arg, double *theta,
+							 double *fmin, bool *converged, int *iterations);
 extern void BtydMinimize(int n, BtydObjective fn, void *arg, double *theta,
 						 double *fmin, bool *converged, int *iterations);
 extern bool BtydWellDetermined(int n, BtydObjective fn, void *arg, const double *theta,
