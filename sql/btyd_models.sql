@@ -331,6 +331,37 @@ SELECT count(*) AS customers,
                                     * (l.r + p.x) / (l.alpha + p.t) * (1 - exp(-q.mu * 90)) / q.mu) < 1e-9) AS limit_closed_forms
   FROM pn_shop p CROSS JOIN plim l
  CROSS JOIN LATERAL (SELECT l.s / l.beta AS mu, (SELECT coalesce(sum(ln(l.r + j)), 0) FROM generate_series(0, p.x - 1) j) AS lpoch) q;
+-- A shop whose maximum is on the boundary but where the four-parameter
+-- optimiser, from its start, stops short of it ("converged" at s about 3e7,
+-- where s is not determined, and reported as such before): 1,000 customers
+-- simulated from the limit (r 0.8, alpha 20, mu 0.01 per day) in
+-- test/data/pnbd_limit/customers.csv. pareto_nbd_fit fits the limit itself
+-- and reports it. Expected: the limit's maximum-likelihood fit by
+-- test/reference/pnbd_limit_fit_reference.py (mpmath, 40 digits, the
+-- incomplete-gamma likelihood, Newton to a gradient below 1e-15; it also
+-- checks that leaving the boundary for finite s, beta lowers the likelihood:
+-- d loglik/d(1/s) = -1.86 at the limit): r 0.733180263514593, alpha
+-- 18.0088592390707, mu 0.0100704611567703, loglik -15078.9512614379.
+CREATE TEMP TABLE pn_edge (x int, t_x float8, t float8);
+\copy pn_edge FROM 'test/data/pnbd_limit/customers.csv' WITH (FORMAT csv, HEADER true)
+CREATE TEMP TABLE pn_edge_fit AS SELECT (loyalty.pareto_nbd_fit(x, t_x, t)).* FROM pn_edge;
+SELECT converged, least(s, beta) = 1e12 AS reported_as_limit,
+       abs(r / 0.733180263514593 - 1) < 1e-6 AS r_ok,
+       abs(alpha / 18.0088592390707 - 1) < 1e-6 AS alpha_ok,
+       abs(s / beta / 0.0100704611567703 - 1) < 1e-6 AS mu_ok,
+       abs(loglik - (-15078.9512614379)) < 1e-6 AS loglik_ok
+  FROM pn_edge_fit;
+-- the same in a parallel plan (identical result)
+SET parallel_setup_cost = 0;
+SET parallel_tuple_cost = 0;
+SET min_parallel_table_scan_size = 0;
+SET max_parallel_workers_per_gather = 2;
+SELECT (SELECT loyalty.pareto_nbd_fit(x, t_x, t) FROM pn_edge)
+       = (SELECT row(f.*)::loyalty.pareto_nbd_fit_result FROM pn_edge_fit f) AS parallel_same;
+RESET parallel_setup_cost;
+RESET parallel_tuple_cost;
+RESET min_parallel_table_scan_size;
+RESET max_parallel_workers_per_gather;
 -- the same shop through fit_models: fitted, marked as the limit, and said so
 TRUNCATE loyalty.orders, loyalty.refunds, loyalty.customer_state, loyalty.score_queue, loyalty.customer_rfm,
          loyalty.events, loyalty.rfm_bounds, loyalty.model_fits, loyalty.stored_scores, loyalty.model_choice;

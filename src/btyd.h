@@ -121,6 +121,7 @@ extern void BtydSortRows(BgnbdRow *rows, int64 n);
 extern void BtydSortGgRows(GgRow *rows, int64 n);
 extern void BtydIndexTimes(const BgnbdRow *rows, int64 n, double **tvp, int64 *ntp,
 						   int32 *iT, int32 *itx);
+extern bool BtydSubsample(BtydState *st, MemoryContext fitcxt, BgnbdData *d);
 extern double *BtydSubsampleStart(BtydState *st, BtydObjective objective,
 								  MemoryContext fitcxt, double *start);
 

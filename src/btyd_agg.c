@@ -392,20 +392,19 @@ btyd_fit_combine(PG_FUNCTION_ARGS)
 #define BTYD_SUBSAMPLE_MIN		200000	/* rows below which there is no subsample */
 #define BTYD_SUBSAMPLE_ROWS		50000
 
-double *
-BtydSubsampleStart(BtydState *st, BtydObjective objective, MemoryContext fitcxt,
-				   double *start)
+/*
+ * The subsample of BtydSubsampleStart, compressed into d (allocated in
+ * fitcxt); false for small data (nothing is built).
+ */
+bool
+BtydSubsample(BtydState *st, MemoryContext fitcxt, BgnbdData *d)
 {
 	MemoryContext oldcxt;
 	BtydState	sub;
-	BgnbdData	d;
 	int64		k;
-	double		fmin;
-	bool		converged;
-	int			iterations;
 
 	if (st->n < BTYD_SUBSAMPLE_MIN || st->rowsize != sizeof(BgnbdRow))
-		return NULL;
+		return false;
 	BtydStateSort(st);
 	oldcxt = MemoryContextSwitchTo(fitcxt);
 	k = st->n / BTYD_SUBSAMPLE_ROWS;
@@ -417,7 +416,24 @@ BtydSubsampleStart(BtydState *st, BtydObjective objective, MemoryContext fitcxt,
 	for (int64 i = 0; i < sub.n; i++)
 		memcpy(sub.rows + i * sub.rowsize, st->rows + (i * k + k / 2) * st->rowsize,
 			   st->rowsize);
-	BgnbdCompress(&sub, &d);
+	BgnbdCompress(&sub, d);
+	MemoryContextSwitchTo(oldcxt);
+	return true;
+}
+
+double *
+BtydSubsampleStart(BtydState *st, BtydObjective objective, MemoryContext fitcxt,
+				   double *start)
+{
+	MemoryContext oldcxt;
+	BgnbdData	d;
+	double		fmin;
+	bool		converged;
+	int			iterations;
+
+	if (!BtydSubsample(st, fitcxt, &d))
+		return NULL;
+	oldcxt = MemoryContextSwitchTo(fitcxt);
 	for (int i = 0; i < 4; i++)
 		start[i] = 0.0;
 	BtydMinimize(4, objective, &d, start, &fmin, &converged, &iterations);

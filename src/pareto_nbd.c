@@ -632,9 +632,86 @@ PnbdObjective(const double *theta, double *grad, void *arg)
 }
 
 /*
- * pareto_nbd_fit final: compress, maximise the likelihood, return the
- * row (as BtydFinishFitFrom, plus the boundary limit below).  The
- * transition function is bgnbd_fit_trans (same rows, checks).
+ * Does the subsample sub show the limit far below the four-parameter
+ * maximum, so that fitting the limit on all n rows cannot change the
+ * choice?  With per-cell differences d = loglik(theta4) - loglik(limit lt)
+ * at the two subsample optima (weights w, m = sum w), the full-data gap is
+ * estimated as n mean(d) with standard error n sd(d)/sqrt(m); "far below":
+ * the estimate exceeds 10 standard errors plus PNBD_SKIP_MARGIN
+ * log-likelihood units (the subsample optima's own optimism is a few units
+ * times n/m).
+ */
+#define PNBD_SKIP_MARGIN	100.0
+
+static bool
+PnbdLimitFarBelow(const BgnbdData *sub, const double *theta4, const double *lt, double n)
+{
+	double		r = exp(theta4[0]),
+				alpha = exp(theta4[1]),
+				s = exp(theta4[2]),
+				beta = exp(theta4[3]),
+				lr = exp(lt[0]),
+				lalpha = exp(lt[1]),
+				mu = exp(lt[2]),
+				sw = 0.0,
+				sd = 0.0,
+				sdd = 0.0,
+				mean,
+				var;
+	PnbdGCache	ctx = {0},
+				cT = {0};
+
+	for (int64 i = 0; i < sub->ncells; i++)
+	{
+		const BgnbdCell *c = &sub->cells[i];
+		double		di = PnbdLoglikRow(c->x, sub->tv[c->itx], sub->tv[c->iT],
+									   r, alpha, s, beta, NULL, NULL, &ctx, &cT)
+			- PnbdLimitLoglikRow(c->x, sub->tv[c->itx], sub->tv[c->iT],
+								 lr, lalpha, mu, NULL, NULL);
+
+		sw += c->w;
+		sd += c->w * di;
+		sdd += c->w * di * di;
+	}
+	if (!(sw > 1.0))
+		return false;
+	mean = sd / sw;
+	var = Max(0.0, sdd / sw - mean * mean);
+	return isfinite(mean) && isfinite(var) &&
+		n * mean > 10.0 * n * sqrt(var / sw) + PNBD_SKIP_MARGIN;
+}
+
+/*
+ * pareto_nbd_fit final: compress, maximise the likelihood over
+ * (r, alpha, s, beta) and, always, over the boundary limit (r, alpha, mu)
+ * of the header; report whichever is higher.  The transition function is
+ * bgnbd_fit_trans (same rows, checks).
+ *
+ * The limit is the supremum of the four-parameter likelihood along s, beta
+ * -> infinity, which the four-parameter optimiser only approaches (the
+ * gradient in log s, log beta vanishes like 1/s there): from its start it
+ * may stop anywhere on the way (not converged, or "converged" on a flat
+ * ridge at finite s), or reach the boundary only when the path happens to
+ * lead there.  So the limit is fitted itself: from the subsample's limit
+ * optimum for large data (as the four-parameter fit starts from its
+ * subsample optimum), otherwise from the four-parameter end point
+ * (mu = s/beta).  For large data it is not refitted on all rows when the
+ * four-parameter fit is a well-determined maximum and the subsample shows
+ * the limit far below it (PnbdLimitFarBelow): that keeps a large interior
+ * fit at its former cost.
+ *
+ * The choice.  The limit is a boundary point of the four-parameter model,
+ * so an interior maximum is at least as high; it wins only when genuinely
+ * higher: the limit is reported when its fit converged to an interior
+ * maximum of (r, alpha, mu) (BtydWellDetermined) and its mean
+ * log-likelihood is at least the four-parameter one minus the rounding
+ * (1e-12 relative, plus about min(s, beta) 1e-14 per customer that the
+ * finite formulas lose at large s, beta: (s+1) times a difference of logs
+ * near log beta).  A four-parameter fit that ran to huge s, beta is then
+ * the limit.  The limit is reported converged, with the smaller of s, beta
+ * exactly BTYD_LIMIT_SCALE and s/beta = mu, where the SQL functions
+ * compute the limit (PnbdAtLimit); loglik is the limit's.  iterations
+ * counts both fits' full-data iterations.
  */
 PG_FUNCTION_INFO_V1(pareto_nbd_fit_final);
 Datum
@@ -643,26 +720,45 @@ pareto_nbd_fit_final(PG_FUNCTION_ARGS)
 	BtydState  *st = PG_ARGISNULL(0) ? NULL : (BtydState *) PG_GETARG_POINTER(0);
 	MemoryContext fitcxt,
 				oldcxt;
-	BgnbdData	d;
-	double		start[4],
-			   *startp;
+	BgnbdData	d,
+				sub;
 	double		theta[4] = {0.0, 0.0, 0.0, 0.0};
+	double		lt[3];
 	double		vals[5];
-	double		fmin;
-	bool		converged;
-	int			iterations;
+	double		fmin,
+				lfmin,
+				tol;
+	bool		converged,
+				lconv,
+				lsub = false,
+				skiplimit = false;
+	int			iterations,
+				lit;
 
 	if (st == NULL || st->n == 0)
 		PG_RETURN_NULL();
 
 	fitcxt = AllocSetContextCreate(CurrentMemoryContext, "pareto_nbd_fit",
 								   ALLOCSET_DEFAULT_SIZES);
-	startp = BtydSubsampleStart(st, PnbdObjective, fitcxt, start);
 	oldcxt = MemoryContextSwitchTo(fitcxt);
+
+	/* large data: both fits start from their optimum on a subsample */
+	if (BtydSubsample(st, fitcxt, &sub))
+	{
+		double		sth[4] = {0.0, 0.0, 0.0, 0.0};
+
+		BtydMinimize(4, PnbdObjective, &sub, sth, &fmin, &converged, &iterations);
+		if (converged)
+			memcpy(theta, sth, sizeof(theta));
+		lt[0] = sth[0];
+		lt[1] = sth[1];
+		lt[2] = sth[2] - sth[3];
+		BtydMinimize(3, PnbdLimitObjective, &sub, lt, &lfmin, &lsub, &lit);
+		if (converged && lsub)
+			skiplimit = PnbdLimitFarBelow(&sub, sth, lt, (double) st->n);
+	}
 	BgnbdCompress(st, &d);
 
-	for (int i = 0; startp != NULL && i < 4; i++)
-		theta[i] = startp[i];
 	BtydMinimize(4, PnbdObjective, &d, theta, &fmin, &converged, &iterations);
 	if (converged)
 		converged = BtydWellDetermined(4, PnbdObjective, &d, theta, d.wsum);
@@ -670,32 +766,22 @@ pareto_nbd_fit_final(PG_FUNCTION_ARGS)
 		vals[i] = exp(theta[i]);
 	vals[4] = -fmin * d.wsum;
 
-	/*
-	 * A maximum on the boundary s, beta -> infinity: fit the limit in
-	 * (r, alpha, mu) from the boundary point (mu = s/beta); if that maximum
-	 * is interior and at least as good (up to rounding), report it as converged with the
-	 * smaller of s, beta exactly BTYD_LIMIT_SCALE and s/beta = mu, where
-	 * the SQL functions compute the limit (PnbdAtLimit).
-	 */
-	if (!converged && isfinite(fmin) &&
-		theta[2] > log(BTYD_BOUNDARY_AB) && theta[3] > log(BTYD_BOUNDARY_AB))
+	if (!(converged && skiplimit))
 	{
-		double		lt[3] = {theta[0], theta[1], theta[2] - theta[3]};
-		double		lfmin;
-		bool		lconv;
-		int			lit;
-
-		/*
-		 * The finite formulas there round to about s or beta times 1e-15
-		 * per customer ((s+1) times a difference of logs near log beta):
-		 * "at least as good" within that.
-		 */
-		double		tol = 1e-14 * exp(Min(theta[2], theta[3]));
-
+		if (!lsub)
+		{
+			lt[0] = theta[0];
+			lt[1] = theta[1];
+			lt[2] = theta[2] - theta[3];
+		}
 		BtydMinimize(3, PnbdLimitObjective, &d, lt, &lfmin, &lconv, &lit);
-		if (lconv)
+		iterations += lit;
+		tol = 1e-12 * fabs(fmin) + 1e-14 * exp(Min(theta[2], theta[3]));
+		if (lconv && (!isfinite(fmin) || lfmin <= fmin + tol))
 			lconv = BtydWellDetermined(3, PnbdLimitObjective, &d, lt, d.wsum);
-		if (lconv && lfmin <= fmin + 1e-12 * fabs(fmin) + tol)
+		else
+			lconv = false;
+		if (lconv)
 		{
 			double		mu = exp(lt[2]);
 
@@ -706,7 +792,6 @@ pareto_nbd_fit_final(PG_FUNCTION_ARGS)
 			vals[4] = -lfmin * d.wsum;
 			converged = true;
 		}
-		iterations += lit;
 	}
 	MemoryContextSwitchTo(oldcxt);
 	MemoryContextDelete(fitcxt);

@@ -19,6 +19,9 @@ The SQL functions are called with s = 1e12 and beta = 1e12/mu (mu <= 1) or
 beta = 1e12 and s = 1e12 mu, as pareto_nbd_fit reports the limit; mu here is
 s/beta of those doubles. Writes test/reference/pnbd_limit_reference.csv, read
 by sql/btyd_models.sql. Rerun: python3 test/reference/pnbd_limit_reference.py
+
+The limit's maximum-likelihood fit on a simulated shop (the expected values
+of pareto_nbd_fit finding the limit itself) is pnbd_limit_fit_reference.py.
 """
 import csv
 import os
