@@ -94,7 +94,7 @@ NEW=$((CUSTOMERS / 1000))
 new_ratios=""
 for i in 1 2 3 4 5; do
     base=$(psql_db -c "SELECT max(id) FROM orders")
-    psql_db -c "INSERT INTO orders SELECT $base + g, 1 + (($base + g) * 7919) % $CUSTOMERS, 25, now() - interval '1 hour', 'paid' FROM generate_series(1, $NEW) g"
+    psql_db -c "INSERT INTO orders SELECT $base + g, 1 + (($base::bigint + g) * 7919) % $CUSTOMERS, 25, now() - interval '1 hour', 'paid' FROM generate_series(1, $NEW) g"
     h=$(time_sql "$HAND"); r=$(time_sql "SELECT * FROM loyalty.refresh()")
     fits=$(psql_db -c "SELECT string_agg(model || ' ' || status, ', ' ORDER BY model) FROM (SELECT DISTINCT ON (model) model, status FROM loyalty.model_fits ORDER BY model, fit_id DESC) f")
     echo "after $NEW new orders, pair $i: hand-written ${h}s, refresh() ${r}s ($fits)"
