@@ -1215,7 +1215,11 @@ BtydFinishDropoutFit(FunctionCallInfo fcinfo, BtydState *st, int shift)
 		startp = BtydSubsampleStart(st, objective, fitcxt, start);
 		for (int i = 0; i < 4; i++)
 			theta[i] = (startp != NULL) ? startp[i] : 0.0;
-		BtydMinimize(4, objective, &d, theta, &fmin, &converged, &iterations);
+		/* a subsample's optimum is a warm start too: Newton steps from it */
+		if (startp != NULL)
+			BtydMinimizeWarm(4, objective, &d, theta, &fmin, &converged, &iterations);
+		else
+			BtydMinimize(4, objective, &d, theta, &fmin, &converged, &iterations);
 		if (converged)
 			converged = BtydWellDetermined(4, objective, &d, theta, d.wsum);
 		iterations += warm_iterations;
