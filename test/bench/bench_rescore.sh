@@ -25,26 +25,7 @@ loyalty_setup
 . "$LOYALTY_SRC/test/bench/lib.sh"
 bench_start
 
-echo "== building a shop: $CUSTOMERS customers, ~$((CUSTOMERS * 3)) orders"
-psql_db <<SQL
-CREATE EXTENSION loyalty;
-CREATE TABLE orders (id bigint PRIMARY KEY, customer_id bigint NOT NULL, total numeric(10,2) NOT NULL,
-                     created_at timestamptz NOT NULL, status text NOT NULL);
-SELECT setseed(0.7);
--- as bench_foundation.sh: every customer orders once, then ~2 more orders on
--- average with a heavy tail, each over their own part of two years
-INSERT INTO orders
-SELECT g, c,
-       round(((10 + (c * 104729) % 150) * (0.5 + random()))::numeric, 2),
-       timestamptz '2024-11-01' + random() * (0.1 + 0.9 * ((c * 7919) % 1000) / 1000.0) * interval '730 days',
-       CASE WHEN random() < 0.97 THEN 'paid' ELSE 'refunded' END
-  FROM (SELECT g, CASE WHEN g <= $CUSTOMERS THEN g ELSE 1 + floor(random() ^ 2 * $CUSTOMERS)::bigint END AS c
-          FROM generate_series(1, $CUSTOMERS * 3) g) s;
-VACUUM ANALYZE orders;
-SQL
-t=$(time_sql "SELECT loyalty.track_orders('orders', 'customer_id', 'total', 'created_at', 'id', 'status', ARRAY['paid'], batch_size => 50000)")
-echo "backfill (track_orders): ${t}s"
-psql_db -c "VACUUM ANALYZE loyalty.orders, loyalty.customer_state"
+bench_shop "$CUSTOMERS"
 t=$(time_sql "SELECT * FROM loyalty.refresh('2026-11-01 12:00')")
 echo "first refresh() (fits, every score stored): ${t}s"
 psql_db -c "VACUUM ANALYZE loyalty.stored_scores"
