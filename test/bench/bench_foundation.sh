@@ -25,14 +25,6 @@ bench_start
 
 bench_shop "$CUSTOMERS"
 
-HAND="DROP TABLE IF EXISTS hand_rfm; CREATE TABLE hand_rfm AS
-WITH agg AS (SELECT customer_id, max(created_at) AS last_order_at, count(*) AS frequency, sum(total) AS monetary
-               FROM orders WHERE status = 'paid' GROUP BY customer_id)
-SELECT customer_id, last_order_at, frequency, monetary,
-       ntile(5) OVER (ORDER BY last_order_at) AS r_score,
-       ntile(5) OVER (ORDER BY frequency) AS f_score,
-       ntile(5) OVER (ORDER BY monetary) AS m_score
-  FROM agg"
 
 echo "== refresh vs hand-written SQL (best of 3 each)"
 best() { sort -n | head -n1; }

@@ -25,14 +25,6 @@ bench_shop "$CUSTOMERS"
 t=$(time_sql "SELECT * FROM loyalty.refresh(fit_models => false)")
 echo "first refresh(fit_models => false): ${t}s"
 
-HAND="DROP TABLE IF EXISTS hand_rfm; CREATE TABLE hand_rfm AS
-WITH agg AS (SELECT customer_id, max(created_at) AS last_order_at, count(*) AS frequency, sum(total) AS monetary
-               FROM orders WHERE status = 'paid' GROUP BY customer_id)
-SELECT customer_id, last_order_at, frequency, monetary,
-       ntile(5) OVER (ORDER BY last_order_at) AS r_score,
-       ntile(5) OVER (ORDER BY frequency) AS f_score,
-       ntile(5) OVER (ORDER BY monetary) AS m_score
-  FROM agg"
 STEP="BEGIN; SELECT pg_advisory_xact_lock(74200, 2); SELECT loyalty._rfm_score(true, now(), NULL); COMMIT"
 median() { sort -n | awk '{v[NR]=$1} END {print (NR % 2) ? v[(NR+1)/2] : (v[NR/2] + v[NR/2+1]) / 2}'; }
 ratio() { awk -v a="$1" -v h="$2" 'BEGIN {printf "%.3f", a / h}'; }

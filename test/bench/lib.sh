@@ -81,3 +81,14 @@ SQL
     echo "backfill (track_orders, excluded from the ratios): ${t}s"
     psql_db -c "VACUUM ANALYZE loyalty.orders, loyalty.customer_state"
 }
+
+# The baseline: the RFM a shop would write by hand (GROUP BY customer, then
+# NTILE(5) for R, F and M), materialised.
+HAND="DROP TABLE IF EXISTS hand_rfm; CREATE TABLE hand_rfm AS
+WITH agg AS (SELECT customer_id, max(created_at) AS last_order_at, count(*) AS frequency, sum(total) AS monetary
+               FROM orders WHERE status = 'paid' GROUP BY customer_id)
+SELECT customer_id, last_order_at, frequency, monetary,
+       ntile(5) OVER (ORDER BY last_order_at) AS r_score,
+       ntile(5) OVER (ORDER BY frequency) AS f_score,
+       ntile(5) OVER (ORDER BY monetary) AS m_score
+  FROM agg"
