@@ -23,33 +23,8 @@ loyalty_setup
 . "$LOYALTY_SRC/test/bench/lib.sh"
 bench_start
 
-echo "== building a shop: $CUSTOMERS customers, ~$((CUSTOMERS * 3)) orders"
-psql_db <<SQL
-CREATE EXTENSION loyalty;
-CREATE TABLE orders (id bigint PRIMARY KEY, customer_id bigint NOT NULL, total numeric(10,2) NOT NULL,
-                     created_at timestamptz NOT NULL, status text NOT NULL);
-SELECT setseed(0.7);
-INSERT INTO orders
-SELECT g, c,
-       round(((10 + (c * 104729) % 150) * (0.5 + random()))::numeric, 2),
-       now() - interval '730 days' + random() * (0.1 + 0.9 * ((c * 7919) % 1000) / 1000.0) * interval '730 days',
-       CASE WHEN random() < 0.97 THEN 'paid' ELSE 'refunded' END
-  FROM (SELECT g, CASE WHEN g <= $CUSTOMERS THEN g ELSE 1 + floor(random() ^ 2 * $CUSTOMERS)::bigint END AS c
-          FROM generate_series(1, $CUSTOMERS * 3) g) s;
-VACUUM ANALYZE orders;
-SQL
-t=$(time_sql "SELECT loyalty.track_orders('orders', 'customer_id', 'total', 'created_at', 'id', 'status', ARRAY['paid'], batch_size => 50000)")
-echo "backfill (track_orders, excluded from the ratios): ${t}s"
-psql_db -c "VACUUM ANALYZE loyalty.orders, loyalty.customer_state"
+bench_shop "$CUSTOMERS" "now() - interval '730 days'"
 
-HAND="DROP TABLE IF EXISTS hand_rfm; CREATE TABLE hand_rfm AS
-WITH agg AS (SELECT customer_id, max(created_at) AS last_order_at, count(*) AS frequency, sum(total) AS monetary
-               FROM orders WHERE status = 'paid' GROUP BY customer_id)
-SELECT customer_id, last_order_at, frequency, monetary,
-       ntile(5) OVER (ORDER BY last_order_at) AS r_score,
-       ntile(5) OVER (ORDER BY frequency) AS f_score,
-       ntile(5) OVER (ORDER BY monetary) AS m_score
-  FROM agg"
 best() { sort -n | head -n1; }
 
 echo "== refresh() with every enabled fit vs hand-written SQL"

@@ -57,11 +57,11 @@ peak_mem_sql() {
 
 # The benchmarks' shop: $1 customers, each ordering once and then ~2 more
 # times on average with a heavy tail (customer drawn as random()^2), each
-# active over their own part of two years from 2024-11-01, 3% refunded;
-# seeded, so every benchmark builds the same shop. Attached with
+# active over their own part of two years from $2 (SQL, default 2024-11-01),
+# 3% refunded; seeded, so every benchmark builds the same shop. Attached with
 # track_orders (the backfill, timed, is excluded from every ratio).
 bench_shop() {
-    local customers=$1 t
+    local customers=$1 start=${2:-"timestamptz '2024-11-01'"} t
     echo "== building a shop: $customers customers, ~$((customers * 3)) orders"
     psql_db <<SQL
 CREATE EXTENSION loyalty;
@@ -71,7 +71,7 @@ SELECT setseed(0.7);
 INSERT INTO orders
 SELECT g, c,
        round(((10 + (c * 104729) % 150) * (0.5 + random()))::numeric, 2),   -- around the customer's own mean
-       timestamptz '2024-11-01' + random() * (0.1 + 0.9 * ((c * 7919) % 1000) / 1000.0) * interval '730 days',
+       $start + random() * (0.1 + 0.9 * ((c * 7919) % 1000) / 1000.0) * interval '730 days',
        CASE WHEN random() < 0.97 THEN 'paid' ELSE 'refunded' END
   FROM (SELECT g, CASE WHEN g <= $customers THEN g ELSE 1 + floor(random() ^ 2 * $customers)::bigint END AS c
           FROM generate_series(1, $customers * 3) g) s;
