@@ -573,19 +573,18 @@ BgnbdExpected(double t, int32 x, double tx, double T,
  * floor of the objective).
  */
 /*
- * The inverse of the Hessian of fn at theta (g: the gradient there), by
- * forward differences of the analytic gradient (n more evaluations) and a
- * Cholesky factorisation; false when it is not positive definite.
+ * The Hessian of fn at theta (g: the gradient there) by forward differences
+ * of the analytic gradient (n more evaluations), symmetrised, into A; false
+ * when an evaluation was not finite.
  */
 static bool
-BtydInverseHessian(int n, BtydObjective fn, void *arg, const double *theta,
-				   const double *g, double H[BTYD_MAX_PARAMS][BTYD_MAX_PARAMS])
+BtydFdHessian(int n, BtydObjective fn, void *arg, const double *theta,
+			  const double *g, double A[BTYD_MAX_PARAMS][BTYD_MAX_PARAMS])
 {
-	double		A[BTYD_MAX_PARAMS][BTYD_MAX_PARAMS];
-	double		L[BTYD_MAX_PARAMS][BTYD_MAX_PARAMS] = {{0}};
 	double		th[BTYD_MAX_PARAMS],
 				g1[BTYD_MAX_PARAMS];
 	const double h = 1e-5;
+	bool		finite = true;
 
 	for (int j = 0; j < n; j++)
 	{
@@ -593,31 +592,52 @@ BtydInverseHessian(int n, BtydObjective fn, void *arg, const double *theta,
 			th[i] = theta[i];
 		th[j] += h;
 		if (!isfinite(fn(th, g1, arg)))
-			return false;
+			finite = false;
 		for (int i = 0; i < n; i++)
 			A[i][j] = (g1[i] - g[i]) / h;
 	}
 	for (int i = 0; i < n; i++)
 		for (int j = 0; j < i; j++)
 			A[i][j] = A[j][i] = 0.5 * (A[i][j] + A[j][i]);
+	return finite;
+}
+
+/* Cholesky factorisation A = L L' in place (L in the lower triangle); false when A is not positive definite */
+static bool
+BtydCholesky(int n, double A[BTYD_MAX_PARAMS][BTYD_MAX_PARAMS])
+{
 	for (int j = 0; j < n; j++)
 	{
-		double		d = A[j][j];
-
 		for (int k = 0; k < j; k++)
-			d -= L[j][k] * L[j][k];
-		if (!(d > 0.0) || !isfinite(d))
+			A[j][j] -= A[j][k] * A[j][k];
+		if (!(A[j][j] > 0.0))
 			return false;
-		L[j][j] = sqrt(d);
+		A[j][j] = sqrt(A[j][j]);
 		for (int i = j + 1; i < n; i++)
 		{
-			double		v = A[i][j];
-
 			for (int k = 0; k < j; k++)
-				v -= L[i][k] * L[j][k];
-			L[i][j] = v / L[j][j];
+				A[i][j] -= A[i][k] * A[j][k];
+			A[i][j] /= A[j][j];
 		}
 	}
+	return true;
+}
+
+/*
+ * The inverse of the Hessian of fn at theta (g: the gradient there) into H;
+ * false when it is not positive definite and finite.
+ */
+static bool
+BtydInverseHessian(int n, BtydObjective fn, void *arg, const double *theta,
+				   const double *g, double H[BTYD_MAX_PARAMS][BTYD_MAX_PARAMS])
+{
+	double		L[BTYD_MAX_PARAMS][BTYD_MAX_PARAMS];
+
+	if (!BtydFdHessian(n, fn, arg, theta, g, L) || !BtydCholesky(n, L))
+		return false;
+	for (int j = 0; j < n; j++)
+		if (!isfinite(L[j][j]))
+			return false;
 	/* H = A^-1: solve L L' h = e_c for each column c */
 	for (int c = 0; c < n; c++)
 	{
@@ -850,42 +870,17 @@ BtydWellDetermined(int n, BtydObjective fn, void *arg, const double *theta,
 				   double wsum)
 {
 	double		A[BTYD_MAX_PARAMS][BTYD_MAX_PARAMS];
-	double		g0[BTYD_MAX_PARAMS],
-				g1[BTYD_MAX_PARAMS],
-				th[BTYD_MAX_PARAMS];
-	const double h = 1e-5;
+	double		g0[BTYD_MAX_PARAMS];
 
 	(void) fn(theta, g0, arg);
-	for (int j = 0; j < n; j++)
-	{
-		for (int i = 0; i < n; i++)
-			th[i] = theta[i];
-		th[j] += h;
-		(void) fn(th, g1, arg);
-		for (int i = 0; i < n; i++)
-			A[i][j] = (g1[i] - g0[i]) / h;
-	}
-	/* symmetrise, scale to the total information, shift, factorise */
+	(void) BtydFdHessian(n, fn, arg, theta, g0, A);
+	/* scale to the total information, shift, factorise */
 	for (int i = 0; i < n; i++)
 		for (int j = 0; j < i; j++)
-			A[i][j] = A[j][i] = 0.5 * (A[i][j] + A[j][i]) * wsum;
+			A[i][j] = A[j][i] = A[i][j] * wsum;
 	for (int i = 0; i < n; i++)
 		A[i][i] = A[i][i] * wsum - 1.0 / (BTYD_MAX_SE * BTYD_MAX_SE);
-	for (int j = 0; j < n; j++)
-	{
-		for (int k = 0; k < j; k++)
-			A[j][j] -= A[j][k] * A[j][k];
-		if (!(A[j][j] > 0.0))
-			return false;
-		A[j][j] = sqrt(A[j][j]);
-		for (int i = j + 1; i < n; i++)
-		{
-			for (int k = 0; k < j; k++)
-				A[i][j] -= A[i][k] * A[j][k];
-			A[i][j] /= A[j][j];
-		}
-	}
-	return true;
+	return BtydCholesky(n, A);
 }
 
 /* ------------------------------------------------------------------------
