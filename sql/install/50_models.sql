@@ -280,7 +280,7 @@ AS $$
     SELECT f.model, f.status, now(), f.customers, f.params, f.loglik, f.iterations, f.note, f.inputs_hash
       FROM (SELECT * FROM loyalty.model_fits mf WHERE mf.model = p_model ORDER BY mf.fit_id DESC LIMIT 1) f
      WHERE f.inputs_hash = p_inputs_hash AND f.params IS NOT NULL
-       AND (f.as_of AT TIME ZONE 'UTC')::date = (now() AT TIME ZONE 'UTC')::date
+       AND loyalty._utc_date(f.as_of) = loyalty._utc_date(now())
     RETURNING status
 $$;
 
@@ -323,7 +323,7 @@ BEGIN
                  WHERE mf.model = p_model AND mf.status = 'fitted' ORDER BY mf.fit_id DESC LIMIT 1) f,
                loyalty.model_settings st
          WHERE st.refit_tolerance > 0
-           AND (f.as_of AT TIME ZONE 'UTC')::date = (now() AT TIME ZONE 'UTC')::date
+           AND loyalty._utc_date(f.as_of) = loyalty._utc_date(now())
            AND loyalty._params_within(f.params, p_params, st.refit_tolerance);
         IF kept IS NOT NULL THEN
             p_status := 'confirmed';
@@ -659,7 +659,7 @@ BEGIN
     -- fit ids left out: a refit to the same parameters changes no score
     cur_basis := jsonb_build_object('model', m.model, 'r', m.r, 'alpha', m.alpha, 'a', m.a, 'b', m.b, 'shop_gap', m.shop_gap,
                                 'p', g.p, 'q', g.q, 'gamma', g.gamma, 'horizon_days', st.horizon_days, 'margin', st.margin,
-                                'annual_discount_rate', st.annual_discount_rate, 'day', (p_as_of AT TIME ZONE 'UTC')::date);
+                                'annual_discount_rate', st.annual_discount_rate, 'day', loyalty._utc_date(p_as_of));
     SELECT sb.basis = cur_basis INTO held FROM loyalty.score_basis sb;
     IF p_customers IS NULL AND p_queued IS NOT NULL AND coalesce(held, false) THEN
         todo := p_queued;
@@ -795,7 +795,7 @@ BEGIN
         RAISE EXCEPTION 'holdout_days must be at least 1'
               USING ERRCODE = 'invalid_parameter_value', HINT = 'Pick a window the shop can wait for, e.g. 90 days.';
     END IF;
-    cal_end := (now() AT TIME ZONE 'UTC')::date - h;
+    cal_end := loyalty._utc_date(now()) - h;
     -- the calibration inputs, read once (arrays: no temp table, so a reader in
     -- a read-only transaction can run this too)
     WITH days AS (
