@@ -1396,7 +1396,12 @@ BtydFinishFit(FunctionCallInfo fcinfo, int np, BtydObjective objective, void *da
 	return BtydFinishFitFrom(fcinfo, np, objective, data, wsum, fitcxt, NULL);
 }
 
-/* BtydFinishFit from log-parameters start[] (NULL: all 0) */
+/*
+ * BtydFinishFit from log-parameters start[] (an earlier fit's), with Newton
+ * steps (BtydMinimizeWarm). The warm start is kept only when it reaches a
+ * well-determined maximum; otherwise the fit runs from the usual start and
+ * reports that run's iterations. start NULL: the usual start.
+ */
 Datum
 BtydFinishFitFrom(FunctionCallInfo fcinfo, int np, BtydObjective objective, void *data,
 				  double wsum, MemoryContext fitcxt, const double *start)
@@ -1405,15 +1410,26 @@ BtydFinishFitFrom(FunctionCallInfo fcinfo, int np, BtydObjective objective, void
 	double		theta[4] = {0.0, 0.0, 0.0, 0.0};
 	double		vals[5];
 	double		fmin;
-	bool		converged;
+	bool		converged = false;
 	int			iterations;
 
 	Assert(np <= 4);
-	for (int i = 0; start != NULL && i < np; i++)
-		theta[i] = start[i];
-	BtydMinimize(np, objective, data, theta, &fmin, &converged, &iterations);
-	if (converged)
-		converged = BtydWellDetermined(np, objective, data, theta, wsum);
+	if (start != NULL)
+	{
+		for (int i = 0; i < np; i++)
+			theta[i] = start[i];
+		BtydMinimizeWarm(np, objective, data, theta, &fmin, &converged, &iterations);
+		if (converged)
+			converged = BtydWellDetermined(np, objective, data, theta, wsum);
+	}
+	if (!converged)
+	{
+		for (int i = 0; i < np; i++)
+			theta[i] = 0.0;
+		BtydMinimize(np, objective, data, theta, &fmin, &converged, &iterations);
+		if (converged)
+			converged = BtydWellDetermined(np, objective, data, theta, wsum);
+	}
 	for (int i = 0; i < np; i++)
 		vals[i] = exp(theta[i]);
 	vals[np] = -fmin * wsum;
@@ -1721,27 +1737,15 @@ gamma_gamma_fit_final(PG_FUNCTION_ARGS)
 								   ALLOCSET_DEFAULT_SIZES);
 	oldcxt = MemoryContextSwitchTo(fitcxt);
 	GgCompress(st, &d);
+	MemoryContextSwitchTo(oldcxt);
 	if (st->nstart == 3)
 	{
-		/* a warm start kept only when it reaches a well-determined maximum */
-		double		theta[3];
-		double		fmin;
-		bool		converged;
-		int			iterations;
+		double		start[3];
 
 		for (int i = 0; i < 3; i++)
-			theta[i] = log(st->start[i]);
-		BtydMinimizeWarm(3, GgObjective, &d, theta, &fmin, &converged, &iterations);
-		if (converged && BtydWellDetermined(3, GgObjective, &d, theta, d.wsum))
-		{
-			double		vals[4] = {exp(theta[0]), exp(theta[1]), exp(theta[2]), -fmin * d.wsum};
-
-			MemoryContextSwitchTo(oldcxt);
-			MemoryContextDelete(fitcxt);
-			return BtydFitResult(fcinfo, vals, 4, true, iterations);
-		}
+			start[i] = log(st->start[i]);
+		return BtydFinishFitFrom(fcinfo, 3, GgObjective, &d, d.wsum, fitcxt, start);
 	}
-	MemoryContextSwitchTo(oldcxt);
 	return BtydFinishFit(fcinfo, 3, GgObjective, &d, d.wsum, fitcxt);
 }
 
